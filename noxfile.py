@@ -1,0 +1,35 @@
+"""Sessions: ``nox`` runs the test suite and the linters; ``nox -s tests`` only the tests.
+
+Every session installs qkdn-sdk with the transport plugins under ``plugins/`` from this checkout,
+so the plugins are found through their entry points exactly as a user's install finds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+PLUGINS = sorted(
+    str(path) for path in (ROOT / "plugins").iterdir() if (path / "pyproject.toml").exists()
+)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite, every transport included."""
+    session.install("-e", ".[test]", *PLUGINS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict on the package and the plugins."""
+    session.install("-e", ".[test]", *PLUGINS, "mypy>=1.11", "ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("mypy")

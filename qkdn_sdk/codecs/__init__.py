@@ -1,0 +1,1 @@
+"""Codecs: pure functions and sans-IO objects that turn messages into wire bytes and back."""

@@ -1,0 +1,174 @@
+"""JSON payload codec: Message <-> payload bytes, per the DESIGN wire conventions.
+
+One cattrs converter, configured once (:func:`make_converter`), with orjson for the bytes:
+
+- JSON names are the attribute names (the spec parameter names in snake_case);
+- absent optional parameters are omitted, never ``null`` (a received ``null`` reads as absent);
+- key data (``bytes``) is base64 (RFC 4648); sizes and lengths are integers (bits);
+- types are strict: ``"5"`` is not an integer, ``true`` is not an integer, a string is not a list;
+- fields the table does not have are refused (extensions go in ``extension``).
+
+A payload that breaks any of this raises one :class:`~qkdn_sdk.errors.PayloadError` whose text
+names each field and rule (``number_of_keys: expected an integer``, ``key_ids[2].key_id:
+missing``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import cattrs
+import orjson
+from cattrs.cols import is_sequence, list_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from qkdn_sdk.errors import InvalidMessage, PayloadError
+from qkdn_sdk.messages import Message
+
+__all__ = [
+    "decode_payload",
+    "encode_payload",
+    "make_converter",
+    "message_from_dict",
+    "message_to_dict",
+]
+
+M = TypeVar("M", bound=Message)
+
+
+class _Expected(ValueError):
+    """A value of the wrong JSON type; the text is the rule (``expected an integer``)."""
+
+
+def _strict(python_type: type[Any], description: str) -> Callable[[Any, type[Any]], Any]:
+    def structure(value: Any, _type: type[Any]) -> Any:
+        # type() and not isinstance(): bool is an int subclass, and True is not a number of keys.
+        if type(value) is not python_type:
+            raise _Expected(f"expected {description}")
+        return value
+
+    return structure
+
+
+def _structure_bytes(value: Any, _type: type[Any]) -> bytes:
+    if type(value) is not str:
+        raise _Expected("expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Expected("expected a base64 string (RFC 4648)") from None
+
+
+def _structure_object(value: Any, _type: type[Any]) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _Expected("expected a JSON object")
+    return value
+
+
+def _structure_int_enum(value: Any, enum_type: type[enum.IntEnum]) -> enum.IntEnum:
+    if type(value) is not int or value not in enum_type._value2member_map_:
+        choices = ", ".join(f"{member.value} ({member.name.lower()})" for member in enum_type)
+        raise _Expected(f"expected one of {choices}")
+    return enum_type(value)
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter of the wire conventions (exposed so transports can reuse its rules)."""
+    converter = cattrs.Converter(
+        forbid_extra_keys=True, omit_if_default=True, detailed_validation=True
+    )
+    converter.register_structure_hook(int, _strict(int, "an integer"))
+    converter.register_structure_hook(str, _strict(str, "a string"))
+    converter.register_structure_hook(bool, _strict(bool, "true or false"))
+    converter.register_structure_hook(bytes, _structure_bytes)
+    # IntEnum comes before int in a result code's MRO, so this hook wins over the int one.
+    converter.register_structure_hook(enum.IntEnum, _structure_int_enum)
+    converter.register_structure_hook_func(lambda cls: cls == dict[str, Any], _structure_object)
+    converter.register_unstructure_hook(bytes, lambda data: base64.b64encode(data).decode("ascii"))
+
+    @converter.register_structure_hook_factory(is_sequence)
+    def _strict_list(list_type: Any, converter: cattrs.Converter) -> Any:
+        structure_items = list_structure_factory(list_type, converter)
+
+        def structure(value: Any, _type: Any) -> Any:
+            if type(value) is not list:
+                raise _Expected("expected an array")
+            return structure_items(value, _type)
+
+        return structure
+
+    return converter
+
+
+_CONVERTER = make_converter()
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """The payload object of ``message`` (absent optional parameters left out)."""
+    payload: dict[str, Any] = _CONVERTER.unstructure(message)
+    return payload
+
+
+def encode_payload(message: Message) -> bytes:
+    """The JSON payload of ``message`` as UTF-8 bytes."""
+    return orjson.dumps(message_to_dict(message))
+
+
+def message_from_dict(cls: type[M], payload: Any) -> M:
+    """Build a ``cls`` from a decoded JSON payload.
+
+    Raises :class:`~qkdn_sdk.errors.PayloadError` naming every field that breaks the table.
+    """
+    if type(payload) is not dict:
+        raise PayloadError(["payload: expected a JSON object"], message_name=cls.spec_name)
+    try:
+        return _CONVERTER.structure(payload, cls)
+    except InvalidMessage as exc:  # a rule of the whole message (EitherMandatory, key_length)
+        raise PayloadError([str(exc)], message_name=cls.spec_name) from None
+    except (ClassValidationError, IterableValidationError) as exc:
+        errors = cattrs.transform_error(exc, path="$", format_exception=_describe)
+        raise PayloadError(
+            [_readable(error) for error in errors], message_name=cls.spec_name
+        ) from None
+
+
+def decode_payload(cls: type[M], data: bytes) -> M:
+    """Decode JSON payload bytes into a ``cls``.
+
+    An empty payload reads as ``{}`` (a table whose parameters are all optional, such as Q.4162
+    Table 3, may be sent with none). Raises :class:`~qkdn_sdk.errors.PayloadError`.
+    """
+    if not data:
+        return message_from_dict(cls, {})
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(
+            [f"payload: not valid JSON ({exc})"], message_name=cls.spec_name
+        ) from None
+    return message_from_dict(cls, payload)
+
+
+def _describe(exc: BaseException, _type: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return "unexpected field " + ", ".join(repr(key) for key in sorted(exc.extra_fields))
+    if isinstance(exc, InvalidMessage):
+        # Raised by a nested object's own rule: the path so far names the object, not the field.
+        return f"\0{exc.field}\0{exc.rule}"
+    return str(exc)
+
+
+def _readable(error: str) -> str:
+    """``"expected an integer @ $.keys[2].key_id"`` -> ``"keys[2].key_id: expected an integer"``."""
+    text, _, path = error.rpartition(" @ ")
+    path = path.removeprefix("$").removeprefix(".")
+    if text.startswith("\0"):
+        _, field, rule = text.split("\0", 2)
+        return f"{path}.{field}: {rule}" if path else f"{field}: {rule}"
+    return f"{path or 'payload'}: {text}"

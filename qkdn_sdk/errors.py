@@ -1,0 +1,143 @@
+"""The errors of qkdn-sdk.
+
+Every error is a :class:`QkdnError`. Like h11, we tell apart who got it wrong:
+
+- :class:`LocalProtocolError`: *we* were about to build or send something the protocol does not
+  allow (a message that breaks its table's rules, a payload over 65,535 bytes). Fix the caller.
+- :class:`RemoteProtocolError`: the *peer* sent something wrong (an undecodable frame, an unknown
+  command code, a payload that breaks its table). Answer with a failure response or an error
+  indication and keep serving.
+
+Like h2, each error knows what it becomes on the wire: :attr:`QkdnError.response_text` is the
+``response`` failure text of the spec tables (``"failure: ..."``, DESIGN wire conventions), and
+:attr:`QkdnError.http_status` the ETSI GS QKD 014 status code (400, 401 or 503).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FrameError",
+    "InvalidMessage",
+    "LocalProtocolError",
+    "PayloadError",
+    "PayloadTooLarge",
+    "QkdnError",
+    "RemoteProtocolError",
+    "UnknownCommandCode",
+    "UnsupportedVersion",
+]
+
+
+class QkdnError(Exception):
+    """Base class of every error raised by qkdn-sdk.
+
+    ``http_status`` is the ETSI GS QKD 014 status this error is answered with over HTTPS;
+    503 ("Error on server side.") unless a subclass says otherwise.
+    """
+
+    http_status: int = 503
+
+    @property
+    def response_text(self) -> str:
+        """The failure reason for a ``response`` parameter: ``"failure: <what went wrong>"``."""
+        return f"failure: {self}"
+
+
+class LocalProtocolError(QkdnError):
+    """We were about to build or send something the protocol does not allow."""
+
+
+class InvalidMessage(LocalProtocolError, ValueError):
+    """A message breaks a rule of its table (a bad value, a conditional parameter missing).
+
+    The text names the field and the rule: ``number_of_keys: must be >= 1``. When the message came
+    from a peer, the payload codec turns this into a :class:`PayloadError`.
+    """
+
+    http_status = 400
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class PayloadTooLarge(LocalProtocolError):
+    """An encoded payload does not fit the 2-byte Length of the TCP frame (Q.416x Appendix I).
+
+    Never truncated or split: the caller must send less (for keys, at most the number the peer
+    advertises as ``max_key_per_request``).
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload of {size} bytes exceeds the frame limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class RemoteProtocolError(QkdnError):
+    """The peer sent something the protocol does not allow. ETSI 014 answers it with 400."""
+
+    http_status = 400
+
+
+class FrameError(RemoteProtocolError):
+    """A received TCP frame could not be turned into a message.
+
+    ``framing_intact`` says whether the byte stream can still be read: when True only this frame
+    was bad (answer with an error indication and go on); when False the frame boundaries are lost
+    and the connection has to be closed. ``message_id`` is the MessageID of the bad frame when its
+    header could be read, so an error indication can echo it.
+    """
+
+    def __init__(self, reason: str, *, framing_intact: bool, message_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.framing_intact = framing_intact
+        self.message_id = message_id
+
+
+class UnsupportedVersion(FrameError):
+    """The frame's Version is not one this SDK speaks; the rest of the stream cannot be trusted."""
+
+    def __init__(self, version: int, *, message_id: int | None = None) -> None:
+        super().__init__(
+            f"unsupported frame version {version} (this SDK speaks version 1)",
+            framing_intact=False,
+            message_id=message_id,
+        )
+        self.version = version
+
+
+class UnknownCommandCode(FrameError):
+    """The CommandCode is not in the catalogue. The frame length was read: framing holds."""
+
+    def __init__(self, code: int, *, message_id: int | None = None) -> None:
+        super().__init__(
+            f"unknown command code 0x{code:04X}", framing_intact=True, message_id=message_id
+        )
+        self.code = code
+
+
+class PayloadError(FrameError):
+    """A payload is not valid JSON or breaks its message table.
+
+    The text names the field and the rule (``number_of_keys: expected an integer``,
+    ``key_ids[2].key_id: missing``); ``errors`` lists every problem found, ``command_code`` is the
+    code of the message whose payload it was (``None`` when decoded outside a frame).
+    """
+
+    def __init__(
+        self,
+        errors: list[str],
+        *,
+        message_name: str,
+        command_code: int | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        super().__init__(
+            f"invalid {message_name}: " + "; ".join(errors),
+            framing_intact=True,
+            message_id=message_id,
+        )
+        self.errors = errors
+        self.command_code = command_code

@@ -1,0 +1,219 @@
+"""KM link (KM <-> KM): FG QIT4N D2.3 key relay protocol messages and the SDK relay messages.
+
+None of these has an ITU-assigned code: all use SDK extension codes 0x1180 and up ("11": KM to
+KM). As in :mod:`qkdn_sdk.messages.mgmt`, D2.3 gives no M/O column and the SDK fixes it.
+
+- HELLO, SESSION and UPDATE (D2.3 clause 7.2.2.2, Tables 7-8, 7-9, 7-10).
+- What a KM needs to relay keys hop by hop (D2.3 clause 7.1.3, Figures 7-4/7-5): :class:`KeyRelay`
+  carries a KMA-key one-time-pad encrypted with a key of the KM link, the Table 7-1 (3) relay
+  metadata and an integrity value; :class:`ResponseToKeyRelay` acknowledges it; and
+  :class:`KeyIdSynchronizationRequest` keeps the link keys of two neighbours in step.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from qkdn_sdk.messages._base import (
+    JSONObject,
+    KeyId,
+    Message,
+    at_least,
+    identifier,
+    non_empty,
+    spec,
+)
+
+__all__ = [
+    "Hello",
+    "KeyIdSynchronizationRequest",
+    "KeyRelay",
+    "RelayMetadata",
+    "ResponseToKeyIdSynchronizationRequest",
+    "ResponseToKeyRelay",
+    "SessionMessage",
+    "Update",
+]
+
+_EXTENSION = "Extension"
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class Hello(
+    Message,
+    code=0x1180,
+    name="HELLO message",
+    table="FG QIT4N D2.3 Table 7-8",
+    response="Hello",
+):
+    """HELLO message (D2.3 Table 7-8): neighbourhood setting between KMs for authentication.
+    A KM answers a HELLO with its own HELLO."""
+
+    sender_ip: str | None = attrs.field(default=None, metadata=spec("Sender IP"))
+    sender_id: str = attrs.field(
+        metadata=spec("Sender ID", "hostname (ID) of the sender KM"), validator=identifier
+    )
+    community_id: str | None = attrs.field(
+        default=None, metadata=spec("Community ID", "community name")
+    )
+    authentication_info: str | None = attrs.field(
+        default=None, metadata=spec("Authentication info", "authentication string"), repr=False
+    )
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class SessionMessage(
+    Message,
+    code=0x1181,
+    name="SESSION message",
+    table="FG QIT4N D2.3 Table 7-9",
+    response="SessionMessage",
+):
+    """SESSION message (D2.3 Table 7-9): creating and negotiating KMA-key IDs between KMs.
+    The peer answers with the SESSION it agrees to."""
+
+    session_id: str = attrs.field(metadata=spec("Session ID"), validator=identifier)
+    timer: int | None = attrs.field(
+        default=None,
+        metadata=spec("Timer", "lifetime of the KMA-key ID, seconds"),
+        validator=at_least(1),
+    )
+    hash_value: str | None = attrs.field(
+        default=None, metadata=spec("Hash value", "of the KMA-key ID")
+    )
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class Update(Message, code=0x1182, name="UPDATE message", table="FG QIT4N D2.3 Table 7-10"):
+    """UPDATE message (D2.3 Table 7-10): route selection and KMA-key ID distribution across the
+    network. One-way."""
+
+    sender_ip: str | None = attrs.field(default=None, metadata=spec("Sender IP"))
+    receiver_ip: str | None = attrs.field(default=None, metadata=spec("Receiver IP"))
+    kma_key_id: str = attrs.field(metadata=spec("KMA-key ID"), validator=identifier)
+    qos: JSONObject | None = attrs.field(default=None, metadata=spec("QoS", "quality of service"))
+
+
+@attrs.frozen(kw_only=True)
+class RelayMetadata:
+    """Relayed KMA-key metadata (D2.3 Table 7-1 (3)): updated at every hop with the current node
+    as source and the next node as destination (clause 7.1.3)."""
+
+    source_kma_id: str | None = attrs.field(
+        default=None, metadata=spec("Source KMA ID", "this hop's sender"), validator=identifier
+    )
+    destination_kma_id: str | None = attrs.field(
+        default=None,
+        metadata=spec("Destination KMA ID", "this hop's receiver"),
+        validator=identifier,
+    )
+    key_relay_time_stamp: str | None = attrs.field(
+        default=None, metadata=spec("Key relay time stamp", "RFC 3339 UTC")
+    )
+    key_relay_encryption_method: str | None = attrs.field(
+        default=None, metadata=spec("Key relay encryption method", "e.g. otp")
+    )
+    kma_key_metadata: JSONObject = attrs.field(
+        metadata=spec("KMA-key metadata", "Table 7-1 (2) metadata of the source KMA-key")
+    )
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class KeyRelay(
+    Message,
+    code=0x1183,
+    name="Key relay",
+    table="SDK extension (FG QIT4N D2.3 clause 7.1.3, Table 7-1 (3))",
+    response="ResponseToKeyRelay",
+):
+    """Key relay over one KM link: the KMA-key ``key_id`` XORed with the link key
+    ``link_key_id`` that both neighbours hold (one-time pad), on its way from ``source_kma_id`` to
+    ``destination_kma_id`` (the ends of the whole route, as in Q.4164).
+
+    ``integrity_value`` lets the final destination check the key end to end; how it is computed
+    is the relay engine's (the message carries it as base64 bytes).
+    """
+
+    key_relay_request_id: str | None = attrs.field(
+        default=None,
+        metadata=spec("Key relay request ID", "as in Q.4164 Table 4"),
+        validator=identifier,
+    )
+    source_kma_id: str = attrs.field(
+        metadata=spec("Source KMA ID", "source of the whole relay route"), validator=identifier
+    )
+    destination_kma_id: str = attrs.field(
+        metadata=spec("Destination KMA ID", "destination of the whole relay route"),
+        validator=identifier,
+    )
+    application_destination_id: str | None = attrs.field(
+        default=None, metadata=spec("Application destination ID"), validator=identifier
+    )
+    transit_kma_ids: list[str] | None = attrs.field(
+        default=None,
+        metadata=spec("Transit KMA IDs", "the rest of the route, centralized QKDN"),
+        validator=non_empty,
+    )
+    key_id: str = attrs.field(metadata=spec("KMA-key ID", "the key relayed"), validator=identifier)
+    link_key_id: str = attrs.field(
+        metadata=spec("Link key ID", "the KM link key used as the one-time pad"),
+        validator=identifier,
+    )
+    encrypted_key: bytes = attrs.field(
+        metadata=spec("Encrypted key", "base64 of key XOR link key"), repr=False
+    )
+    relay_metadata: RelayMetadata = attrs.field(metadata=spec("Relayed KMA-key metadata"))
+    integrity_value: bytes = attrs.field(
+        metadata=spec("Integrity value", "base64; checked at the final destination"), repr=False
+    )
+    extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class ResponseToKeyRelay(
+    Message,
+    code=0x1184,
+    name="Response to key relay",
+    table="SDK extension (FG QIT4N D2.3 clause 7.1.3)",
+):
+    """Response to key relay: the next KM received (and decrypted) the key, or why not. The link
+    key ``link_key_id`` is spent either way."""
+
+    key_relay_request_id: str | None = attrs.field(
+        default=None, metadata=spec("Key relay request ID"), validator=identifier
+    )
+    key_id: str = attrs.field(metadata=spec("KMA-key ID"), validator=identifier)
+    link_key_id: str = attrs.field(metadata=spec("Link key ID"), validator=identifier)
+    response: str = attrs.field(metadata=spec("Response", "success or failure reason"))
+    extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class KeyIdSynchronizationRequest(
+    Message,
+    code=0x1185,
+    name="Key ID synchronization request",
+    table="SDK extension (FG QIT4N D2.3 clause 7.2, key synchronization protocol)",
+    response="ResponseToKeyIdSynchronizationRequest",
+):
+    """Key ID synchronization request: the IDs of the link keys the sender holds for this KM
+    link, so both neighbours agree which keys they share before using them as pads."""
+
+    source_kma_id: str = attrs.field(metadata=spec("Source KMA ID"), validator=identifier)
+    destination_kma_id: str = attrs.field(metadata=spec("Destination KMA ID"), validator=identifier)
+    key_ids: list[KeyId] = attrs.field(metadata=spec("Key IDs", "link keys the sender holds"))
+    extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class ResponseToKeyIdSynchronizationRequest(
+    Message,
+    code=0x1186,
+    name="Response to key ID synchronization request",
+    table="SDK extension (FG QIT4N D2.3 clause 7.2, key synchronization protocol)",
+):
+    """Response to key ID synchronization request: the IDs both neighbours hold."""
+
+    key_ids: list[KeyId] = attrs.field(metadata=spec("Key IDs", "link keys both sides hold"))
+    response: str = attrs.field(metadata=spec("Response", "success or failure reason"))
+    extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
