@@ -33,3 +33,10 @@ def lint(session: nox.Session) -> None:
     session.install("-e", ".[test]", *PLUGINS, "mypy>=1.11", "ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Codec timings and round trips of the SDK beside the bare transport (not run by default)."""
+    session.install("-e", ".[test]", *PLUGINS)
+    session.run("python", "benchmarks/bench_transport.py", *session.posargs)

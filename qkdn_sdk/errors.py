@@ -16,13 +16,20 @@ Like h2, each error knows what it becomes on the wire: :attr:`QkdnError.response
 from __future__ import annotations
 
 __all__ = [
+    "ConnectionBroken",
+    "FailureResponse",
     "FrameError",
+    "IdentityMismatch",
     "InvalidMessage",
     "LocalProtocolError",
+    "NotCarried",
     "PayloadError",
     "PayloadTooLarge",
+    "PeerClosed",
     "QkdnError",
     "RemoteProtocolError",
+    "RequestTimeout",
+    "TransportError",
     "UnknownCommandCode",
     "UnsupportedVersion",
 ]
@@ -141,3 +148,53 @@ class PayloadError(FrameError):
         )
         self.errors = errors
         self.command_code = command_code
+
+
+# --- transports -----------------------------------------------------------------------------
+
+
+class FailureResponse(QkdnError):
+    """The peer answered a request with a failure: a response whose ``response`` says
+    ``"failure..."`` (or a non-zero integer, or a failure response code), or an error indication.
+
+    ``response`` is the message received, ``reason`` the failure text it carried.
+    """
+
+    http_status = 503
+
+    def __init__(self, reason: str, response: object) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.response = response
+
+    @property
+    def response_text(self) -> str:
+        return self.reason if self.reason.startswith("failure") else f"failure: {self.reason}"
+
+
+class TransportError(QkdnError):
+    """A connection could not carry a message (no such scheme, unreachable, timed out, closed)."""
+
+
+class RequestTimeout(TransportError):
+    """No response arrived within the request's timeout. The connection stays usable."""
+
+
+class PeerClosed(TransportError):
+    """The peer closed the connection (cleanly) before answering."""
+
+
+class ConnectionBroken(TransportError):
+    """The connection failed: a network error, a TLS error, or the frame boundaries were lost."""
+
+
+class IdentityMismatch(RemoteProtocolError):
+    """A message claims an ID (``application_source_id``, ``sender_id``...) that is not the
+    identity the peer authenticated with (its TLS certificate). ETSI 014 answers 401."""
+
+    http_status = 401
+
+
+class NotCarried(LocalProtocolError):
+    """This transport cannot carry this message in this direction (HTTPS cannot push to its
+    client); the text names the transports that can."""

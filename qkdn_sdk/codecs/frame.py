@@ -147,7 +147,7 @@ class FrameDecoder:
         """Bytes received and not yet handed out as frames."""
         return len(self._buffer)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes read from the stream."""
         if self._broken is not None:
             raise self._broken

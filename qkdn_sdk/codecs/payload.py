@@ -21,15 +21,18 @@ import enum
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 import orjson
 from cattrs.cols import is_sequence, list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_unstructure_fn
 
-from qkdn_sdk.errors import InvalidMessage, PayloadError
+from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError
 from qkdn_sdk.messages import Message
 
 __all__ = [
+    "MAX_DEPTH",
     "decode_payload",
     "encode_payload",
     "make_converter",
@@ -38,6 +41,10 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=Message)
+
+MAX_DEPTH = 254
+"""The deepest nesting of arrays and objects in a payload. orjson reads 1,024 levels but writes
+only 254: a deeper payload is refused when decoded, so every decoded message encodes back."""
 
 
 class _Expected(ValueError):
@@ -90,6 +97,21 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(lambda cls: cls == dict[str, Any], _structure_object)
     converter.register_unstructure_hook(bytes, lambda data: base64.b64encode(data).decode("ascii"))
 
+    @converter.register_unstructure_hook_factory(attrs.has)
+    def _in_table_order(cls: Any, converter: cattrs.Converter) -> Any:
+        # cattrs' omit_if_default puts the fields without a default (M) before the others (O);
+        # the wire keeps the order of the table's rows.
+        unstructure = make_dict_unstructure_fn(
+            cls, converter, _cattrs_omit_if_default=converter.omit_if_default
+        )
+        order = [attribute.name for attribute in attrs.fields(cls)]
+
+        def in_order(instance: Any) -> dict[str, Any]:
+            payload = unstructure(instance)
+            return {name: payload[name] for name in order if name in payload}
+
+        return in_order
+
     @converter.register_structure_hook_factory(is_sequence)
     def _strict_list(list_type: Any, converter: cattrs.Converter) -> Any:
         structure_items = list_structure_factory(list_type, converter)
@@ -114,8 +136,16 @@ def message_to_dict(message: Message) -> dict[str, Any]:
 
 
 def encode_payload(message: Message) -> bytes:
-    """The JSON payload of ``message`` as UTF-8 bytes."""
-    return orjson.dumps(message_to_dict(message))
+    """The JSON payload of ``message`` as UTF-8 bytes.
+
+    Raises :class:`~qkdn_sdk.errors.LocalProtocolError` when a value cannot be JSON (a lone
+    surrogate in a string; in a JSON object: an integer beyond 64 bits, a set, nesting deeper
+    than :data:`MAX_DEPTH`).
+    """
+    try:
+        return orjson.dumps(message_to_dict(message))
+    except orjson.JSONEncodeError as exc:
+        raise LocalProtocolError(f"{message.spec_name} cannot be encoded as JSON: {exc}") from None
 
 
 def message_from_dict(cls: type[M], payload: Any) -> M:
@@ -125,6 +155,11 @@ def message_from_dict(cls: type[M], payload: Any) -> M:
     """
     if type(payload) is not dict:
         raise PayloadError(["payload: expected a JSON object"], message_name=cls.spec_name)
+    if _deeper_than(payload, MAX_DEPTH):
+        raise PayloadError(
+            [f"payload: nested deeper than {MAX_DEPTH} arrays and objects"],
+            message_name=cls.spec_name,
+        )
     try:
         return _CONVERTER.structure(payload, cls)
     except InvalidMessage as exc:  # a rule of the whole message (EitherMandatory, key_length)
@@ -151,6 +186,23 @@ def decode_payload(cls: type[M], data: bytes) -> M:
             [f"payload: not valid JSON ({exc})"], message_name=cls.spec_name
         ) from None
     return message_from_dict(cls, payload)
+
+
+def _deeper_than(payload: Any, limit: int) -> bool:
+    """Whether ``payload`` nests more than ``limit`` arrays and objects (iterative: no recursion
+    limit to hit)."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend(
+                (item, depth + 1) for item in value.values() if isinstance(item, dict | list)
+            )
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return False
 
 
 def _describe(exc: BaseException, _type: Any) -> str:

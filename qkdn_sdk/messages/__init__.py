@@ -29,6 +29,8 @@ from qkdn_sdk.messages._base import (
     field_infos,
     message_class,
 )
+from qkdn_sdk.messages._examples import example
+from qkdn_sdk.messages._failure import failure_reason, failure_response
 
 __all__ = [
     "FIRST_EXTENSION_LOW_BYTE",
@@ -45,6 +47,9 @@ __all__ = [
     "all_messages",
     "check_response",
     "ck",
+    "example",
+    "failure_reason",
+    "failure_response",
     "field_infos",
     "kq1",
     "kx",

@@ -207,6 +207,9 @@ class Message:
     field. (``slots=False`` keeps the class object that ``__init_subclass__`` registered.)
     """
 
+    if typing.TYPE_CHECKING:  # every subclass is an attrs class (runtime hints must not see it)
+        __attrs_attrs__: ClassVar[tuple[attrs.Attribute[Any], ...]]
+
     code: ClassVar[int]
     """TCP CommandCode (Q.416x Table I.1, or an SDK extension code)."""
     spec_name: ClassVar[str]
@@ -220,6 +223,9 @@ class Message:
     """True for SDK extension codes (messages the ITU-T texts name but give no code)."""
     rules: ClassVar[tuple[EitherMandatory, ...]] = ()
     pair_rules: ClassVar[tuple[MandatoryIfRequestHad, ...]] = ()
+    claims: ClassVar[tuple[str, ...]] = ()
+    """Fields that name the *sender* of the message ("the application that sends this message"):
+    over an authenticated connection they must equal the peer's verified identity."""
     _response_name: ClassVar[str | None]
 
     def __init_subclass__(
@@ -231,6 +237,7 @@ class Message:
         response: str | None = None,
         rules: tuple[EitherMandatory, ...] = (),
         pair_rules: tuple[MandatoryIfRequestHad, ...] = (),
+        claims: tuple[str, ...] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -255,6 +262,8 @@ class Message:
         cls.is_extension = (code & 0xFF) >= FIRST_EXTENSION_LOW_BYTE
         cls.rules = rules
         cls.pair_rules = pair_rules
+        if claims is not None:  # otherwise inherited (the Ck authentication messages)
+            cls.claims = claims
         cls._response_name = response
         _BY_CODE[code] = cls
 

@@ -46,6 +46,7 @@ class KeyRequest(
     name="Key request",
     table="Q.4161 Table 1",
     response="ResponseToKeyRequest",
+    claims=("application_source_id",),
 ):
     """Key request message (Q.4161 clause 8.1.1, Table 1): the source application asks its KM for
     keys to share with ``application_destination_id``."""
@@ -79,6 +80,7 @@ class KeyRequestWithId(
     name="Key request with ID",
     table="Q.4161 Table 2",
     response="ResponseToKeyRequest",
+    claims=("application_destination_id",),
 ):
     """Key request with identifier message (Q.4161 clause 8.1.2, Table 2): the destination
     application fetches the keys whose IDs the source application gave it."""
@@ -118,6 +120,7 @@ class SessionCreationRequest(
     name="Session creation request",
     table="Q.4161 Table 4",
     response="ResponseToSessionCreationRequest",
+    claims=("application_source_id",),
 ):
     """Session creation request message (Q.4161 clause 8.2.1, Table 4): the source application
     opens a proactive key supply session with ``application_destination_id``."""

@@ -41,6 +41,7 @@ _EXTENSION = "Extension"
 @attrs.frozen(kw_only=True, slots=False)
 class Hello(
     Message,
+    claims=("sender_id",),
     code=0x1180,
     name="HELLO message",
     table="FG QIT4N D2.3 Table 7-8",

@@ -83,6 +83,7 @@ _SENDER = "Sender ID"
 @attrs.frozen(kw_only=True, slots=False)
 class AuthenticationCommand(
     Message,
+    claims=("sender_id",),
     code=0x2180,
     name="Command message for authentication",
     table="FG QIT4N D2.3 Table 7-2",
@@ -101,6 +102,7 @@ class AuthenticationCommand(
 @attrs.frozen(kw_only=True, slots=False)
 class AuthenticationResponse(
     Message,
+    claims=("sender_id",),
     code=0x1281,
     name="Response message for authentication",
     table="FG QIT4N D2.3 Table 7-3",
@@ -142,6 +144,7 @@ class CkAuthenticationResponse(
 @attrs.frozen(kw_only=True, slots=False)
 class KeySupplyCommand(
     Message,
+    claims=("sender_id",),
     code=0x2182,
     name="Command message for key supply",
     table="FG QIT4N D2.3 Table 7-4",
@@ -181,6 +184,7 @@ class KeySupplyCommand(
 @attrs.frozen(kw_only=True, slots=False)
 class KeySupplyResponse(
     Message,
+    claims=("sender_id",),
     code=0x1283,
     name="Response message for key supply",
     table="FG QIT4N D2.3 Table 7-5",
@@ -225,6 +229,7 @@ class KeySupplyResponse(
 @attrs.frozen(kw_only=True, slots=False)
 class KeyDeletionCommand(
     Message,
+    claims=("sender_id",),
     code=0x2184,
     name="Command message for key deletion",
     table="FG QIT4N D2.3 Table 7-6",
@@ -257,6 +262,7 @@ class KeyDeletionCommand(
 @attrs.frozen(kw_only=True, slots=False)
 class KeyDeletionResponse(
     Message,
+    claims=("sender_id",),
     code=0x1285,
     name="Response message for key deletion",
     table="FG QIT4N D2.3 Table 7-7",
@@ -283,6 +289,7 @@ class KeyDeletionResponse(
 @attrs.frozen(kw_only=True, slots=False)
 class StatusInformationSupplyCommand(
     Message,
+    claims=("sender_id",),
     code=0x4182,
     name="Command message for status information supply",
     table="FG QIT4N D2.3 Table 8-1",
@@ -310,6 +317,7 @@ class StatusInformationSupplyCommand(
 @attrs.frozen(kw_only=True, slots=False)
 class StatusInformationSupplyResponse(
     Message,
+    claims=("sender_id",),
     code=0x1483,
     name="Response message for status information supply",
     table="FG QIT4N D2.3 Table 8-2",
@@ -332,6 +340,7 @@ class StatusInformationSupplyResponse(
 @attrs.frozen(kw_only=True, slots=False)
 class RouteInformationSupplyCommand(
     Message,
+    claims=("sender_id",),
     code=0x1484,
     name="Command message for route information supply",
     table="FG QIT4N D2.3 Table 8-3",
@@ -355,6 +364,7 @@ class RouteInformationSupplyCommand(
 @attrs.frozen(kw_only=True, slots=False)
 class RouteInformationSupplyResponse(
     Message,
+    claims=("sender_id",),
     code=0x4185,
     name="Response message for route information supply",
     table="FG QIT4N D2.3 Table 8-4",

@@ -1,0 +1,180 @@
+"""``tcp://`` and ``tcp+tls://``: Q.416x Appendix I frames over TCP, optionally with mutual TLS.
+
+``tcp+tls://`` needs a :class:`~qkdn_sdk.tls.TLSConfig`: TLS 1.2 or later, the peer verified
+against the CA, and (by default) a client certificate required by the server. Each side's
+identity is the ID in its certificate (CN, or the first URI/DNS subjectAltName); messages that
+claim another ID are refused by the connection.
+
+A server runs every connection in its own task: a TLS handshake must finish within
+``Limits.handshake_timeout``, a silent peer is dropped after ``Limits.idle_timeout``, a peer that
+stops reading after ``Limits.send_timeout``; none of it touches the other connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from qkdn_sdk.errors import TransportError
+from qkdn_sdk.tls import TLSConfig, peer_identity
+from qkdn_sdk.transport import (
+    Connection,
+    FramedConnection,
+    Handler,
+    Limits,
+    ServerInfo,
+    Transport,
+    TransportRegistry,
+    hookimpl,
+    running,
+)
+
+__all__ = ["TcpTransport", "qkdn_register_transports"]
+
+logger = logging.getLogger("qkdn_tcp")
+
+
+def _address(url: urllib.parse.SplitResult) -> tuple[str, int]:
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if not url.hostname or port is None:
+        raise TransportError(f"{url.geturl()}: expected {url.scheme}://HOST:PORT")
+    return url.hostname, port
+
+
+def _tls_context(
+    url: urllib.parse.SplitResult, tls: TLSConfig | None, *, server: bool
+) -> ssl.SSLContext | None:
+    if url.scheme == "tcp":
+        if tls is not None:
+            raise TransportError("tcp:// does not use TLS: use tcp+tls:// with TLS settings")
+        return None
+    if tls is None:
+        raise TransportError("tcp+tls:// needs TLS settings (CA, certificate and key)")
+    return tls.server_context() if server else tls.client_context()
+
+
+def _own_identity(tls: TLSConfig | None) -> str | None:
+    return tls.identity() if tls is not None else None
+
+
+class TcpTransport(Transport):
+    """TCP transport: ``tcp://HOST:PORT`` and ``tcp+tls://HOST:PORT``."""
+
+    name = "tcp"
+    schemes = ("tcp", "tcp+tls")
+    secure_schemes = ("tcp+tls",)
+
+    @asynccontextmanager
+    async def connect(
+        self,
+        url: urllib.parse.SplitResult,
+        *,
+        tls: TLSConfig | None,
+        identity: str | None,
+        handler: Handler | None,
+        limits: Limits,
+    ) -> AsyncIterator[Connection]:
+        host, port = _address(url)
+        context = _tls_context(url, tls, server=False)
+        stream: trio.abc.Stream
+        peer_id = None
+        try:
+            with trio.fail_after(limits.handshake_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+                if context is not None:
+                    stream = trio.SSLStream(stream, context, server_hostname=host)
+                    await stream.do_handshake()
+                    peer_id = peer_identity(stream.getpeercert() or {})
+        except OSError as exc:
+            raise TransportError(
+                f"cannot connect to {url.geturl()}: {exc.strerror or exc}"
+            ) from None
+        except trio.BrokenResourceError as exc:
+            cause = exc.__cause__ or exc
+            raise TransportError(f"TLS handshake with {url.geturl()} failed: {cause}") from None
+        except trio.TooSlowError:
+            raise TransportError(
+                f"connecting to {url.geturl()} took more than {limits.handshake_timeout} s"
+            ) from None
+        local_id = _own_identity(tls) if context is not None else identity
+        connection = FramedConnection(
+            stream,
+            transport=self,
+            is_client=True,
+            handler=handler,
+            limits=limits,
+            peer_id=peer_id,
+            local_id=local_id,
+        )
+        async with running(connection):
+            yield connection
+
+    async def serve(
+        self,
+        url: urllib.parse.SplitResult,
+        handler: Handler,
+        *,
+        tls: TLSConfig | None,
+        identity: str | None,
+        limits: Limits,
+        task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        host, port = _address(url)
+        context = _tls_context(url, tls, server=True)
+        local_id = _own_identity(tls) if context is not None else identity
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise TransportError(
+                f"cannot listen on {url.geturl()}: {exc.strerror or exc}"
+            ) from None
+
+        async def serve_one(tcp_stream: trio.SocketStream) -> None:
+            stream: trio.abc.Stream = tcp_stream
+            try:
+                peer_id = None
+                if context is not None:
+                    ssl_stream = trio.SSLStream(tcp_stream, context, server_side=True)
+                    stream = ssl_stream
+                    with trio.move_on_after(limits.handshake_timeout) as scope:
+                        await ssl_stream.do_handshake()
+                    if scope.cancelled_caught:
+                        logger.info(
+                            "dropped a client: no TLS handshake in %s s", limits.handshake_timeout
+                        )
+                        return
+                    peer_id = peer_identity(ssl_stream.getpeercert() or {})
+                await FramedConnection(
+                    stream,
+                    transport=self,
+                    is_client=False,
+                    handler=handler,
+                    limits=limits,
+                    peer_id=peer_id,
+                    local_id=local_id,
+                ).run()
+            except trio.BrokenResourceError as exc:
+                logger.info("refused a client: %s", exc.__cause__ or exc)
+            except Exception:  # one connection's failure must never stop the server
+                logger.exception("a connection failed")
+            finally:
+                await trio.aclose_forcefully(stream)
+
+        bound_host, bound_port = listeners[0].socket.getsockname()[:2]
+        shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        async with trio.open_nursery() as nursery:
+            task_status.started(ServerInfo(f"{url.scheme}://{shown_host}:{bound_port}"))
+            await trio.serve_listeners(serve_one, listeners, handler_nursery=nursery)
+
+
+@hookimpl
+def qkdn_register_transports(registry: TransportRegistry) -> None:
+    registry.add(TcpTransport)

@@ -1,0 +1,260 @@
+"""Bad input and hostile peers against a real tcp:// or tcp+tls:// server on loopback.
+
+The peer here is hand-made: raw frames written to a socket (wrapped in real TLS for tcp+tls), so
+nothing in the SDK's client side can smooth over what the server does.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+import pytest
+import trio
+
+from qkdn_sdk.codecs.frame import FrameDecoder, decode_message, encode_message
+from qkdn_sdk.errors import ConnectionBroken, FailureResponse, PeerClosed
+from qkdn_sdk.messages import Message, ak, example
+from qkdn_sdk.messages.mgmt import ErrorIndication
+from qkdn_sdk.testing import CLIENT_ID, SERVER_ID, ConformancePKI, conformance_pki
+from qkdn_sdk.transport import Connection, Limits, ServerInfo, connect, serve
+
+_GUARD = 10
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> ConformancePKI:
+    return conformance_pki(tmp_path)
+
+
+@pytest.fixture(params=["tcp", "tcp+tls"])
+def scheme(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+async def _answer(message: Message, _connection: Connection) -> Message | None:
+    if isinstance(message, ak.KeyRequest) and message.application_name == "stall":
+        await trio.sleep_forever()
+    response_type = message.response_type()
+    return None if response_type is None else example(response_type)
+
+
+@asynccontextmanager
+async def _server(
+    scheme: str, pki: ConformancePKI, limits: Limits | None = None
+) -> AsyncIterator[str]:
+    async with trio.open_nursery() as nursery:
+        info: ServerInfo = await nursery.start(
+            lambda task_status: serve(
+                f"{scheme}://127.0.0.1:0",
+                _answer,
+                tls=pki.server if scheme == "tcp+tls" else None,
+                limits=limits,
+                task_status=task_status,
+            )
+        )
+        yield info.url
+        nursery.cancel_scope.cancel()
+
+
+class RawPeer:
+    """A peer that writes whatever bytes it is told to, and reads frames back."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder()
+
+    async def frame_bytes(
+        self, message_id: int, code: int, payload: bytes, version: int = 1
+    ) -> None:
+        await self.stream.send_all(
+            struct.pack(">HIHH", version, message_id, code, len(payload)) + payload
+        )
+
+    async def next_message(self) -> tuple[int, Message]:
+        while (frame := self.decoder.next_frame()) is None:
+            data = await self.stream.receive_some(65536)
+            assert data, "the server closed the connection"
+            self.decoder.receive_data(data)
+        return frame.message_id, decode_message(frame)
+
+    async def at_eof(self) -> bool:
+        try:
+            return await self.stream.receive_some(65536) == b""
+        except trio.BrokenResourceError:
+            return True
+
+
+@asynccontextmanager
+async def _raw_peer(url: str, pki: ConformancePKI) -> AsyncIterator[RawPeer]:
+    host, port = url.split("://")[1].rsplit(":", 1)
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
+    if url.startswith("tcp+tls"):
+        stream = trio.SSLStream(stream, pki.client.client_context(), server_hostname=host)
+        await stream.do_handshake()
+    try:
+        yield RawPeer(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _tls(scheme: str, pki: ConformancePKI) -> object:
+    return pki.client if scheme == "tcp+tls" else None
+
+
+async def test_unknown_command_code_gets_an_error_indication(
+    scheme: str, pki: ConformancePKI
+) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server(scheme, pki) as url, _raw_peer(url, pki) as peer:
+            await peer.frame_bytes(77, 0x2199, b"{}")
+            message_id, answer = await peer.next_message()
+            assert message_id == 77
+            assert isinstance(answer, ErrorIndication)
+            assert answer.command_code == 0x2199
+            assert not answer.closing
+            assert "unknown command code 0x2199" in answer.reason
+            # framing held: the same connection still serves
+            await peer.stream.send_all(encode_message(example(ak.KeyRequest, sender=CLIENT_ID), 78))
+            assert await peer.next_message() == (78, example(ak.ResponseToKeyRequest))
+
+
+async def test_request_with_bad_parameters_gets_its_own_failure_response(
+    scheme: str, pki: ConformancePKI
+) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server(scheme, pki) as url, _raw_peer(url, pki) as peer:
+            payload = orjson.dumps({"application_destination_id": "app-b", "number_of_keys": "5"})
+            await peer.frame_bytes(5, ak.KeyRequest.code, payload)
+            message_id, answer = await peer.next_message()
+            assert message_id == 5
+            assert isinstance(answer, ak.ResponseToKeyRequest)
+            assert answer.keys == []
+            assert answer.response.startswith("failure")
+            assert "number_of_keys: expected an integer" in answer.response
+
+            # the failure echoes the IDs it can: session_id of a key request with session ID
+            bad = orjson.dumps({"session_id": "s-9", "number_of_keys": 0})
+            await peer.frame_bytes(6, ak.KeyRequestWithSessionId.code, bad)
+            message_id, answer = await peer.next_message()
+            assert message_id == 6
+            assert isinstance(answer, ak.ResponseToKeyRequestWithSessionId)
+            assert answer.session_id == "s-9"
+            assert "number_of_keys: must be >= 1" in answer.response
+
+            await peer.frame_bytes(7, ak.KeyRequest.code, b"{not json")
+            message_id, answer = await peer.next_message()
+            assert message_id == 7
+            assert isinstance(answer, ak.ResponseToKeyRequest)
+            assert "not valid JSON" in answer.response
+
+
+async def test_bad_one_way_message_gets_an_error_indication(
+    scheme: str, pki: ConformancePKI
+) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server(scheme, pki) as url, _raw_peer(url, pki) as peer:
+            await peer.frame_bytes(9, ak.ResponseToKeyRequest.code, b'{"response": 3}')
+            message_id, answer = await peer.next_message()
+            assert message_id == 9
+            assert isinstance(answer, ErrorIndication)
+            assert "keys: missing" in answer.reason
+            assert "response: expected a string" in answer.reason
+
+
+async def test_lost_framing_is_announced_then_the_connection_closes(
+    scheme: str, pki: ConformancePKI
+) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server(scheme, pki) as url:
+            async with _raw_peer(url, pki) as peer:
+                await peer.frame_bytes(11, ak.KeyRequest.code, b"{}", version=7)
+                message_id, answer = await peer.next_message()
+                assert message_id == 11
+                assert isinstance(answer, ErrorIndication)
+                assert answer.closing
+                assert "unsupported frame version 7" in answer.reason
+                assert await peer.at_eof()
+            # the server itself is unharmed
+            async with connect(url, tls=_tls(scheme, pki)) as client:  # type: ignore[arg-type]
+                assert await client.request(example(ak.KeyRequest, sender=CLIENT_ID)) == example(
+                    ak.ResponseToKeyRequest
+                )
+
+
+async def test_a_stalled_peer_does_not_hold_up_another(scheme: str, pki: ConformancePKI) -> None:
+    """A peer that sends half a frame and goes silent is dropped at its idle timeout; a peer
+    on another connection is served meanwhile."""
+    limits = Limits(idle_timeout=0.5)
+    with trio.fail_after(_GUARD):
+        async with _server(scheme, pki, limits) as url, _raw_peer(url, pki) as stalled:
+            await stalled.stream.send_all(b"\x00\x01\x00\x00")
+            async with connect(url, tls=_tls(scheme, pki)) as client:  # type: ignore[arg-type]
+                for _ in range(3):
+                    assert await client.request(
+                        example(ak.KeyRequest, sender=CLIENT_ID)
+                    ) == example(ak.ResponseToKeyRequest)
+            assert await stalled.at_eof()
+
+
+async def test_in_flight_requests_are_bounded(scheme: str, pki: ConformancePKI) -> None:
+    limits = Limits(max_in_flight=2)
+    stall = ak.KeyRequest(application_destination_id="app-b", application_name="stall")
+    with trio.fail_after(_GUARD):
+        async with _server(scheme, pki, limits) as url, _raw_peer(url, pki) as peer:
+            for message_id in (21, 23):
+                await peer.stream.send_all(encode_message(stall, message_id))
+            await peer.stream.send_all(encode_message(example(ak.KeyRequest, sender=CLIENT_ID), 25))
+            message_id, answer = await peer.next_message()
+            assert message_id == 25
+            assert isinstance(answer, ak.ResponseToKeyRequest)
+            assert "too many requests in flight on this connection (limit 2)" in answer.response
+
+
+async def test_tls_handshake_timeout(pki: ConformancePKI) -> None:
+    """A client that opens TCP but never starts TLS is dropped at the handshake timeout,
+    while a proper client is served."""
+    limits = Limits(handshake_timeout=0.5)
+    with trio.fail_after(_GUARD):
+        async with _server("tcp+tls", pki, limits) as url:
+            host, port = url.split("://")[1].rsplit(":", 1)
+            silent = await trio.open_tcp_stream(host, int(port))
+            async with connect(url, tls=pki.client) as client:
+                assert client.peer_id == SERVER_ID
+                await client.request(example(ak.KeyRequest, sender=CLIENT_ID))
+            assert await silent.receive_some(100) == b""
+            await silent.aclose()
+
+
+async def test_identity_claims_are_checked_against_the_certificate(pki: ConformancePKI) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server("tcp+tls", pki) as url, connect(url, tls=pki.client) as client:
+            assert client.peer_id == SERVER_ID
+            assert client.local_id == CLIENT_ID
+            own = ak.KeyRequestWithId(
+                application_source_id="app-z",
+                application_destination_id=CLIENT_ID,
+                key_ids=example(ak.KeyRequestWithId).key_ids,
+            )
+            await client.request(own)
+            with pytest.raises(FailureResponse, match="application_destination_id 'app-q'"):
+                await client.request(
+                    ak.KeyRequestWithId(
+                        application_source_id="app-z",
+                        application_destination_id="app-q",
+                        key_ids=own.key_ids,
+                    )
+                )
+
+
+async def test_plain_client_cannot_talk_to_a_tls_server(pki: ConformancePKI) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server("tcp+tls", pki) as url:
+            plain = url.replace("tcp+tls://", "tcp://")
+            async with connect(plain) as client:
+                with pytest.raises((PeerClosed, ConnectionBroken)):
+                    await client.request(example(ak.KeyRequest, sender=CLIENT_ID), timeout=5)

@@ -1,0 +1,95 @@
+"""Failure responses: reading them (:func:`failure_reason`) and building them
+(:func:`failure_response`).
+
+The tables say failure three ways, and the SDK reads all three:
+
+- a ``response`` string: ``"success"``, or a reason beginning ``"failure"`` (DESIGN conventions);
+- a ``response`` integer (Q.4164 Tables 11, 13): 0 success, anything else failure;
+- a ``response_code`` (FG QIT4N D2.3): ``ResultCode.FAILURE`` or
+  ``KeySupplyResponseCode.INSUFFICIENT``;
+
+and an :class:`~qkdn_sdk.messages.mgmt.ErrorIndication` is always a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from qkdn_sdk.errors import InvalidMessage
+from qkdn_sdk.messages._base import Message
+from qkdn_sdk.messages.mgmt import ErrorIndication, KeySupplyResponseCode, ResultCode
+
+__all__ = ["failure_reason", "failure_response"]
+
+_FAILURE_CODES = {
+    ResultCode: ResultCode.FAILURE,
+    KeySupplyResponseCode: KeySupplyResponseCode.INSUFFICIENT,
+}
+
+
+def failure_reason(message: Message) -> str | None:
+    """The failure ``message`` reports, or ``None`` when it reports none."""
+    if isinstance(message, ErrorIndication):
+        return message.reason
+    response = getattr(message, "response", None)
+    if isinstance(response, str):
+        return response if response.lower().startswith("failure") else None
+    if isinstance(response, int) and response != 0:
+        for item in getattr(message, "extension", None) or ():
+            if isinstance(item.get("error_message"), str):
+                return str(item["error_message"])
+        return f"failure: result code {response}"
+    code = getattr(message, "response_code", None)
+    if code is not None and code in _FAILURE_CODES.values():
+        return f"failure: response code 0x{int(code):02X} ({code.name.lower()})"
+    return None
+
+
+def failure_response(
+    response_type: type[Message],
+    reason: str,
+    *,
+    echo: Mapping[str, Any] | None = None,
+    sender_id: str | None = None,
+    command_code: int | None = None,
+) -> Message:
+    """A ``response_type`` that reports ``reason``, or an :class:`ErrorIndication` when that
+    table cannot carry it.
+
+    The response is built from what the table has: ``response`` = ``"failure: <reason>"`` (or
+    1 where it is an integer), ``response_code`` = the failure code, lists empty, ``sender_id``,
+    and fields of the same name taken from ``echo`` (the request's parameters, such as
+    ``session_id`` or ``key_id``). When a mandatory parameter cannot be filled that way (Q.4164
+    Table 2 has no Response parameter at all), the answer is an error indication with the reason.
+    """
+    text = reason if reason.startswith("failure") else f"failure: {reason}"
+    echo = echo or {}
+    values: dict[str, Any] = {}
+    reported = False
+    for attribute in attrs.fields(attrs.resolve_types(response_type)):
+        name = attribute.name
+        if name == "response":
+            values[name] = text if attribute.type is str else 1
+            if attribute.type is not str:  # gRPC Tables II.4-2, II.5-2 map Extension to this
+                values["extension"] = [{"error_message": text}]
+            reported = True
+        elif name == "response_code":
+            values[name] = _FAILURE_CODES[attribute.type]
+            reported = True
+        elif name == "sender_id" and sender_id:
+            values[name] = sender_id
+        elif name == "extension":
+            continue
+        elif isinstance(echo.get(name), str) and echo[name]:  # never echo a mistyped value
+            values[name] = echo[name]
+        elif attribute.default is attrs.NOTHING and "list[" in str(attribute.type):
+            values[name] = []
+    if reported:
+        try:
+            return response_type(**values)
+        except (InvalidMessage, TypeError, ValueError):
+            pass
+    return ErrorIndication(reason=text, command_code=command_code)

@@ -1,0 +1,111 @@
+"""Transports: connect to and serve QKDN peers by URL, whatever carries the messages.
+
+::
+
+    async with connect("tcp+tls://km-a.example:5000", tls=TLSConfig(ca, cert, key)) as km:
+        response = await km.request(ak.KeyRequest(application_destination_id="app-b"))
+
+    await serve("tcp+tls://0.0.0.0:5000", handler, tls=TLSConfig(ca, cert, key))
+
+Schemes come from transport plugins (:mod:`qkdn_sdk.transport.hookspecs`); ``memory://`` is built
+in. Every transport gives the same :class:`Connection`.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from qkdn_sdk.errors import TransportError
+from qkdn_sdk.tls import TLSConfig
+from qkdn_sdk.transport._api import (
+    DEFAULT_TIMEOUT,
+    Connection,
+    Handler,
+    Limits,
+    ServerInfo,
+    Transport,
+)
+from qkdn_sdk.transport._framed import FramedConnection, running
+from qkdn_sdk.transport._registry import PluginFailure, TransportRegistry, transport_registry
+from qkdn_sdk.transport.hookspecs import hookimpl
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Connection",
+    "FramedConnection",
+    "Handler",
+    "Limits",
+    "PluginFailure",
+    "ServerInfo",
+    "Transport",
+    "TransportRegistry",
+    "connect",
+    "hookimpl",
+    "running",
+    "serve",
+    "transport_registry",
+]
+
+
+def _resolve(url: str, tls: TLSConfig | None) -> tuple[Transport, urllib.parse.SplitResult]:
+    parsed = urllib.parse.urlsplit(url)
+    if not parsed.scheme:
+        raise TransportError(
+            f"{url!r} is not a URL: expected scheme://address, e.g. tcp://host:port"
+        )
+    transport = transport_registry().lookup(parsed.scheme)
+    if parsed.scheme in transport.secure_schemes and tls is None:
+        raise TransportError(f"{parsed.scheme}:// needs TLS settings (tls=TLSConfig(...))")
+    return transport, parsed
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    tls: TLSConfig | None = None,
+    identity: str | None = None,
+    handler: Handler | None = None,
+    limits: Limits | None = None,
+) -> AsyncIterator[Connection]:
+    """Connect to the peer at ``url``; leaving the block closes the connection.
+
+    ``handler`` answers the requests the peer sends us (session notifications, proactive key
+    supply...); ``identity`` is our ID where the transport does not take it from a certificate
+    (``memory://``). Raises :class:`~qkdn_sdk.errors.TransportError` when no transport serves the
+    scheme or the peer cannot be reached.
+    """
+    transport, parsed = _resolve(url, tls)
+    async with transport.connect(
+        parsed, tls=tls, identity=identity, handler=handler, limits=limits or Limits()
+    ) as connection:
+        yield connection
+
+
+async def serve(
+    url: str,
+    handler: Handler,
+    *,
+    tls: TLSConfig | None = None,
+    identity: str | None = None,
+    limits: Limits | None = None,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``url`` until cancelled: every message of every peer goes to ``handler``.
+
+    Use ``await nursery.start(serve, url, handler)`` to get the :class:`ServerInfo` (the real URL
+    when the port was 0) once it listens.
+    """
+    transport, parsed = _resolve(url, tls)
+    await transport.serve(
+        parsed,
+        handler,
+        tls=tls,
+        identity=identity,
+        limits=limits or Limits(),
+        task_status=task_status,
+    )

@@ -1,0 +1,150 @@
+"""What roles and applications program against: :class:`Connection`, :data:`Handler`,
+:class:`Limits`; and what a transport plugin implements: :class:`Transport`."""
+
+from __future__ import annotations
+
+import abc
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import ClassVar
+
+import attrs
+import trio
+
+from qkdn_sdk.messages import Message
+from qkdn_sdk.tls import TLSConfig
+
+__all__ = ["DEFAULT_TIMEOUT", "Connection", "Handler", "Limits", "ServerInfo", "Transport"]
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds :meth:`Connection.request` waits for a response unless told otherwise."""
+
+
+class Connection(abc.ABC):
+    """A bidirectional message connection to one peer.
+
+    Either side may send requests and await their responses (:meth:`request`, matched by
+    MessageID, so requests may be pipelined), send one-way messages (:meth:`send`), and handle
+    the peer's requests (the :data:`Handler` given to ``connect``/``serve``).
+    """
+
+    @property
+    @abc.abstractmethod
+    def peer_id(self) -> str | None:
+        """The peer's verified identity (the ID in its TLS certificate), or ``None`` when the
+        transport authenticates nobody (plain ``tcp://``)."""
+
+    @property
+    @abc.abstractmethod
+    def local_id(self) -> str | None:
+        """Our identity as the peer sees it (our certificate's ID), when known."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once the connection is closed (by either side) or broken."""
+
+    @abc.abstractmethod
+    async def request(
+        self, message: Message, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> Message:
+        """Send a request and return the peer's response (of ``message.response_type()``).
+
+        Raises :class:`~qkdn_sdk.errors.FailureResponse` when the peer answers with a failure
+        (the response is on the error), :class:`~qkdn_sdk.errors.RequestTimeout` after
+        ``timeout`` seconds (``None``: wait for ever), :class:`~qkdn_sdk.errors.PeerClosed` or
+        :class:`~qkdn_sdk.errors.ConnectionBroken` when the connection ends first,
+        :class:`~qkdn_sdk.errors.RemoteProtocolError` for an invalid response,
+        :class:`~qkdn_sdk.errors.PayloadTooLarge`, :class:`~qkdn_sdk.errors.NotCarried` or
+        :class:`~qkdn_sdk.errors.LocalProtocolError` for a message that cannot be sent.
+        Cancelling it is safe: a frame is never half written.
+        """
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> None:
+        """Send a one-way message (one that expects no response). Raises as :meth:`request`."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection. Pending requests fail with
+        :class:`~qkdn_sdk.errors.ConnectionBroken`. Closing twice is harmless."""
+
+
+Handler = Callable[[Message, Connection], Awaitable[Message | None]]
+"""Handles a message from the peer: returns the response to a request (a message of the
+request's ``response_type()``, or an error indication), and ``None`` for a one-way message.
+An exception becomes a failure response (a :class:`~qkdn_sdk.errors.QkdnError` with its own
+text, anything else as "internal error"); the connection goes on either way."""
+
+
+@attrs.frozen
+class Limits:
+    """What one peer may cost. Defaults suit a KM serving applications."""
+
+    max_in_flight: int = 64
+    """Peer requests handled at once on one connection; more get a failure response."""
+    handshake_timeout: float = 10.0
+    """Seconds a new connection has to finish its TLS handshake."""
+    idle_timeout: float | None = 300.0
+    """A connection with no frame from the peer for this long is closed (``None``: never)."""
+    send_timeout: float = 30.0
+    """A peer that does not read a frame for this long is disconnected."""
+
+
+@attrs.frozen
+class ServerInfo:
+    """What ``serve`` reports once it listens: the URL that reaches it (with the port the system
+    chose when asked for port 0)."""
+
+    url: str
+
+
+class Transport(abc.ABC):
+    """A transport plugin: the schemes it serves and how it connects and serves.
+
+    Subclasses are registered by a ``qkdn_register_transports`` hook (see
+    :mod:`qkdn_sdk.transport.hookspecs`); they are instantiated once per registry.
+    """
+
+    name: ClassVar[str]
+    """Short name shown by ``qkdn transports`` (``"tcp"``)."""
+    schemes: ClassVar[tuple[str, ...]]
+    """URL schemes handled (``("tcp", "tcp+tls")``)."""
+    secure_schemes: ClassVar[tuple[str, ...]] = ()
+    """Those of ``schemes`` that use TLS (and require a :class:`~qkdn_sdk.tls.TLSConfig`)."""
+
+    def carries(self, message_type: type[Message], *, from_client: bool) -> bool:
+        """Whether this transport can carry ``message_type`` sent by the side that connected
+        (``from_client``) or by the side that serves. Default: every message, both ways."""
+        return True
+
+    def capabilities(self) -> str:
+        """One line saying what the transport carries (for ``qkdn transports``)."""
+        return "every message, both directions"
+
+    @abc.abstractmethod
+    def connect(
+        self,
+        url: urllib.parse.SplitResult,
+        *,
+        tls: TLSConfig | None,
+        identity: str | None,
+        handler: Handler | None,
+        limits: Limits,
+    ) -> AbstractAsyncContextManager[Connection]:
+        """Connect to ``url``; the context manager closes the connection."""
+
+    @abc.abstractmethod
+    async def serve(
+        self,
+        url: urllib.parse.SplitResult,
+        handler: Handler,
+        *,
+        tls: TLSConfig | None,
+        identity: str | None,
+        limits: Limits,
+        task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve ``url`` until cancelled, calling ``handler`` for every message of every peer;
+        report the bound address with ``task_status.started(ServerInfo(...))``."""

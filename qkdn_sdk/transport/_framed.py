@@ -1,0 +1,446 @@
+"""A :class:`Connection` that speaks the Q.416x Appendix I frames over any trio byte stream.
+
+Theory of operation
+-------------------
+One reader task feeds a sans-IO :class:`~qkdn_sdk.codecs.frame.FrameDecoder` and dispatches each
+frame; writers take turns on a lock and write whole frames (a write is shielded from
+cancellation and bounded by ``Limits.send_timeout``, so a cancelled request never leaves half a
+frame on the wire).
+
+A received frame is a *response* when its MessageID is that of one of our pending requests and
+its message is of the type that request expects (or an error indication); anything else comes
+from the peer's own numbering and goes to the handler. Each side numbers its messages: the side
+that connected uses odd MessageIDs and the side that accepted even ones, so our own peers never
+make that question ambiguous.
+
+Bad input (DESIGN, "Bad input on TCP"):
+
+- a frame of a known request type whose payload breaks its table gets that request's response
+  type with a failure reason (:func:`~qkdn_sdk.messages.failure_response`);
+- an unknown command code, or a bad payload of any other message, gets an error indication
+  echoing the MessageID;
+- when the frame boundaries are lost (unknown version), an error indication that says so, and the
+  connection closes. Nothing a peer sends reaches beyond its own connection.
+
+Used by the in-memory transport and the TCP plugin; other stream transports can reuse it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from qkdn_sdk.codecs.frame import (
+    MAX_MESSAGE_ID,
+    Frame,
+    FrameDecoder,
+    decode_message,
+    encode_message,
+)
+from qkdn_sdk.errors import (
+    ConnectionBroken,
+    FailureResponse,
+    FrameError,
+    IdentityMismatch,
+    InvalidMessage,
+    LocalProtocolError,
+    NotCarried,
+    PayloadError,
+    PeerClosed,
+    QkdnError,
+    RemoteProtocolError,
+    RequestTimeout,
+    TransportError,
+)
+from qkdn_sdk.messages import (
+    Message,
+    check_response,
+    failure_reason,
+    failure_response,
+    message_class,
+)
+from qkdn_sdk.messages.mgmt import ErrorIndication
+from qkdn_sdk.transport._api import DEFAULT_TIMEOUT, Connection, Handler, Limits, Transport
+
+__all__ = ["FramedConnection", "running"]
+
+logger = logging.getLogger("qkdn_sdk.transport")
+
+_READ_SIZE = 65536
+
+
+@attrs.define
+class _Pending:
+    """One of our requests waiting for its response."""
+
+    expected: type[Message]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    response: Message | None = None
+    error: QkdnError | None = None
+
+    def finish(self, response: Message | None = None, error: QkdnError | None = None) -> None:
+        if not self.done.is_set():
+            self.response, self.error = response, error
+            self.done.set()
+
+
+class FramedConnection(Connection):
+    """A message connection over ``stream`` (already connected, and TLS-authenticated if any).
+
+    Call :meth:`run` in a nursery: it reads until the connection ends, and runs the handler of
+    every peer request in tasks of its own. ``is_client`` says which side connected (odd or even
+    MessageIDs, and the direction :meth:`Transport.carries` is asked about).
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        transport: Transport,
+        is_client: bool,
+        handler: Handler | None,
+        limits: Limits,
+        peer_id: str | None = None,
+        local_id: str | None = None,
+    ) -> None:
+        self._stream = stream
+        self._transport = transport
+        self._is_client = is_client
+        self._handler = handler
+        self._limits = limits
+        self._peer_id = peer_id
+        self._local_id = local_id
+        self._next_id = 1 if is_client else 2
+        self._pending: dict[int, _Pending] = {}
+        self._send_lock = trio.Lock()
+        self._in_flight = 0
+        self._end: QkdnError | None = None  # why the connection ended, once it has
+        self._cancel_scope = trio.CancelScope()
+        self._finished = trio.Event()
+
+    # --- Connection ---------------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str | None:
+        return self._peer_id
+
+    @property
+    def local_id(self) -> str | None:
+        return self._local_id
+
+    @property
+    def closed(self) -> bool:
+        return self._end is not None
+
+    async def request(
+        self, message: Message, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> Message:
+        expected = type(message).response_type()
+        if expected is None:
+            raise LocalProtocolError(
+                f"{type(message).__name__} is not a request (it expects no response): use send()"
+            )
+        self._check_carried(type(message))
+        message_id = self._take_message_id()
+        data = encode_message(message, message_id)
+        pending = _Pending(expected)
+        self._pending[message_id] = pending
+        try:
+            with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                await self._send_frame(data)
+                await pending.done.wait()
+        finally:
+            del self._pending[message_id]
+        if scope.cancelled_caught:
+            raise RequestTimeout(
+                f"no response to {message.spec_name} (message ID {message_id}) within {timeout} s"
+            )
+        if pending.error is not None:
+            raise pending.error
+        assert pending.response is not None
+        response = pending.response
+        try:
+            check_response(message, response)
+        except InvalidMessage as exc:
+            raise RemoteProtocolError(
+                f"invalid {response.spec_name} from the peer: {exc}"
+            ) from None
+        reason = failure_reason(response)
+        if reason is not None:
+            raise FailureResponse(reason, response)
+        return response
+
+    async def send(self, message: Message) -> None:
+        if type(message).response_type() is not None:
+            raise LocalProtocolError(
+                f"{type(message).__name__} is a request (it expects a response): use request()"
+            )
+        self._check_carried(type(message))
+        await self._send_frame(encode_message(message, self._take_message_id()))
+
+    async def aclose(self) -> None:
+        self._finish(ConnectionBroken("the connection was closed locally"))
+        if self._running:
+            await self._finished.wait()
+
+    # --- running --------------------------------------------------------------------------------
+
+    _running = False
+
+    async def run(self) -> None:
+        """Read and dispatch until the connection ends; then close the stream. Never raises for
+        anything the peer does."""
+        self._running = True
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    try:
+                        await self._read_frames(nursery)
+                    finally:
+                        nursery.cancel_scope.cancel()
+        finally:
+            self._finish(PeerClosed("the peer closed the connection"))
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._stream)
+            self._finished.set()
+
+    def _finish(self, reason: QkdnError) -> None:
+        """End the connection (first reason wins): fail pending requests, stop the reader."""
+        if self._end is None:
+            self._end = reason
+            for pending in self._pending.values():
+                pending.finish(error=reason)
+        self._cancel_scope.cancel()
+
+    async def _read_frames(self, nursery: trio.Nursery) -> None:
+        decoder = FrameDecoder()
+        idle = math.inf if self._limits.idle_timeout is None else self._limits.idle_timeout
+        while True:
+            with trio.move_on_after(idle) as scope:
+                try:
+                    data = await self._stream.receive_some(_READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._finish(ConnectionBroken(f"connection broken: {_why(exc)}"))
+                    return
+            if scope.cancelled_caught:
+                logger.info("closing a connection idle for %s s", idle)
+                self._finish(ConnectionBroken(f"connection idle for {idle} s"))
+                return
+            try:
+                if not data:
+                    decoder.receive_eof()
+                    self._finish(PeerClosed("the peer closed the connection"))
+                    return
+                decoder.receive_data(data)
+                while (frame := decoder.next_frame()) is not None:
+                    await self._dispatch(frame, nursery)
+            except FrameError as exc:  # framing lost: say so, then close
+                logger.info("closing a connection: %s", exc)
+                await self._reply_quietly(
+                    exc.message_id or 0, ErrorIndication(reason=exc.response_text, closing=True)
+                )
+                self._finish(ConnectionBroken(f"framing lost: {exc}"))
+                return
+
+    async def _dispatch(self, frame: Frame, nursery: trio.Nursery) -> None:
+        message_id, code = frame.message_id, frame.command_code
+        pending = self._pending.get(message_id)
+        try:
+            message = decode_message(frame)
+        except PayloadError as exc:
+            if pending is not None and code in (pending.expected.code, ErrorIndication.code):
+                pending.finish(error=exc)  # our request got an invalid response
+            else:
+                await self._refuse(message_id, code, exc, _raw_fields(frame.payload))
+            return
+        except FrameError as exc:  # unknown command code; the frame itself was read
+            await self._refuse(message_id, code, exc, {})
+            return
+        if pending is not None and isinstance(message, pending.expected | ErrorIndication):
+            pending.finish(response=message)
+            return
+        if isinstance(message, ErrorIndication):
+            logger.info("error indication from the peer: %s", message.reason)
+            return
+        try:
+            self._check_claims(message)
+        except IdentityMismatch as exc:
+            await self._refuse(message_id, code, exc, attrs.asdict(message, recurse=False))
+            return
+        if type(message).response_type() is None:
+            nursery.start_soon(self._handle_one_way, message)
+        elif self._in_flight >= self._limits.max_in_flight:
+            limit = self._limits.max_in_flight
+            busy = TransportError(f"too many requests in flight on this connection (limit {limit})")
+            await self._refuse(message_id, code, busy, attrs.asdict(message, recurse=False))
+        else:
+            self._in_flight += 1
+            nursery.start_soon(self._handle_request, message_id, message)
+
+    async def _handle_request(self, message_id: int, message: Message) -> None:
+        expected = type(message).response_type()
+        assert expected is not None
+        echo = attrs.asdict(message, recurse=False)
+        try:
+            try:
+                response = await self._handler(message, self) if self._handler else None
+            except QkdnError as exc:
+                response = self._failure(expected, exc.response_text, echo, message.code)
+            except Exception:  # a handler bug must not end the connection or the server
+                logger.exception("the handler failed on %s", message.spec_name)
+                response = self._failure(expected, "internal error", echo, message.code)
+            if response is None:
+                response = self._failure(
+                    expected, "no handler answers this request", echo, message.code
+                )
+            elif not isinstance(response, expected | ErrorIndication):
+                logger.error(
+                    "the handler answered %s with %s", message.spec_name, type(response).__name__
+                )
+                response = self._failure(expected, "internal error", echo, message.code)
+            await self._reply_quietly(message_id, response)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle_one_way(self, message: Message) -> None:
+        if self._handler is None:
+            return
+        try:
+            await self._handler(message, self)
+        except Exception:
+            logger.exception("the handler failed on %s", message.spec_name)
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def _take_message_id(self) -> int:
+        message_id = self._next_id
+        self._next_id = (
+            self._next_id + 2 if self._next_id + 2 <= MAX_MESSAGE_ID else message_id % 2 + 1
+        )
+        while self._next_id in self._pending:
+            self._next_id += 2
+        return message_id
+
+    def _raise_if_ended(self) -> None:
+        if self._end is not None:
+            raise type(self._end)(str(self._end))
+
+    def _check_carried(self, message_type: type[Message]) -> None:
+        self._raise_if_ended()
+        if not self._transport.carries(message_type, from_client=self._is_client):
+            side = "the connecting side" if self._is_client else "the serving side"
+            raise NotCarried(
+                f"{self._transport.name} cannot carry {message_type.spec_name} from {side}"
+            )
+
+    async def _send_frame(self, data: bytes) -> None:
+        async with self._send_lock:
+            self._raise_if_ended()
+            # Shielded: a frame is written whole or the connection is dropped.
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(self._limits.send_timeout) as scope,
+            ):
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    error = ConnectionBroken(f"connection broken: {_why(exc)}")
+                    self._finish(error)
+                    raise error from None
+            if scope.cancelled_caught:
+                error = ConnectionBroken(
+                    f"the peer read nothing for {self._limits.send_timeout} s; disconnected"
+                )
+                self._finish(error)
+                raise error
+
+    async def _reply_quietly(self, message_id: int, message: Message) -> None:
+        """Send a response or error indication; a connection that already ended is not an error
+        here (the peer that broke it will not read the answer anyway)."""
+        try:
+            data = encode_message(message, message_id)
+        except LocalProtocolError as exc:  # the handler built an answer that cannot be sent
+            logger.error("cannot send %s: %s", message.spec_name, exc)
+            response_type = type(message)
+            if response_type is ErrorIndication:
+                raise
+            data = encode_message(
+                failure_response(response_type, str(exc), sender_id=self._local_id), message_id
+            )
+        with contextlib.suppress(TransportError):
+            await self._send_frame(data)
+
+    def _failure(
+        self, response_type: type[Message], reason: str, echo: dict[str, Any], code: int
+    ) -> Message:
+        return failure_response(
+            response_type, reason, echo=echo, sender_id=self._local_id, command_code=code
+        )
+
+    async def _refuse(
+        self, message_id: int, code: int, error: QkdnError, echo: dict[str, Any]
+    ) -> None:
+        """Answer a frame we will not handle: with its response type where it has one."""
+        logger.info("refusing message ID %d (0x%04X): %s", message_id, code, error)
+        try:
+            expected = message_class(code).response_type()
+        except KeyError:
+            expected = None
+        if expected is None:
+            answer: Message = ErrorIndication(reason=error.response_text, command_code=code)
+        else:
+            answer = self._failure(expected, error.response_text, echo, code)
+        await self._reply_quietly(message_id, answer)
+
+    def _check_claims(self, message: Message) -> None:
+        if self._peer_id is None:
+            return
+        for name in message.claims:
+            claimed = getattr(message, name)
+            if claimed is not None and claimed != self._peer_id:
+                raise IdentityMismatch(
+                    f"{name} {claimed!r} is not the authenticated peer {self._peer_id!r}"
+                )
+
+
+def _why(exc: BaseException) -> str:
+    """What broke a stream: trio's errors keep the OS or TLS reason in ``__cause__``."""
+    cause = exc.__cause__ or exc
+    return str(cause) or type(cause).__name__
+
+
+def _raw_fields(payload: bytes) -> dict[str, Any]:
+    """The top-level fields of a payload that failed validation, to echo IDs in the failure."""
+    try:
+        fields = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    return fields if isinstance(fields, dict) else {}
+
+
+@contextlib.asynccontextmanager
+async def running(connection: FramedConnection) -> AsyncIterator[FramedConnection]:
+    """Run ``connection`` in the background while the block runs, and close it afterwards.
+
+    What the block raises comes out as itself, not wrapped in an exception group: the
+    connection's own task never raises, so the block's error is the only one there can be.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            try:
+                yield connection
+            finally:
+                await connection.aclose()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        error = group.exceptions[0]
+        raise error from error.__cause__

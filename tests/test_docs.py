@@ -1,0 +1,74 @@
+"""The docs say what the code does: the generated message reference and the README example."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from qkdn_sdk.catalogue import render_reference
+from qkdn_sdk.messages import all_messages, field_infos
+from tests.test_cli import qkdn
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "docs" / "reference" / "messages.md"
+README = ROOT / "README.md"
+REGENERATE = "regenerate it with `qkdn messages --markdown > docs/reference/messages.md`"
+
+
+def test_message_reference_is_up_to_date() -> None:
+    assert REFERENCE.read_text(encoding="utf-8") == render_reference(), (
+        f"{REFERENCE.relative_to(ROOT)} is stale: {REGENERATE}"
+    )
+
+
+def test_markdown_command_prints_the_reference() -> None:
+    result = qkdn("messages", "--markdown")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == render_reference()
+
+
+@pytest.mark.parametrize("cls", all_messages(), ids=lambda cls: f"0x{cls.code:04X}")
+def test_every_message_is_in_the_reference(cls: type) -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
+    heading = f"### 0x{cls.code:04X} {cls.spec_name}"
+    assert heading in text, f"{heading!r} missing: {REGENERATE}"
+    section = text.split(heading, 1)[1].split("\n### ", 1)[0]
+    for info in field_infos(cls):
+        assert f"`{info.json_name}`" in section, f"{info.json_name} of 0x{cls.code:04X}"
+    if cls.is_extension:
+        assert heading + " (SDK extension)" in text
+
+
+def _console_examples() -> list[tuple[str, list[str]]]:
+    """``(command, expected output lines)`` of each ``console`` block of the README."""
+    examples = []
+    for block in re.findall(r"```console\n(.*?)```", README.read_text(encoding="utf-8"), re.S):
+        command: str | None = None
+        output: list[str] = []
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                if command is not None:
+                    examples.append((command, output))
+                command, output = line[2:], []
+            elif command is not None:
+                output.append(line)
+        if command is not None:
+            examples.append((command, output))
+    return examples
+
+
+def test_readme_has_a_decode_example() -> None:
+    assert any(command.startswith("qkdn decode ") for command, _ in _console_examples())
+
+
+@pytest.mark.parametrize(("command", "expected"), _console_examples(), ids=lambda v: str(v)[:30])
+def test_readme_console_example_is_what_the_cli_prints(command: str, expected: list[str]) -> None:
+    program, *args = shlex.split(command)
+    assert program == "qkdn"
+    result = qkdn(*args)
+    assert "Traceback" not in result.stderr
+    # The README shows stdout then stderr, as a terminal does for this command.
+    assert result.stdout.splitlines() + result.stderr.splitlines() == expected

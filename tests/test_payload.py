@@ -1,0 +1,573 @@
+"""JSON payload codec: round trips, exact JSON names, golden payloads and exact error texts."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import enum
+from typing import Any
+
+import attrs
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdn_sdk.catalogue import message_entry
+from qkdn_sdk.codecs.payload import (
+    MAX_DEPTH,
+    decode_payload,
+    encode_payload,
+    message_from_dict,
+    message_to_dict,
+)
+from qkdn_sdk.errors import FrameError, LocalProtocolError, PayloadError, RemoteProtocolError
+from qkdn_sdk.messages import Key, KeyId, Message, ak, all_messages, ck, kq1, kx, mgmt
+from tests.strategies import json_values, messages
+
+MESSAGES = all_messages()
+PROPERTY = settings(max_examples=40, deadline=None)
+
+
+def _id(cls: type[Message]) -> str:
+    return f"0x{cls.code:04X}-{cls.__name__}"
+
+
+def _assert_wire_shape(value: Any, wire: Any) -> None:
+    """``wire`` is what the wire conventions make of ``value`` (an attrs object, or a field value):
+    every attrs field that is set is there under its own name, none that is absent is (no
+    ``null``), key data is standard base64, result codes are plain integers."""
+    if attrs.has(type(value)):
+        assert isinstance(wire, dict)
+        expected = {
+            field.name
+            for field in attrs.fields(type(value))
+            if field.default is attrs.NOTHING or getattr(value, field.name) != field.default
+        }
+        assert set(wire) == expected
+        for name in expected:
+            assert wire[name] is not None, f"{name} is null on the wire"
+            _assert_wire_shape(getattr(value, name), wire[name])
+    elif isinstance(value, list):
+        assert isinstance(wire, list)
+        assert len(wire) == len(value)
+        for item, wire_item in zip(value, wire, strict=True):
+            _assert_wire_shape(item, wire_item)
+    elif isinstance(value, bytes):
+        assert wire == base64.standard_b64encode(value).decode("ascii")
+    elif isinstance(value, enum.Enum):
+        assert type(wire) is int
+        assert wire == value.value
+    else:
+        assert wire == value
+
+
+# --- round trips -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@PROPERTY
+@given(data=st.data())
+def test_payload_round_trip(cls: type[Message], data: st.DataObject) -> None:
+    message = data.draw(messages(cls))
+    payload = encode_payload(message)
+    assert isinstance(payload, bytes)
+    assert decode_payload(cls, payload) == message
+    as_dict = message_to_dict(message)
+    assert orjson.loads(payload) == as_dict
+    assert message_from_dict(cls, as_dict) == message
+    _assert_wire_shape(message, as_dict)
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_fully_populated_round_trip(cls: type[Message], data: st.DataObject) -> None:
+    message = data.draw(messages(cls, full=True))
+    assert decode_payload(cls, encode_payload(message)) == message
+
+
+# --- exact JSON names --------------------------------------------------------------------------
+
+
+def _resolve(wire: Any, json_name: str) -> list[Any]:
+    """The values at a catalogue JSON path (``keys[].key_id``) of a payload object."""
+    values = [wire]
+    for part in json_name.split("."):
+        is_list = part.endswith("[]")
+        name = part.removesuffix("[]")
+        found = []
+        for value in values:
+            assert isinstance(value, dict), json_name
+            assert name in value, f"{json_name}: {name!r} not in {sorted(value)}"
+            if is_list:
+                assert isinstance(value[name], list), json_name
+                found.extend(value[name])
+            else:
+                found.append(value[name])
+        values = found
+    return values
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_json_names_are_the_field_names_and_the_catalogue(
+    cls: type[Message], data: st.DataObject
+) -> None:
+    message = data.draw(messages(cls, full=True))
+    wire = orjson.loads(encode_payload(message))
+    field_names = {field.name for field in attrs.fields(cls)}
+    catalogue_names = [entry["json_name"] for entry in message_entry(cls)["fields"]]
+    top_level = {name for name in catalogue_names if "." not in name and "[" not in name}
+    assert set(wire) == field_names
+    assert set(wire) == top_level
+    # Rows of nested objects (keys[].key_id, relay_metadata.kma_key_metadata) are on the wire
+    # where the catalogue says.
+    for name in catalogue_names:
+        if "." in name:
+            assert _resolve(wire, name) is not None
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+def test_json_names_are_snake_case(cls: type[Message]) -> None:
+    for field in attrs.fields(cls):
+        assert field.name == field.name.lower()
+        assert field.name.isidentifier()
+        assert not field.name.startswith("_")
+
+
+def test_design_json_names_are_used() -> None:
+    # DESIGN "Wire conventions": the JSON names of the spec parameters.
+    wire = message_to_dict(
+        ck.KeyRelayRequest(
+            source_kma_id="kma-a",
+            destination_kma_id="kma-c",
+            transit_kma_ids=["kma-b"],
+            key_relay_request_id="r-1",
+        )
+    )
+    assert list(wire) == [
+        "source_kma_id",
+        "destination_kma_id",
+        "transit_kma_ids",
+        "key_relay_request_id",
+    ]
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_absent_optional_fields_are_omitted(cls: type[Message], data: st.DataObject) -> None:
+    full = data.draw(messages(cls, full=True))
+    mandatory = {field.name for field in attrs.fields(cls) if field.default is attrs.NOTHING}
+    rules = {name for rule in cls.rules for name in rule.fields}
+    # Keep the mandatory fields (and what the conditional rules need); drop every optional one.
+    keep = mandatory | rules
+    minimal = attrs.evolve(
+        full,
+        **{
+            field.name: field.default
+            for field in attrs.fields(cls)
+            if field.name not in keep and field.init
+        },
+    )
+    wire = orjson.loads(encode_payload(minimal))
+    assert set(wire) <= keep
+    assert mandatory <= set(wire)
+    assert None not in wire.values()
+
+
+def test_null_for_an_optional_field_reads_as_absent() -> None:
+    message = decode_payload(
+        ak.KeyRequest, b'{"application_destination_id":"app-b","application_name":null}'
+    )
+    assert message == ak.KeyRequest(application_destination_id="app-b")
+
+
+def test_key_data_is_standard_base64() -> None:
+    key = b"\xfb\xff\xfe\xfb\xef"  # 6-bit groups 62 and 63: '+' and '/', and padding
+    wire = message_to_dict(ak.ResponseToKeyRequest(keys=[Key(key=key, key_id="k")], response="ok"))
+    assert wire["keys"][0]["key"] == "+//+++8="
+    assert base64.b64decode(wire["keys"][0]["key"], validate=True) == key
+
+
+# --- golden payloads, written from the tables --------------------------------------------------
+
+KEY_1 = bytes.fromhex("00112233445566778899aabbccddeeff")  # base64 ABEiM0RVZneImaq7zN3u/w==
+KEY_2 = bytes.fromhex("fbfffe")  # base64 +//+
+KEY_ID_1 = "bc490419-7d60-487f-adc1-4ddcc177c139"
+KEY_ID_2 = "0a782fb5-3e40-4b3e-9b16-b34a2d9d8b3a"
+
+GOLDEN: list[tuple[Message, bytes]] = [
+    (
+        # Q.4161 Table 3: response to key request with two keys, the second with an extension.
+        ak.ResponseToKeyRequest(
+            keys=[
+                Key(key=KEY_1, key_id=KEY_ID_1),
+                Key(key=KEY_2, key_id=KEY_ID_2, key_extension={"hash_value": "e3b0"}),
+            ],
+            response="success",
+        ),
+        b'{"keys":['
+        b'{"key":"ABEiM0RVZneImaq7zN3u/w==","key_id":"bc490419-7d60-487f-adc1-4ddcc177c139"},'
+        b'{"key":"+//+","key_id":"0a782fb5-3e40-4b3e-9b16-b34a2d9d8b3a",'
+        b'"key_extension":{"hash_value":"e3b0"}}'
+        b'],"response":"success"}',
+    ),
+    (
+        # Q.4161 Table 1: key request.
+        ak.KeyRequest(
+            application_source_id="app-a",
+            application_destination_id="app-b",
+            number_of_keys=2,
+            size_of_key=256,
+        ),
+        b'{"application_source_id":"app-a","application_destination_id":"app-b",'
+        b'"number_of_keys":2,"size_of_key":256}',
+    ),
+    (
+        # Q.4161 Table 2: key request with ID.
+        ak.KeyRequestWithId(
+            application_source_id="app-a",
+            key_ids=[KeyId(key_id=KEY_ID_1), KeyId(key_id=KEY_ID_2, key_id_extension={"x": 1})],
+            extension=[{"vendor": "acme"}],
+        ),
+        b'{"application_source_id":"app-a","key_ids":['
+        b'{"key_id":"bc490419-7d60-487f-adc1-4ddcc177c139"},'
+        b'{"key_id":"0a782fb5-3e40-4b3e-9b16-b34a2d9d8b3a","key_id_extension":{"x":1}}'
+        b'],"extension":[{"vendor":"acme"}]}',
+    ),
+    (
+        # Q.4161 Table 4, with a non-ASCII application name (UTF-8 on the wire).
+        ak.SessionCreationRequest(
+            application_source_id="app-a",
+            application_destination_id="app-b",
+            application_name="Caf\u00e9",
+        ),
+        b'{"application_source_id":"app-a","application_destination_id":"app-b",'
+        b'"application_name":"Caf\xc3\xa9"}',
+    ),
+    (
+        # Q.4162 Table 1: key supply (key length in bits).
+        kq1.KeySupply(
+            key=KEY_1,
+            key_id=KEY_ID_1,
+            qkd_module_id="qkdm-alice",
+            matching_qkd_module_id="qkdm-bob",
+            key_length=128,
+            generation_time_stamp="2024-05-01T12:00:00Z",
+        ),
+        b'{"key":"ABEiM0RVZneImaq7zN3u/w==","key_id":"bc490419-7d60-487f-adc1-4ddcc177c139",'
+        b'"qkd_module_id":"qkdm-alice","matching_qkd_module_id":"qkdm-bob","key_length":128,'
+        b'"generation_time_stamp":"2024-05-01T12:00:00Z"}',
+    ),
+    (
+        # Q.4162 Table 3: every parameter optional.
+        kq1.KeyRequest(),
+        b"{}",
+    ),
+    (
+        # Q.4164 Table 2.
+        ck.ResponseToKeyRelayNextHopRequest(destination_kma_id="kma-c", next_kma_ids=["kma-b"]),
+        b'{"destination_kma_id":"kma-c","next_kma_ids":["kma-b"]}',
+    ),
+    (
+        # Q.4164 Table 11: Response is an integer, 0 for success.
+        ck.ResponseToKeyReservationRequest(
+            source_kma_id="kma-a",
+            destination_kma_id="kma-c",
+            key_ids=[KeyId(key_id="r-1"), KeyId(key_id="r-2")],
+            response=0,
+        ),
+        b'{"source_kma_id":"kma-a","destination_kma_id":"kma-c",'
+        b'"key_ids":[{"key_id":"r-1"},{"key_id":"r-2"}],"response":0}',
+    ),
+    (
+        # FG QIT4N D2.3 Table 7-3: response code 0x01 success.
+        mgmt.AuthenticationResponse(sender_id="km-a", response_code=mgmt.ResultCode.SUCCESS),
+        b'{"sender_id":"km-a","response_code":1}',
+    ),
+    (
+        # SDK error indication: closing=False is the default and is left out.
+        mgmt.ErrorIndication(reason="unknown command code 0x7777", command_code=0x7777),
+        b'{"reason":"unknown command code 0x7777","command_code":30583}',
+    ),
+    (
+        kx.KeyRelay(
+            source_kma_id="kma-a",
+            destination_kma_id="kma-c",
+            key_id=KEY_ID_1,
+            link_key_id="l-1",
+            encrypted_key=KEY_2,
+            relay_metadata=kx.RelayMetadata(
+                source_kma_id="kma-a", destination_kma_id="kma-b", kma_key_metadata={}
+            ),
+            integrity_value=KEY_1,
+        ),
+        b'{"source_kma_id":"kma-a","destination_kma_id":"kma-c",'
+        b'"key_id":"bc490419-7d60-487f-adc1-4ddcc177c139","link_key_id":"l-1",'
+        b'"encrypted_key":"+//+","relay_metadata":{"source_kma_id":"kma-a",'
+        b'"destination_kma_id":"kma-b","kma_key_metadata":{}},'
+        b'"integrity_value":"ABEiM0RVZneImaq7zN3u/w=="}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "payload"), GOLDEN, ids=lambda v: type(v).__name__)
+def test_golden_payload_encodes_exactly(message: Message, payload: bytes) -> None:
+    assert encode_payload(message) == payload
+
+
+@pytest.mark.parametrize(("message", "payload"), GOLDEN, ids=lambda v: type(v).__name__)
+def test_golden_payload_decodes(message: Message, payload: bytes) -> None:
+    assert decode_payload(type(message), payload) == message
+
+
+def test_decoding_ignores_key_order_and_whitespace() -> None:
+    payload = b"""
+        { "response" : "success",
+          "keys" : [ { "key_id" : "k-1", "key" : "ABEiM0RVZneImaq7zN3u/w==" } ] }
+    """
+    assert decode_payload(ak.ResponseToKeyRequest, payload) == ak.ResponseToKeyRequest(
+        keys=[Key(key=KEY_1, key_id="k-1")], response="success"
+    )
+
+
+def test_empty_payload_reads_as_an_empty_object() -> None:
+    assert decode_payload(kq1.KeyRequest, b"") == kq1.KeyRequest()
+    with pytest.raises(PayloadError) as caught:
+        decode_payload(ak.KeyRequest, b"")
+    assert caught.value.errors == ["application_destination_id: missing"]
+
+
+# --- errors: exact texts -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "payload", "errors"),
+    [
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":"app-b","number_of_keys":"5"}',
+            ["number_of_keys: expected an integer"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":"app-b","number_of_keys":true}',
+            ["number_of_keys: expected an integer"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":"app-b","number_of_keys":2.0}',
+            ["number_of_keys: expected an integer"],
+        ),
+        (
+            ak.KeyRequestWithId,
+            b'{"application_source_id":"app-a",'
+            b'"key_ids":[{"key_id":"k-1"},{"key_id":"k-2"},{"key_id_extension":{}}]}',
+            ["key_ids[2].key_id: missing"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":"app-b","number_of_key":2}',
+            ["payload: unexpected field 'number_of_key'"],
+        ),
+        (ak.KeyRequest, b'["app-b"]', ["payload: expected a JSON object"]),
+        (ak.KeyRequest, b'"app-b"', ["payload: expected a JSON object"]),
+        (ak.KeyRequest, b"null", ["payload: expected a JSON object"]),
+        (
+            ak.ResponseToKeyRequest,
+            b'{"keys":[{"key":"not base64!","key_id":"k-1"}],"response":"success"}',
+            ["keys[0].key: expected a base64 string (RFC 4648)"],
+        ),
+        (
+            ak.ResponseToKeyRequest,
+            b'{"keys":[{"key":"ABE","key_id":"k-1"}],"response":"success"}',
+            ["keys[0].key: expected a base64 string (RFC 4648)"],
+        ),
+        (
+            ak.ResponseToKeyRequest,
+            b'{"keys":[{"key":"-_-_","key_id":"k-1"}],"response":"success"}',
+            ["keys[0].key: expected a base64 string (RFC 4648)"],
+        ),
+        (
+            mgmt.AuthenticationResponse,
+            b'{"sender_id":"km-a","response_code":3}',
+            ["response_code: expected one of 1 (success), 2 (failure)"],
+        ),
+        (
+            mgmt.AuthenticationResponse,
+            b'{"sender_id":"km-a","response_code":"1"}',
+            ["response_code: expected one of 1 (success), 2 (failure)"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":null}',
+            ["application_destination_id: expected a string"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":"app-b","extension":{"a":1}}',
+            ["extension: expected an array"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":"app-b","extension":[1]}',
+            ["extension[0]: expected a JSON object"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":"app-b","number_of_keys":0}',
+            ["number_of_keys: must be >= 1 and < 2**63, got 0"],
+        ),
+        (
+            ak.KeyRequest,
+            b'{"application_destination_id":""}',
+            ["application_destination_id: must not be empty"],
+        ),
+        (
+            ak.ResponseToKeyRequest,
+            b'{"keys":[{"key":"","key_id":"k-1"}],"response":"success"}',
+            ["keys[0].key: must not be empty"],
+        ),
+        (
+            ck.KeyRelayNextHopRequest,
+            b'{"source_kma_id":"kma-a"}',
+            [
+                "destination_kma_id: either destination_kma_id or application_destination_id "
+                "is mandatory"
+            ],
+        ),
+        (
+            kq1.KeySupply,
+            b'{"key":"AAAA","key_id":"k-1","key_length":8}',
+            ["key_length: is 8 bits but the key has 24 bits"],
+        ),
+        (
+            mgmt.ErrorIndication,
+            b'{"reason":"x","closing":1}',
+            ["closing: expected true or false"],
+        ),
+    ],
+)
+def test_payload_error_names_field_and_rule(
+    cls: type[Message], payload: bytes, errors: list[str]
+) -> None:
+    with pytest.raises(PayloadError) as caught:
+        decode_payload(cls, payload)
+    assert caught.value.errors == errors
+    assert str(caught.value) == f"invalid {cls.spec_name}: " + "; ".join(errors)
+    assert caught.value.command_code is None
+    assert caught.value.message_id is None
+
+
+def test_every_error_of_a_payload_is_reported() -> None:
+    with pytest.raises(PayloadError) as caught:
+        decode_payload(ak.KeyRequest, b'{"number_of_keys":"5","size_of_key":true}')
+    assert sorted(caught.value.errors) == [
+        "application_destination_id: missing",
+        "number_of_keys: expected an integer",
+        "size_of_key: expected an integer",
+    ]
+
+
+def test_not_json() -> None:
+    with pytest.raises(PayloadError) as caught:
+        decode_payload(ak.KeyRequest, b'{"application_destination_id":')
+    assert len(caught.value.errors) == 1
+    assert caught.value.errors[0].startswith("payload: not valid JSON")
+    assert str(caught.value).startswith("invalid Key request: payload: not valid JSON")
+
+
+@pytest.mark.parametrize(
+    "payload", [b"\xff\xfe{}", b'{"application_destination_id":"\xed\xa0\x80"}', b"NaN"]
+)
+def test_invalid_utf8_and_non_json_numbers_are_not_json(payload: bytes) -> None:
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        decode_payload(ak.KeyRequest, payload)
+
+
+def test_payload_error_is_a_remote_protocol_error() -> None:
+    with pytest.raises(PayloadError) as caught:
+        decode_payload(ak.KeyRequest, b"{}")
+    error = caught.value
+    assert isinstance(error, RemoteProtocolError)
+    assert isinstance(error, FrameError)
+    assert error.http_status == 400
+    assert error.framing_intact is True
+    assert (
+        error.response_text == "failure: invalid Key request: application_destination_id: missing"
+    )
+
+
+# --- nothing but PayloadError, whatever the peer sends -----------------------------------------
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_arbitrary_json_raises_only_payload_error(cls: type[Message], data: st.DataObject) -> None:
+    names = [field.name for field in attrs.fields(cls)]
+    payload = data.draw(
+        st.dictionaries(st.sampled_from(names), json_values, max_size=len(names)) | json_values
+    )
+    try:
+        outcome: Message | PayloadError = message_from_dict(cls, payload)
+    except PayloadError as exc:  # anything else fails the test
+        outcome = exc
+    if isinstance(outcome, PayloadError):
+        assert outcome.errors
+        assert all(isinstance(error, str) and error for error in outcome.errors)
+    else:
+        # Whatever was accepted is a valid message that encodes back to the same payload.
+        assert isinstance(outcome, cls)
+        assert message_from_dict(cls, orjson.loads(encode_payload(outcome))) == outcome
+
+
+@PROPERTY
+@given(cls=st.sampled_from(MESSAGES), payload=st.binary(max_size=64))
+def test_arbitrary_bytes_raise_only_payload_error(cls: type[Message], payload: bytes) -> None:
+    with contextlib.suppress(PayloadError):
+        decode_payload(cls, payload)
+
+
+# --- what decodes encodes back; what cannot be JSON is a LocalProtocolError --------------------
+
+
+def _nested_extension(depth: int) -> bytes:
+    """A key request whose payload nests ``depth`` arrays and objects in all."""
+    inner = depth - 3  # the payload object, the extension array, its object
+    return (
+        b'{"application_destination_id":"b","extension":[{"a":'
+        + b"[" * inner
+        + b"]" * inner
+        + b"}]}"
+    )
+
+
+def test_payload_nested_as_deep_as_the_encoder_goes_round_trips() -> None:
+    message = decode_payload(ak.KeyRequest, _nested_extension(MAX_DEPTH))
+    assert encode_payload(message) == _nested_extension(MAX_DEPTH)
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 400, 1000])
+def test_payload_nested_deeper_than_the_encoder_goes_is_refused(depth: int) -> None:
+    # orjson reads 1024 levels but writes 254: a payload that decodes must encode back.
+    with pytest.raises(PayloadError) as caught:
+        decode_payload(ak.KeyRequest, _nested_extension(depth))
+    assert caught.value.errors == [f"payload: nested deeper than {MAX_DEPTH} arrays and objects"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        ak.KeyRequest(application_destination_id="b", extension=[{"a": {1, 2}}]),
+        ak.KeyRequest(application_destination_id="b", extension=[{"a": 2**64}]),
+        ak.KeyRequest(application_destination_id="\ud800"),
+    ],
+    ids=["set", "int over 64 bits", "lone surrogate"],
+)
+def test_a_message_that_is_not_json_is_a_local_protocol_error(message: Message) -> None:
+    with pytest.raises(LocalProtocolError, match="Key request"):
+        encode_payload(message)
