@@ -15,22 +15,29 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
-PLUGINS = sorted(
+_PLUGIN_PATHS = sorted(
     str(path) for path in (ROOT / "plugins").iterdir() if (path / "pyproject.toml").exists()
 )
+
+
+def install(session: nox.Session, *extra: str) -> None:
+    """qkdn-sdk with ``extra``, then the plugins: they require it by name, so it goes first."""
+    session.install("-e", ".[test]", *extra)
+    for plugin in _PLUGIN_PATHS:
+        session.install("-e", plugin)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, every transport included."""
-    session.install("-e", ".[test]", *PLUGINS)
+    install(session)
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict on the package and the plugins."""
-    session.install("-e", ".[test]", *PLUGINS, "mypy>=1.11", "ruff>=0.6")
+    install(session, "mypy>=1.11", "ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("mypy")
 
@@ -38,5 +45,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Codec timings and round trips of the SDK beside the bare transport (not run by default)."""
-    session.install("-e", ".[test]", *PLUGINS)
+    install(session)
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)

@@ -72,3 +72,23 @@ def test_readme_console_example_is_what_the_cli_prints(command: str, expected: l
     assert "Traceback" not in result.stderr
     # The README shows stdout then stderr, as a terminal does for this command.
     assert result.stdout.splitlines() + result.stderr.splitlines() == expected
+
+
+def _commands() -> list[str]:
+    from qkdn_sdk.cli import app
+
+    return sorted(command.name or command.callback.__name__ for command in app.registered_commands)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_cli_command_is_documented(command: str) -> None:
+    docs = README.read_text(encoding="utf-8") + (ROOT / "docs" / "transports.md").read_text(
+        encoding="utf-8"
+    )
+    assert f"qkdn {command}" in docs, f"`qkdn {command}` is not in README.md or docs/"
+    result = qkdn(command, "--help")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_cli_has_the_commands_the_docs_promise() -> None:
+    assert _commands() == ["certs", "decode", "listen", "messages", "send", "transports"]

@@ -17,6 +17,7 @@ import orjson
 import pytest
 import trio
 
+from qkdn_sdk.errors import FailureResponse
 from qkdn_sdk.messages import Interface, Message, all_messages, example, kq1
 from qkdn_sdk.pki import dev_tls_config
 from qkdn_sdk.transport import Connection, ServerInfo, connect, serve
@@ -159,3 +160,56 @@ async def test_qkdn_send_talks_to_a_server_in_another_process(pki: Path) -> None
     assert bad.stderr.decode().strip() == (
         "qkdn: invalid Key request: number_of_keys: expected an integer"
     )
+
+
+async def test_qkdn_listen_answers_requests_with_a_failure(pki: Path) -> None:
+    with trio.fail_after(_GUARD):
+        async with _plain_listener() as (url, process), connect(url) as client:
+            with pytest.raises(FailureResponse, match="qkdn listen is a listener"):
+                await client.request(example(kq1.KeyRequest))
+            await client.send(example(kq1.ResponseToKeyRequest))
+            lines = await _read_lines(process, 2)
+    assert [line["name"] for line in lines] == ["Key request", "Response to key request"]
+    assert lines[1]["payload"]["keys"][0]["key"] == "<redacted>"  # type: ignore[index]
+
+
+@asynccontextmanager
+async def _plain_listener() -> AsyncIterator[tuple[str, trio.Process]]:
+    process = await trio.lowlevel.open_process(
+        [QKDN, "listen", "tcp://127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None
+        banner = b""
+        while b"\n" not in banner:
+            chunk = await process.stderr.receive_some(1024)
+            assert chunk, f"qkdn listen ended early: {banner!r}"
+            banner += chunk
+        yield banner.decode().split()[2], process
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def test_qkdn_send_reads_parameters_as_json_from_stdin(pki: Path) -> None:
+    received: list[Message] = []
+
+    async def handler(message: Message, _connection: Connection) -> Message | None:
+        received.append(message)
+        return example(kq1.ResponseToKeyRequest)
+
+    with trio.fail_after(_GUARD):
+        async with trio.open_nursery() as nursery:
+            info: ServerInfo = await nursery.start(
+                lambda task_status: serve("tcp://127.0.0.1:0", handler, task_status=task_status)
+            )
+            result = await trio.run_process(
+                [QKDN, "send", info.url, "0x1303", "--json", "-", "-f", "size_of_key=512"],
+                stdin=b'{"number_of_keys": 3, "size_of_key": 128}',
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            nursery.cancel_scope.cancel()
+    assert result.returncode == 0, result.stderr
+    assert received == [kq1.KeyRequest(number_of_keys=3, size_of_key=512)]  # --field wins
