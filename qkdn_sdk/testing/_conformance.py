@@ -127,6 +127,22 @@ async def _answer_examples(message: Message, _connection: Connection) -> Message
     return None if response_type is None else example(response_type, sender=SERVER_ID)
 
 
+_STALL = ak.KeyRequest(application_destination_id="app-b", application_name="stall")
+
+
+def _stalling(arrived: trio.Event) -> Handler:
+    """A handler that never answers the request ``_STALL`` (and sets ``arrived`` when it comes),
+    and answers every other request with its example."""
+
+    async def handler(message: Message, connection: Connection) -> Message | None:
+        if message == _STALL:
+            arrived.set()
+            await trio.sleep_forever()
+        return await _answer_examples(message, connection)
+
+    return handler
+
+
 class TransportConformance:
     """The behaviour every transport must show. Subclass it and provide ``target``."""
 
@@ -345,23 +361,13 @@ class TransportConformance:
         self, target: ConformanceTarget, pki: ConformancePKI
     ) -> None:
         stuck = trio.Event()
-
-        async def handler(message: Message, connection: Connection) -> Message | None:
-            if isinstance(message, ak.KeyRequest) and message.application_name == "stall":
-                stuck.set()
-                await trio.sleep_forever()
-            return await _answer_examples(message, connection)
-
         with trio.fail_after(_GUARD):
             async with (
-                self._server(target, pki, handler) as url,
+                self._server(target, pki, _stalling(stuck)) as url,
                 self._client(target, pki, url) as client,
             ):
-                stalled = ak.KeyRequest(
-                    application_destination_id="app-b", application_name="stall"
-                )
                 with pytest.raises(RequestTimeout):
-                    await client.request(stalled, timeout=0.2)
+                    await client.request(_STALL, timeout=0.2)
                 assert stuck.is_set()
                 response = await client.request(example(ak.KeyRequest, sender=CLIENT_ID))
                 assert response == example(ak.ResponseToKeyRequest)
@@ -371,23 +377,13 @@ class TransportConformance:
         self, target: ConformanceTarget, pki: ConformancePKI
     ) -> None:
         arrived = trio.Event()
-
-        async def handler(message: Message, connection: Connection) -> Message | None:
-            if isinstance(message, ak.KeyRequest) and message.application_name == "stall":
-                arrived.set()
-                await trio.sleep_forever()
-            return await _answer_examples(message, connection)
-
         with trio.fail_after(_GUARD):
             async with (
-                self._server(target, pki, handler) as url,
+                self._server(target, pki, _stalling(arrived)) as url,
                 self._client(target, pki, url) as client,
             ):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(
-                        client.request,
-                        ak.KeyRequest(application_destination_id="app-b", application_name="stall"),
-                    )
+                    nursery.start_soon(client.request, _STALL)
                     await arrived.wait()
                     nursery.cancel_scope.cancel()
                 assert not client.closed
