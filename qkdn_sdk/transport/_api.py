@@ -75,7 +75,9 @@ Handler = Callable[[Message, Connection], Awaitable[Message | None]]
 """Handles a message from the peer: returns the response to a request (a message of the
 request's ``response_type()``, or an error indication), and ``None`` for a one-way message.
 An exception becomes a failure response (a :class:`~qkdn_sdk.errors.QkdnError` with its own
-text, anything else as "internal error"); the connection goes on either way."""
+text, anything else as "internal error"); the connection goes on either way. A response that no
+request of ours awaits (a proactive status supply, or one that came after its request timed
+out) reaches the handler as a one-way message."""
 
 
 @attrs.frozen

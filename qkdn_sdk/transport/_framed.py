@@ -68,6 +68,7 @@ from qkdn_sdk.messages import (
 )
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.transport._api import DEFAULT_TIMEOUT, Connection, Handler, Limits, Transport
+from qkdn_sdk.transport._registry import transport_registry
 
 __all__ = ["FramedConnection", "running"]
 
@@ -123,6 +124,7 @@ class FramedConnection(Connection):
         self._in_flight = 0
         self._end: QkdnError | None = None  # why the connection ended, once it has
         self._cancel_scope = trio.CancelScope()
+        self._running = False
         self._finished = trio.Event()
 
     # --- Connection ---------------------------------------------------------------------------
@@ -191,8 +193,6 @@ class FramedConnection(Connection):
             await self._finished.wait()
 
     # --- running --------------------------------------------------------------------------------
-
-    _running = False
 
     async def run(self) -> None:
         """Read and dispatch until the connection ends; then close the stream. Never raises for
@@ -320,13 +320,15 @@ class FramedConnection(Connection):
     # --- sending --------------------------------------------------------------------------------
 
     def _take_message_id(self) -> int:
-        message_id = self._next_id
-        self._next_id = (
-            self._next_id + 2 if self._next_id + 2 <= MAX_MESSAGE_ID else message_id % 2 + 1
-        )
-        while self._next_id in self._pending:
+        """Our next MessageID: odd when we connected, even when we accepted; it wraps at 2**32
+        and skips IDs still waiting for a response."""
+        while True:
+            message_id = self._next_id
             self._next_id += 2
-        return message_id
+            if self._next_id > MAX_MESSAGE_ID:
+                self._next_id = 1 if self._is_client else 2
+            if message_id not in self._pending:
+                return message_id
 
     def _raise_if_ended(self) -> None:
         if self._end is not None:
@@ -336,8 +338,10 @@ class FramedConnection(Connection):
         self._raise_if_ended()
         if not self._transport.carries(message_type, from_client=self._is_client):
             side = "the connecting side" if self._is_client else "the serving side"
+            able = transport_registry().carrying(message_type, from_client=self._is_client)
             raise NotCarried(
-                f"{self._transport.name} cannot carry {message_type.spec_name} from {side}"
+                f"{self._transport.name} cannot carry {message_type.spec_name} from {side}; "
+                f"transports that can: {', '.join(f'{scheme}://' for scheme in able) or 'none'}"
             )
 
     async def _send_frame(self, data: bytes) -> None:
