@@ -27,7 +27,7 @@ import enum
 import sys
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -279,9 +279,6 @@ class Message:
             return None
         response: type[Message] = getattr(sys.modules[cls.__module__], cls._response_name)
         return response
-
-
-M = TypeVar("M", bound=Message)
 
 
 def message_class(code: int) -> type[Message]:
