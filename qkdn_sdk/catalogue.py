@@ -10,7 +10,14 @@ from typing import Any
 
 from qkdn_sdk.messages import Interface, Message, all_messages, field_infos
 
-__all__ = ["INTERFACE_TITLES", "catalogue", "message_entry", "render_reference", "select"]
+__all__ = [
+    "INTERFACE_TITLES",
+    "catalogue",
+    "message_entry",
+    "qualified_name",
+    "render_reference",
+    "select",
+]
 
 INTERFACE_TITLES: dict[Interface, str] = {
     Interface.AK: "Ak: cryptographic application <-> KM (ITU-T Q.4161)",
@@ -39,6 +46,12 @@ def select(selection: str | None = None) -> list[type[Message]]:
     return [cls for cls in messages if cls.interface.value == selection]
 
 
+def qualified_name(cls: type[Message]) -> str:
+    """The class as users write it: ``ak.KeyRequest`` (module of :mod:`qkdn_sdk.messages`, then
+    class; the same class name can stand in two modules)."""
+    return f"{cls.__module__.removeprefix('qkdn_sdk.messages.')}.{cls.__name__}"
+
+
 def message_entry(cls: type[Message]) -> dict[str, Any]:
     """One message as ``qkdn messages --json`` prints it."""
     response = cls.response_type()
@@ -46,7 +59,7 @@ def message_entry(cls: type[Message]) -> dict[str, Any]:
         "interface": cls.interface.value,
         "code": cls.code,
         "name": cls.spec_name,
-        "class": f"{cls.__module__.removeprefix('qkdn_sdk.messages.')}.{cls.__name__}",
+        "class": qualified_name(cls),
         "table": cls.table,
         "extension": cls.is_extension,
         "sender": cls.sender.value,

@@ -14,7 +14,7 @@ import orjson
 import trio
 import typer
 
-from qkdn_sdk.catalogue import SELECTIONS, catalogue, render_reference, select
+from qkdn_sdk.catalogue import SELECTIONS, catalogue, qualified_name, render_reference, select
 from qkdn_sdk.codecs.frame import MAX_FRAME_SIZE, FrameDecoder, decode_message
 from qkdn_sdk.codecs.payload import message_from_dict, message_to_dict
 from qkdn_sdk.errors import FailureResponse, QkdnError
@@ -215,17 +215,11 @@ def _resolve_message(name: str) -> type[Message]:
             return message_class(int(name, 16))
         except (KeyError, ValueError):
             fail(f"no message has command code {name} (see 'qkdn messages')")
-    matches = [
-        cls
-        for cls in all_messages()
-        if name in (cls.__name__, f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}")
-    ]
+    matches = [cls for cls in all_messages() if name in (cls.__name__, qualified_name(cls))]
     if len(matches) == 1:
         return matches[0]
     if matches:
-        choices = ", ".join(
-            f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}" for cls in matches
-        )
+        choices = ", ".join(qualified_name(cls) for cls in matches)
         fail(f"{name} is ambiguous: say {choices}")
     fail(f"no message is called {name} (see 'qkdn messages')")
 
@@ -313,7 +307,7 @@ def _described(message: Message, *, redact_keys: bool = False) -> dict[str, Any]
     if redact_keys:
         payload = _redact(payload)
     return {
-        "message": f"{message.__module__.rsplit('.', 1)[-1]}.{type(message).__name__}",
+        "message": qualified_name(type(message)),
         "code": message.code,
         "name": message.spec_name,
         "payload": payload,
