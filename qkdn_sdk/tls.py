@@ -169,17 +169,10 @@ def peer_identity(cert: Mapping[str, Any] | None) -> str | None:
     if not cert:
         return None
     common_names = [
-        value
-        for rdn in cert.get("subject", ())
-        for name, value in rdn
-        if name == "commonName" and value
+        str(value) for rdn in cert.get("subject", ()) for name, value in rdn if name == "commonName"
     ]
-    if common_names:
-        return str(common_names[-1])
-    for kind, value in cert.get("subjectAltName", ()):
-        if kind in ("URI", "DNS") and value:
-            return str(value)
-    return None
+    alt_names = [str(value) for kind, value in cert.get("subjectAltName", ()) if kind in _ID_SANS]
+    return _identity(common_names, alt_names)
 
 
 def peer_identity_from_der(der: bytes) -> str | None:
@@ -197,18 +190,30 @@ def _identity_of(certificate: x509.Certificate) -> str | None:
     common_names = [
         value
         for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if isinstance(value := attribute.value, str) and value
+        if isinstance(value := attribute.value, str)
     ]
-    if common_names:
-        return common_names[-1]
     try:
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return None
-    for name in names:
-        if isinstance(name, x509.UniformResourceIdentifier | x509.DNSName) and name.value:
-            return name.value
-    return None
+        sans = x509.SubjectAlternativeName([])
+    alt_names = [
+        name.value
+        for name in sans
+        if isinstance(name, x509.UniformResourceIdentifier | x509.DNSName)
+    ]
+    return _identity(common_names, alt_names)
+
+
+_ID_SANS = ("URI", "DNS")
+
+
+def _identity(common_names: list[str], alt_names: list[str]) -> str | None:
+    """The identity rule, whatever form the certificate came in: the last (most specific)
+    non-empty CN, else the first non-empty URI or DNS subjectAltName, else ``None``."""
+    for name in reversed(common_names):
+        if name:
+            return name
+    return next((name for name in alt_names if name), None)
 
 
 def _read(kind: _FileKind, path: Path) -> bytes:
