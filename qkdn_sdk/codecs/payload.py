@@ -153,9 +153,13 @@ def message_from_dict(cls: type[M], payload: Any) -> M:
 
     Raises :class:`~qkdn_sdk.errors.PayloadError` naming every field that breaks the table.
     """
+    return _structure(cls, payload, may_be_too_deep=True)
+
+
+def _structure(cls: type[M], payload: Any, *, may_be_too_deep: bool) -> M:
     if type(payload) is not dict:
         raise PayloadError(["payload: expected a JSON object"], message_name=cls.spec_name)
-    if _deeper_than(payload, MAX_DEPTH):
+    if may_be_too_deep and _deeper_than(payload, MAX_DEPTH):
         raise PayloadError(
             [f"payload: nested deeper than {MAX_DEPTH} arrays and objects"],
             message_name=cls.spec_name,
@@ -185,7 +189,10 @@ def decode_payload(cls: type[M], data: bytes) -> M:
         raise PayloadError(
             [f"payload: not valid JSON ({exc})"], message_name=cls.spec_name
         ) from None
-    return message_from_dict(cls, payload)
+    # Each level of nesting opens a bracket: with no more brackets than the limit allows, the
+    # walk of the decoded tree (a third of the decoding time of a 100-key response) is not needed.
+    brackets = data.count(b"[") + data.count(b"{")
+    return _structure(cls, payload, may_be_too_deep=brackets > MAX_DEPTH)
 
 
 def _deeper_than(payload: Any, limit: int) -> bool:
