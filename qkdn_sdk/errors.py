@@ -16,6 +16,7 @@ Like h2, each error knows what it becomes on the wire: :attr:`QkdnError.response
 from __future__ import annotations
 
 __all__ = [
+    "MAX_REASON_LENGTH",
     "ConnectionBroken",
     "FailureResponse",
     "FrameError",
@@ -32,7 +33,17 @@ __all__ = [
     "TransportError",
     "UnknownCommandCode",
     "UnsupportedVersion",
+    "shorten",
 ]
+
+MAX_REASON_LENGTH = 512
+"""The longest failure text the SDK sends to a peer (a ``response`` reason, an error indication):
+whatever a peer sends, what it gets back stays small."""
+
+
+def shorten(text: str, limit: int = MAX_REASON_LENGTH) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "..." when it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class QkdnError(Exception):
@@ -46,8 +57,9 @@ class QkdnError(Exception):
 
     @property
     def response_text(self) -> str:
-        """The failure reason for a ``response`` parameter: ``"failure: <what went wrong>"``."""
-        return f"failure: {self}"
+        """The failure reason for a ``response`` parameter: ``"failure: <what went wrong>"``,
+        at most :data:`MAX_REASON_LENGTH` characters."""
+        return shorten(f"failure: {self}")
 
 
 class LocalProtocolError(QkdnError):
@@ -169,7 +181,9 @@ class FailureResponse(QkdnError):
 
     @property
     def response_text(self) -> str:
-        return self.reason if self.reason.startswith("failure") else f"failure: {self.reason}"
+        return shorten(
+            self.reason if self.reason.startswith("failure") else f"failure: {self.reason}"
+        )
 
 
 class TransportError(QkdnError):

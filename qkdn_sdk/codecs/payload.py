@@ -11,6 +11,11 @@ One cattrs converter, configured once (:func:`make_converter`), with orjson for 
 A payload that breaks any of this raises one :class:`~qkdn_sdk.errors.PayloadError` whose text
 names each field and rule (``number_of_keys: expected an integer``, ``key_ids[2].key_id:
 missing``).
+
+A bad payload costs about what a good one does: a list stops being checked after
+:data:`MAX_ERRORS` bad items, only the first :data:`MAX_ERRORS` problems are worded, and a name
+or value the peer chose is shortened before it is quoted, so neither the work nor the text grows
+with what a hostile peer sends.
 """
 
 from __future__ import annotations
@@ -19,20 +24,27 @@ import base64
 import binascii
 import enum
 from collections.abc import Callable
+import typing
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
 import orjson
-from cattrs.cols import is_sequence, list_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
-from cattrs.gen import make_dict_unstructure_fn
+from cattrs.cols import is_sequence
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError
 from qkdn_sdk.messages import Message
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_ERRORS",
     "decode_payload",
     "encode_payload",
     "make_converter",
@@ -45,6 +57,22 @@ M = TypeVar("M", bound=Message)
 MAX_DEPTH = 254
 """The deepest nesting of arrays and objects in a payload. orjson reads 1,024 levels but writes
 only 254: a deeper payload is refused when decoded, so every decoded message encodes back."""
+
+
+MAX_ERRORS = 5
+"""The most problems one :class:`~qkdn_sdk.errors.PayloadError` reports (and the most bad items
+of one list that are looked at): enough to be precise about the first errors, few enough that a
+frame of 30,000 wrong items costs no more than a valid one."""
+
+_MAX_QUOTED = 40
+"""Characters of a peer-chosen name quoted in an error text (an unexpected field's name)."""
+
+
+def quoted(text: str, limit: int = _MAX_QUOTED) -> str:
+    """``repr(text)``, shortened to about ``limit`` characters with an ellipsis."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 class _Expected(ValueError):
@@ -76,6 +104,49 @@ def _structure_object(value: Any, _type: type[Any]) -> dict[str, Any]:
     return value
 
 
+def _attrs_object(cls: Any, converter: cattrs.Converter) -> Any:
+    """Nested objects (keys, key IDs, relay metadata): a JSON object is checked for before the
+    generated code looks inside it, so ``[1, 1]`` reads "expected a JSON object", not Python's
+    "'int' object is not subscriptable"."""
+    structure_fields = make_dict_structure_fn(cls, converter)
+
+    def structure(value: Any, _type: Any) -> Any:
+        if type(value) is not dict:
+            raise _Expected("expected a JSON object")
+        return structure_fields(value, _type)
+
+    return structure
+
+
+def _bounded_list(list_type: Any, converter: cattrs.Converter) -> Any:
+    """Lists of the wire: a JSON array, each item structured; checking stops after
+    :data:`MAX_ERRORS` bad items (the notes are cattrs' own, so error paths read the same)."""
+    (item_type,) = typing.get_args(list_type) or (Any,)
+    structure_item = converter.get_structure_hook(item_type)
+
+    def structure(value: Any, _type: Any) -> list[Any]:
+        if type(value) is not list:
+            raise _Expected("expected an array")
+        items: list[Any] = []
+        errors: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(structure_item(item, item_type))
+            except Exception as exc:
+                note = IterableValidationNote(
+                    f"Structuring {list_type} @ index {index}", index, item_type
+                )
+                exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+                errors.append(exc)
+                if len(errors) == MAX_ERRORS:
+                    break
+        if errors:
+            raise IterableValidationError(f"While structuring {list_type!r}", errors, list_type)
+        return items
+
+    return structure
+
+
 def _structure_int_enum(value: Any, enum_type: type[enum.IntEnum]) -> enum.IntEnum:
     if type(value) is not int or value not in enum_type._value2member_map_:
         choices = ", ".join(f"{member.value} ({member.name.lower()})" for member in enum_type)
@@ -95,6 +166,8 @@ def make_converter() -> cattrs.Converter:
     # IntEnum comes before int in a result code's MRO, so this hook wins over the int one.
     converter.register_structure_hook(enum.IntEnum, _structure_int_enum)
     converter.register_structure_hook_func(lambda cls: cls == dict[str, Any], _structure_object)
+    converter.register_structure_hook_factory(attrs.has, _attrs_object)
+    converter.register_structure_hook_factory(is_sequence, _bounded_list)
     converter.register_unstructure_hook(bytes, lambda data: base64.b64encode(data).decode("ascii"))
 
     @converter.register_unstructure_hook_factory(attrs.has)
@@ -112,17 +185,6 @@ def make_converter() -> cattrs.Converter:
 
         return in_order
 
-    @converter.register_structure_hook_factory(is_sequence)
-    def _strict_list(list_type: Any, converter: cattrs.Converter) -> Any:
-        structure_items = list_structure_factory(list_type, converter)
-
-        def structure(value: Any, _type: Any) -> Any:
-            if type(value) is not list:
-                raise _Expected("expected an array")
-            return structure_items(value, _type)
-
-        return structure
-
     return converter
 
 
@@ -138,14 +200,20 @@ def message_to_dict(message: Message) -> dict[str, Any]:
 def encode_payload(message: Message) -> bytes:
     """The JSON payload of ``message`` as UTF-8 bytes.
 
-    Raises :class:`~qkdn_sdk.errors.LocalProtocolError` when a value cannot be JSON (a lone
-    surrogate in a string; in a JSON object: an integer beyond 64 bits, a set, nesting deeper
-    than :data:`MAX_DEPTH`).
+    Raises :class:`~qkdn_sdk.errors.LocalProtocolError`, and nothing else, when a value cannot
+    be JSON (a lone surrogate in a string; in a JSON object: an integer beyond 64 bits, a set,
+    nesting deeper than :data:`MAX_DEPTH`) or is not of its field's type (attrs does not check
+    types: ``ResponseToKeyRequest(keys="abc")`` can be built, and is refused here).
     """
     try:
         return orjson.dumps(message_to_dict(message))
     except orjson.JSONEncodeError as exc:
         raise LocalProtocolError(f"{message.spec_name} cannot be encoded as JSON: {exc}") from None
+    except Exception as exc:  # a value of the wrong type, found by cattrs or by orjson
+        raise LocalProtocolError(
+            f"{message.spec_name} cannot be encoded: a parameter is not of its table's type "
+            f"({type(exc).__name__})"
+        ) from None
 
 
 def message_from_dict(cls: type[M], payload: Any) -> M:
@@ -170,9 +238,10 @@ def _structure(cls: type[M], payload: Any, *, may_be_too_deep: bool) -> M:
         raise PayloadError([str(exc)], message_name=cls.spec_name) from None
     except (ClassValidationError, IterableValidationError) as exc:
         errors = cattrs.transform_error(exc, path="$", format_exception=_describe)
-        raise PayloadError(
-            [_readable(error) for error in errors], message_name=cls.spec_name
-        ) from None
+        readable = [_readable(error) for error in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            readable.append("further errors not checked")
+        raise PayloadError(readable, message_name=cls.spec_name) from None
 
 
 def decode_payload(cls: type[M], data: bytes) -> M:
@@ -216,11 +285,17 @@ def _describe(exc: BaseException, _type: Any) -> str:
     if isinstance(exc, KeyError):
         return "missing"
     if isinstance(exc, ForbiddenExtraKeysError):
-        return "unexpected field " + ", ".join(repr(key) for key in sorted(exc.extra_fields))
+        names = sorted(exc.extra_fields)
+        text = "unexpected field " + ", ".join(quoted(name) for name in names[:MAX_ERRORS])
+        return text + (f" and {len(names) - MAX_ERRORS} more" if len(names) > MAX_ERRORS else "")
     if isinstance(exc, InvalidMessage):
         # Raised by a nested object's own rule: the path so far names the object, not the field.
         return f"\0{exc.field}\0{exc.rule}"
-    return str(exc)
+    if isinstance(exc, _Expected):
+        return str(exc)
+    # Anything else comes from inside cattrs or Python; its text ("argument of type 'int' is not
+    # iterable") would mean nothing to the peer, and the hooks above leave no such case known.
+    return "not of the expected type"
 
 
 def _readable(error: str) -> str:

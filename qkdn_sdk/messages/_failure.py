@@ -18,11 +18,13 @@ from typing import Any
 
 import attrs
 
-from qkdn_sdk.errors import InvalidMessage
+from qkdn_sdk.errors import InvalidMessage, shorten
 from qkdn_sdk.messages._base import Message
 from qkdn_sdk.messages.mgmt import ErrorIndication, KeySupplyResponseCode, ResultCode
 
 __all__ = ["failure_reason", "failure_response"]
+
+_STRING_TYPES = (str, str | None)
 
 _FAILURE_CODES = {
     ResultCode: ResultCode.FAILURE,
@@ -61,11 +63,13 @@ def failure_response(
 
     The response is built from what the table has: ``response`` = ``"failure: <reason>"`` (or
     1 where it is an integer), ``response_code`` = the failure code, lists empty, ``sender_id``,
-    and fields of the same name taken from ``echo`` (the request's parameters, such as
-    ``session_id`` or ``key_id``). When a mandatory parameter cannot be filled that way (Q.4164
+    and string parameters of the same name taken from ``echo`` (the request's IDs, such as
+    ``session_id`` or ``key_id``: only a non-empty string goes into a string parameter, whatever
+    the peer put in ``echo``). When a mandatory parameter cannot be filled that way (Q.4164
     Table 2 has no Response parameter at all), the answer is an error indication with the reason.
+    The reason is cut to :data:`~qkdn_sdk.errors.MAX_REASON_LENGTH` characters.
     """
-    text = reason if reason.startswith("failure") else f"failure: {reason}"
+    text = shorten(reason if reason.startswith("failure") else f"failure: {reason}")
     echo = echo or {}
     values: dict[str, Any] = {}
     reported = False
@@ -83,8 +87,8 @@ def failure_response(
             values[name] = sender_id
         elif name == "extension":
             continue
-        elif isinstance(echo.get(name), str) and echo[name]:  # never echo a mistyped value
-            values[name] = echo[name]
+        elif attribute.type in _STRING_TYPES and isinstance(echo.get(name), str) and echo[name]:
+            values[name] = shorten(echo[name])
         elif attribute.default is attrs.NOTHING and "list[" in str(attribute.type):
             values[name] = []
     if reported:

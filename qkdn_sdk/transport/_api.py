@@ -43,7 +43,8 @@ class Connection(abc.ABC):
     @property
     @abc.abstractmethod
     def closed(self) -> bool:
-        """True once the connection is closed (by either side) or broken."""
+        """True once the connection is closed (by either side) or broken, or the peer has
+        stopped sending (a request could get no answer)."""
 
     @abc.abstractmethod
     async def request(
@@ -80,18 +81,35 @@ request of ours awaits (a proactive status supply, or one that came after its re
 out) reaches the handler as a one-way message."""
 
 
+def _positive(_instance: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"Limits.{attribute.name} must be > 0, got {value}")
+
+
 @attrs.frozen
 class Limits:
-    """What one peer may cost. Defaults suit a KM serving applications."""
+    """What one peer may cost. Defaults suit a KM serving applications; every limit is enforced
+    by every transport."""
 
-    max_in_flight: int = 64
+    max_in_flight: int = attrs.field(default=64, validator=_positive)
     """Peer requests handled at once on one connection; more get a failure response."""
-    handshake_timeout: float = 10.0
+    max_connections: int = attrs.field(default=512, validator=_positive)
+    """Connections one server holds at once; a connection over it is closed as soon as it is
+    accepted (before any TLS handshake), so file descriptors never run out."""
+    max_connections_per_peer: int = attrs.field(default=32, validator=_positive)
+    """Connections one peer identity (its certificate's ID; on plain ``tcp://`` its address) holds
+    at once on one server; one more gets an error indication saying so, and is closed."""
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     """Seconds a new connection has to finish its TLS handshake."""
-    idle_timeout: float | None = 300.0
-    """A connection with no frame from the peer for this long is closed (``None``: never)."""
-    send_timeout: float = 30.0
+    idle_timeout: float | None = attrs.field(default=300.0, validator=_positive)
+    """A connection with no complete frame in either direction for this long, and no request
+    waiting for its answer, is closed (``None``: never). Bytes that do not complete a frame do
+    not count: a peer cannot keep a connection by trickling."""
+    send_timeout: float = attrs.field(default=30.0, validator=_positive)
     """A peer that does not read a frame for this long is disconnected."""
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    """Once a peer stops sending (it half-closed, or its framing was lost), the requests it sent
+    before are still answered, for at most this many seconds; then the connection closes."""
 
 
 @attrs.frozen

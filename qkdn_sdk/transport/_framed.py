@@ -19,8 +19,16 @@ Bad input (DESIGN, "Bad input on TCP"):
   type with a failure reason (:func:`~qkdn_sdk.messages.failure_response`);
 - an unknown command code, or a bad payload of any other message, gets an error indication
   echoing the MessageID;
-- when the frame boundaries are lost (unknown version), an error indication that says so, and the
-  connection closes. Nothing a peer sends reaches beyond its own connection.
+- a message the server does not accept (``accepts``: one its role never receives, such as an
+  application sending what only a KM sends) gets an error indication naming it;
+- when the frame boundaries are lost (unknown version, a stream that ends inside a frame), the
+  requests already read are answered, then an error indication that says so, and the connection
+  closes. A peer that half-closes after its requests gets their answers the same way.
+
+Containment: nothing a peer sends raises anything but a :class:`~qkdn_sdk.errors.QkdnError` to
+the code using the connection, or ends any connection but its own. Every answer is built so that
+it can be sent (a failure text is bounded, and an answer that cannot be encoded becomes a failure
+that can); a bug that escapes anyway ends this connection with a logged error, never the server.
 
 Used by the in-memory transport and the TCP plugin; other stream transports can reuse it.
 """
@@ -30,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import attrs
@@ -44,6 +52,7 @@ from qkdn_sdk.codecs.frame import (
     decode_message,
     encode_message,
 )
+from qkdn_sdk.codecs.payload import quoted
 from qkdn_sdk.errors import (
     ConnectionBroken,
     FailureResponse,
@@ -61,6 +70,7 @@ from qkdn_sdk.errors import (
 )
 from qkdn_sdk.messages import (
     Message,
+    Role,
     check_response,
     failure_reason,
     failure_response,
@@ -75,6 +85,18 @@ __all__ = ["FramedConnection", "running"]
 logger = logging.getLogger("qkdn_sdk.transport")
 
 _READ_SIZE = 65536
+
+
+@attrs.frozen
+class _Ending:
+    """Why the reader stopped, and what is owed to the peer before the connection closes."""
+
+    error: QkdnError
+    """What our own pending requests fail with."""
+    answer_requests: bool
+    """The peer still reads: answer the requests already received (within the drain timeout)."""
+    last_word: tuple[int, ErrorIndication] | None = None
+    """An error indication to send after those answers (lost framing), with its MessageID."""
 
 
 @attrs.define
@@ -110,6 +132,7 @@ class FramedConnection(Connection):
         limits: Limits,
         peer_id: str | None = None,
         local_id: str | None = None,
+        accepts: Collection[type[Message]] | None = None,
     ) -> None:
         self._stream = stream
         self._transport = transport
@@ -118,11 +141,15 @@ class FramedConnection(Connection):
         self._limits = limits
         self._peer_id = peer_id
         self._local_id = local_id
+        self._accepts = None if accepts is None else frozenset(accepts)
         self._next_id = 1 if is_client else 2
         self._pending: dict[int, _Pending] = {}
         self._send_lock = trio.Lock()
         self._in_flight = 0
         self._end: QkdnError | None = None  # why the connection ended, once it has
+        self._input_end: QkdnError | None = None  # why the peer sends no more, once it does
+        self._last_frame_at = 0.0  # trio time of the last complete frame in either direction
+        self._read_scope: trio.CancelScope | None = None  # the pending read, bounded by idleness
         self._cancel_scope = trio.CancelScope()
         self._running = False
         self._finished = trio.Event()
@@ -139,7 +166,9 @@ class FramedConnection(Connection):
 
     @property
     def closed(self) -> bool:
-        return self._end is not None
+        # Once the peer sends no more, no request of ours can succeed, though the answers to
+        # its own requests may still be on their way out.
+        return self._end is not None or self._input_end is not None
 
     async def request(
         self, message: Message, *, timeout: float | None = DEFAULT_TIMEOUT
@@ -150,6 +179,8 @@ class FramedConnection(Connection):
                 f"{type(message).__name__} is not a request (it expects no response): use send()"
             )
         self._check_carried(type(message))
+        if self._input_end is not None:  # the peer sends no more: no response could come
+            raise type(self._input_end)(str(self._input_end))
         message_id = self._take_message_id()
         data = encode_message(message, message_id)
         pending = _Pending(expected)
@@ -160,6 +191,7 @@ class FramedConnection(Connection):
                 await pending.done.wait()
         finally:
             del self._pending[message_id]
+            self._rearm_idle()
         if scope.cancelled_caught:
             raise RequestTimeout(
                 f"no response to {message.spec_name} (message ID {message_id}) within {timeout} s"
@@ -196,20 +228,41 @@ class FramedConnection(Connection):
 
     async def run(self) -> None:
         """Read and dispatch until the connection ends; then close the stream. Never raises for
-        anything the peer does."""
+        anything the peer does.
+
+        When the peer stops sending but may still read (it half-closed, or its framing was lost),
+        the requests it already sent are answered first, for at most ``Limits.drain_timeout``
+        seconds; then the error indication that ends a lost framing; then the stream closes.
+        """
         self._running = True
+        self._last_frame_at = trio.current_time()
         try:
             with self._cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    try:
-                        await self._read_frames(nursery)
-                    finally:
-                        nursery.cancel_scope.cancel()
+                ending = await self._serve_frames()
+                if ending.last_word is not None:
+                    await self._reply_quietly(*ending.last_word)
+        except Exception:  # a bug, not the peer: end this connection, never the server
+            logger.exception("a connection failed")
+            self._finish(ConnectionBroken("the connection failed (internal error)"))
         finally:
             self._finish(PeerClosed("the peer closed the connection"))
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._stream)
             self._finished.set()
+
+    async def _serve_frames(self) -> _Ending:
+        """Read until the peer stops sending, running handlers in a nursery; return once the
+        handlers owed an answer are done (or cut off at the drain timeout)."""
+        async with trio.open_nursery() as handlers:
+            ending = await self._read_frames(handlers)
+            self._input_end = ending.error
+            for pending in self._pending.values():
+                pending.finish(error=ending.error)
+            if ending.answer_requests:
+                handlers.cancel_scope.deadline = trio.current_time() + self._limits.drain_timeout
+            else:
+                handlers.cancel_scope.cancel()
+        return ending
 
     def _finish(self, reason: QkdnError) -> None:
         """End the connection (first reason wins): fail pending requests, stop the reader."""
@@ -219,35 +272,54 @@ class FramedConnection(Connection):
                 pending.finish(error=reason)
         self._cancel_scope.cancel()
 
-    async def _read_frames(self, nursery: trio.Nursery) -> None:
+    def _idle_deadline(self) -> float:
+        """When the connection counts as idle: ``idle_timeout`` after the last complete frame
+        received or sent (bytes that do not complete a frame do not count), and never while a
+        request in either direction waits for its answer."""
+        if self._limits.idle_timeout is None or self._in_flight or self._pending:
+            return math.inf
+        return self._last_frame_at + self._limits.idle_timeout
+
+    def _rearm_idle(self) -> None:
+        """Move the pending read's deadline after a frame was sent or a request was answered."""
+        if self._read_scope is not None:
+            self._read_scope.deadline = self._idle_deadline()
+
+    async def _read_frames(self, handlers: trio.Nursery) -> _Ending:
         decoder = FrameDecoder()
-        idle = math.inf if self._limits.idle_timeout is None else self._limits.idle_timeout
         while True:
-            with trio.move_on_after(idle) as scope:
+            with trio.CancelScope(deadline=self._idle_deadline()) as scope:
+                self._read_scope = scope
                 try:
                     data = await self._stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._finish(ConnectionBroken(f"connection broken: {_why(exc)}"))
-                    return
+                    return _Ending(
+                        ConnectionBroken(f"connection broken: {_why(exc)}"), answer_requests=False
+                    )
+                finally:
+                    self._read_scope = None
             if scope.cancelled_caught:
+                if self._idle_deadline() > trio.current_time():  # a request began meanwhile
+                    continue
+                idle = self._limits.idle_timeout
                 logger.info("closing a connection idle for %s s", idle)
-                self._finish(ConnectionBroken(f"connection idle for {idle} s"))
-                return
+                return _Ending(ConnectionBroken(f"connection idle for {idle} s"), False)
             try:
                 if not data:
                     decoder.receive_eof()
-                    self._finish(PeerClosed("the peer closed the connection"))
-                    return
+                    return _Ending(PeerClosed("the peer closed the connection"), True)
                 decoder.receive_data(data)
                 while (frame := decoder.next_frame()) is not None:
-                    await self._dispatch(frame, nursery)
-            except FrameError as exc:  # framing lost: say so, then close
+                    self._last_frame_at = trio.current_time()
+                    await self._dispatch(frame, handlers)
+            except FrameError as exc:  # framing lost: answer what was read, say so, then close
                 logger.info("closing a connection: %s", exc)
-                await self._reply_quietly(
-                    exc.message_id or 0, ErrorIndication(reason=exc.response_text, closing=True)
+                indication = ErrorIndication(reason=exc.response_text, closing=True)
+                return _Ending(
+                    ConnectionBroken(f"framing lost: {exc}"),
+                    answer_requests=True,
+                    last_word=(exc.message_id or 0, indication),
                 )
-                self._finish(ConnectionBroken(f"framing lost: {exc}"))
-                return
 
     async def _dispatch(self, frame: Frame, nursery: trio.Nursery) -> None:
         message_id, code = frame.message_id, frame.command_code
@@ -268,6 +340,13 @@ class FramedConnection(Connection):
             return
         if isinstance(message, ErrorIndication):
             logger.info("error indication from the peer: %s", message.reason)
+            return
+        if self._accepts is not None and type(message) not in self._accepts:
+            refused = RemoteProtocolError(
+                f"0x{code:04X} {message.spec_name} is sent by {_article(message.sender)} to "
+                f"{_article(message.receiver)}; this peer does not accept it"
+            )
+            await self._refuse(message_id, code, refused, {}, indication=True)
             return
         try:
             self._check_claims(message)
@@ -308,6 +387,7 @@ class FramedConnection(Connection):
             await self._reply_quietly(message_id, response)
         finally:
             self._in_flight -= 1
+            self._rearm_idle()
 
     async def _handle_one_way(self, message: Message) -> None:
         if self._handler is None:
@@ -354,6 +434,7 @@ class FramedConnection(Connection):
             ):
                 try:
                     await self._stream.send_all(data)
+                    self._last_frame_at = trio.current_time()
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     error = ConnectionBroken(f"connection broken: {_why(exc)}")
                     self._finish(error)
@@ -366,20 +447,24 @@ class FramedConnection(Connection):
                 raise error
 
     async def _reply_quietly(self, message_id: int, message: Message) -> None:
-        """Send a response or error indication; a connection that already ended is not an error
-        here (the peer that broke it will not read the answer anyway)."""
+        """Send a response or error indication; never raises. An answer that cannot be encoded
+        (too large, a value of the wrong type) is replaced by a failure saying so; a connection
+        that already ended is not an error here (the peer that broke it will not read it)."""
         try:
             data = encode_message(message, message_id)
         except LocalProtocolError as exc:  # the handler built an answer that cannot be sent
             logger.error("cannot send %s: %s", message.spec_name, exc)
-            response_type = type(message)
-            if response_type is ErrorIndication:
-                raise
-            data = encode_message(
-                failure_response(response_type, str(exc), sender_id=self._local_id), message_id
-            )
+            data = self._encode_failure(type(message), exc.response_text, message_id)
         with contextlib.suppress(TransportError):
             await self._send_frame(data)
+
+    def _encode_failure(self, response_type: type[Message], reason: str, message_id: int) -> bytes:
+        """The frame of a failure of ``response_type`` (or an error indication) with ``reason``."""
+        try:
+            answer = failure_response(response_type, reason, sender_id=self._local_id)
+            return encode_message(answer, message_id)
+        except LocalProtocolError:  # our own ID cannot be sent, say: fall back on a constant
+            return encode_message(ErrorIndication(reason="failure: internal error"), message_id)
 
     def _failure(
         self, response_type: type[Message], reason: str, echo: dict[str, Any], code: int
@@ -389,12 +474,19 @@ class FramedConnection(Connection):
         )
 
     async def _refuse(
-        self, message_id: int, code: int, error: QkdnError, echo: dict[str, Any]
+        self,
+        message_id: int,
+        code: int,
+        error: QkdnError,
+        echo: dict[str, Any],
+        *,
+        indication: bool = False,
     ) -> None:
-        """Answer a frame we will not handle: with its response type where it has one."""
+        """Answer a frame we will not handle: with its response type where it has one (unless
+        ``indication``), else with an error indication."""
         logger.info("refusing message ID %d (0x%04X): %s", message_id, code, error)
         try:
-            expected = message_class(code).response_type()
+            expected = None if indication else message_class(code).response_type()
         except KeyError:
             expected = None
         if expected is None:
@@ -410,8 +502,18 @@ class FramedConnection(Connection):
             claimed = getattr(message, name)
             if claimed is not None and claimed != self._peer_id:
                 raise IdentityMismatch(
-                    f"{name} {claimed!r} is not the authenticated peer {self._peer_id!r}"
+                    f"{name} {quoted(claimed)} is not the authenticated peer {self._peer_id!r}"
                 )
+
+
+def _article(role: Role) -> str:
+    return {
+        Role.KM: "a KM",
+        Role.APPLICATION: "an application",
+        Role.QKD_MODULE: "a QKD module",
+        Role.CONTROLLER: "a QKDN controller",
+        Role.ANY: "any peer",
+    }[role]
 
 
 def _why(exc: BaseException) -> str:
