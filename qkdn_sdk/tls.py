@@ -42,6 +42,7 @@ __all__ = [
     "MINIMUM_TLS_VERSION",
     "TLSConfig",
     "TLSConfigError",
+    "explain_tls_failure",
     "peer_identity",
     "peer_identity_from_der",
 ]
@@ -173,6 +174,49 @@ def peer_identity(cert: Mapping[str, Any] | None) -> str | None:
     ]
     alt_names = [str(value) for kind, value in cert.get("subjectAltName", ()) if kind in _ID_SANS]
     return _identity(common_names, alt_names)
+
+
+# OpenSSL's reason codes, and what they most probably mean to someone setting up mutual TLS.
+_TLS_FAILURES: dict[str, str] = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate, and none "
+    "was sent",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate, and one is required",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust the CA that signed our certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer refused our certificate (not signed by a CA it "
+    "trusts?)",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the peer refused our certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the peer refused our certificate: it has expired",
+    "WRONG_VERSION_NUMBER": "the peer does not speak TLS (a plain tcp:// endpoint?)",
+    "HTTP_REQUEST": "the peer sent plain HTTP, not TLS",
+    "RECORD_LAYER_FAILURE": "the peer does not speak TLS (a plain tcp:// endpoint?)",
+    "PACKET_LENGTH_TOO_LONG": "the peer does not speak TLS (a plain tcp:// endpoint?)",
+    "UNEXPECTED_EOF_WHILE_READING": "the peer closed the connection during the TLS handshake "
+    "(it may not trust our certificate, or not speak TLS)",
+    "UNSUPPORTED_PROTOCOL": "the peer offers only TLS versions older than 1.2",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the peer accepts no TLS version we speak (1.2 or later)",
+    "NO_SHARED_CIPHER": "the peer and we share no cipher",
+}
+
+
+def explain_tls_failure(exc: BaseException) -> str:
+    """What a failed TLS handshake or TLS read most probably means, in one line.
+
+    ``exc`` is the :class:`ssl.SSLError` (or trio's :class:`~trio.BrokenResourceError` whose
+    ``__cause__`` it is). A certificate that did not verify says why ("the peer's certificate
+    did not verify: unable to get local issuer certificate (is it signed by our CA?)"); known
+    OpenSSL reasons become what probably happened; anything else is OpenSSL's own reason.
+    """
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = cause.verify_message or cause.reason or "no reason given"
+        hint = " (is it signed by our CA?)" if "issuer" in str(why) else ""
+        return f"the peer's certificate did not verify: {why}{hint}"
+    if isinstance(cause, ssl.SSLError):
+        reason = cause.reason or ""
+        return _TLS_FAILURES.get(reason, f"TLS failed: {reason or cause}")
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause) or "the peer closed the connection during the TLS handshake"
 
 
 def peer_identity_from_der(der: bytes) -> str | None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import types
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import orjson
@@ -44,6 +44,7 @@ class _Dummy(Transport):
         identity: str | None,
         handler: Handler | None,
         limits: Limits,
+        accepts: Collection[type[Message]] | None,
     ) -> AsyncIterator[Connection]:  # type: ignore[override]
         raise NotImplementedError
 
@@ -55,6 +56,7 @@ class _Dummy(Transport):
         tls: TLSConfig | None,
         identity: str | None,
         limits: Limits,
+        accepts: Collection[type[Message]] | None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         raise NotImplementedError

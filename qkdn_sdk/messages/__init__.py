@@ -28,6 +28,7 @@ from qkdn_sdk.messages._base import (
     check_response,
     field_infos,
     message_class,
+    received_by,
 )
 from qkdn_sdk.messages._examples import example
 from qkdn_sdk.messages._failure import failure_reason, failure_response
@@ -55,4 +56,5 @@ __all__ = [
     "kx",
     "message_class",
     "mgmt",
+    "received_by",
 ]

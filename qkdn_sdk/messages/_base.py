@@ -51,6 +51,7 @@ __all__ = [
     "identifier",
     "message_class",
     "non_empty",
+    "received_by",
     "spec",
 ]
 
@@ -292,6 +293,14 @@ def all_messages() -> list[type[Message]]:
     return sorted(
         _BY_CODE.values(), key=lambda cls: (order.index(cls.interface), cls.code & 0xFF, cls.code)
     )
+
+
+def received_by(role: Role) -> frozenset[type[Message]]:
+    """The messages the specs have ``role`` receive (the receiver digit of their command code),
+    and the error indication, which any peer may get: what a server of that role accepts.
+    ``received_by(Role.KM)`` holds the Ak requests of applications but not the Ak session
+    creation notification (0x1206), which only a KM sends."""
+    return frozenset(cls for cls in _BY_CODE.values() if cls.receiver in (role, Role.ANY))
 
 
 def check_response(request: Message, response: Message) -> None:

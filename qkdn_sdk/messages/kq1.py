@@ -26,7 +26,12 @@ _EXTENSION = "Extension"
 
 @attrs.frozen(kw_only=True, slots=False)
 class KeySupply(
-    Message, code=0x3101, name="Key supply", table="Q.4162 Table 1", response="ResponseToKeySupply"
+    Message,
+    code=0x3101,
+    name="Key supply",
+    table="Q.4162 Table 1",
+    response="ResponseToKeySupply",
+    claims=("qkd_module_id",),
 ):
     """Key supply message (Q.4162 clause 8.1.1, Table 1): the QKD module supplies one QKD-key
     with its metadata (FG QIT4N D2.3 Table 7-1 (1)) to its KM.

@@ -193,6 +193,7 @@ class ResponseToKeyRelay(
 class KeyIdSynchronizationRequest(
     Message,
     code=0x1185,
+    claims=("source_kma_id",),
     name="Key ID synchronization request",
     table="SDK extension (FG QIT4N D2.3 clause 7.2, key synchronization protocol)",
     response="ResponseToKeyIdSynchronizationRequest",

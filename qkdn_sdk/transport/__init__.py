@@ -14,13 +14,15 @@ in. Every transport gives the same :class:`Connection`.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 import trio
 
 from qkdn_sdk.errors import TransportError
+from qkdn_sdk.messages import Message
 from qkdn_sdk.tls import TLSConfig
+from qkdn_sdk.transport._admission import Admission, refuse_connection
 from qkdn_sdk.transport._api import (
     DEFAULT_TIMEOUT,
     Connection,
@@ -35,6 +37,7 @@ from qkdn_sdk.transport.hookspecs import hookimpl
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "Admission",
     "Connection",
     "FramedConnection",
     "Handler",
@@ -45,6 +48,7 @@ __all__ = [
     "TransportRegistry",
     "connect",
     "hookimpl",
+    "refuse_connection",
     "running",
     "serve",
     "transport_registry",
@@ -59,7 +63,9 @@ def _resolve(url: str, tls: TLSConfig | None) -> tuple[Transport, urllib.parse.S
         )
     transport = transport_registry().lookup(parsed.scheme)
     if parsed.scheme in transport.secure_schemes and tls is None:
-        raise TransportError(f"{parsed.scheme}:// needs TLS settings (tls=TLSConfig(...))")
+        raise TransportError(
+            f"{parsed.scheme}:// needs TLS settings: a CA, a certificate and its key"
+        )
     return transport, parsed
 
 
@@ -71,17 +77,25 @@ async def connect(
     identity: str | None = None,
     handler: Handler | None = None,
     limits: Limits | None = None,
+    accepts: Collection[type[Message]] | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to the peer at ``url``; leaving the block closes the connection.
 
     ``handler`` answers the requests the peer sends us (session notifications, proactive key
     supply...); ``identity`` is our ID where the transport does not take it from a certificate
-    (``memory://``). Raises :class:`~qkdn_sdk.errors.TransportError` when no transport serves the
-    scheme or the peer cannot be reached.
+    (``memory://``). ``accepts`` is the set of messages the peer may send us, e.g.
+    ``received_by(Role.APPLICATION)``; anything else gets an error indication and never reaches
+    ``handler`` (``None``: every message). Raises :class:`~qkdn_sdk.errors.TransportError` when no
+    transport serves the scheme or the peer cannot be reached.
     """
     transport, parsed = _resolve(url, tls)
     async with transport.connect(
-        parsed, tls=tls, identity=identity, handler=handler, limits=limits or Limits()
+        parsed,
+        tls=tls,
+        identity=identity,
+        handler=handler,
+        limits=limits or Limits(),
+        accepts=accepts,
     ) as connection:
         yield connection
 
@@ -93,11 +107,15 @@ async def serve(
     tls: TLSConfig | None = None,
     identity: str | None = None,
     limits: Limits | None = None,
+    accepts: Collection[type[Message]] | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``url`` until cancelled: every message of every peer goes to ``handler``.
+    """Serve ``url`` until cancelled: every accepted message of every peer goes to ``handler``.
 
-    Use ``await nursery.start(serve, url, handler)`` to get the :class:`ServerInfo` (the real URL
+    ``accepts`` is the set of messages the server's role receives, e.g.
+    ``received_by(Role.KM)``; anything else gets an error indication naming it (``None``: every
+    message). ``limits`` bounds what each peer may cost (:class:`Limits`). Use
+    ``await nursery.start(serve, url, handler)`` to get the :class:`ServerInfo` (the real URL
     when the port was 0) once it listens.
     """
     transport, parsed = _resolve(url, tls)
@@ -107,5 +125,6 @@ async def serve(
         tls=tls,
         identity=identity,
         limits=limits or Limits(),
+        accepts=accepts,
         task_status=task_status,
     )

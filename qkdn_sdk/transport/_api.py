@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import abc
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -81,7 +81,7 @@ request of ours awaits (a proactive status supply, or one that came after its re
 out) reaches the handler as a one-way message."""
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"Limits.{attribute.name} must be > 0, got {value}")
 
@@ -152,8 +152,10 @@ class Transport(abc.ABC):
         identity: str | None,
         handler: Handler | None,
         limits: Limits,
+        accepts: Collection[type[Message]] | None,
     ) -> AbstractAsyncContextManager[Connection]:
-        """Connect to ``url``; the context manager closes the connection."""
+        """Connect to ``url``; the context manager closes the connection. ``accepts``: the
+        messages the peer may send us (``None``: all); others get an error indication."""
 
     @abc.abstractmethod
     async def serve(
@@ -164,7 +166,12 @@ class Transport(abc.ABC):
         tls: TLSConfig | None,
         identity: str | None,
         limits: Limits,
+        accepts: Collection[type[Message]] | None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve ``url`` until cancelled, calling ``handler`` for every message of every peer;
-        report the bound address with ``task_status.started(ServerInfo(...))``."""
+        """Serve ``url`` until cancelled, calling ``handler`` for every accepted message of every
+        peer; report the bound address with ``task_status.started(ServerInfo(...))``.
+
+        Every limit of ``limits`` holds, the connection caps included (use
+        :class:`~qkdn_sdk.transport.Admission`); over TLS, a peer whose certificate carries no
+        identity is refused."""

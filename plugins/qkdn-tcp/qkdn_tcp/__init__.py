@@ -7,7 +7,13 @@ claim another ID are refused by the connection.
 
 A server runs every connection in its own task: a TLS handshake must finish within
 ``Limits.handshake_timeout``, a silent peer is dropped after ``Limits.idle_timeout``, a peer that
-stops reading after ``Limits.send_timeout``; none of it touches the other connections.
+stops reading after ``Limits.send_timeout``; none of it touches the other connections. It holds
+at most ``Limits.max_connections`` connections (one more is closed as soon as it is accepted,
+before any handshake) and ``Limits.max_connections_per_peer`` per peer (the certificate's ID, or
+on ``tcp://`` the peer's address). A certificate from the right CA that names no one (no CN, no
+URI or DNS subjectAltName) is refused: an identity that cannot be checked is not trusted.
+TLS failures are logged and raised as what probably happened (no client certificate, a CA the
+peer does not trust, a plain ``tcp://`` peer on a TLS port), not as OpenSSL's codes.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ from __future__ import annotations
 import logging
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 import trio
 
 from qkdn_sdk.errors import TransportError
-from qkdn_sdk.tls import TLSConfig, peer_identity
+from qkdn_sdk.messages import Message
+from qkdn_sdk.tls import TLSConfig, explain_tls_failure, peer_identity
 from qkdn_sdk.transport import (
+    Admission,
     Connection,
     FramedConnection,
     Handler,
@@ -31,6 +39,7 @@ from qkdn_sdk.transport import (
     Transport,
     TransportRegistry,
     hookimpl,
+    refuse_connection,
     running,
 )
 
@@ -81,6 +90,7 @@ class TcpTransport(Transport):
         identity: str | None,
         handler: Handler | None,
         limits: Limits,
+        accepts: Collection[type[Message]] | None,
     ) -> AsyncIterator[Connection]:
         host, port = _address(url)
         context = _tls_context(url, tls, server=False)
@@ -93,13 +103,20 @@ class TcpTransport(Transport):
                     stream = trio.SSLStream(stream, context, server_hostname=host)
                     await stream.do_handshake()
                     peer_id = peer_identity(stream.getpeercert() or {})
+                    if peer_id is None:
+                        await trio.aclose_forcefully(stream)
+                        raise TransportError(
+                            f"{url.geturl()} presented a certificate that names no one (no CN, "
+                            "no URI or DNS subjectAltName): refused"
+                        )
         except OSError as exc:
             raise TransportError(
                 f"cannot connect to {url.geturl()}: {exc.strerror or exc}"
             ) from None
         except trio.BrokenResourceError as exc:
-            cause = exc.__cause__ or exc
-            raise TransportError(f"TLS handshake with {url.geturl()} failed: {cause}") from None
+            raise TransportError(
+                f"TLS handshake with {url.geturl()} failed: {explain_tls_failure(exc)}"
+            ) from None
         except trio.TooSlowError:
             raise TransportError(
                 f"connecting to {url.geturl()} took more than {limits.handshake_timeout} s"
@@ -113,6 +130,7 @@ class TcpTransport(Transport):
             limits=limits,
             peer_id=peer_id,
             local_id=local_id,
+            accepts=accepts,
         )
         async with running(connection):
             yield connection
@@ -125,6 +143,7 @@ class TcpTransport(Transport):
         tls: TLSConfig | None,
         identity: str | None,
         limits: Limits,
+        accepts: Collection[type[Message]] | None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         host, port = _address(url)
@@ -137,7 +156,16 @@ class TcpTransport(Transport):
                 f"cannot listen on {url.geturl()}: {exc.strerror or exc}"
             ) from None
 
+        admission = Admission(limits)
+
         async def serve_one(tcp_stream: trio.SocketStream) -> None:
+            with admission.connection() as admitted:
+                if admitted:
+                    await admitted_one(tcp_stream)
+                else:
+                    await trio.aclose_forcefully(tcp_stream)
+
+        async def admitted_one(tcp_stream: trio.SocketStream) -> None:
             stream: trio.abc.Stream = tcp_stream
             try:
                 peer_id = None
@@ -152,17 +180,27 @@ class TcpTransport(Transport):
                         )
                         return
                     peer_id = peer_identity(ssl_stream.getpeercert() or {})
-                await FramedConnection(
-                    stream,
-                    transport=self,
-                    is_client=False,
-                    handler=handler,
-                    limits=limits,
-                    peer_id=peer_id,
-                    local_id=local_id,
-                ).run()
+                    if peer_id is None:
+                        logger.info("refused a client: its certificate names no one")
+                        nobody = "the certificate names no one (no CN, no subjectAltName)"
+                        await refuse_connection(stream, nobody, limits)
+                        return
+                with admission.peer(peer_id or _address_of(tcp_stream)) as refusal:
+                    if refusal is not None:
+                        await refuse_connection(stream, refusal, limits)
+                        return
+                    await FramedConnection(
+                        stream,
+                        transport=self,
+                        is_client=False,
+                        handler=handler,
+                        limits=limits,
+                        peer_id=peer_id,
+                        local_id=local_id,
+                        accepts=accepts,
+                    ).run()
             except trio.BrokenResourceError as exc:
-                logger.info("refused a client: %s", exc.__cause__ or exc)
+                logger.info("refused a client: %s", explain_tls_failure(exc))
             except Exception:  # one connection's failure must never stop the server
                 logger.exception("a connection failed")
             finally:
@@ -173,6 +211,14 @@ class TcpTransport(Transport):
         async with trio.open_nursery() as nursery:
             task_status.started(ServerInfo(f"{url.scheme}://{shown_host}:{bound_port}"))
             await trio.serve_listeners(serve_one, listeners, handler_nursery=nursery)
+
+
+def _address_of(stream: trio.SocketStream) -> str:
+    """The peer's IP address: who a plain ``tcp://`` peer is, for the per-peer cap."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "(unknown address)"
 
 
 @hookimpl
