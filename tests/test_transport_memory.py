@@ -6,12 +6,12 @@ import pytest
 import trio
 import trio.testing
 
-from qkdn_sdk.testing import ConformanceTarget, TransportConformance
+from qkdn_sdk.testing import ConformanceTarget, HostilePeerConformance
 from qkdn_sdk.transport import FramedConnection, Limits
 from qkdn_sdk.transport._memory import MemoryTransport
 
 
-class TestMemoryTransport(TransportConformance):
+class TestMemoryTransport(HostilePeerConformance):
     @pytest.fixture
     def target(self) -> ConformanceTarget:
         return ConformanceTarget(url="memory://km-a")

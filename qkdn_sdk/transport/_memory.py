@@ -56,7 +56,8 @@ class _PipeEnd(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint()
 
     async def send_eof(self) -> None:
-        await self._outgoing.aclose()
+        self._outgoing.close()
+        await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if not self._unread:
@@ -71,8 +72,10 @@ class _PipeEnd(trio.abc.HalfCloseableStream):
         return data
 
     async def aclose(self) -> None:
-        await self._outgoing.aclose()
-        await self._incoming.aclose()
+        # Both at once, before the checkpoint: aclose_forcefully() cancels that checkpoint.
+        self._outgoing.close()
+        self._incoming.close()
+        await trio.lowlevel.checkpoint()
 
 
 def _pipe() -> tuple[_PipeEnd, _PipeEnd]:
