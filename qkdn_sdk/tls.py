@@ -190,8 +190,8 @@ _TLS_FAILURES: dict[str, str] = {
     "HTTP_REQUEST": "the peer sent plain HTTP, not TLS",
     "RECORD_LAYER_FAILURE": "the peer does not speak TLS (a plain tcp:// endpoint?)",
     "PACKET_LENGTH_TOO_LONG": "the peer does not speak TLS (a plain tcp:// endpoint?)",
-    "UNEXPECTED_EOF_WHILE_READING": "the peer closed the connection during the TLS handshake "
-    "(it may not trust our certificate, or not speak TLS)",
+    "UNEXPECTED_EOF_WHILE_READING": "the peer ended the TLS connection abruptly: it probably "
+    "refused our certificate (none was sent, or a CA it does not trust signed it)",
     "UNSUPPORTED_PROTOCOL": "the peer offers only TLS versions older than 1.2",
     "TLSV1_ALERT_PROTOCOL_VERSION": "the peer accepts no TLS version we speak (1.2 or later)",
     "NO_SHARED_CIPHER": "the peer and we share no cipher",

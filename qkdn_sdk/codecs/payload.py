@@ -23,8 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from collections.abc import Callable
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs

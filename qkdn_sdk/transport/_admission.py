@@ -27,7 +27,7 @@ from qkdn_sdk.codecs.frame import encode_message
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.transport._api import Limits
 
-__all__ = ["LOG_INTERVAL", "Admission", "refuse_connection"]
+__all__ = ["LINGER", "LOG_INTERVAL", "Admission", "refuse_connection"]
 
 logger = logging.getLogger("qkdn_sdk.transport")
 
@@ -92,10 +92,26 @@ class Admission:
             self._refused_since_log = 0
 
 
+LINGER = 1.0
+"""Seconds a refused connection is read (and what arrives dropped) after the refusal is sent."""
+
+
 async def refuse_connection(stream: trio.abc.Stream, reason: str, limits: Limits) -> None:
     """Tell the peer why its connection is refused (an error indication with ``closing``, sent
-    within ``limits.send_timeout``), then close ``stream``. Never raises for the peer."""
+    within ``limits.send_timeout``), then close ``stream``. Never raises for the peer.
+
+    Closing a socket with unread bytes makes the kernel send a reset, which can reach the peer
+    before the refusal does; so what the peer already sent is read and dropped for at most
+    :data:`LINGER` seconds (and 64 KiB), until it closes its side.
+    """
     indication = ErrorIndication(reason=f"failure: {reason}", closing=True)
-    with trio.move_on_after(limits.send_timeout), contextlib.suppress(trio.BrokenResourceError):
-        await stream.send_all(encode_message(indication, 0))
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        with trio.move_on_after(limits.send_timeout):
+            await stream.send_all(encode_message(indication, 0))
+        with trio.move_on_after(LINGER):
+            dropped = 0
+            while dropped < 65536 and (data := await stream.receive_some(16384)):
+                dropped += len(data)
+        with trio.move_on_after(LINGER):
+            await stream.aclose()  # TLS: a close_notify, so the peer reads a clean end
     await trio.aclose_forcefully(stream)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
@@ -77,6 +78,7 @@ from qkdn_sdk.messages import (
     message_class,
 )
 from qkdn_sdk.messages.mgmt import ErrorIndication
+from qkdn_sdk.tls import explain_tls_failure
 from qkdn_sdk.transport._api import DEFAULT_TIMEOUT, Connection, Handler, Limits, Transport
 from qkdn_sdk.transport._registry import transport_registry
 
@@ -85,6 +87,11 @@ __all__ = ["FramedConnection", "running"]
 logger = logging.getLogger("qkdn_sdk.transport")
 
 _READ_SIZE = 65536
+
+_CLOSED_BEFORE_ANY_FRAME = (
+    "the peer closed the connection before sending anything (a TLS endpoint does this to a "
+    "plain tcp:// client)"
+)
 
 
 @attrs.frozen
@@ -149,6 +156,8 @@ class FramedConnection(Connection):
         self._end: QkdnError | None = None  # why the connection ended, once it has
         self._input_end: QkdnError | None = None  # why the peer sends no more, once it does
         self._last_frame_at = 0.0  # trio time of the last complete frame in either direction
+        self._frames_received = 0
+        self._closing_reason: str | None = None  # from the peer's last error indication
         self._read_scope: trio.CancelScope | None = None  # the pending read, bounded by idleness
         self._cancel_scope = trio.CancelScope()
         self._running = False
@@ -293,9 +302,10 @@ class FramedConnection(Connection):
                 try:
                     data = await self._stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    return _Ending(
-                        ConnectionBroken(f"connection broken: {_why(exc)}"), answer_requests=False
-                    )
+                    why = f"connection broken: {_why(exc)}"
+                    if self._closing_reason is not None:  # it told us why before it went
+                        why = f"the peer closed the connection: {self._closing_reason}"
+                    return _Ending(ConnectionBroken(why), answer_requests=False)
                 finally:
                     self._read_scope = None
             if scope.cancelled_caught:
@@ -307,9 +317,16 @@ class FramedConnection(Connection):
             try:
                 if not data:
                     decoder.receive_eof()
-                    return _Ending(PeerClosed("the peer closed the connection"), True)
+                    if self._closing_reason is not None:
+                        why = f"the peer closed the connection: {self._closing_reason}"
+                    elif not self._frames_received:
+                        why = _CLOSED_BEFORE_ANY_FRAME
+                    else:
+                        why = "the peer closed the connection"
+                    return _Ending(PeerClosed(why), True)
                 decoder.receive_data(data)
                 while (frame := decoder.next_frame()) is not None:
+                    self._frames_received += 1
                     self._last_frame_at = trio.current_time()
                     await self._dispatch(frame, handlers)
             except FrameError as exc:  # framing lost: answer what was read, say so, then close
@@ -340,6 +357,8 @@ class FramedConnection(Connection):
             return
         if isinstance(message, ErrorIndication):
             logger.info("error indication from the peer: %s", message.reason)
+            if message.closing:  # the peer is about to close: that is why our requests fail
+                self._closing_reason = message.reason
             return
         if self._accepts is not None and type(message) not in self._accepts:
             refused = RemoteProtocolError(
@@ -517,8 +536,11 @@ def _article(role: Role) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    """What broke a stream: trio's errors keep the OS or TLS reason in ``__cause__``."""
+    """What broke a stream: trio's errors keep the OS or TLS reason in ``__cause__``; a TLS
+    reason is said as what probably happened."""
     cause = exc.__cause__ or exc
+    if isinstance(cause, ssl.SSLError):
+        return explain_tls_failure(cause)
     return str(cause) or type(cause).__name__
 
 

@@ -100,15 +100,18 @@ class TcpTransport(Transport):
             with trio.fail_after(limits.handshake_timeout):
                 stream = await trio.open_tcp_stream(host, port)
                 if context is not None:
-                    stream = trio.SSLStream(stream, context, server_hostname=host)
-                    await stream.do_handshake()
-                    peer_id = peer_identity(stream.getpeercert() or {})
-                    if peer_id is None:
+                    try:
+                        stream = trio.SSLStream(stream, context, server_hostname=host)
+                        await stream.do_handshake()
+                        peer_id = peer_identity(stream.getpeercert() or {})
+                        if peer_id is None:
+                            raise TransportError(
+                                f"{url.geturl()} presented a certificate that names no one (no "
+                                "CN, no URI or DNS subjectAltName): refused"
+                            )
+                    except BaseException:
                         await trio.aclose_forcefully(stream)
-                        raise TransportError(
-                            f"{url.geturl()} presented a certificate that names no one (no CN, "
-                            "no URI or DNS subjectAltName): refused"
-                        )
+                        raise
         except OSError as exc:
             raise TransportError(
                 f"cannot connect to {url.geturl()}: {exc.strerror or exc}"

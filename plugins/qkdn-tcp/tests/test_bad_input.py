@@ -16,10 +16,11 @@ import pytest
 import trio
 
 from qkdn_sdk.codecs.frame import FrameDecoder, decode_message, encode_message
-from qkdn_sdk.errors import ConnectionBroken, FailureResponse, PeerClosed
+from qkdn_sdk.errors import ConnectionBroken, FailureResponse, PeerClosed, TransportError
 from qkdn_sdk.messages import Message, ak, example
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.testing import CLIENT_ID, SERVER_ID, ConformancePKI, conformance_pki
+from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, connect, serve
 
 _GUARD = 10
@@ -258,3 +259,90 @@ async def test_plain_client_cannot_talk_to_a_tls_server(pki: ConformancePKI) -> 
             async with connect(plain) as client:
                 with pytest.raises((PeerClosed, ConnectionBroken)):
                     await client.request(example(ak.KeyRequest, sender=CLIENT_ID), timeout=5)
+
+
+def _nameless(pki: ConformancePKI, tmp_path: Path) -> TLSConfig:
+    """A certificate from the right CA that names no one: no CN, and only an IP address as
+    subjectAltName (valid for 127.0.0.1, so TLS itself accepts it)."""
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "nameless-ca.pem"))
+    issued = ca.issue_cert("127.0.0.1")
+    issued.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "nameless.pem"))
+    # trust both CAs on the other side, so only the missing name can be the reason to refuse
+    both = tmp_path / "both-cas.pem"
+    both.write_bytes(pki.server.ca.read_bytes() + (tmp_path / "nameless-ca.pem").read_bytes())
+    return TLSConfig(ca=both, cert=tmp_path / "nameless.pem")
+
+
+async def test_a_client_certificate_that_names_no_one_is_refused(
+    pki: ConformancePKI, tmp_path: Path
+) -> None:
+    """The finding: such a client had no ID, so its claims were never checked, and it could
+    say it was "app-z" and get success."""
+    nameless = _nameless(pki, tmp_path)
+    server_tls = TLSConfig(ca=nameless.ca, cert=pki.server.cert, key=pki.server.key)
+    forged = ak.KeyRequest(application_source_id="app-z", application_destination_id="b")
+    with trio.fail_after(_GUARD):
+        async with trio.open_nursery() as nursery:
+            info: ServerInfo = await nursery.start(
+                lambda task_status: serve(
+                    "tcp+tls://127.0.0.1:0", _answer, tls=server_tls, task_status=task_status
+                )
+            )
+            client_tls = TLSConfig(ca=pki.server.ca, cert=nameless.cert)
+            async with connect(info.url, tls=client_tls) as client:
+                with pytest.raises(PeerClosed, match="the certificate names no one"):
+                    await client.request(forged)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_server_certificate_that_names_no_one_is_refused(
+    pki: ConformancePKI, tmp_path: Path
+) -> None:
+    nameless = _nameless(pki, tmp_path)
+    with trio.fail_after(_GUARD):
+        async with trio.open_nursery() as nursery:
+            info: ServerInfo = await nursery.start(
+                lambda task_status: serve(
+                    "tcp+tls://127.0.0.1:0",
+                    _answer,
+                    tls=TLSConfig(ca=pki.server.ca, cert=nameless.cert, require_client_cert=False),
+                    task_status=task_status,
+                )
+            )
+            with pytest.raises(TransportError, match="names no one"):
+                async with connect(info.url, tls=TLSConfig(ca=nameless.ca)):
+                    pass
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ("client_without_certificate", "probably refused our certificate"),
+        ("client_of_other_ca", "probably refused our certificate"),
+        ("plain", "before sending anything (a TLS endpoint does this to a plain tcp:// client)"),
+    ],
+)
+async def test_tls_refusals_say_what_probably_happened(
+    pki: ConformancePKI, client: str, expected: str
+) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server("tcp+tls", pki) as url:
+            tls = None if client == "plain" else getattr(pki, client)
+            target = url.replace("tcp+tls://", "tcp://") if client == "plain" else url
+            with pytest.raises(TransportError) as caught:
+                async with connect(target, tls=tls) as connection:
+                    await connection.request(example(ak.KeyRequest, sender=CLIENT_ID), timeout=5)
+            assert expected in str(caught.value)
+            assert "SSL" not in str(caught.value)
+
+
+async def test_a_tls_client_to_a_plain_port_is_told_so(pki: ConformancePKI) -> None:
+    with trio.fail_after(_GUARD):
+        async with _server("tcp", pki) as url:
+            with pytest.raises(TransportError, match="does not speak TLS"):
+                async with connect(url.replace("tcp://", "tcp+tls://"), tls=pki.client):
+                    pass
