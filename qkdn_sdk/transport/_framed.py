@@ -88,6 +88,11 @@ logger = logging.getLogger("qkdn_sdk.transport")
 
 _READ_SIZE = 65536
 
+_MAX_QUEUED_REPLIES = 8
+"""Answers waiting for the writer before the reader stops taking frames: a peer that does not
+read its answers stops being read, so it holds a few answers in memory, not ``max_in_flight``
+of them, until ``Limits.send_timeout`` cuts it off."""
+
 _CLOSED_BEFORE_ANY_FRAME = (
     "the peer closed the connection before sending anything (a TLS endpoint does this to a "
     "plain tcp:// client)"
@@ -158,6 +163,8 @@ class FramedConnection(Connection):
         self._last_frame_at = 0.0  # trio time of the last complete frame in either direction
         self._frames_received = 0
         self._closing_reason: str | None = None  # from the peer's last error indication
+        self._replies_queued = 0  # answers built and waiting for (or being written by) the writer
+        self._reply_written = trio.lowlevel.ParkingLot()
         self._read_scope: trio.CancelScope | None = None  # the pending read, bounded by idleness
         self._cancel_scope = trio.CancelScope()
         self._running = False
@@ -326,6 +333,8 @@ class FramedConnection(Connection):
                     return _Ending(PeerClosed(why), True)
                 decoder.receive_data(data)
                 while (frame := decoder.next_frame()) is not None:
+                    while self._replies_queued >= _MAX_QUEUED_REPLIES:  # backpressure
+                        await self._reply_written.park()
                     self._frames_received += 1
                     self._last_frame_at = trio.current_time()
                     await self._dispatch(frame, handlers)
@@ -474,8 +483,13 @@ class FramedConnection(Connection):
         except LocalProtocolError as exc:  # the handler built an answer that cannot be sent
             logger.error("cannot send %s: %s", message.spec_name, exc)
             data = self._encode_failure(type(message), exc.response_text, message_id)
-        with contextlib.suppress(TransportError):
-            await self._send_frame(data)
+        self._replies_queued += 1
+        try:
+            with contextlib.suppress(TransportError):
+                await self._send_frame(data)
+        finally:
+            self._replies_queued -= 1
+            self._reply_written.unpark_all()
 
     def _encode_failure(self, response_type: type[Message], reason: str, message_id: int) -> bytes:
         """The frame of a failure of ``response_type`` (or an error indication) with ``reason``."""
