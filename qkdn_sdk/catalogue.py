@@ -13,6 +13,7 @@ from qkdn_sdk.messages import Interface, Message, all_messages, field_infos
 __all__ = [
     "INTERFACE_TITLES",
     "catalogue",
+    "hex_code",
     "message_entry",
     "qualified_name",
     "render_reference",
@@ -46,6 +47,11 @@ def select(selection: str | None = None) -> list[type[Message]]:
     return [cls for cls in messages if cls.interface.value == selection]
 
 
+def hex_code(code: int) -> str:
+    """A command code as the specifications write it: ``0x2101`` (four hex digits, upper case)."""
+    return f"0x{code:04X}"
+
+
 def qualified_name(cls: type[Message]) -> str:
     """The class as users write it: ``ak.KeyRequest`` (module of :mod:`qkdn_sdk.messages`, then
     class; the same class name can stand in two modules)."""
@@ -53,18 +59,18 @@ def qualified_name(cls: type[Message]) -> str:
 
 
 def message_entry(cls: type[Message]) -> dict[str, Any]:
-    """One message as ``qkdn messages --json`` prints it."""
+    """One message as ``qkdn messages --json`` prints it; codes are :func:`hex_code` strings."""
     response = cls.response_type()
     return {
         "interface": cls.interface.value,
-        "code": cls.code,
+        "code": hex_code(cls.code),
         "name": cls.spec_name,
         "class": qualified_name(cls),
         "table": cls.table,
         "extension": cls.is_extension,
         "sender": cls.sender.value,
         "receiver": cls.receiver.value,
-        "response_code": None if response is None else response.code,
+        "response_code": None if response is None else hex_code(response.code),
         "fields": [
             {
                 "name": info.name,

@@ -1,27 +1,53 @@
 """The ``qkdn`` command line. Commands are thin: they parse, delegate, and print.
 
-Errors a user can cause (a bad frame, a bad option value) end as one line on stderr and exit
-status 1, never a traceback.
+Every mistake a user can make ends as one line on stderr, never a traceback:
+
+- usage errors (an unknown option, a missing argument, ``--timeout -1``): ``qkdn: ...`` and exit
+  status 2, as every click program;
+- everything else (a bad frame, a busy port, a missing TLS file, a refused connection, a failure
+  response): ``qkdn: ...`` and exit status 1;
+- Ctrl-C: nothing (a newline on a terminal) and exit status 130.
+
+trio wraps the errors of a nursery in exception groups; :func:`_run` takes the one error out, so
+the commands catch :class:`~qkdn_sdk.errors.QkdnError` as if there were no groups. Options are
+checked here before anything is started, so errors speak of ``--ca``, ``--cert`` and ``--key``
+rather than of Python objects.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import logging
+import math
+import os
+import string
 import sys
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import trio
 import typer
 
-from qkdn_sdk.catalogue import SELECTIONS, catalogue, qualified_name, render_reference, select
-from qkdn_sdk.codecs.frame import MAX_FRAME_SIZE, FrameDecoder, decode_message
-from qkdn_sdk.codecs.payload import message_from_dict, message_to_dict
-from qkdn_sdk.errors import FailureResponse, QkdnError
-from qkdn_sdk.messages import Message, all_messages, example, message_class
+from qkdn_sdk.catalogue import (
+    SELECTIONS,
+    catalogue,
+    hex_code,
+    qualified_name,
+    render_reference,
+    select,
+)
+from qkdn_sdk.codecs.frame import MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE, FrameDecoder, decode_message
+from qkdn_sdk.codecs.payload import encode_payload, message_from_dict, message_to_dict
+from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError
+from qkdn_sdk.messages import Key, Message, ak, all_messages, example, kq1, message_class
 from qkdn_sdk.pki import write_dev_pki
-from qkdn_sdk.tls import TLSConfig
-from qkdn_sdk.transport import Connection, ServerInfo, connect, serve, transport_registry
+from qkdn_sdk.tls import TLSConfig, TLSConfigError
+from qkdn_sdk.transport import Connection, ServerInfo, Transport, connect, serve, transport_registry
 
 __all__ = ["app", "main"]
 
@@ -48,7 +74,62 @@ def fail(message: str) -> NoReturn:
 
 
 def _print_json(value: object) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(_json(value, indent=True) + "\n")
+
+
+def _json(value: object, *, indent: bool = False) -> str:
+    """``value`` as JSON text. A message's ``payload`` (a key of ``value``) is written on its own
+    and put in place: a payload may nest as deep as orjson writes (MAX_DEPTH levels), and the
+    object around it would be one level too many."""
+    option = orjson.OPT_INDENT_2 if indent else 0
+    if not isinstance(value, dict) or "payload" not in value:
+        return orjson.dumps(value, option=option).decode()
+    text = orjson.dumps({**value, "payload": None}, option=option).decode()
+    payload = orjson.dumps(value["payload"], option=option).decode()
+    if indent:  # the payload's own lines sit one level in
+        payload = payload.replace("\n", "\n  ")
+    # No other value can hold this text: a quote inside a JSON string is written \".
+    placeholder = '"payload": null' if indent else '"payload":null'
+    return text.replace(placeholder, placeholder.removesuffix("null") + payload, 1)
+
+
+def _interrupted() -> NoReturn:
+    """End the command after Ctrl-C: quietly, with the status a shell gives SIGINT (128 + 2)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")  # the shell prompt starts on a line of its own, not after ^C
+    raise typer.Exit(130)
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+_T = TypeVar("_T")
+
+
+def _run(function: Callable[[], Awaitable[_T]]) -> _T:
+    """``trio.run(function)``, with the error that ended it taken out of trio's exception groups.
+
+    Ctrl-C (a :class:`KeyboardInterrupt`, alone or anywhere in a group) ends the command through
+    :func:`_interrupted`. A group holding only :class:`~qkdn_sdk.errors.QkdnError` is raised as
+    its first one, so callers catch ``QkdnError`` (or a subclass) as usual. Any other exception
+    is a bug and is raised as it is: its traceback is for whoever fixes it.
+    """
+    try:
+        return trio.run(function)
+    except KeyboardInterrupt:
+        _interrupted()
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            _interrupted()
+        if all(isinstance(leaf, QkdnError) for leaf in leaves):
+            raise leaves[0] from None
+        raise
 
 
 @app.command()
@@ -66,8 +147,9 @@ def messages(
         bool,
         typer.Option(
             "--json",
-            help="Print a JSON array of {interface, code, name, sender, receiver, response_code, "
-            "fields: [{name, json_name, mandatory}]}.",
+            help="Print a JSON array of {interface, code, name, class, table, extension, sender, "
+            "receiver, response_code, fields: [{name, json_name, mandatory}]}; codes are hex "
+            'strings such as "0x2101".',
         ),
     ] = False,
     markdown: Annotated[
@@ -87,10 +169,10 @@ def messages(
         return
     for cls in classes:
         response = cls.response_type()
-        answer = f" -> 0x{response.code:04X}" if response else ""
+        answer = f" -> {hex_code(response.code)}" if response else ""
         extension = " (extension)" if cls.is_extension else ""
         typer.echo(
-            f"0x{cls.code:04X}  {cls.interface.value:<4} {cls.sender.value:>11} -> "
+            f"{hex_code(cls.code)}  {cls.interface.value:<4} {cls.sender.value:>11} -> "
             f"{cls.receiver.value:<11} {cls.spec_name}{extension} [{cls.table}]{answer}"
         )
 
@@ -126,7 +208,7 @@ def decode(
                 name = "unknown"
             typer.echo(
                 f"frame {decoder_count}: version {frame.version}, message ID {frame.message_id}, "
-                f"command code 0x{frame.command_code:04X} ({name}), "
+                f"command code {hex_code(frame.command_code)} ({name}), "
                 f"length {len(frame.payload)}"
             )
             message = decode_message(frame)
@@ -200,28 +282,124 @@ _IDENTITY = Annotated[
 ]
 
 
-def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> TLSConfig | None:
-    if ca is None:
-        if cert is not None or key is not None:
-            fail("--cert and --key need --ca (the CA that verifies the peer)")
+_TLS_OPTIONS = ("--ca", "--cert", "--key")
+_TLS_FILE_OPTIONS = {"CA": "--ca", "certificate": "--cert", "key": "--key"}
+
+
+def _and(items: Iterable[str], word: str = "and") -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    listed = list(items)
+    return ", ".join(listed[:-1]) + f" {word} " + listed[-1] if len(listed) > 1 else listed[0]
+
+
+def _transport_of(url: str) -> tuple[str, Transport]:
+    """The scheme of ``url`` and the installed transport that serves it; ends the command when
+    ``url`` is not a URL or no transport serves its scheme (the error names those installed)."""
+    example_url = "e.g. tcp://127.0.0.1:5000"
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as exc:  # an unclosed [IPv6 address, for one
+        fail(f"{url!r} is not a URL ({exc}): expected SCHEME://HOST:PORT, {example_url}")
+    # "localhost:5000" parses as scheme "localhost": the "://" is what says a scheme was meant.
+    if not scheme or f"{scheme}://" not in url:
+        fail(f"{url!r} is not a URL: expected SCHEME://HOST:PORT, {example_url}")
+    try:
+        return scheme, transport_registry().lookup(scheme)
+    except TransportError as exc:
+        fail(str(exc))
+
+
+def _tls_settings(
+    url: str,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    identity: str | None,
+    *,
+    server: bool,
+) -> TLSConfig | None:
+    """The TLS settings ``url`` needs, checked before anything starts: a TLS scheme needs
+    ``--ca``, ``--cert`` and ``--key`` (mutual authentication: a ``qkdn listen`` server asks the
+    client for its certificate), readable and matching; any other scheme takes none of them.
+    Ends the command with one line that names the options when they do not fit."""
+    scheme, transport = _transport_of(url)
+    values = dict(zip(_TLS_OPTIONS, (ca, cert, key), strict=True))
+    given = [option for option, value in values.items() if value is not None]
+    if scheme not in transport.secure_schemes:
+        if given:
+            secure = [f"{name}://" for name in transport.secure_schemes]
+            instead = f", or use {_and(secure, 'or')} for TLS" if secure else ""
+            fail(f"{scheme}:// does not use TLS: leave out {_and(given)}{instead}")
         return None
-    return TLSConfig(ca=ca, cert=cert, key=key)
+    missing = [option for option, value in values.items() if value is None]
+    if missing:
+        fail(f"{scheme}:// needs {_and(_TLS_OPTIONS)} ({_and(missing)} missing)")
+    if identity is not None:
+        fail(f"--identity is for schemes without certificates: {scheme}:// uses the ID in --cert")
+    assert ca is not None  # for mypy: checked just above
+    config = TLSConfig(ca=ca, cert=cert, key=key)
+    try:  # read the files now, so a bad one is named before a port is bound or a peer called
+        config.server_context() if server else config.client_context()
+    except TLSConfigError as exc:
+        if exc.kind is None or exc.path is None:
+            fail(str(exc))
+        fail(f"{_TLS_FILE_OPTIONS[exc.kind]} {exc.path}: {exc.problem}")
+    return config
+
+
+def _normal(name: str) -> str:
+    return " ".join(name.casefold().split())
+
+
+def _names(cls: type[Message]) -> tuple[str, str, str]:
+    """What a user may call a message: ``ak.KeyRequest``, ``KeyRequest``, ``Key request``."""
+    return qualified_name(cls), cls.__name__, cls.spec_name
+
+
+def _by_code(wanted: str) -> list[type[Message]]:
+    """The messages whose command code ``wanted`` may be: ``0x2101``, or bare hex digits ``2101``
+    (the specs write every code in hex), and then the decimal reading of the digits too when it
+    also names a message (so that ``2101`` is refused as ambiguous rather than guessed)."""
+    digits = wanted.removeprefix("0x")
+    if not 0 < len(digits) <= 4 or not set(digits) <= set(string.hexdigits):
+        return []
+    readings = [int(digits, 16)]
+    if digits.isdigit() and not wanted.startswith("0x"):
+        readings.append(int(digits))
+    found = []
+    for code in dict.fromkeys(readings):
+        with contextlib.suppress(KeyError):
+            found.append(message_class(code))
+    return found
 
 
 def _resolve_message(name: str) -> type[Message]:
-    """A message class from ``ak.KeyRequest``, ``KeyRequest`` (when unambiguous) or ``0x2101``."""
-    if name.lower().startswith("0x"):
-        try:
-            return message_class(int(name, 16))
-        except (KeyError, ValueError):
-            fail(f"no message has command code {name} (see 'qkdn messages')")
-    matches = [cls for cls in all_messages() if name in (cls.__name__, qualified_name(cls))]
+    """The message class ``name`` means, in any case: a class name (``ak.KeyRequest``, or
+    ``KeyRequest`` when one module has it), the spec name (``Key request``) or the command code
+    (``0x2101``, ``2101``). Ends the command with one line naming the choices when ``name`` is
+    ambiguous, or the closest names when nothing matches."""
+    wanted = _normal(name)
+    matches = [cls for cls in all_messages() if wanted in {_normal(n) for n in _names(cls)}]
+    matches = list(dict.fromkeys(matches + _by_code(wanted)))
     if len(matches) == 1:
         return matches[0]
     if matches:
-        choices = ", ".join(qualified_name(cls) for cls in matches)
-        fail(f"{name} is ambiguous: say {choices}")
-    fail(f"no message is called {name} (see 'qkdn messages')")
+        choices = [f"{qualified_name(cls)} ({hex_code(cls.code)}, {cls.table})" for cls in matches]
+        fail(f"{name!r} is ambiguous: say {_and(choices, 'or')}")
+    if wanted.startswith("0x") or wanted.isdigit():  # meant as a code, not a name
+        try:
+            code = hex_code(int(wanted.removeprefix("0x"), 16))
+        except ValueError:
+            fail(f"{name!r} is not a command code: expected hex digits such as 0x2101")
+        fail(f"no message has command code {code} (see 'qkdn messages')")
+    forms: dict[str, list[type[Message]]] = {}
+    for cls in all_messages():
+        for form in _names(cls):
+            forms.setdefault(_normal(form), []).append(cls)
+    close = difflib.get_close_matches(wanted, forms, n=3, cutoff=0.6)
+    suggestions = list(dict.fromkeys(qualified_name(cls) for form in close for cls in forms[form]))
+    hint = f"; did you mean {_and(suggestions, 'or')}?" if suggestions else ""
+    fail(f"no message is called {name!r}{hint} (see 'qkdn messages')")
 
 
 def _parse_fields(fields: list[str], json_source: str | None) -> dict[str, Any]:
@@ -248,11 +426,32 @@ def _parse_fields(fields: list[str], json_source: str | None) -> dict[str, Any]:
     return values
 
 
+def _positive_seconds(value: float) -> float:
+    if not value > 0:  # not "value <= 0": nan must be refused too
+        raise typer.BadParameter(f"must be more than 0 seconds, not {value:g}")
+    return value
+
+
+def _seconds(value: float) -> float:
+    if not value >= 0:
+        raise typer.BadParameter(f"must be 0 seconds or more, not {value:g}")
+    return value
+
+
 @app.command()
 def send(
-    url: Annotated[str, typer.Argument(help="The peer: tcp://HOST:PORT, tcp+tls://HOST:PORT...")],
+    url: Annotated[
+        str,
+        typer.Argument(metavar="URL", help="The peer: tcp://HOST:PORT, tcp+tls://HOST:PORT..."),
+    ],
     message: Annotated[
-        str, typer.Argument(help="Message: ak.KeyRequest, KeyRequest or its code 0x2101.")
+        str,
+        typer.Argument(
+            metavar="MESSAGE",
+            help="The message, in any case: its class (ak.KeyRequest, or KeyRequest where only "
+            "one interface has it), its spec name ('Key request' where unambiguous) or its "
+            "command code (0x2101 or 2101); see 'qkdn messages'.",
+        ),
     ],
     field: Annotated[
         list[str] | None,
@@ -272,26 +471,43 @@ def send(
     key: _KEY = None,
     identity: _IDENTITY = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for the response.")
+        float,
+        typer.Option(
+            "--timeout",
+            help="Seconds to wait for the response (more than 0; inf waits for ever).",
+            callback=_positive_seconds,
+        ),
     ] = 30.0,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="Seconds to keep trying to connect while the peer cannot be reached yet (a "
+            "listener that is still starting); 0 tries once.",
+            callback=_seconds,
+        ),
+    ] = 0.0,
 ) -> None:
-    """Send one message and print the response as JSON (a one-way message prints nothing)."""
+    """Send one message and print the response as JSON (a one-way message prints nothing).
+
+    A failure response is printed too, and its reason ends the command with exit status 1."""
     cls = _resolve_message(message)
     try:
         outgoing = message_from_dict(cls, _parse_fields(field or [], json_source))
     except QkdnError as exc:
         fail(str(exc))
-    tls = _tls(ca, cert, key)
+    tls = _tls_settings(url, ca, cert, key, identity, server=False)
 
     async def run() -> Message | None:
-        async with connect(url, tls=tls, identity=identity) as connection:
+        async with contextlib.AsyncExitStack() as stack:
+            connection = await _connect(stack, url, tls=tls, identity=identity, wait=wait)
             if cls.response_type() is None:
                 await connection.send(outgoing)
                 return None
             return await connection.request(outgoing, timeout=timeout)
 
     try:
-        response = trio.run(run)
+        response = _run(run)
     except FailureResponse as exc:
         if isinstance(exc.response, Message):
             _print_json(_described(exc.response))
@@ -302,16 +518,94 @@ def send(
         _print_json(_described(response))
 
 
+async def _connect(
+    stack: contextlib.AsyncExitStack,
+    url: str,
+    *,
+    tls: TLSConfig | None,
+    identity: str | None,
+    wait: float,
+) -> Connection:
+    """Connect to ``url`` (closed with ``stack``), trying again while connecting fails with a
+    :class:`~qkdn_sdk.errors.TransportError`, until ``wait`` seconds have passed; then the last
+    error is raised."""
+    deadline = trio.current_time() + wait
+    delay = 0.05
+    while True:
+        try:
+            return await stack.enter_async_context(connect(url, tls=tls, identity=identity))
+        except TransportError:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise
+        await trio.sleep(min(delay, remaining))  # a retry interval, doubling up to 1 s
+        delay = min(2 * delay, 1.0)
+
+
 def _described(message: Message, *, redact_keys: bool = False) -> dict[str, Any]:
     payload = message_to_dict(message)
     if redact_keys:
         payload = _redact(payload)
     return {
         "message": qualified_name(type(message)),
-        "code": message.code,
+        "code": hex_code(message.code),
         "name": message.spec_name,
         "payload": payload,
     }
+
+
+# --- what qkdn listen --answer-examples answers ------------------------------------------------
+
+_DEFAULT_NUMBER_OF_KEYS = 1
+"""Keys given when a key request leaves number_of_keys out ("a default value is applied")."""
+_DEFAULT_KEY_SIZE = 256
+"""Bits per key when a key request leaves size_of_key out, or has none (ak.KeyRequestWithId)."""
+
+
+def _answer(request: Message, response_type: type[Message], sender: str | None) -> Message:
+    """The answer of ``qkdn listen --answer-examples`` to ``request``.
+
+    A key request gets what it asks for: ``number_of_keys`` keys of ``size_of_key`` bits (the
+    defaults where it leaves them out), random bytes from :func:`os.urandom` with fresh UUIDs as
+    key IDs (Q.4161 ak.KeyRequest and ak.KeyRequestWithSessionId, Q.4162 kq1.KeyRequest), or a
+    key for each ID of an ak.KeyRequestWithId. Any other request gets ``example(response_type)``.
+
+    Raises :class:`~qkdn_sdk.errors.QkdnError` (answered as a failure naming the problem) when
+    the keys asked for are not whole bytes or do not fit one frame (65,535 bytes of payload).
+    """
+    key_ids: list[str] | None = None
+    if isinstance(request, ak.KeyRequest | ak.KeyRequestWithSessionId | kq1.KeyRequest):
+        count = request.number_of_keys or _DEFAULT_NUMBER_OF_KEYS
+        bits = request.size_of_key or _DEFAULT_KEY_SIZE
+    elif isinstance(request, ak.KeyRequestWithId):
+        key_ids = [key_id.key_id for key_id in request.key_ids]
+        count, bits = len(key_ids), _DEFAULT_KEY_SIZE
+    else:
+        return example(response_type, sender=sender)
+    too_large = QkdnError(
+        f"{count} keys of {bits} bits do not fit one response: a frame payload holds at most "
+        f"{MAX_PAYLOAD_SIZE:,} bytes; ask for fewer or smaller keys"
+    )
+    if bits % 8:
+        raise QkdnError(f"size_of_key {bits} is not a whole number of bytes (a multiple of 8)")
+    # The base64 of the keys alone is a lower bound of the payload: refuse before making keys,
+    # so that asking for a billion costs nothing.
+    if count * 4 * math.ceil(bits // 8 / 3) > MAX_PAYLOAD_SIZE:
+        raise too_large
+    ids = key_ids if key_ids is not None else [str(uuid.uuid4()) for _ in range(count)]
+    keys = [Key(key=os.urandom(bits // 8), key_id=key_id) for key_id in ids]
+    response: Message
+    if isinstance(request, ak.KeyRequestWithSessionId):
+        response = ak.ResponseToKeyRequestWithSessionId(
+            session_id=request.session_id, keys=keys, response="success"
+        )
+    elif isinstance(request, kq1.KeyRequest):
+        response = kq1.ResponseToKeyRequest(keys=keys, response="success")
+    else:
+        response = ak.ResponseToKeyRequest(keys=keys, response="success")
+    if len(encode_payload(response)) > MAX_PAYLOAD_SIZE:
+        raise too_large
+    return response
 
 
 _SECRET_FIELDS = {"key", "encrypted_key", "authentication_info"}
@@ -328,9 +622,52 @@ def _redact(value: Any) -> Any:
     return value
 
 
+_LISTEN_LOGGERS = ("qkdn_sdk.transport", "qkdn_tcp")
+"""The loggers ``qkdn listen`` shows: the transport core and the TCP plugin, which say what they
+refuse (a bad frame, a failed TLS handshake) and why."""
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``PREFIX: message`` on one line (``PREFIX: warning: ...`` from WARNING up). Only an ERROR
+    record that carries an exception adds its traceback: that is a bug (a handler that raised
+    something other than a QkdnError), and the traceback is for whoever fixes it."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        line = f"{self._prefix}: {level}" + " ".join(record.getMessage().splitlines())
+        if record.exc_info and record.levelno >= logging.ERROR:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(prefix: str, names: Iterable[str], level: int) -> Iterator[None]:
+    """Within the block, records of the loggers ``names`` at ``level`` and above go to stderr,
+    one line each (:class:`_OneLineFormatter`); the loggers are as they were afterwards."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter(prefix))
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old_level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+
+
 @app.command()
 def listen(
-    url: Annotated[str, typer.Argument(help="Where to listen: tcp://127.0.0.1:5000...")],
+    url: Annotated[
+        str, typer.Argument(metavar="URL", help="Where to listen: tcp://127.0.0.1:5000...")
+    ],
     ca: _CA = None,
     cert: _CERT = None,
     key: _KEY = None,
@@ -342,27 +679,33 @@ def listen(
         bool,
         typer.Option(
             "--answer-examples",
-            help="Answer every request with a valid example of its response (a reference peer "
-            "to test a client against) instead of a failure.",
+            help="Answer requests instead of refusing them, as a reference peer to test a "
+            "client against: key requests get the keys they ask for (random bytes; fresh key "
+            "IDs, or the IDs asked for), other requests a valid example of their response.",
         ),
     ] = False,
 ) -> None:
-    """Print every message received (one JSON object a line), for debugging a peer. Requests
-    are answered with a failure response saying this is a listener (or, with
-    --answer-examples, with example responses)."""
-    tls = _tls(ca, cert, key)
+    """Print every message received (one JSON object a line, on stdout), for debugging a peer.
+
+    Requests are answered with a failure response saying this is a listener, or, with
+    --answer-examples, with what they ask for. stderr says when it listens and what the
+    transport refuses (bad frames, failed TLS handshakes). Ctrl+C stops it."""
+    tls = _tls_settings(url, ca, cert, key, identity, server=True)
 
     async def handler(message: Message, connection: Connection) -> Message | None:
         line = _described(message, redact_keys=not show_keys)
         line["peer"] = connection.peer_id
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.write(_json(line) + "\n")
         sys.stdout.flush()
         response_type = message.response_type()
         if response_type is None:
             return None
         if answer_examples:
-            return example(response_type, sender=connection.local_id)
-        raise QkdnError("qkdn listen is a listener: it prints messages and answers none")
+            return _answer(message, response_type, connection.local_id)
+        raise QkdnError(
+            "qkdn listen is a listener: it prints messages and answers none "
+            "(qkdn listen --answer-examples answers them)"
+        )
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -373,17 +716,18 @@ def listen(
             )
             typer.echo(f"listening on {info.url} (Ctrl+C to stop)", err=True)
 
-    try:
-        trio.run(run)
-    except QkdnError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        pass
+    with _logging_to_stderr("qkdn listen", _LISTEN_LOGGERS, logging.INFO):
+        try:
+            _run(run)
+        except QkdnError as exc:
+            fail(str(exc))
 
 
 @app.command()
 def certs(
-    directory: Annotated[Path, typer.Argument(help="Directory for the PEM files.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIRECTORY", help="Directory for the PEM files.")
+    ],
     ca_name: Annotated[str, typer.Option("--ca", help="Name of the CA (its CN).")] = "qkdn-dev-ca",
     entity: Annotated[
         list[str] | None,
@@ -391,7 +735,7 @@ def certs(
             "--entity", "-e", help="An entity ID (repeatable): km-a, app-a, controller..."
         ),
     ] = None,
-    days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
+    days: Annotated[int, typer.Option("--days", min=1, help="Validity in days.")] = 365,
 ) -> None:
     """Write a development CA and a certificate and key per entity (ID in CN and SAN, valid
     for localhost and 127.0.0.1), for mutual TLS without openssl. An existing CA in DIRECTORY
@@ -405,7 +749,8 @@ def certs(
 
 
 def main() -> None:
-    """Entry point of the ``qkdn`` script: usage errors, like domain errors, are one line."""
+    """Entry point of the ``qkdn`` script: usage errors, like domain errors, are one line (exit
+    status 2 for usage, 1 for the rest); Ctrl-C ends quietly with exit status 130."""
     try:
         status = app(standalone_mode=False)
     except typer.TyperException as exc:  # usage errors: unknown option, missing argument...
@@ -415,5 +760,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         typer.echo("qkdn: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:  # typer turns one inside a command into status 130; not before it
         sys.exit(130)
     sys.exit(status if isinstance(status, int) else 0)

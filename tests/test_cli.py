@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,9 +61,14 @@ def catalogue_json() -> list[dict[str, Any]]:
     return entries
 
 
+def hex_code(code: int) -> str:
+    """How the CLI prints a command code, written out here so a change of form fails a test."""
+    return f"0x{code:04X}"
+
+
 def test_messages_json_lists_every_registered_code(catalogue_json: list[dict[str, Any]]) -> None:
     codes = [entry["code"] for entry in catalogue_json]
-    assert sorted(codes) == sorted(cls.code for cls in all_messages())
+    assert sorted(codes) == sorted(hex_code(cls.code) for cls in all_messages())
     assert len(codes) == len(set(codes))
 
 
@@ -78,14 +84,14 @@ def test_messages_json_entries(catalogue_json: list[dict[str, Any]]) -> None:
             "response_code",
             "fields",
         } <= set(entry)
-        assert type(entry["code"]) is int
-        cls = by_code[entry["code"]]
+        assert re.fullmatch(r"0x[0-9A-F]{4}", entry["code"]), entry["code"]
+        cls = by_code[int(entry["code"], 16)]
         assert entry["interface"] == cls.interface.value
         assert entry["name"] == cls.spec_name
         assert entry["sender"] == cls.sender.value
         assert entry["receiver"] == cls.receiver.value
         response = cls.response_type()
-        assert entry["response_code"] == (None if response is None else response.code)
+        assert entry["response_code"] == (None if response is None else hex_code(response.code))
         assert [
             (field["name"], field["json_name"], field["mandatory"]) for field in entry["fields"]
         ] == [(info.name, info.json_name, info.mandatory) for info in field_infos(cls)]
@@ -94,11 +100,11 @@ def test_messages_json_entries(catalogue_json: list[dict[str, Any]]) -> None:
 
 
 def test_messages_json_spot_check(catalogue_json: list[dict[str, Any]]) -> None:
-    (entry,) = [entry for entry in catalogue_json if entry["code"] == 0x2101]
+    (entry,) = [entry for entry in catalogue_json if entry["code"] == "0x2101"]
     assert entry["interface"] == "ak"
     assert entry["name"] == "Key request"
     assert (entry["sender"], entry["receiver"]) == ("application", "km")
-    assert entry["response_code"] == 0x1203
+    assert entry["response_code"] == "0x1203"
     fields = {field["json_name"]: field for field in entry["fields"]}
     assert fields["application_destination_id"] == {
         "name": "Application destination ID",
@@ -113,7 +119,9 @@ def test_messages_interface_filter(selection: str) -> None:
     result = qkdn("messages", "--interface", selection, "--json")
     assert result.returncode == 0, result.stderr
     entries = json.loads(result.stdout)
-    expected = {cls.code for cls in all_messages() if cls.interface is Interface(selection)}
+    expected = {
+        hex_code(cls.code) for cls in all_messages() if cls.interface is Interface(selection)
+    }
     assert {entry["code"] for entry in entries} == expected
     assert {entry["interface"] for entry in entries} == {selection}
 
@@ -123,9 +131,9 @@ def test_messages_ext_filter() -> None:
     assert result.returncode == 0, result.stderr
     entries = json.loads(result.stdout)
     assert {entry["code"] for entry in entries} == {
-        cls.code for cls in all_messages() if cls.is_extension
+        hex_code(cls.code) for cls in all_messages() if cls.is_extension
     }
-    assert all(entry["code"] & 0xFF >= 0x80 for entry in entries)
+    assert all(int(entry["code"], 16) & 0xFF >= 0x80 for entry in entries)
 
 
 def test_messages_text_lists_each_code_once() -> None:

@@ -113,9 +113,8 @@ class TcpTransport(Transport):
                         await trio.aclose_forcefully(stream)
                         raise
         except OSError as exc:
-            raise TransportError(
-                f"cannot connect to {url.geturl()}: {exc.strerror or exc}"
-            ) from None
+            why = _connect_failure(exc)
+            raise TransportError(f"cannot connect to {url.geturl()}: {why}") from None
         except trio.BrokenResourceError as exc:
             raise TransportError(
                 f"TLS handshake with {url.geturl()} failed: {explain_tls_failure(exc)}"
@@ -214,6 +213,18 @@ class TcpTransport(Transport):
         async with trio.open_nursery() as nursery:
             task_status.started(ServerInfo(f"{url.scheme}://{shown_host}:{bound_port}"))
             await trio.serve_listeners(serve_one, listeners, handler_nursery=nursery)
+
+
+def _connect_failure(exc: OSError) -> str:
+    """Why a connection failed: trio's "all attempts to connect ... failed" keeps the reasons
+    (one per address tried) in an exception group as its ``__cause__``."""
+    cause = exc.__cause__
+    reasons = cause.exceptions if isinstance(cause, BaseExceptionGroup) else [exc]
+    texts = dict.fromkeys(
+        reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+        for reason in reasons
+    )
+    return "; ".join(texts) or str(exc)
 
 
 def _address_of(stream: trio.SocketStream) -> str:

@@ -18,9 +18,12 @@ import pytest
 import trio
 
 from qkdn_sdk.errors import FailureResponse
-from qkdn_sdk.messages import Interface, Message, all_messages, example, kq1
+from qkdn_sdk.messages import Interface, Message, ak, all_messages, example, kq1
 from qkdn_sdk.pki import dev_tls_config
 from qkdn_sdk.transport import Connection, ServerInfo, connect, serve
+
+# `qkdn listen --answer-examples` answers these with the keys they ask for.
+_KEY_REQUESTS = {ak.KeyRequest, ak.KeyRequestWithId, ak.KeyRequestWithSessionId, kq1.KeyRequest}
 
 _GUARD = 60
 QKDN = str(Path(sys.executable).with_name("qkdn"))
@@ -82,14 +85,19 @@ async def test_every_ak_kq1_and_ck_message_crosses_between_two_processes(pki: Pa
             assert client.peer_id == "km-a"
             for cls in requests:
                 response = await client.request(example(cls, sender="app-a"))
-                assert response == example(cls.response_type(), sender="km-a")  # type: ignore[arg-type]
+                if cls in _KEY_REQUESTS:  # answered with the keys asked for, fresh each time
+                    assert type(response) is cls.response_type()
+                    assert response.response == "success"  # type: ignore[attr-defined]
+                    assert response.keys  # type: ignore[attr-defined]
+                else:
+                    assert response == example(cls.response_type(), sender="km-a")  # type: ignore[arg-type]
             for cls in one_way:
                 await client.send(example(cls, sender="app-a"))
             lines = await _read_lines(process, len(requests) + len(one_way))
     # the listener saw every message, from the authenticated peer, with key data redacted
-    assert [line["code"] for line in lines] == [cls.code for cls in requests + one_way]
+    assert [line["code"] for line in lines] == [f"0x{cls.code:04X}" for cls in requests + one_way]
     assert {line["peer"] for line in lines} == {"app-a"}
-    supply = next(line for line in lines if line["code"] == kq1.KeySupply.code)
+    supply = next(line for line in lines if line["code"] == f"0x{kq1.KeySupply.code:04X}")
     assert supply["payload"]["key"] == "<redacted>"  # type: ignore[index]
     # every table's message crossed: all of Ak 0x2101-0x210B, Kq-1, Ck 0x1401-0x140D
     codes = {cls.code for cls in requests + one_way}
