@@ -17,7 +17,7 @@ TLS targets makes its own CA and certificates with trustme: the server is ``km-a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,7 @@ class TransportConformance:
         pki: ConformancePKI,
         handler: Handler,
         limits: Limits | None = None,
+        accepts: Collection[type[Message]] | None = None,
     ) -> AsyncIterator[str]:
         async with trio.open_nursery() as nursery:
             info: ServerInfo = await nursery.start(
@@ -180,6 +181,7 @@ class TransportConformance:
                     tls=pki.server if target.tls else None,
                     identity=SERVER_ID,
                     limits=limits,
+                    accepts=accepts,
                     task_status=task_status,
                 )
             )

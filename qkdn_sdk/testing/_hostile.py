@@ -198,31 +198,19 @@ class HostilePeerConformance(TransportConformance):
             return await _answer_examples(message, connection)
 
         with trio.fail_after(_GUARD):
-            async with trio.open_nursery() as nursery:
-                from qkdn_sdk.transport import ServerInfo, serve
-
-                info: ServerInfo = await nursery.start(
-                    lambda task_status: serve(
-                        target.url,
-                        handler,
-                        tls=pki.server if target.tls else None,
-                        identity="km-a",
-                        accepts=received_by(Role.KM),
-                        task_status=task_status,
-                    )
-                )
-                async with self.raw_stream(target, pki, info.url) as stream:
-                    peer = RawPeer(stream)
-                    notification = example(ak.SessionCreationNotification)
-                    await stream.send_all(encode_message(notification, 7))
-                    message_id, answer = await peer.next_message()
-                    assert message_id == 7
-                    assert isinstance(answer, ErrorIndication)
-                    assert answer.command_code == 0x1206
-                    assert "sent by a KM to an application" in answer.reason
-                    await stream.send_all(encode_message(_REQUEST, 9))
-                    assert await peer.next_message() == (9, _RESPONSE)
-                nursery.cancel_scope.cancel()
+            async with (
+                self._server(target, pki, handler, accepts=received_by(Role.KM)) as url,
+                self.raw_stream(target, pki, url) as stream,
+            ):
+                peer = RawPeer(stream)
+                await stream.send_all(encode_message(example(ak.SessionCreationNotification), 7))
+                message_id, answer = await peer.next_message()
+                assert message_id == 7
+                assert isinstance(answer, ErrorIndication)
+                assert answer.command_code == 0x1206
+                assert "sent by a KM to an application" in answer.reason
+                await stream.send_all(encode_message(_REQUEST, 9))
+                assert await peer.next_message() == (9, _RESPONSE)
         assert seen == [_REQUEST]
 
     # --- the end of input ------------------------------------------------------------------------

@@ -6,7 +6,6 @@ nothing in the SDK's client side can smooth over what the server does.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,11 +14,11 @@ import orjson
 import pytest
 import trio
 
-from qkdn_sdk.codecs.frame import FrameDecoder, decode_message, encode_message
+from qkdn_sdk.codecs.frame import encode_message
 from qkdn_sdk.errors import ConnectionBroken, FailureResponse, PeerClosed, TransportError
 from qkdn_sdk.messages import Message, ak, example
 from qkdn_sdk.messages.mgmt import ErrorIndication
-from qkdn_sdk.testing import CLIENT_ID, SERVER_ID, ConformancePKI, conformance_pki
+from qkdn_sdk.testing import CLIENT_ID, SERVER_ID, ConformancePKI, RawPeer, conformance_pki
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, connect, serve
 
@@ -62,34 +61,6 @@ async def _server(
         nursery.cancel_scope.cancel()
 
 
-class RawPeer:
-    """A peer that writes whatever bytes it is told to, and reads frames back."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.decoder = FrameDecoder()
-
-    async def frame_bytes(
-        self, message_id: int, code: int, payload: bytes, version: int = 1
-    ) -> None:
-        await self.stream.send_all(
-            struct.pack(">HIHH", version, message_id, code, len(payload)) + payload
-        )
-
-    async def next_message(self) -> tuple[int, Message]:
-        while (frame := self.decoder.next_frame()) is None:
-            data = await self.stream.receive_some(65536)
-            assert data, "the server closed the connection"
-            self.decoder.receive_data(data)
-        return frame.message_id, decode_message(frame)
-
-    async def at_eof(self) -> bool:
-        try:
-            return await self.stream.receive_some(65536) == b""
-        except trio.BrokenResourceError:
-            return True
-
-
 @asynccontextmanager
 async def _raw_peer(url: str, pki: ConformancePKI) -> AsyncIterator[RawPeer]:
     host, port = url.split("://")[1].rsplit(":", 1)
@@ -112,7 +83,7 @@ async def test_unknown_command_code_gets_an_error_indication(
 ) -> None:
     with trio.fail_after(_GUARD):
         async with _server(scheme, pki) as url, _raw_peer(url, pki) as peer:
-            await peer.frame_bytes(77, 0x2199, b"{}")
+            await peer.frame(77, 0x2199, b"{}")
             message_id, answer = await peer.next_message()
             assert message_id == 77
             assert isinstance(answer, ErrorIndication)
@@ -130,7 +101,7 @@ async def test_request_with_bad_parameters_gets_its_own_failure_response(
     with trio.fail_after(_GUARD):
         async with _server(scheme, pki) as url, _raw_peer(url, pki) as peer:
             payload = orjson.dumps({"application_destination_id": "app-b", "number_of_keys": "5"})
-            await peer.frame_bytes(5, ak.KeyRequest.code, payload)
+            await peer.frame(5, ak.KeyRequest.code, payload)
             message_id, answer = await peer.next_message()
             assert message_id == 5
             assert isinstance(answer, ak.ResponseToKeyRequest)
@@ -140,14 +111,14 @@ async def test_request_with_bad_parameters_gets_its_own_failure_response(
 
             # the failure echoes the IDs it can: session_id of a key request with session ID
             bad = orjson.dumps({"session_id": "s-9", "number_of_keys": 0})
-            await peer.frame_bytes(6, ak.KeyRequestWithSessionId.code, bad)
+            await peer.frame(6, ak.KeyRequestWithSessionId.code, bad)
             message_id, answer = await peer.next_message()
             assert message_id == 6
             assert isinstance(answer, ak.ResponseToKeyRequestWithSessionId)
             assert answer.session_id == "s-9"
             assert "number_of_keys: must be >= 1" in answer.response
 
-            await peer.frame_bytes(7, ak.KeyRequest.code, b"{not json")
+            await peer.frame(7, ak.KeyRequest.code, b"{not json")
             message_id, answer = await peer.next_message()
             assert message_id == 7
             assert isinstance(answer, ak.ResponseToKeyRequest)
@@ -159,7 +130,7 @@ async def test_bad_one_way_message_gets_an_error_indication(
 ) -> None:
     with trio.fail_after(_GUARD):
         async with _server(scheme, pki) as url, _raw_peer(url, pki) as peer:
-            await peer.frame_bytes(9, ak.ResponseToKeyRequest.code, b'{"response": 3}')
+            await peer.frame(9, ak.ResponseToKeyRequest.code, b'{"response": 3}')
             message_id, answer = await peer.next_message()
             assert message_id == 9
             assert isinstance(answer, ErrorIndication)
@@ -173,13 +144,13 @@ async def test_lost_framing_is_announced_then_the_connection_closes(
     with trio.fail_after(_GUARD):
         async with _server(scheme, pki) as url:
             async with _raw_peer(url, pki) as peer:
-                await peer.frame_bytes(11, ak.KeyRequest.code, b"{}", version=7)
+                await peer.frame(11, ak.KeyRequest.code, b"{}", version=7)
                 message_id, answer = await peer.next_message()
                 assert message_id == 11
                 assert isinstance(answer, ErrorIndication)
                 assert answer.closing
                 assert "unsupported frame version 7" in answer.reason
-                assert await peer.at_eof()
+                assert await peer.closed_by_server()
             # the server itself is unharmed
             async with connect(url, tls=_tls(scheme, pki)) as client:  # type: ignore[arg-type]
                 assert await client.request(example(ak.KeyRequest, sender=CLIENT_ID)) == example(
@@ -199,7 +170,7 @@ async def test_a_stalled_peer_does_not_hold_up_another(scheme: str, pki: Conform
                     assert await client.request(
                         example(ak.KeyRequest, sender=CLIENT_ID)
                     ) == example(ak.ResponseToKeyRequest)
-            assert await stalled.at_eof()
+            assert await stalled.closed_by_server()
 
 
 async def test_in_flight_requests_are_bounded(scheme: str, pki: ConformancePKI) -> None:
