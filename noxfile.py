@@ -43,7 +43,26 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests at length, 2,000,000 inputs (not run by default; docs/fuzzing.md).
+
+    ``nox -s fuzz -- 10000000`` runs that many; further arguments go to pytest.
+    ``QKDN_FUZZ_SEED`` replays the inputs of a failed live-connection run.
+    """
+    install(session)
+    args = list(session.posargs)
+    env = {"QKDN_FUZZ_PROFILE": "long"}
+    if args and args[0].isdigit():
+        env["QKDN_FUZZ_EXAMPLES"] = args.pop(0)
+    session.run(
+        "pytest", "tests/test_fuzz_codecs.py", "tests/test_fuzz_connection.py", *args, env=env
+    )
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
-    """Codec timings and round trips of the SDK beside the bare transport (not run by default)."""
+    """Codec timings and round trips of the SDK beside the bare transport, then a good client
+    beside hostile peers and the server's memory (not run by default)."""
     install(session)
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
+    session.run("python", "benchmarks/bench_hostile.py")

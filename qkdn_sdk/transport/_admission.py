@@ -27,7 +27,7 @@ from qkdn_sdk.codecs.frame import encode_message
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.transport._api import Limits
 
-__all__ = ["LINGER", "LOG_INTERVAL", "Admission", "refuse_connection"]
+__all__ = ["LINGER", "LOG_INTERVAL", "Admission", "close_gracefully", "refuse_connection"]
 
 logger = logging.getLogger("qkdn_sdk.transport")
 
@@ -98,20 +98,30 @@ LINGER = 1.0
 
 async def refuse_connection(stream: trio.abc.Stream, reason: str, limits: Limits) -> None:
     """Tell the peer why its connection is refused (an error indication with ``closing``, sent
-    within ``limits.send_timeout``), then close ``stream``. Never raises for the peer.
-
-    Closing a socket with unread bytes makes the kernel send a reset, which can reach the peer
-    before the refusal does; so what the peer already sent is read and dropped for at most
-    :data:`LINGER` seconds (and 64 KiB), until it closes its side.
+    within ``limits.send_timeout``), then close ``stream`` (:func:`close_gracefully`). Never
+    raises for the peer.
     """
     indication = ErrorIndication(reason=f"failure: {reason}", closing=True)
+    with (
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        trio.move_on_after(limits.send_timeout),
+    ):
+        await stream.send_all(encode_message(indication, 0))
+    await close_gracefully(stream)
+
+
+async def close_gracefully(stream: trio.abc.Stream) -> None:
+    """Close ``stream`` after a last word to the peer, so that the peer reads it.
+
+    Closing a socket with unread bytes makes the kernel send a reset, which can reach the peer
+    before the last frame does; so what the peer already sent is read and dropped for at most
+    :data:`LINGER` seconds (and 64 KiB), until it closes its side; then a TLS close_notify.
+    Never raises for the peer."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        with trio.move_on_after(limits.send_timeout):
-            await stream.send_all(encode_message(indication, 0))
         with trio.move_on_after(LINGER):
             dropped = 0
             while dropped < 65536 and (data := await stream.receive_some(16384)):
                 dropped += len(data)
         with trio.move_on_after(LINGER):
-            await stream.aclose()  # TLS: a close_notify, so the peer reads a clean end
+            await stream.aclose()
     await trio.aclose_forcefully(stream)

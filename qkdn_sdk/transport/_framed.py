@@ -79,6 +79,7 @@ from qkdn_sdk.messages import (
 )
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.tls import explain_tls_failure
+from qkdn_sdk.transport._admission import close_gracefully
 from qkdn_sdk.transport._api import DEFAULT_TIMEOUT, Connection, Handler, Limits, Transport
 from qkdn_sdk.transport._registry import transport_registry
 
@@ -257,6 +258,7 @@ class FramedConnection(Connection):
                 ending = await self._serve_frames()
                 if ending.last_word is not None:
                     await self._reply_quietly(*ending.last_word)
+                    await close_gracefully(self._stream)
         except Exception:  # a bug, not the peer: end this connection, never the server
             logger.exception("a connection failed")
             self._finish(ConnectionBroken("the connection failed (internal error)"))
