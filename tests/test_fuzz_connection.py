@@ -414,6 +414,9 @@ async def fuzz(connect: Connect, count: int, servers: list[Server]) -> Counter[s
                     with trio.fail_after(_PER_INPUT):
                         await exchange(peer, item)
                         if item.half_close or item.split.end != "clean":
+                            # It has read the end: it closes its side, as a peer does (the server
+                            # reads until then, so that no reset overtakes its last frame).
+                            await peer.stream.aclose()
                             await peer.served_to_the_end()
                     assert not errors.records, f"the server logged errors: {errors.take()}"
                 except (AssertionError, trio.TooSlowError, FrameError) as exc:
@@ -425,7 +428,6 @@ async def fuzz(connect: Connect, count: int, servers: list[Server]) -> Counter[s
                         f"{item.describe(SEED)}:\n{exc!r}{logged}{before}"
                     ) from exc
                 if item.half_close or item.split.end != "clean":
-                    await peer.stream.aclose()
                     peer = None
                 previous = item
                 seen["inputs"] += 1

@@ -114,10 +114,13 @@ async def close_gracefully(stream: trio.abc.Stream) -> None:
     """Close ``stream`` after a last word to the peer, so that the peer reads it.
 
     Closing a socket with unread bytes makes the kernel send a reset, which can reach the peer
-    before the last frame does; so what the peer already sent is read and dropped for at most
-    :data:`LINGER` seconds (and 64 KiB), until it closes its side; then a TLS close_notify.
-    Never raises for the peer."""
+    before the last frame does; so our side is half-closed where the stream can (the peer reads
+    the end at once, and closes its own), and what the peer already sent is read and dropped for
+    at most :data:`LINGER` seconds (and 64 KiB), until it closes its side; then a TLS
+    close_notify. Never raises for the peer."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
         with trio.move_on_after(LINGER):
             dropped = 0
             while dropped < 65536 and (data := await stream.receive_some(16384)):

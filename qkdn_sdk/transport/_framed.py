@@ -312,8 +312,6 @@ class FramedConnection(Connection):
                     data = await self._stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     why = f"connection broken: {_why(exc)}"
-                    if self._closing_reason is not None:  # it told us why before it went
-                        why = f"the peer closed the connection: {self._closing_reason}"
                     return _Ending(ConnectionBroken(why), answer_requests=False)
                 finally:
                     self._read_scope = None
@@ -326,9 +324,7 @@ class FramedConnection(Connection):
             try:
                 if not data:
                     decoder.receive_eof()
-                    if self._closing_reason is not None:
-                        why = f"the peer closed the connection: {self._closing_reason}"
-                    elif not self._frames_received:
+                    if not self._frames_received:
                         why = _CLOSED_BEFORE_ANY_FRAME
                     else:
                         why = "the peer closed the connection"
@@ -340,6 +336,9 @@ class FramedConnection(Connection):
                     self._frames_received += 1
                     self._last_frame_at = trio.current_time()
                     await self._dispatch(frame, handlers)
+                    if self._closing_reason is not None:  # its last word: it reads no more
+                        why = f"the peer closed the connection: {self._closing_reason}"
+                        return _Ending(PeerClosed(why), answer_requests=False)
             except FrameError as exc:  # framing lost: answer what was read, say so, then close
                 logger.info("closing a connection: %s", exc)
                 indication = ErrorIndication(reason=exc.response_text, closing=True)
