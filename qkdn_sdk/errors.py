@@ -33,6 +33,7 @@ __all__ = [
     "TransportError",
     "UnknownCommandCode",
     "UnsupportedVersion",
+    "quoted",
     "shorten",
 ]
 
@@ -44,6 +45,14 @@ whatever a peer sends, what it gets back stays small."""
 def shorten(text: str, limit: int = MAX_REASON_LENGTH) -> str:
     """``text`` cut to at most ``limit`` characters, ending in "..." when it was cut."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """``repr(text)`` of a name or ID a peer chose, shortened to about ``limit`` characters (and
+    its length said) when longer, to quote it in an error text."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 class QkdnError(Exception):

@@ -39,7 +39,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
-from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError
+from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError, quoted
 from qkdn_sdk.messages import Message
 
 __all__ = [
@@ -63,17 +63,6 @@ MAX_ERRORS = 5
 """The most problems one :class:`~qkdn_sdk.errors.PayloadError` reports (and the most bad items
 of one list that are looked at): enough to be precise about the first errors, few enough that a
 frame of 30,000 wrong items costs no more than a valid one."""
-
-_MAX_QUOTED = 40
-"""Characters of a peer-chosen name quoted in an error text (an unexpected field's name)."""
-
-
-def quoted(text: str, limit: int = _MAX_QUOTED) -> str:
-    """``repr(text)``, shortened to about ``limit`` characters with an ellipsis."""
-    if len(text) <= limit:
-        return repr(text)
-    return repr(text[:limit]) + f"... ({len(text)} characters)"
-
 
 class _Expected(ValueError):
     """A value of the wrong JSON type; the text is the rule (``expected an integer``)."""

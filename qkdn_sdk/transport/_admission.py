@@ -10,6 +10,10 @@ Once the peer is known (its certificate's ID, or its address on plain ``tcp://``
 :meth:`Admission.peer` counts it against ``max_connections_per_peer``; over that cap the transport
 sends an error indication that says so (:func:`refuse_connection`) and closes.
 
+:func:`close_gracefully` ends a connection after a last word (a refusal here, the error
+indication of a lost framing in :class:`~qkdn_sdk.transport.FramedConnection`) so that no TCP
+reset overtakes it.
+
 Refusals are logged without spam: the first one, then at most one line every
 :data:`LOG_INTERVAL` seconds with how many more there were.
 """
@@ -93,7 +97,8 @@ class Admission:
 
 
 LINGER = 1.0
-"""Seconds a refused connection is read (and what arrives dropped) after the refusal is sent."""
+"""Seconds :func:`close_gracefully` reads (and drops) what the peer sent after our last word,
+and then waits for a TLS close_notify to go out."""
 
 
 async def refuse_connection(stream: trio.abc.Stream, reason: str, limits: Limits) -> None:

@@ -53,7 +53,6 @@ from qkdn_sdk.codecs.frame import (
     decode_message,
     encode_message,
 )
-from qkdn_sdk.codecs.payload import quoted
 from qkdn_sdk.errors import (
     ConnectionBroken,
     FailureResponse,
@@ -68,6 +67,7 @@ from qkdn_sdk.errors import (
     RemoteProtocolError,
     RequestTimeout,
     TransportError,
+    quoted,
 )
 from qkdn_sdk.messages import (
     Message,
@@ -372,8 +372,8 @@ class FramedConnection(Connection):
             return
         if self._accepts is not None and type(message) not in self._accepts:
             refused = RemoteProtocolError(
-                f"0x{code:04X} {message.spec_name} is sent by {_article(message.sender)} to "
-                f"{_article(message.receiver)}; this peer does not accept it"
+                f"0x{code:04X} {message.spec_name} is sent by {_A_ROLE[message.sender]} to "
+                f"{_A_ROLE[message.receiver]}; this peer does not accept it"
             )
             await self._refuse(message_id, code, refused, {}, indication=True)
             return
@@ -540,14 +540,13 @@ class FramedConnection(Connection):
                 )
 
 
-def _article(role: Role) -> str:
-    return {
-        Role.KM: "a KM",
-        Role.APPLICATION: "an application",
-        Role.QKD_MODULE: "a QKD module",
-        Role.CONTROLLER: "a QKDN controller",
-        Role.ANY: "any peer",
-    }[role]
+_A_ROLE = {
+    Role.KM: "a KM",
+    Role.APPLICATION: "an application",
+    Role.QKD_MODULE: "a QKD module",
+    Role.CONTROLLER: "a QKDN controller",
+    Role.ANY: "any peer",
+}
 
 
 def _why(exc: BaseException) -> str:
