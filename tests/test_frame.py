@@ -86,10 +86,10 @@ GOLDEN_FRAMES: list[tuple[Message, int, bytes]] = [
         + b'{"reason":"unknown command code 0x7777","command_code":30583}',
     ),
     (  # extension, KM -> KM: response to key relay, code 0x1184
-        kx.ResponseToKeyRelay(key_id="k-1", link_key_id="l-1", response="success"),
+        kx.ResponseToKeyRelay(key_relay_request_id="r-1", response="success"),
         0x100,
-        bytes.fromhex("0001 00000100 1184 0039")
-        + b'{"key_id":"k-1","link_key_id":"l-1","response":"success"}',
+        bytes.fromhex("0001 00000100 1184 0033")
+        + b'{"key_relay_request_id":"r-1","response":"success"}',
     ),
 ]
 

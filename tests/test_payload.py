@@ -295,21 +295,28 @@ GOLDEN: list[tuple[Message, bytes]] = [
     ),
     (
         kx.KeyRelay(
+            key_relay_request_id="r-1",
+            sender_kma_id="kma-a",
             source_kma_id="kma-a",
             destination_kma_id="kma-c",
-            key_id=KEY_ID_1,
-            link_key_id="l-1",
+            key_ids=[KeyId(key_id=KEY_ID_1)],
+            size_of_key=16,
+            link_key_ids=["l-1", "l-2"],
             encrypted_key=KEY_2,
             relay_metadata=kx.RelayMetadata(
                 source_kma_id="kma-a", destination_kma_id="kma-b", kma_key_metadata={}
             ),
             integrity_value=KEY_1,
+            message_authentication_code=KEY_1,
         ),
-        b'{"source_kma_id":"kma-a","destination_kma_id":"kma-c",'
-        b'"key_id":"bc490419-7d60-487f-adc1-4ddcc177c139","link_key_id":"l-1",'
+        b'{"key_relay_request_id":"r-1","sender_kma_id":"kma-a","source_kma_id":"kma-a",'
+        b'"destination_kma_id":"kma-c",'
+        b'"key_ids":[{"key_id":"bc490419-7d60-487f-adc1-4ddcc177c139"}],"size_of_key":16,'
+        b'"link_key_ids":["l-1","l-2"],'
         b'"encrypted_key":"+//+","relay_metadata":{"source_kma_id":"kma-a",'
         b'"destination_kma_id":"kma-b","kma_key_metadata":{}},'
-        b'"integrity_value":"ABEiM0RVZneImaq7zN3u/w=="}',
+        b'"integrity_value":"ABEiM0RVZneImaq7zN3u/w==",'
+        b'"message_authentication_code":"ABEiM0RVZneImaq7zN3u/w=="}',
     ),
 ]
 

@@ -5,8 +5,10 @@ KM). As in :mod:`qkdn_sdk.messages.mgmt`, D2.3 gives no M/O column and the SDK f
 
 - HELLO, SESSION and UPDATE (D2.3 clause 7.2.2.2, Tables 7-8, 7-9, 7-10).
 - What a KM needs to relay keys hop by hop (D2.3 clause 7.1.3, Figures 7-4/7-5): :class:`KeyRelay`
-  carries a KMA-key one-time-pad encrypted with a key of the KM link, the Table 7-1 (3) relay
-  metadata and an integrity value; :class:`ResponseToKeyRelay` acknowledges it; and
+  carries keys one-time-pad encrypted with keys of the KM link, the Table 7-1 (3) relay metadata,
+  a one-time MAC of the hop and an end-to-end integrity value; :class:`ResponseToKeyRelay`
+  acknowledges it; :class:`KeyRelayConfirmation` makes relayed keys available at the destination
+  once the source knows they arrived (D2.3 clause 7.1.5); and
   :class:`KeyIdSynchronizationRequest` keeps the link keys of two neighbours in step.
 """
 
@@ -28,9 +30,11 @@ __all__ = [
     "Hello",
     "KeyIdSynchronizationRequest",
     "KeyRelay",
+    "KeyRelayConfirmation",
     "RelayMetadata",
     "ResponseToKeyIdSynchronizationRequest",
     "ResponseToKeyRelay",
+    "ResponseToKeyRelayConfirmation",
     "SessionMessage",
     "Update",
 ]
@@ -123,22 +127,28 @@ class RelayMetadata:
 class KeyRelay(
     Message,
     code=0x1183,
+    claims=("sender_kma_id",),
     name="Key relay",
     table="SDK extension (FG QIT4N D2.3 clause 7.1.3, Table 7-1 (3))",
     response="ResponseToKeyRelay",
 ):
-    """Key relay over one KM link: the KMA-key ``key_id`` XORed with the link key
-    ``link_key_id`` that both neighbours hold (one-time pad), on its way from ``source_kma_id`` to
-    ``destination_kma_id`` (the ends of the whole route, as in Q.4164).
+    """Key relay over one KM link (D2.3 clause 7.1.3, Figures 7-4 and 7-5): the keys ``key_ids``
+    (each ``size_of_key`` bits), on their way from ``source_kma_id`` to ``destination_kma_id``
+    (the ends of the whole route, as in Q.4164), one-time-pad encrypted with link keys that both
+    neighbours of this hop hold.
 
-    ``integrity_value`` lets the final destination check the key end to end; how it is computed
-    is the relay engine's (the message carries it as base64 bytes).
+    ``link_key_ids`` names the link keys spent, in order: the first keys this hop's one-time
+    message authentication code (``message_authentication_code``), the rest are the pad of
+    ``encrypted_key``. ``integrity_value`` lets the final destination check the keys end to end
+    (D2.3 clause 7.1.5). How both are computed is the relay engine's
+    (:mod:`qkdn_sdk.roles.relay`); the message carries them as base64 bytes.
     """
 
-    key_relay_request_id: str | None = attrs.field(
-        default=None,
-        metadata=spec("Key relay request ID", "as in Q.4164 Table 4"),
-        validator=identifier,
+    key_relay_request_id: str = attrs.field(
+        metadata=spec("Key relay request ID", "as in Q.4164 Table 4"), validator=identifier
+    )
+    sender_kma_id: str = attrs.field(
+        metadata=spec("Sender KMA ID", "the KM that sends this hop"), validator=identifier
     )
     source_kma_id: str = attrs.field(
         metadata=spec("Source KMA ID", "source of the whole relay route"), validator=identifier
@@ -146,6 +156,9 @@ class KeyRelay(
     destination_kma_id: str = attrs.field(
         metadata=spec("Destination KMA ID", "destination of the whole relay route"),
         validator=identifier,
+    )
+    application_source_id: str | None = attrs.field(
+        default=None, metadata=spec("Application source ID"), validator=identifier
     )
     application_destination_id: str | None = attrs.field(
         default=None, metadata=spec("Application destination ID"), validator=identifier
@@ -155,17 +168,26 @@ class KeyRelay(
         metadata=spec("Transit KMA IDs", "the rest of the route, centralized QKDN"),
         validator=non_empty,
     )
-    key_id: str = attrs.field(metadata=spec("KMA-key ID", "the key relayed"), validator=identifier)
-    link_key_id: str = attrs.field(
-        metadata=spec("Link key ID", "the KM link key used as the one-time pad"),
-        validator=identifier,
+    key_ids: list[KeyId] = attrs.field(
+        metadata=spec("Key IDs", "the keys relayed, in order"), validator=non_empty
+    )
+    size_of_key: int = attrs.field(
+        metadata=spec("Size of key", "bits of each key relayed"), validator=at_least(1)
+    )
+    link_key_ids: list[str] = attrs.field(
+        metadata=spec("Link key IDs", "the KM link keys spent: MAC key, then the pad"),
+        validator=non_empty,
     )
     encrypted_key: bytes = attrs.field(
-        metadata=spec("Encrypted key", "base64 of key XOR link key"), repr=False
+        metadata=spec("Encrypted key", "base64 of the keys XOR the pad"), repr=False
     )
     relay_metadata: RelayMetadata = attrs.field(metadata=spec("Relayed KMA-key metadata"))
     integrity_value: bytes = attrs.field(
         metadata=spec("Integrity value", "base64; checked at the final destination"), repr=False
+    )
+    message_authentication_code: bytes = attrs.field(
+        metadata=spec("Message authentication code", "base64; one-time MAC of this hop"),
+        repr=False,
     )
     extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
 
@@ -177,14 +199,55 @@ class ResponseToKeyRelay(
     name="Response to key relay",
     table="SDK extension (FG QIT4N D2.3 clause 7.1.3)",
 ):
-    """Response to key relay: the next KM received (and decrypted) the key, or why not. The link
-    key ``link_key_id`` is spent either way."""
+    """Response to key relay: the destination KM holds the keys (pending until the source KM
+    confirms them, :class:`KeyRelayConfirmation`), or why not. The link keys of the hop are
+    spent either way."""
 
-    key_relay_request_id: str | None = attrs.field(
-        default=None, metadata=spec("Key relay request ID"), validator=identifier
+    key_relay_request_id: str = attrs.field(
+        metadata=spec("Key relay request ID"), validator=identifier
     )
-    key_id: str = attrs.field(metadata=spec("KMA-key ID"), validator=identifier)
-    link_key_id: str = attrs.field(metadata=spec("Link key ID"), validator=identifier)
+    response: str = attrs.field(metadata=spec("Response", "success or failure reason"))
+    extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class KeyRelayConfirmation(
+    Message,
+    code=0x1187,
+    claims=("sender_kma_id",),
+    name="Key relay confirmation",
+    table="SDK extension (FG QIT4N D2.3 clause 7.1.5)",
+    response="ResponseToKeyRelayConfirmation",
+):
+    """Key relay confirmation: the source KM tells the destination KM, hop by hop along the
+    route of the relay, that the relayed keys may now be supplied. Until then the destination
+    holds them pending, and a relay that is never confirmed leaves no key any application can
+    get."""
+
+    key_relay_request_id: str = attrs.field(
+        metadata=spec("Key relay request ID"), validator=identifier
+    )
+    sender_kma_id: str = attrs.field(
+        metadata=spec("Sender KMA ID", "the KM that sends this hop"), validator=identifier
+    )
+    source_kma_id: str = attrs.field(metadata=spec("Source KMA ID"), validator=identifier)
+    destination_kma_id: str = attrs.field(metadata=spec("Destination KMA ID"), validator=identifier)
+    extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class ResponseToKeyRelayConfirmation(
+    Message,
+    code=0x1188,
+    name="Response to key relay confirmation",
+    table="SDK extension (FG QIT4N D2.3 clause 7.1.5)",
+):
+    """Response to key relay confirmation: the destination KM made the keys available, or why
+    not."""
+
+    key_relay_request_id: str = attrs.field(
+        metadata=spec("Key relay request ID"), validator=identifier
+    )
     response: str = attrs.field(metadata=spec("Response", "success or failure reason"))
     extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
 

@@ -1,0 +1,240 @@
+"""A whole QKD network in one process: every role of a topology, started and stopped together.
+
+Theory of operation
+-------------------
+:class:`Network` turns a :class:`~qkdn_sdk.network.topology.Topology` into running roles:
+
+1. a development PKI in ``STATE_DIR/pki`` (one certificate per entity, the ID in it) when the
+   transport uses TLS;
+2. a secret and a start time per QKD link, drawn now (what the two modules of a link share);
+3. the controller, then the QKD modules that serve (on-request links), then the KMs (each on its
+   own SQLite key store ``STATE_DIR/<km>.sqlite3``, or in memory), then the modules that push
+   keys to their KM (proactive links);
+4. ``STATE_DIR/endpoints.json`` once everything listens (:meth:`Network.endpoints`).
+
+Roles find each other through one directory (ID -> URL) filled as they start: KMs open their
+connections to neighbours and controller only when first needed. Cancelling :meth:`Network.run`
+stops every role; the key stores are closed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from qkdn_sdk.network.topology import LinkSpec, Topology, module_id
+from qkdn_sdk.pki import CA_CERT_FILE, dev_tls_config, write_dev_pki
+from qkdn_sdk.roles.controller import Controller, ControllerConfig
+from qkdn_sdk.roles.keystore import KeyStore, MemoryKeyStore, SQLiteKeyStore
+from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
+from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule, QKDModuleConfig
+from qkdn_sdk.tls import TLSConfig
+
+__all__ = ["ENDPOINTS_FILE", "Network"]
+
+ENDPOINTS_FILE = "endpoints.json"
+_PKI_DIR = "pki"
+
+
+class Network:
+    """Every role of ``topology``; ``await nursery.start(network.run)`` returns once all serve
+    (and ``endpoints.json`` is written) and cancelling it stops them.
+
+    ``store`` is ``"sqlite"`` (one file per KM in ``state_dir``) or ``"memory"``. ``km_options``
+    are passed to every :class:`~qkdn_sdk.roles.km.KMConfig` (timeouts, intervals, limits).
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        state_dir: Path,
+        *,
+        store: str = "sqlite",
+        km_options: dict[str, Any] | None = None,
+    ) -> None:
+        if store not in ("sqlite", "memory"):
+            raise ValueError(f"store must be 'sqlite' or 'memory', not {store!r}")
+        self.topology = topology
+        self.state_dir = Path(state_dir)
+        self._store_kind = store
+        self._km_options = km_options or {}
+        self.directory: dict[str, str] = {}
+        self.controller: Controller | None = None
+        self.kms: dict[str, KeyManager] = {}
+        self.modules: dict[str, QKDModule] = {}
+        self._urls: dict[str, dict[str, str]] = {}
+        self._module_urls: dict[tuple[str, str], str] = {}
+        self._running: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self._memory_stores: dict[str, KeyStore] = {}
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.topology.transport == "tcp+tls"
+
+    def tls(self, entity: str) -> TLSConfig | None:
+        """The TLS settings of ``entity`` (``None`` when the transport has no TLS)."""
+        return dev_tls_config(self.state_dir / _PKI_DIR, entity) if self.uses_tls else None
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        topology = self.topology
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.uses_tls:
+            await trio.to_thread.run_sync(
+                write_dev_pki, self.state_dir / _PKI_DIR, "qkdn-dev-ca", topology.entities()
+            )
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            controller = Controller(
+                ControllerConfig(
+                    controller_id=topology.controller_id,
+                    listen_url=topology.controller_listen,
+                    kms=frozenset(km.id for km in topology.kms),
+                    links=frozenset(frozenset(link.kms) for link in topology.links),
+                    applications={app.id: app.km for app in topology.applications},
+                ),
+                tls=self.tls(topology.controller_id),
+            )
+            self.controller = controller
+            url = await nursery.start(controller.run)
+            self.directory[topology.controller_id] = url
+            self._urls[topology.controller_id] = {"ck": url}
+
+            shared = {link.name: (secrets.token_bytes(32), time.time()) for link in topology.links}
+
+            def module(km: str, neighbour: str, link: LinkSpec, **urls: str) -> QKDModule:
+                secret, epoch = shared[link.name]
+                config = QKDModuleConfig(
+                    module_id=module_id(km, neighbour),
+                    matching_module_id=module_id(neighbour, km),
+                    link_secret=secret,
+                    epoch=epoch,
+                    secret_key_rate=link.secret_key_rate,
+                    mode=link.mode,
+                    key_size=link.key_size,
+                    **urls,
+                )
+                self.modules[config.module_id] = QKDModule(config, tls=self.tls(config.module_id))
+                return self.modules[config.module_id]
+
+            module_urls: dict[tuple[str, str], str] = {}
+            for link in topology.links:
+                if link.mode is Kq1Mode.ON_REQUEST:
+                    for km, neighbour in (link.kms, link.kms[::-1]):
+                        listen = self._module_listen(km, neighbour)
+                        served = module(km, neighbour, link, listen_url=listen)
+                        module_urls[(km, neighbour)] = await nursery.start(served.run)
+
+            self._module_urls = module_urls
+            for spec in topology.kms:
+                await self.start_km(spec.id)
+
+            for link in topology.links:
+                if link.mode is Kq1Mode.PROACTIVE:
+                    for km, neighbour in (link.kms, link.kms[::-1]):
+                        pushing = module(km, neighbour, link, km_url=self._urls[km]["kq1"])
+                        await nursery.start(pushing.run)
+
+            endpoints = self.endpoints()
+            await trio.to_thread.run_sync(self._write_endpoints, endpoints)
+            task_status.started(endpoints)
+            await trio.sleep_forever()
+
+    async def start_km(self, km_id: str) -> None:
+        """Start the KM ``km_id`` (again, after :meth:`stop_km`: on the same store and URLs)."""
+        assert self._nursery is not None
+        self._urls[km_id] = await self._nursery.start(self._run_km, km_id)
+        self.directory[km_id] = self._urls[km_id]["kx"]
+
+    async def stop_km(self, km_id: str) -> None:
+        """Stop the KM ``km_id`` and close its key store; return once it stopped."""
+        scope, stopped = self._running[km_id]
+        scope.cancel()
+        await stopped.wait()
+
+    async def _run_km(self, km_id: str, *, task_status: trio.TaskStatus[dict[str, str]]) -> None:
+        topology = self.topology
+        links = tuple(
+            KMLink(
+                neighbour=neighbour,
+                module_id=module_id(km_id, neighbour),
+                mode=link.mode,
+                module_url=self._module_urls.get((km_id, neighbour)),
+            )
+            for neighbour, link in topology.links_of(km_id)
+        )
+        config = KMConfig(
+            km_id=km_id,
+            listen=self._urls.get(km_id, topology.km(km_id).listen),
+            controller_id=topology.controller_id,
+            links=links,
+            applications=topology.applications_of(km_id),
+            **self._km_options,
+        )
+        stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._running[km_id] = (scope, stopped)
+                async with self._open_store(km_id) as store:
+                    km = KeyManager(config, store, tls=self.tls(km_id), directory=self.directory)
+                    self.kms[km_id] = km
+                    await km.run(task_status=task_status)
+        finally:
+            stopped.set()
+
+    def _module_listen(self, km: str, neighbour: str) -> str:
+        if self.topology.transport == "memory":
+            return f"memory://{module_id(km, neighbour)}/kq1"
+        return f"{self.topology.transport}://{self.topology.host}:0"
+
+    @asynccontextmanager
+    async def _open_store(self, km_id: str) -> AsyncIterator[KeyStore]:
+        if self._store_kind == "memory":  # kept for the life of the network
+            yield self._memory_stores.setdefault(km_id, MemoryKeyStore())
+            return
+        store = await SQLiteKeyStore.open(self.state_dir / f"{km_id}.sqlite3")
+        try:
+            yield store
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+    def endpoints(self) -> dict[str, Any]:
+        """What ``endpoints.json`` holds: the CA, the controller's and KMs' URLs (per interface,
+        per scheme) and every application's KM, certificate and key (paths relative to the
+        state directory)."""
+        scheme = self.topology.transport
+        controller_id = self.topology.controller_id
+        pki = Path(_PKI_DIR)
+        return {
+            "ca": str(pki / CA_CERT_FILE) if self.uses_tls else None,
+            "controller": {"id": controller_id, "ck": {scheme: self._urls[controller_id]["ck"]}},
+            "kms": {
+                km.id: {interface: {scheme: url} for interface, url in self._urls[km.id].items()}
+                for km in self.topology.kms
+            },
+            "apps": {
+                app.id: {
+                    "km": app.km,
+                    "cert": str(pki / f"{app.id}.pem") if self.uses_tls else None,
+                    "key": str(pki / f"{app.id}.key") if self.uses_tls else None,
+                }
+                for app in self.topology.applications
+            },
+        }
+
+    def _write_endpoints(self, endpoints: dict[str, Any]) -> None:
+        path = self.state_dir / ENDPOINTS_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps(endpoints, option=orjson.OPT_INDENT_2) + b"\n")
+        os.replace(temporary, path)

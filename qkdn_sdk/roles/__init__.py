@@ -1,0 +1,1 @@
+"""Reference roles: key store, simulated QKD module, key manager, QKDN controller."""

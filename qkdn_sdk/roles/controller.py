@@ -1,0 +1,465 @@
+"""The QKDN controller of a distributed QKDN: next hops for key relay over Ck (Q.4164 clause 7.1).
+
+Theory of operation
+-------------------
+The controller knows the network from its :class:`ControllerConfig`: the KMs, the KM links
+(pairs of KMs with a QKD link between them) and which KM serves each application. What it
+learns at run time is how much key each KM link holds: every KM sends it, unsolicited, a
+*status information supply* (FG QIT4N D2.3 Table 8-2) whose status table says, per neighbour,
+how many bits of key the KM has to send to that neighbour. The controller keeps the latest
+amount of each *directed* link (``km-a -> km-b`` and ``km-b -> km-a`` are two amounts: each
+end reports its own).
+
+In a distributed QKDN the key is relayed hop by hop, and each KM on the way asks the controller
+for its own next hop (*key relay next hop request*, Q.4164 Table 1, with ``source_kma_id`` =
+itself). The controller computes a whole route from that KM to the destination and answers with
+its second node (Q.4164 Table 2). The route is a shortest path (Dijkstra) where a directed link
+``u -> v`` costs ``1 + SCALE / (1 + bits available on u -> v)``: one per hop, plus a penalty
+that grows as the key on the link runs out, so routes drift towards links with key to spare.
+Links holding less than the key the relay needs per link (the ``key_bits`` extension of the
+request) are left out; a link never reported counts as 0 bits. Among routes of equal cost the
+lexicographically smallest list of KM IDs wins, so the answer is deterministic.
+
+Everything here runs in one trio run; the handler (:meth:`Controller.handle`) never blocks, so
+route and status updates are atomic with respect to each other.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import trio
+
+from qkdn_sdk.errors import QkdnError, quoted
+from qkdn_sdk.messages import Message, Role, ck, failure_response, mgmt, received_by
+from qkdn_sdk.tls import TLSConfig
+from qkdn_sdk.transport import Connection, Limits, serve
+
+__all__ = [
+    "KEY_BITS_EXTENSION",
+    "LOG_INTERVAL",
+    "MAX_KEY_BITS",
+    "SCALE",
+    "Controller",
+    "ControllerConfig",
+    "NoRoute",
+    "link_cost",
+]
+
+logger = logging.getLogger("qkdn_sdk.roles.controller")
+
+SCALE = 2**16
+"""Weight of the key shortage penalty in :func:`link_cost`. A link with no key costs
+``1 + SCALE`` (as much as 65,537 hops with key to spare); a link with ``SCALE`` bits costs about
+2; with many times ``SCALE`` bits, about 1. So the hop count decides between routes whose links
+all hold far more than 64 Kibit, and the scarcest links decide otherwise."""
+
+MAX_KEY_BITS = 2**63 - 1
+"""The largest key amount or ``key_bits`` the controller takes from a peer; larger is malformed."""
+
+KEY_BITS_EXTENSION = "key_bits"
+"""The Extension object member (Q.4164 Table 1) naming the key bits a relay needs on each link
+it crosses: ``extension=[{"key_bits": 1024}]``."""
+
+LOG_INTERVAL = 10.0
+"""Seconds between two log lines about ignored status reports or entries (the first is logged at
+once; the next says how many more there were)."""
+
+_MAX_PROBLEMS_LOGGED = 3  # malformed entries described per report; the rest are counted
+_MAX_LINKS_NAMED = 8  # short links named in a no-route reason; the rest are counted
+
+
+class NoRoute(QkdnError):
+    """No route answers the question; the text says why (an unknown KM, the same KM at both
+    ends, KMs not connected, or the links that lack key)."""
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def _frozen_kms(value: Iterable[str]) -> frozenset[str]:
+    if isinstance(value, str):  # frozenset("km-a") would be its letters
+        raise TypeError(f"kms: expected a collection of KM IDs, got the string {value!r}")
+    return frozenset(value)
+
+
+def _frozen_links(value: Iterable[Iterable[str]]) -> frozenset[frozenset[str]]:
+    links = []
+    for link in value:
+        if isinstance(link, str):
+            raise TypeError(f"links: expected pairs of KM IDs, got the string {link!r}")
+        links.append(frozenset(link))
+    return frozenset(links)
+
+
+def _frozen_applications(value: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(value))
+
+
+def _check_kms(_instance: Any, _attribute: attrs.Attribute[Any], value: frozenset[str]) -> None:
+    for km in value:
+        if not isinstance(km, str) or not km:
+            raise ValueError(f"kms: a KM ID must be a non-empty string, got {km!r}")
+
+
+def _check_links(
+    instance: ControllerConfig, _attribute: attrs.Attribute[Any], value: frozenset[frozenset[str]]
+) -> None:
+    for link in value:
+        ends = sorted(link, key=repr)  # an end may be no string: say so, do not fail on <
+        if len(ends) == 1:
+            raise ValueError(f"links: {ends[0]!r} is linked to itself")
+        if len(ends) != 2:
+            raise ValueError(f"links: a link joins two KMs, got {ends!r}")
+        for km in ends:
+            if km not in instance.kms:
+                raise ValueError(f"links: {ends[0]!r}-{ends[1]!r} names {km!r}, not one of kms")
+
+
+def _check_applications(
+    instance: ControllerConfig, _attribute: attrs.Attribute[Any], value: Mapping[str, str]
+) -> None:
+    for application, km in value.items():
+        if not isinstance(application, str) or not application:
+            raise ValueError(f"applications: an ID must be a non-empty string, got {application!r}")
+        if km not in instance.kms:
+            raise ValueError(f"applications: {application!r} is served by {km!r}, not one of kms")
+
+
+@attrs.frozen
+class ControllerConfig:
+    """What the controller knows of the network before any KM reports.
+
+    ``kms``: the KM IDs; ``links``: the KM links, each a pair of distinct KMs of ``kms`` with a
+    QKD link between them (any iterable of pairs is taken); ``applications``: application ID ->
+    the KM that serves it (default: none). Building one raises :class:`ValueError` naming the
+    bad entry, or :class:`TypeError` for a string where a collection belongs.
+    """
+
+    controller_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    """Our ID (what a KM sees as its peer on ``memory://``; our certificate's ID over TLS)."""
+    listen_url: str
+    """The Ck URL served: ``tcp+tls://0.0.0.0:5200``, ``memory://controller``..."""
+    kms: frozenset[str] = attrs.field(converter=_frozen_kms, validator=_check_kms)
+    links: frozenset[frozenset[str]] = attrs.field(converter=_frozen_links, validator=_check_links)
+    applications: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_frozen_applications, validator=_check_applications, hash=False
+    )
+
+
+def link_cost(bits: int) -> float:
+    """The cost of crossing a directed link that holds ``bits`` of key: ``1 + SCALE / (1 +
+    bits)``, between 1 (plenty of key) and ``1 + SCALE`` (none)."""
+    return 1 + SCALE / (1 + bits)
+
+
+# --- the controller ---------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """A request the controller answers with a failure (internal: becomes the failure text)."""
+
+
+class _QuietLog:
+    """Logs warnings about what peers sent without spam: the first at once, then at most one
+    line every :data:`LOG_INTERVAL` seconds, with how many were not logged. The number of lines
+    is bounded whatever peers send."""
+
+    def __init__(self) -> None:
+        self._unlogged = 0
+        self._logged_at = -float("inf")
+
+    def warning(self, text: str) -> None:
+        now = trio.current_time()
+        if now - self._logged_at < LOG_INTERVAL:
+            self._unlogged += 1
+            return
+        more = self._unlogged
+        suffix = f" ({more} more not logged in the last {LOG_INTERVAL:g} s)" if more else ""
+        logger.warning("%s%s", text, suffix)
+        self._logged_at = now
+        self._unlogged = 0
+
+
+class Controller:
+    """A QKDN controller in a distributed QKDN (Q.4164 clause 7.1).
+
+    It answers *key relay next hop request* (Q.4164 Table 1) with the next hop towards the
+    destination (Table 2), and records the key amounts KMs report in unsolicited *status
+    information supply* responses (FG QIT4N D2.3 Table 8-2). Other Ck requests get a failure
+    saying they are not supported yet. Use it from one trio run.
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        tls: TLSConfig | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.config = config
+        self._tls = tls
+        self._limits = limits
+        self._neighbours: dict[str, list[str]] = {km: [] for km in config.kms}
+        for link in config.links:
+            first, second = sorted(link)
+            self._neighbours[first].append(second)
+            self._neighbours[second].append(first)
+        for neighbours in self._neighbours.values():
+            neighbours.sort()
+        self._amounts: dict[tuple[str, str], int] = {}
+        self._reports: dict[str, int] = {}
+        self._reported = trio.Event()
+        self._quiet = _QuietLog()
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve ``config.listen_url`` until cancelled, accepting the messages a QKDN controller
+        receives (``received_by(Role.CONTROLLER)``). Use ``await nursery.start(controller.run)``
+        to get the URL that reaches it once it listens (with the real port when asked for 0).
+        Raises :class:`~qkdn_sdk.errors.TransportError` when the URL cannot be served."""
+        async with trio.open_nursery() as nursery:
+            info = await nursery.start(self._serve)
+            task_status.started(info.url)
+
+    async def _serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve(
+            self.config.listen_url,
+            self.handle,
+            tls=self._tls,
+            identity=self.config.controller_id,
+            limits=self._limits,
+            accepts=received_by(Role.CONTROLLER),
+            task_status=task_status,
+        )
+
+    # --- what the controller knows ------------------------------------------------------------
+
+    def key_amount(self, source_km: str, destination_km: str) -> int | None:
+        """The bits of key ``source_km`` last reported it has to send to ``destination_km``, or
+        ``None`` when it never reported that link."""
+        return self._amounts.get((source_km, destination_km))
+
+    def report_count(self, km_id: str) -> int:
+        """How many status reports from ``km_id`` were handled (applied, or ignored entry by
+        entry) since the controller was made; 0 for a KM not in the network."""
+        return self._reports.get(km_id, 0)
+
+    async def wait_for_report(self, km_id: str, count: int = 1) -> None:
+        """Return once :meth:`report_count` of ``km_id`` is at least ``count`` (at once if it
+        already is): the report that made it so has been applied."""
+        while self.report_count(km_id) < count:
+            await self._reported.wait()
+
+    def route(self, source_km: str, destination_km: str, key_bits: int = 0) -> list[str]:
+        """The cheapest route from ``source_km`` to ``destination_km`` whose every link holds at
+        least ``key_bits`` bits (source first, destination last), as the module docstring says.
+
+        Raises :class:`NoRoute` naming the cause: an unknown KM, the same KM at both ends, KMs
+        the topology does not connect, or the links skipped for lack of key. Raises
+        :class:`ValueError` for a negative ``key_bits``.
+        """
+        if key_bits < 0:
+            raise ValueError(f"key_bits must be >= 0, got {key_bits}")
+        for end, km in (("source", source_km), ("destination", destination_km)):
+            if km not in self._neighbours:
+                raise NoRoute(f"unknown {end} KM {quoted(km)}")
+        if source_km == destination_km:
+            raise NoRoute("source and destination are the same KM")
+        # (cost, path) in lexicographic order: equal costs are settled by the KM IDs. Costs are
+        # positive, so the first time a KM is popped it is with its best (cost, path).
+        start: tuple[float, tuple[str, ...]] = (0.0, (source_km,))
+        best = {source_km: start}
+        heap = [start]
+        settled: set[str] = set()
+        short: dict[tuple[str, str], int] = {}
+        while heap:
+            cost, path = heapq.heappop(heap)
+            here = path[-1]
+            if here in settled:
+                continue
+            settled.add(here)
+            if here == destination_km:
+                return list(path)
+            for there in self._neighbours[here]:
+                if there in settled:
+                    continue
+                bits = self._amounts.get((here, there), 0)
+                if bits < key_bits:
+                    short[here, there] = bits
+                    continue
+                candidate = (cost + link_cost(bits), (*path, there))
+                if there not in best or candidate < best[there]:
+                    best[there] = candidate
+                    heapq.heappush(heap, candidate)
+        if not self._connected(source_km, destination_km):
+            raise NoRoute(f"{source_km} and {destination_km} are not connected")
+        # The links that matter leave what the relay could reach for what it could not.
+        blocking = sorted((link, bits) for link, bits in short.items() if link[1] not in settled)
+        named = [
+            f"{u}->{v} has {_bits(bits, (u, v) in self._amounts)}" for (u, v), bits in blocking
+        ]
+        if len(named) > _MAX_LINKS_NAMED:
+            named[_MAX_LINKS_NAMED:] = [f"and {len(named) - _MAX_LINKS_NAMED} more short links"]
+        raise NoRoute(
+            f"no route from {source_km} to {destination_km} with {key_bits} bits of key per "
+            f"link: {', '.join(named)}"
+        )
+
+    def _connected(self, source_km: str, destination_km: str) -> bool:
+        """Whether the topology (key aside) joins the two KMs."""
+        seen = {source_km}
+        frontier = [source_km]
+        while frontier:
+            for there in self._neighbours[frontier.pop()]:
+                if there not in seen:
+                    seen.add(there)
+                    frontier.append(there)
+        return destination_km in seen
+
+    # --- the handler --------------------------------------------------------------------------
+
+    async def handle(self, message: Message, connection: Connection) -> Message | None:
+        """The :data:`~qkdn_sdk.transport.Handler` of the controller's Ck server.
+
+        Answers a key relay next hop request (Q.4164 Table 1) with its response (Table 2) or, as
+        Table 2 cannot carry a failure, with an error indication whose reason says why; records
+        an unsolicited status information supply (D2.3 Table 8-2) and returns ``None``; answers
+        any other request with a failure saying it is not supported; ignores other one-way
+        messages. Never raises for what the peer sent.
+        """
+        if isinstance(message, ck.KeyRelayNextHopRequest):
+            try:
+                return self._next_hop(message, connection)
+            except (_Refused, NoRoute) as exc:
+                logger.info("no next hop for %s: %s", _requester(connection), exc)
+                return _failure(message, str(exc))
+        if isinstance(message, mgmt.StatusInformationSupplyResponse):
+            self._status_report(message, connection)
+            return None
+        response_type = type(message).response_type()
+        if response_type is None:
+            return None
+        return _failure(
+            message, f"{type(message).spec_name} is not supported by this controller yet"
+        )
+
+    def _next_hop(
+        self, request: ck.KeyRelayNextHopRequest, connection: Connection
+    ) -> ck.ResponseToKeyRelayNextHopRequest:
+        source = request.source_kma_id or connection.peer_id
+        if source is None:
+            raise _Refused(
+                "no source KM: source_kma_id is absent and the peer is not authenticated"
+            )
+        if request.destination_kma_id is not None:
+            destination = request.destination_kma_id
+        else:
+            application = request.application_destination_id
+            assert application is not None  # Table 1: either one is mandatory
+            served_by = self.config.applications.get(application)
+            if served_by is None:
+                raise _Refused(f"unknown destination application {quoted(application)}")
+            destination = served_by
+        key_bits = _key_bits(request.extension)
+        path = self.route(source, destination, key_bits)
+        logger.debug("next hop from %s to %s: %s (route %s)", source, destination, path[1], path)
+        return ck.ResponseToKeyRelayNextHopRequest(
+            source_kma_id=source, destination_kma_id=destination, next_kma_ids=[path[1]]
+        )
+
+    def _status_report(
+        self, report: mgmt.StatusInformationSupplyResponse, connection: Connection
+    ) -> None:
+        sender = report.sender_id
+        peer = connection.peer_id
+        if peer is not None and sender != peer:  # the transport refuses these; never trust it
+            self._quiet.warning(
+                f"ignored a status report: sender_id {quoted(sender)} is not the peer {peer!r}"
+            )
+            return
+        if sender not in self._neighbours:
+            self._quiet.warning(f"ignored a status report from unknown KM {quoted(sender)}")
+            return
+        if report.response_code != mgmt.ResultCode.SUCCESS:
+            logger.info("%s reports that its status supply failed; nothing recorded", sender)
+        else:
+            self._apply(sender, report.status_table)
+        self._reports[sender] = self._reports.get(sender, 0) + 1
+        self._reported.set()
+        self._reported = trio.Event()
+
+    def _apply(self, sender: str, status_table: list[Any]) -> None:
+        """Record each entry ``{"km_link": <neighbour>, "key_amount": <bits>}`` as the amount of
+        ``sender -> neighbour``; entries that are malformed or name no KM link are ignored."""
+        problems: list[str] = []
+        for index, entry in enumerate(status_table):
+            problem = self._apply_entry(sender, entry)
+            if problem is not None:
+                problems.append(f"status_table[{index}]: {problem}")
+        if problems:
+            described = problems[:_MAX_PROBLEMS_LOGGED]
+            if len(problems) > _MAX_PROBLEMS_LOGGED:
+                described.append(f"and {len(problems) - _MAX_PROBLEMS_LOGGED} more")
+            self._quiet.warning(
+                f"ignored {len(problems)} entries of {sender}'s status report: "
+                + "; ".join(described)
+            )
+
+    def _apply_entry(self, sender: str, entry: object) -> str | None:
+        """Apply one status table entry; return why it was ignored, or ``None``."""
+        if not isinstance(entry, dict):
+            return "not an object"
+        neighbour = entry.get("km_link")
+        amount = entry.get("key_amount")
+        if not isinstance(neighbour, str):
+            return "km_link is not a KM ID"
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            return "key_amount is not an integer"
+        if not 0 <= amount <= MAX_KEY_BITS:
+            return f"key_amount is not between 0 and {MAX_KEY_BITS}"
+        if neighbour not in self._neighbours.get(sender, ()):
+            return f"km_link {quoted(neighbour)} is not a neighbour of {sender} in the topology"
+        self._amounts[sender, neighbour] = amount
+        return None
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _failure(request: Message, reason: str) -> Message:
+    response_type = type(request).response_type()
+    assert response_type is not None
+    return failure_response(
+        response_type,
+        reason,
+        echo=attrs.asdict(request, recurse=False),
+        command_code=type(request).code,
+    )
+
+
+def _key_bits(extension: list[dict[str, Any]] | None) -> int:
+    """The ``key_bits`` of the first Extension object that has one (0 when none does)."""
+    for item in extension or ():
+        if KEY_BITS_EXTENSION in item:
+            value = item[KEY_BITS_EXTENSION]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _Refused("extension key_bits must be an integer")
+            if not 0 <= value <= MAX_KEY_BITS:
+                raise _Refused(f"extension key_bits must be between 0 and {MAX_KEY_BITS}")
+            return value
+    return 0
+
+
+def _bits(bits: int, reported: bool) -> str:
+    return f"{bits} bits" if reported else "no key reported"
+
+
+def _requester(connection: Connection) -> str:
+    return connection.peer_id or "an unauthenticated peer"

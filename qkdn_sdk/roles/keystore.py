@@ -1,0 +1,745 @@
+"""The key store of a key manager (KM): keys in named pools, each taken at most once.
+
+Theory of operation
+-------------------
+A KM holds its keys in *pools*, plain strings it chooses (``"qkd:km-b"``, ``"link:km-b:out"``,
+``"app:alice:bob"``, ``"pending:<uuid>"``). A pool is a queue: :meth:`KeyStore.put` appends,
+:meth:`KeyStore.take` removes the oldest, :meth:`KeyStore.take_ids` removes named keys. Every
+operation that changes keys is one transaction: it happens whole or not at all.
+
+Two rules make a key usable as a one-time pad:
+
+- **Taken once.** Concurrent takers always get disjoint keys, and a taken key is never returned
+  again, even after a crash and a restart (:class:`SQLiteKeyStore` commits with
+  ``synchronous=FULL`` before it hands a key out).
+- **Stored once.** Every key ID ever stored is remembered (the ``ever`` table), so a key ID taken
+  or discarded long ago cannot come back: :meth:`KeyStore.put` raises :class:`DuplicateKey`.
+
+The number of keys of each pool is kept in memory (:meth:`KeyStore.count` is O(1), cheap enough
+for every status request): the store is the only writer of its file (it holds SQLite's exclusive
+lock while open), loads the counters when it opens and updates them after each commit.
+
+:class:`SQLiteKeyStore` keeps one file per KM: one sqlite3 connection, WAL journal, every
+operation run in a worker thread (``trio.to_thread.run_sync``) under a :class:`trio.Lock`, so the
+event loop never waits on the disk and operations never interleave. :class:`MemoryKeyStore` has
+the same semantics in dicts, for tests.
+
+Key bytes never appear in a ``repr``, an exception text or a log line. Errors of the database
+(a corrupt file, a full disk) are turned into :class:`KeyStoreError` with one line naming the
+file; no ``sqlite3`` exception leaks to callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+
+import attrs
+import orjson
+import trio
+
+from qkdn_sdk.errors import QkdnError, quoted
+
+__all__ = [
+    "DuplicateKey",
+    "InsufficientKeys",
+    "KeyStore",
+    "KeyStoreError",
+    "MemoryKeyStore",
+    "SQLiteKeyStore",
+    "StoredKey",
+    "UnknownKeys",
+]
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of a key store file written by this module."""
+
+_CHUNK = 500
+"""Most key IDs bound in one SQL ``IN (...)`` (SQLite limits the number of parameters)."""
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS keys (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " key_id TEXT UNIQUE NOT NULL, pool TEXT NOT NULL, key BLOB NOT NULL, metadata TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS keys_pool_seq ON keys (pool, seq)",
+    "CREATE TABLE IF NOT EXISTS ever (key_id TEXT PRIMARY KEY)",
+)
+
+
+@attrs.frozen
+class StoredKey:
+    """One key of a pool.
+
+    ``metadata`` must be JSON-serialisable by orjson; it is stored with the key and comes back as
+    a fresh dict (so a tuple comes back as a list). ``key`` never appears in the repr.
+    """
+
+    key_id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    pool: str = attrs.field(validator=attrs.validators.instance_of(str))
+    key: bytes = attrs.field(repr=False, validator=attrs.validators.instance_of(bytes))
+    metadata: dict[str, Any] = attrs.field(
+        factory=dict, validator=attrs.validators.instance_of(dict)
+    )
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class KeyStoreError(QkdnError):
+    """The key store cannot do what was asked: it is closed, its file is unreadable or corrupt,
+    or (subclasses) the keys asked for are not there or were stored before."""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class InsufficientKeys(KeyStoreError):
+    """A pool holds fewer keys than requested; nothing was removed."""
+
+    def __init__(self, pool: str, requested: int, available: int) -> None:
+        super().__init__(
+            f"pool {quoted(pool)} holds {_plural(available, 'key')}, {requested} requested"
+        )
+        self.pool = pool
+        self.requested = requested
+        self.available = available
+
+
+class UnknownKeys(KeyStoreError):
+    """Key IDs asked for are not in the pool (or were asked twice); nothing changed.
+
+    ``missing`` lists them in the order asked; the text names at most three. ETSI GS QKD 014
+    answers an unknown key ID with 400.
+    """
+
+    http_status = 400
+
+    def __init__(self, pool: str, missing: list[str]) -> None:
+        named = ", ".join(quoted(key_id) for key_id in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        super().__init__(
+            f"pool {quoted(pool)} does not hold {_plural(len(missing), 'key ID')} asked for: "
+            f"{named}{more}"
+        )
+        self.pool = pool
+        self.missing = missing
+
+
+class DuplicateKey(KeyStoreError):
+    """A key ID was stored before (even if since taken or discarded), or given twice in one
+    call; nothing was added. Storing a key twice could reuse a one-time pad."""
+
+    def __init__(self, key_id: str, *, twice: bool = False) -> None:
+        if twice:
+            super().__init__(f"key ID {quoted(key_id)} is given twice")
+        else:
+            super().__init__(f"key ID {quoted(key_id)} was stored before")
+        self.key_id = key_id
+
+
+# --- the interface --------------------------------------------------------------------------
+
+
+class KeyStore(Protocol):
+    """What a KM needs from its key store. Every async method raises :class:`KeyStoreError` when
+    the store is closed or its storage fails; every change is one transaction.
+
+    Cancelled before its transaction starts, an operation does nothing; cancelled after, it still
+    completes and returns its result (trio raises the cancellation at the caller's next
+    checkpoint), so taken keys are never lost between the store and its caller.
+    """
+
+    async def put(self, keys: Sequence[StoredKey]) -> None:
+        """Add ``keys`` (each to its own ``pool``, in order), in one transaction.
+
+        Raises :class:`DuplicateKey`, adding nothing, when a key ID was *ever* stored before
+        (even if since taken or discarded) or is given twice in ``keys``. Raises
+        :class:`TypeError` when a key's metadata is not JSON-serialisable.
+        """
+        ...
+
+    async def take(self, pool: str, count: int) -> list[StoredKey]:
+        """Remove and return the ``count`` oldest keys of ``pool``, oldest first, in one
+        transaction. Concurrent takers always get disjoint keys.
+
+        Raises :class:`InsufficientKeys`, removing nothing, when the pool holds fewer;
+        :class:`ValueError` when ``count`` is negative.
+        """
+        ...
+
+    async def take_ids(
+        self, pool: str, key_ids: Sequence[str], *, replace_with: Sequence[StoredKey] = ()
+    ) -> list[StoredKey]:
+        """Remove and return exactly the keys ``key_ids`` of ``pool``, in the order asked, and
+        add ``replace_with`` in the same transaction (to split a key into smaller keys).
+
+        Raises :class:`UnknownKeys` when an ID is not in the pool or is asked twice, and
+        :class:`DuplicateKey` when ``replace_with`` breaks :meth:`put`'s rule (the IDs being
+        taken count as stored before); either way nothing changes.
+        """
+        ...
+
+    async def take_present(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+        """Remove and return those of ``key_ids`` that ``pool`` holds, in the order asked (an ID
+        asked twice once), in one transaction; the others are skipped, never an error."""
+        ...
+
+    async def move(self, source_pool: str, destination_pool: str) -> int:
+        """Move every key of ``source_pool`` into ``destination_pool``, each keeping its place
+        in the insertion order, in one transaction. Returns how many moved."""
+        ...
+
+    async def discard(self, pool: str) -> int:
+        """Delete every key of ``pool`` (it was never supplied). Returns how many."""
+        ...
+
+    async def discard_prefix(self, prefix: str) -> int:
+        """Delete every key of every pool whose name starts with ``prefix`` (``"pending:"``
+        when a KM starts). Returns how many."""
+        ...
+
+    async def key_ids(self, pool: str, limit: int) -> list[str]:
+        """The IDs of the ``limit`` oldest keys of ``pool``, oldest first; nothing is removed.
+        Raises :class:`ValueError` when ``limit`` is negative."""
+        ...
+
+    async def seen(self, key_ids: Sequence[str]) -> set[str]:
+        """Which of ``key_ids`` were ever stored (present now or not)."""
+        ...
+
+    def count(self, pool: str) -> int:
+        """How many keys ``pool`` holds now, in O(1), without I/O."""
+        ...
+
+    def counts(self, prefix: str = "") -> dict[str, int]:
+        """Every non-empty pool whose name starts with ``prefix``, mapped to its count, without
+        I/O."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the store. Closing twice is harmless; any other use afterwards raises
+        :class:`KeyStoreError`."""
+        ...
+
+
+# --- rules both stores share ----------------------------------------------------------------
+
+
+def _check_keys(keys: Sequence[StoredKey]) -> list[bytes]:
+    """The metadata of each key as JSON; raises TypeError when one is not a StoredKey or its
+    metadata is not JSON-serialisable."""
+    encoded = []
+    for key in keys:
+        if not isinstance(key, StoredKey):
+            raise TypeError(f"expected a StoredKey, got {type(key).__name__}")
+        try:
+            encoded.append(orjson.dumps(key.metadata))
+        except orjson.JSONEncodeError as exc:
+            raise TypeError(
+                f"metadata of key ID {quoted(key.key_id)} is not JSON-serialisable: {exc}"
+            ) from None
+    return encoded
+
+
+def _check_duplicates(key_ids: Iterable[str], stored_before: Callable[[str], bool]) -> None:
+    """Raise DuplicateKey for the first ID (in order) stored before or given twice."""
+    given: set[str] = set()
+    for key_id in key_ids:
+        if key_id in given:
+            raise DuplicateKey(key_id, twice=True)
+        if stored_before(key_id):
+            raise DuplicateKey(key_id)
+        given.add(key_id)
+
+
+def _missing(key_ids: Sequence[str], present: Callable[[str], bool]) -> list[str]:
+    """The IDs (in the order asked, each once) not present or asked twice."""
+    asked: set[str] = set()
+    missing: dict[str, None] = {}
+    for key_id in key_ids:
+        if key_id in asked or not present(key_id):
+            missing[key_id] = None
+        asked.add(key_id)
+    return list(missing)
+
+
+def _check_count(name: str, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _add(counts: dict[str, int], pool: str, delta: int) -> None:
+    """Apply ``delta`` to a pool's counter; empty pools are not kept."""
+    value = counts.get(pool, 0) + delta
+    if value:
+        counts[pool] = value
+    else:
+        counts.pop(pool, None)
+
+
+def _counts(counts: dict[str, int], prefix: str) -> dict[str, int]:
+    return {pool: n for pool, n in counts.items() if pool.startswith(prefix)}
+
+
+# --- in memory ------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Entry:
+    seq: int
+    pool: str
+    key: bytes = attrs.field(repr=False)
+    metadata: bytes  # JSON, so a stored key cannot change when the caller's dict does
+
+    def stored_key(self, key_id: str) -> StoredKey:
+        return StoredKey(key_id, self.pool, self.key, orjson.loads(self.metadata))
+
+
+class MemoryKeyStore:
+    """A :class:`KeyStore` in dicts, with the same semantics as :class:`SQLiteKeyStore` (for
+    tests). Each async method checkpoints once, then does its work without yielding, so it is
+    one atomic step like a transaction."""
+
+    def __init__(self) -> None:
+        # pool -> key ID -> entry, each pool's dict in insertion (seq) order.
+        self._pools: dict[str, dict[str, _Entry]] = {}
+        self._ever: set[str] = set()
+        self._next_seq = 1
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{sum(map(len, self._pools.values()))} keys"
+        return f"<MemoryKeyStore {state}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _enter(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KeyStoreError("the key store is closed")
+
+    def _add_keys(self, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
+        for key, encoded in zip(keys, metadata, strict=True):
+            pool = self._pools.setdefault(key.pool, {})
+            pool[key.key_id] = _Entry(self._next_seq, key.pool, key.key, encoded)
+            self._next_seq += 1
+            self._ever.add(key.key_id)
+
+    def _pop(self, pool: str, key_ids: Iterable[str]) -> list[StoredKey]:
+        entries = self._pools[pool]
+        taken = [entries.pop(key_id).stored_key(key_id) for key_id in key_ids]
+        if not entries:
+            del self._pools[pool]
+        return taken
+
+    async def put(self, keys: Sequence[StoredKey]) -> None:
+        metadata = _check_keys(keys)
+        await self._enter()
+        _check_duplicates((key.key_id for key in keys), self._ever.__contains__)
+        self._add_keys(keys, metadata)
+
+    async def take(self, pool: str, count: int) -> list[StoredKey]:
+        _check_count("count", count)
+        await self._enter()
+        available = self.count(pool)
+        if available < count:
+            raise InsufficientKeys(pool, count, available)
+        if count == 0:
+            return []
+        return self._pop(pool, list(itertools.islice(self._pools[pool], count)))
+
+    async def take_ids(
+        self, pool: str, key_ids: Sequence[str], *, replace_with: Sequence[StoredKey] = ()
+    ) -> list[StoredKey]:
+        metadata = _check_keys(replace_with)
+        await self._enter()
+        entries = self._pools.get(pool, {})
+        missing = _missing(key_ids, entries.__contains__)
+        if missing:
+            raise UnknownKeys(pool, missing)
+        _check_duplicates((key.key_id for key in replace_with), self._ever.__contains__)
+        taken = self._pop(pool, key_ids) if key_ids else []
+        self._add_keys(replace_with, metadata)
+        return taken
+
+    async def take_present(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+        await self._enter()
+        entries = self._pools.get(pool, {})
+        present = [key_id for key_id in dict.fromkeys(key_ids) if key_id in entries]
+        return self._pop(pool, present) if present else []
+
+    async def move(self, source_pool: str, destination_pool: str) -> int:
+        await self._enter()
+        source = self._pools.get(source_pool, {})
+        if source_pool == destination_pool or not source:
+            return len(source)
+        del self._pools[source_pool]
+        merged = list(self._pools.get(destination_pool, {}).items())
+        merged += [(key_id, attrs.evolve(e, pool=destination_pool)) for key_id, e in source.items()]
+        merged.sort(key=lambda item: item[1].seq)
+        self._pools[destination_pool] = dict(merged)
+        return len(source)
+
+    async def discard(self, pool: str) -> int:
+        await self._enter()
+        return len(self._pools.pop(pool, {}))
+
+    async def discard_prefix(self, prefix: str) -> int:
+        await self._enter()
+        pools = [pool for pool in self._pools if pool.startswith(prefix)]
+        return sum(len(self._pools.pop(pool)) for pool in pools)
+
+    async def key_ids(self, pool: str, limit: int) -> list[str]:
+        _check_count("limit", limit)
+        await self._enter()
+        return list(itertools.islice(self._pools.get(pool, {}), limit))
+
+    async def seen(self, key_ids: Sequence[str]) -> set[str]:
+        await self._enter()
+        return {key_id for key_id in key_ids if key_id in self._ever}
+
+    def count(self, pool: str) -> int:
+        self._check_open()
+        return len(self._pools.get(pool, ()))
+
+    def counts(self, prefix: str = "") -> dict[str, int]:
+        self._check_open()
+        return {pool: len(e) for pool, e in self._pools.items() if pool.startswith(prefix)}
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self._closed = True
+
+
+# --- in SQLite ------------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _placeholders(items: Sequence[str]) -> str:
+    return ",".join("?" * len(items))
+
+
+def _ever_stored(db: sqlite3.Connection, key_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(key_ids):
+        rows = db.execute(
+            f"SELECT key_id FROM ever WHERE key_id IN ({_placeholders(chunk)})", chunk
+        )
+        found.update(row[0] for row in rows)
+    return found
+
+
+def _insert(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
+    """Insert keys whose IDs were checked against the duplicate rule."""
+    db.executemany("INSERT INTO ever (key_id) VALUES (?)", [(key.key_id,) for key in keys])
+    db.executemany(
+        "INSERT INTO keys (key_id, pool, key, metadata) VALUES (?, ?, ?, ?)",
+        [
+            (key.key_id, key.pool, key.key, encoded.decode())
+            for key, encoded in zip(keys, metadata, strict=True)
+        ],
+    )
+
+
+def _put(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
+    stored = _ever_stored(db, [key.key_id for key in keys])
+    _check_duplicates((key.key_id for key in keys), stored.__contains__)
+    _insert(db, keys, metadata)
+
+
+def _held(db: sqlite3.Connection, pool: str, key_ids: Sequence[str]) -> dict[str, StoredKey]:
+    """Those of ``key_ids`` that ``pool`` holds, by ID."""
+    found: dict[str, StoredKey] = {}
+    for chunk in _chunks(key_ids):
+        rows = db.execute(
+            "SELECT key_id, pool, key, metadata FROM keys "
+            f"WHERE pool = ? AND key_id IN ({_placeholders(chunk)})",
+            (pool, *chunk),
+        )
+        found.update((row[0], _row_key(row)) for row in rows)
+    return found
+
+
+def _row_key(row: tuple[Any, ...]) -> StoredKey:
+    key_id, pool, key, metadata = row
+    return StoredKey(key_id, pool, bytes(key), orjson.loads(metadata))
+
+
+class SQLiteKeyStore:
+    """A :class:`KeyStore` in one SQLite file per KM; open it with :meth:`open`.
+
+    A key taken stays taken after a crash (``synchronous=FULL``); reopening the file sees exactly
+    the keys not yet taken, and still refuses every key ID ever stored. While open, the store
+    holds the file's exclusive lock, so a second store (or process) cannot open it.
+    """
+
+    def __init__(self, path: Path, db: sqlite3.Connection, counts: dict[str, int]) -> None:
+        """Use :meth:`open`."""
+        self._path = path
+        self._db: sqlite3.Connection | None = db
+        self._counts = counts
+        self._lock = trio.Lock()
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        state = "closed" if self._db is None else f"{sum(self._counts.values())} keys"
+        return f"<SQLiteKeyStore {str(self._path)!r} {state}>"
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Self:
+        """Open the key store in ``path``, creating the file (and its parent directory) when
+        missing, and load the pool counters.
+
+        Raises :class:`KeyStoreError`, one line naming the file, when it cannot be opened: not a
+        database, corrupt, written by a newer version, in use by another store, or its directory
+        cannot be made.
+        """
+        path = Path(path)
+        db, counts = await trio.to_thread.run_sync(cls._open_sync, path)
+        return cls(path, db, counts)
+
+    @staticmethod
+    def _open_sync(path: Path) -> tuple[sqlite3.Connection, dict[str, int]]:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot open key store {str(path)!r}: {exc}") from None
+        db: sqlite3.Connection | None = None
+        try:
+            # timeout=0: the only lock to wait for is another store's, held until it closes.
+            db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+            # Exclusive before WAL: the store must be the only writer, or its counters lie.
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                db.execute("ROLLBACK")
+                raise KeyStoreError(
+                    f"cannot open key store {str(path)!r}: schema version {version} is newer "
+                    f"than this SDK's ({SCHEMA_VERSION})"
+                )
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            rows = db.execute("SELECT pool, COUNT(*) FROM keys GROUP BY pool").fetchall()
+            db.execute("COMMIT")
+        except (sqlite3.Error, KeyStoreError) as exc:
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            if isinstance(exc, KeyStoreError):
+                raise
+            raise KeyStoreError(f"cannot open key store {str(path)!r}: {exc}") from None
+        return db, {pool: n for pool, n in rows}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise KeyStoreError(f"the key store {str(self._path)!r} is closed")
+        return self._db
+
+    async def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one transaction in a worker thread, one operation at a time.
+
+        Cancellation cannot split a transaction from its counters: once the thread started,
+        ``to_thread.run_sync`` waits for it and hands back its result.
+        """
+        self._check_open()
+        async with self._lock:
+            db = self._check_open()
+            return await trio.to_thread.run_sync(self._transaction_sync, db, work)
+
+    def _transaction_sync(
+        self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"key store {str(self._path)!r}: {exc}") from None
+        return result
+
+    async def put(self, keys: Sequence[StoredKey]) -> None:
+        metadata = _check_keys(keys)
+        keys = list(keys)
+        await self._transaction(lambda db: _put(db, keys, metadata))
+        for key in keys:
+            _add(self._counts, key.pool, 1)
+
+    async def take(self, pool: str, count: int) -> list[StoredKey]:
+        _check_count("count", count)
+
+        def work(db: sqlite3.Connection) -> list[StoredKey]:
+            rows = db.execute(
+                "SELECT seq, key_id, pool, key, metadata FROM keys WHERE pool = ? "
+                "ORDER BY seq LIMIT ?",
+                (pool, count),
+            ).fetchall()
+            if len(rows) < count:
+                raise InsufficientKeys(pool, count, len(rows))
+            if rows:
+                # The rows are the pool's oldest: every key of the pool up to the last one.
+                db.execute("DELETE FROM keys WHERE pool = ? AND seq <= ?", (pool, rows[-1][0]))
+            return [_row_key(row[1:]) for row in rows]
+
+        taken = await self._transaction(work)
+        _add(self._counts, pool, -len(taken))
+        return taken
+
+    async def take_ids(
+        self, pool: str, key_ids: Sequence[str], *, replace_with: Sequence[StoredKey] = ()
+    ) -> list[StoredKey]:
+        metadata = _check_keys(replace_with)
+        key_ids = list(key_ids)
+        replace_with = list(replace_with)
+
+        def work(db: sqlite3.Connection) -> list[StoredKey]:
+            found = _held(db, pool, key_ids)
+            missing = _missing(key_ids, found.__contains__)
+            if missing:
+                raise UnknownKeys(pool, missing)
+            db.executemany("DELETE FROM keys WHERE key_id = ?", [(k,) for k in key_ids])
+            _put(db, replace_with, metadata)
+            return [found[key_id] for key_id in key_ids]
+
+        taken = await self._transaction(work)
+        _add(self._counts, pool, -len(taken))
+        for key in replace_with:
+            _add(self._counts, key.pool, 1)
+        return taken
+
+    async def take_present(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+        key_ids = list(dict.fromkeys(key_ids))
+
+        def work(db: sqlite3.Connection) -> list[StoredKey]:
+            found = _held(db, pool, key_ids)
+            db.executemany("DELETE FROM keys WHERE key_id = ?", [(k,) for k in found])
+            return [found[key_id] for key_id in key_ids if key_id in found]
+
+        taken = await self._transaction(work)
+        _add(self._counts, pool, -len(taken))
+        return taken
+
+    async def move(self, source_pool: str, destination_pool: str) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "UPDATE keys SET pool = ? WHERE pool = ?", (destination_pool, source_pool)
+            )
+            return cursor.rowcount
+
+        moved = await self._transaction(work)
+        _add(self._counts, source_pool, -moved)
+        _add(self._counts, destination_pool, moved)
+        return moved
+
+    async def discard(self, pool: str) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM keys WHERE pool = ?", (pool,)).rowcount
+
+        discarded = await self._transaction(work)
+        _add(self._counts, pool, -discarded)
+        return discarded
+
+    async def discard_prefix(self, prefix: str) -> int:
+        # substr, not LIKE: a prefix may hold "%" or "_".
+        where = "substr(pool, 1, ?) = ?"
+        params = (len(prefix), prefix)
+
+        def work(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute(
+                f"SELECT pool, COUNT(*) FROM keys WHERE {where} GROUP BY pool", params
+            ).fetchall()
+            db.execute(f"DELETE FROM keys WHERE {where}", params)
+            return {pool: n for pool, n in rows}
+
+        discarded = await self._transaction(work)
+        for pool, n in discarded.items():
+            _add(self._counts, pool, -n)
+        return sum(discarded.values())
+
+    async def key_ids(self, pool: str, limit: int) -> list[str]:
+        _check_count("limit", limit)
+
+        def work(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT key_id FROM keys WHERE pool = ? ORDER BY seq LIMIT ?", (pool, limit)
+            )
+            return [row[0] for row in rows]
+
+        return await self._transaction(work)
+
+    async def seen(self, key_ids: Sequence[str]) -> set[str]:
+        key_ids = list(key_ids)
+        return await self._transaction(lambda db: _ever_stored(db, key_ids))
+
+    def count(self, pool: str) -> int:
+        self._check_open()
+        return self._counts.get(pool, 0)
+
+    def counts(self, prefix: str = "") -> dict[str, int]:
+        self._check_open()
+        return _counts(self._counts, prefix)
+
+    async def aclose(self) -> None:
+        """Close the store, after the operation in progress (if any) ends. Closing twice is
+        harmless; a cancelled close still closes."""
+        if self._db is None:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                db, self._db = self._db, None
+                if db is not None:
+                    await trio.to_thread.run_sync(db.close)
+
+
+if TYPE_CHECKING:
+    # mypy checks that both classes implement the protocol.
+    def _implements(memory: MemoryKeyStore, sqlite: SQLiteKeyStore) -> list[KeyStore]:
+        return [memory, sqlite]

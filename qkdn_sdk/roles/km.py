@@ -1,0 +1,846 @@
+"""The key manager (KM): acquires QKD-keys, keeps them, relays keys and supplies applications.
+
+Theory of operation
+-------------------
+A :class:`KeyManager` serves four interfaces (each its own URL): Ak to applications (Q.4161),
+Kq-1 to QKD modules that push keys (Q.4162 clause 7.1), Ck to the QKDN controller (Q.4164) and
+the KM link to neighbouring KMs (D2.3 clause 7.1.3, :mod:`qkdn_sdk.messages.kx`). It calls out
+through :class:`~qkdn_sdk.roles._peer.Dialer` connections: to the controller, to each neighbour,
+and to QKD modules that supply keys on request (Q.4162 clause 7.2). Every key it holds lives in
+its :class:`~qkdn_sdk.roles.keystore.KeyStore`, in pools:
+
+``qkd:<neighbour>``
+    QKD-keys of the link to ``<neighbour>`` that the neighbour may not hold yet.
+``link:<neighbour>:out`` / ``link:<neighbour>:in``
+    Link key units both ends hold (key ID synchronisation): those this KM spends sending to the
+    neighbour, and those the neighbour spends sending here (:mod:`qkdn_sdk.roles.relay`).
+``app:<source application>:<destination application>``
+    Keys waiting for the destination application to fetch them by ID (Q.4161 clause 7.1.2).
+``pending:<key relay request ID>``
+    Relayed keys that arrived but that the source KM has not confirmed yet.
+
+**Key supply upon request** (Q.4161 clause 7.1). A :class:`~qkdn_sdk.messages.ak.KeyRequest`
+from the source application makes fresh keys. When the destination application is served here
+they go to its ``app:`` pool at once. Otherwise they are relayed: the KM asks the controller for
+the next hop (Q.4164 clause 7.1, distributed mode), spends link units of that hop on a one-time
+pad and a one-time MAC and sends :class:`~qkdn_sdk.messages.kx.KeyRelay`; every transit KM does
+the same towards the destination, which checks the end-to-end integrity value and holds the keys
+*pending*. Only once the answer came back does the source KM send
+:class:`~qkdn_sdk.messages.kx.KeyRelayConfirmation` along the same hops; the destination then
+moves the keys to the ``app:`` pool, and only after that answer does the source application get
+its keys and their IDs. A relay that fails anywhere fails the key request with a reason that
+names the cause; keys it left pending are never supplied and are discarded after
+``pending_timeout`` (and at start-up). The destination application fetches them once, with
+:class:`~qkdn_sdk.messages.ak.KeyRequestWithId`: a key leaves the store exactly once.
+
+**Link keys.** Modules push QKD-keys (``kq1.KeySupply``) or the KM fetches them
+(``kq1.KeyRequest``); they wait in ``qkd:`` until the KM whose ID sorts first on the link sends
+:class:`~qkdn_sdk.messages.kx.KeyIdSynchronizationRequest` with their IDs and the neighbour
+answers with those it holds too: then both cut those keys into link units.
+
+**Status.** Every ``report_interval`` the KM tells the controller how many bits it can spend
+towards each neighbour (an unsolicited D2.3 Table 8-2 status information supply).
+
+Nothing here knows which transport carries a message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError, quoted
+from qkdn_sdk.messages import (
+    Key,
+    KeyId,
+    Message,
+    Role,
+    ak,
+    ck,
+    failure_response,
+    kq1,
+    kx,
+    mgmt,
+    received_by,
+)
+from qkdn_sdk.roles import relay as otp
+from qkdn_sdk.roles._peer import Dialer
+from qkdn_sdk.roles.keystore import DuplicateKey, InsufficientKeys, KeyStore, StoredKey, UnknownKeys
+from qkdn_sdk.roles.qkd_module import Kq1Mode
+from qkdn_sdk.tls import TLSConfig
+from qkdn_sdk.transport import Connection, Limits, ServerInfo, serve
+
+__all__ = ["INTERFACES", "KMConfig", "KMLink", "KeyManager", "KeyManagerError"]
+
+logger = logging.getLogger("qkdn_sdk.roles.km")
+
+INTERFACES = ("ak", "ck", "kq1", "kx")
+"""The interfaces a KM serves, each on its own URL."""
+
+_SENDER_BY_INTERFACE = {
+    "ak": Role.APPLICATION,
+    "ck": Role.CONTROLLER,
+    "kq1": Role.QKD_MODULE,
+    "kx": Role.KM,
+}
+
+_SYNC_BATCH = 256
+"""QKD-key IDs in one key ID synchronisation request."""
+_ACQUIRE_BATCH = 64
+"""QKD-keys asked of a module in one Kq-1 key request."""
+_MAX_RELAY_BITS = 1 << 18
+"""At most this many key bits in one key request (32 KiB): what a key relay and a response carry
+stays well under the 65,535-byte payload."""
+
+
+class KeyManagerError(QkdnError):
+    """Why a KM refused a request: the text goes to the peer as the failure reason."""
+
+
+def _who(reason: str) -> str:
+    """A peer's failure text without its ``failure:`` prefix, to pass it on."""
+    for prefix in ("failure: ", "failure:", "failure"):
+        if reason.startswith(prefix):
+            return reason[len(prefix) :].strip() or reason
+    return reason
+
+
+@attrs.frozen
+class KMLink:
+    """One QKD link of a KM: the neighbouring KM at its other end and our QKD module on it."""
+
+    neighbour: str
+    module_id: str
+    """Our QKD module's ID (its certificate ID): the only module whose keys this link takes."""
+    mode: Kq1Mode = Kq1Mode.PROACTIVE
+    """Q.4162 mode: the module pushes keys to our Kq-1 URL, or we ask the module for them."""
+    module_url: str | None = None
+    """Where the module serves, when we ask it for keys (:attr:`Kq1Mode.ON_REQUEST`)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode is Kq1Mode.ON_REQUEST and self.module_url is None:
+            raise ValueError(f"link to {self.neighbour}: on-request mode needs the module's URL")
+
+
+@attrs.frozen
+class KMConfig:
+    """What a KM is: its ID, where it listens, its links, its applications, its controller.
+
+    The key supply limits are part of what the KM advertises: a key request may ask for at most
+    ``max_key_per_request`` keys of at most ``max_size_of_key`` bits (a multiple of 8), and at
+    most 262,144 bits in all, so every response and relay stays under the 65,535-byte payload.
+    """
+
+    km_id: str
+    listen: Mapping[str, str]
+    """URL per interface: ``{"ak": ..., "ck": ..., "kq1": ..., "kx": ...}`` (port 0: any)."""
+    controller_id: str
+    links: tuple[KMLink, ...] = ()
+    applications: frozenset[str] = frozenset()
+    """The applications this KM serves (their certificate IDs)."""
+    default_number_of_keys: int = 1
+    default_size_of_key: int = 256
+    max_key_per_request: int = 128
+    max_size_of_key: int = 8192
+    relay_timeout: float = 10.0
+    """Seconds a hop waits for the next KM (and the controller) to answer."""
+    pending_timeout: float = 60.0
+    """Seconds relayed keys wait for their confirmation before they are discarded."""
+    report_interval: float = 0.5
+    """Seconds between two status reports to the controller."""
+    sync_interval: float = 0.25
+    """Seconds between two key ID synchronisations of a link (sooner when keys arrive)."""
+    acquire_interval: float = 0.25
+    """Seconds between two Kq-1 key requests to a module that supplies upon request."""
+
+    def __attrs_post_init__(self) -> None:
+        unknown = set(self.listen) - set(INTERFACES)
+        if unknown:
+            raise ValueError(f"{self.km_id}: unknown interfaces {sorted(unknown)}")
+        neighbours = [link.neighbour for link in self.links]
+        if len(set(neighbours)) != len(neighbours):
+            raise ValueError(f"{self.km_id}: two links to the same neighbour")
+
+    def link(self, neighbour: str) -> KMLink | None:
+        return next((link for link in self.links if link.neighbour == neighbour), None)
+
+
+def _accepted(interface: str) -> frozenset[type[Message]]:
+    sender = _SENDER_BY_INTERFACE[interface]
+    return frozenset(cls for cls in received_by(Role.KM) if cls.sender in (sender, Role.ANY))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+class KeyManager:
+    """A KM role. ``await nursery.start(km.run)`` serves every interface of ``config.listen``
+    and returns ``{interface: URL}``; cancelling it stops the KM.
+
+    ``directory`` maps peer IDs (the controller, neighbouring KMs) to the URL that reaches
+    them: for neighbours the KM-link (``kx``) URL, for the controller its Ck URL. It is read when
+    a connection is opened, so a network can fill it in once every role listens.
+    """
+
+    def __init__(
+        self,
+        config: KMConfig,
+        store: KeyStore,
+        *,
+        tls: TLSConfig | None = None,
+        directory: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._tls = tls
+        self._directory: Mapping[str, str] = directory if directory is not None else {}
+        self._limits = limits
+        self._links_by_module = {link.module_id: link for link in config.links}
+        self._neighbours: dict[str, Dialer] = {}
+        self._controller: Dialer | None = None
+        self._modules: dict[str, Dialer] = {}
+        self._pending: dict[str, str] = {}  # relay ID -> the app: pool its keys go to
+        self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
+        self._sync_wanted = {link.neighbour: trio.Event() for link in config.links}
+        self._nursery: trio.Nursery | None = None
+        self._link_changed = trio.Event()
+        self.urls: dict[str, str] = {}
+        self.spent_bits: dict[str, int] = {link.neighbour: 0 for link in config.links}
+        """Link key bits this KM spent sending towards each neighbour (relays and MACs)."""
+        self.relays = {"started": 0, "forwarded": 0, "received": 0}
+        """Relays this KM started (source), forwarded (transit) and received (destination)."""
+
+    @property
+    def km_id(self) -> str:
+        return self.config.km_id
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled. Keys left pending by a previous run are discarded first."""
+        discarded = await self.store.discard_prefix("pending:")
+        if discarded:
+            logger.info("%s: discarded %d relayed keys never confirmed", self.km_id, discarded)
+        handlers: dict[str, Callable[[Message, Connection], Awaitable[Message | None]]] = {
+            "ak": self._handle_ak,
+            "ck": self._handle_ck,
+            "kq1": self._handle_kq1,
+            "kx": self._handle_kx,
+        }
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._make_dialers(nursery)
+            for interface, url in self.config.listen.items():
+                info: ServerInfo = await nursery.start(
+                    partial(
+                        serve,
+                        url,
+                        handlers[interface],
+                        tls=self._tls,
+                        identity=self.km_id,
+                        limits=self._limits,
+                        accepts=_accepted(interface),
+                    )
+                )
+                self.urls[interface] = info.url
+            for link in self.config.links:
+                if self.km_id < link.neighbour:
+                    nursery.start_soon(self._synchronise, link.neighbour)
+                if link.mode is Kq1Mode.ON_REQUEST:
+                    nursery.start_soon(self._acquire, link)
+            nursery.start_soon(self._report_status)
+            task_status.started(dict(self.urls))
+
+    def _make_dialers(self, nursery: trio.Nursery) -> None:
+        def dial(peer: str, interface: str, url: str | None = None) -> Dialer:
+            return Dialer(
+                nursery,
+                url=url or self._directory.get(peer),
+                tls=self._tls,
+                identity=self.km_id,
+                handler=self._handle_ck if interface == "ck" else self._handle_kx,
+                accepts=_accepted(interface),
+                limits=self._limits,
+                connect_timeout=self.config.relay_timeout,
+            )
+
+        self._controller = dial(self.config.controller_id, "ck")
+        for link in self.config.links:
+            self._neighbours[link.neighbour] = dial(link.neighbour, "kx")
+            if link.mode is Kq1Mode.ON_REQUEST:
+                self._modules[link.neighbour] = Dialer(
+                    nursery,
+                    url=link.module_url,
+                    tls=self._tls,
+                    identity=self.km_id,
+                    accepts=_accepted("kq1"),
+                    limits=self._limits,
+                )
+
+    def _dialer(self, peer: str) -> Dialer:
+        dialer = self._neighbours.get(peer, self._controller)
+        assert dialer is not None
+        dialer.url = self._directory.get(peer, dialer.url)  # a restarted peer may have moved
+        return dialer
+
+    def link_key_bits(self, neighbour: str) -> int:
+        """Bits of link key this KM can spend towards ``neighbour`` now."""
+        return self.store.count(_out_pool(neighbour)) * otp.UNIT_BITS
+
+    async def wait_link_key(self, neighbour: str, bits: int) -> None:
+        """Return once this KM can spend ``bits`` towards ``neighbour``."""
+        while self.link_key_bits(neighbour) < bits:
+            await self._link_changed.wait()
+
+    def _notify_link_change(self) -> None:
+        self._link_changed.set()
+        self._link_changed = trio.Event()
+
+    # --- Ak: applications (Q.4161) ------------------------------------------------------------
+
+    async def _handle_ak(self, message: Message, connection: Connection) -> Message | None:
+        if isinstance(message, ak.KeyRequest):
+            return await self._key_request(message, connection)
+        if isinstance(message, ak.KeyRequestWithId):
+            return await self._key_request_with_id(message, connection)
+        return _not_supported(message)
+
+    def _application(self, claimed: str | None, connection: Connection) -> str:
+        application = connection.peer_id or claimed
+        if application is None:
+            raise KeyManagerError("say which application sends this (its ID)")
+        if application not in self.config.applications:
+            raise KeyManagerError(
+                f"application {quoted(application)} is not served by {self.km_id}"
+            )
+        return application
+
+    async def _key_request(
+        self, request: ak.KeyRequest, connection: Connection
+    ) -> ak.ResponseToKeyRequest:
+        """Q.4161 clause 7.1.1: fresh keys for the source application, shared with the
+        destination application (relayed to its KM when that is another)."""
+        source = self._application(request.application_source_id, connection)
+        destination = request.application_destination_id
+        number = request.number_of_keys or self.config.default_number_of_keys
+        size = request.size_of_key or self.config.default_size_of_key
+        self._check_amount(number, size)
+        if destination == source:
+            raise KeyManagerError("the destination application is the source application")
+        keys = [secrets.token_bytes(size // 8) for _ in range(number)]
+        key_ids = [str(uuid.uuid4()) for _ in range(number)]
+        if destination in self.config.applications:
+            await self.store.put(
+                [
+                    StoredKey(
+                        key_id=key_id,
+                        pool=_app_pool(source, destination),
+                        key=key,
+                        metadata=_ksa_metadata(source, destination, size),
+                    )
+                    for key_id, key in zip(key_ids, keys, strict=True)
+                ]
+            )
+        else:
+            await self._relay(source, destination, key_ids, keys, size)
+        logger.info(
+            "%s: %d keys of %d bits for %s -> %s", self.km_id, number, size, source, destination
+        )
+        return ak.ResponseToKeyRequest(
+            keys=[Key(key=key, key_id=key_id) for key_id, key in zip(key_ids, keys, strict=True)],
+            response="success",
+        )
+
+    def _check_amount(self, number: int, size: int) -> None:
+        config = self.config
+        if number > config.max_key_per_request:
+            raise KeyManagerError(
+                f"number_of_keys {number} is over this KM's max_key_per_request "
+                f"({config.max_key_per_request})"
+            )
+        if size % 8 or size > config.max_size_of_key:
+            raise KeyManagerError(
+                f"size_of_key {size} must be a multiple of 8 and at most "
+                f"{config.max_size_of_key} bits"
+            )
+        if number * size > _MAX_RELAY_BITS:
+            raise KeyManagerError(
+                f"{number} keys of {size} bits are over the {_MAX_RELAY_BITS} bits one request "
+                "may carry"
+            )
+
+    async def _key_request_with_id(
+        self, request: ak.KeyRequestWithId, connection: Connection
+    ) -> ak.ResponseToKeyRequest:
+        """Q.4161 clause 7.1.2: the destination application fetches, once, the keys the source
+        application got; only keys meant for it."""
+        destination = self._application(request.application_destination_id, connection)
+        key_ids = [key_id.key_id for key_id in request.key_ids]
+        if len(key_ids) > self.config.max_key_per_request:
+            raise KeyManagerError(
+                f"{len(key_ids)} key IDs are over this KM's max_key_per_request "
+                f"({self.config.max_key_per_request})"
+            )
+        pool = _app_pool(request.application_source_id, destination)
+        try:
+            stored = await self.store.take_ids(pool, key_ids)
+        except UnknownKeys as exc:
+            raise KeyManagerError(
+                f"{len(exc.missing)} of the {len(key_ids)} keys are not held for "
+                f"{quoted(destination)} from {quoted(request.application_source_id)} (unknown, "
+                "already supplied, or for another application)"
+            ) from None
+        logger.info(
+            "%s: %d keys supplied to %s from %s",
+            self.km_id,
+            len(stored),
+            destination,
+            request.application_source_id,
+        )
+        return ak.ResponseToKeyRequest(
+            keys=[Key(key=key.key, key_id=key.key_id) for key in stored], response="success"
+        )
+
+    # --- key relay (D2.3 clause 7.1.3) -----------------------------------------------------
+
+    async def _relay(
+        self, source: str, destination: str, key_ids: list[str], keys: list[bytes], size: int
+    ) -> None:
+        """Relay ``keys`` to the KM of ``destination`` and have it confirm them; raises
+        :class:`KeyManagerError` naming the cause when anything fails on the way."""
+        relay_id = str(uuid.uuid4())
+        mac_key = secrets.token_bytes(otp.MAC_KEY_BYTES)
+        plaintext = otp.relay_plaintext(mac_key, keys)
+        destination_km, next_km = await self._next_hop(
+            application=destination, bits=otp.units_for(len(plaintext)) * otp.UNIT_BITS
+        )
+        relay = kx.KeyRelay(
+            key_relay_request_id=relay_id,
+            sender_kma_id=self.km_id,
+            source_kma_id=self.km_id,
+            destination_kma_id=destination_km,
+            application_source_id=source,
+            application_destination_id=destination,
+            key_ids=[KeyId(key_id=key_id) for key_id in key_ids],
+            size_of_key=size,
+            link_key_ids=["-"],
+            encrypted_key=b"",
+            relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": size}),
+            integrity_value=otp.end_to_end_tag(mac_key, key_ids, keys),
+            message_authentication_code=b"",
+        )
+        await self._forward(relay, plaintext, next_km)
+        confirmation = kx.KeyRelayConfirmation(
+            key_relay_request_id=relay_id,
+            sender_kma_id=self.km_id,
+            source_kma_id=self.km_id,
+            destination_kma_id=destination_km,
+        )
+        await self._ask_neighbour(next_km, confirmation, "confirming the relay")
+        self.relays["started"] += 1
+
+    async def _next_hop(
+        self, *, bits: int, application: str | None = None, km: str | None = None
+    ) -> tuple[str, str]:
+        """``(destination KM, next hop)`` from the controller (Q.4164 clause 7.1)."""
+        assert self._controller is not None
+        request = ck.KeyRelayNextHopRequest(
+            source_kma_id=self.km_id,
+            destination_kma_id=km,
+            application_destination_id=application,
+            extension=[{"key_bits": bits}],
+        )
+        try:
+            response = await self._dialer(self.config.controller_id).request(
+                request, timeout=self.config.relay_timeout
+            )
+        except FailureResponse as exc:
+            raise KeyManagerError(_who(exc.reason)) from None
+        except TransportError as exc:
+            raise KeyManagerError(
+                f"the QKDN controller {self.config.controller_id} is unreachable ({exc})"
+            ) from None
+        assert isinstance(response, ck.ResponseToKeyRelayNextHopRequest)
+        destination_km = response.destination_kma_id or km
+        next_km = response.next_kma_ids[0]
+        if destination_km is None or next_km not in self._neighbours:
+            raise KeyManagerError(
+                f"the controller named {quoted(next_km)} as next hop from {self.km_id}, "
+                "which is not a neighbour"
+            )
+        return destination_km, next_km
+
+    async def _forward(self, relay: kx.KeyRelay, plaintext: bytes, next_km: str) -> None:
+        """Spend link units towards ``next_km`` on ``plaintext`` and send the hop."""
+        needed = otp.units_for(len(plaintext))
+        try:
+            units = await self.store.take(_out_pool(next_km), needed)
+        except InsufficientKeys as exc:
+            raise KeyManagerError(
+                f"not enough key on link {self.km_id}-{next_km}: {exc.available * otp.UNIT_BITS}"
+                f" bits, {needed * otp.UNIT_BITS} needed"
+            ) from None
+        self.spent_bits[next_km] += needed * otp.UNIT_BITS
+        self._notify_link_change()
+        ciphertext, mac_key = otp.seal(plaintext, [unit.key for unit in units])
+        relay = attrs.evolve(
+            relay,
+            sender_kma_id=self.km_id,
+            link_key_ids=[unit.key_id for unit in units],
+            encrypted_key=ciphertext,
+            relay_metadata=attrs.evolve(
+                relay.relay_metadata,
+                source_kma_id=self.km_id,
+                destination_kma_id=next_km,
+                key_relay_time_stamp=_now(),
+                key_relay_encryption_method="otp+poly1305",
+            ),
+        )
+        relay = attrs.evolve(
+            relay, message_authentication_code=otp.mac(mac_key, otp.hop_data(relay))
+        )
+        await self._ask_neighbour(next_km, relay, "relaying keys")
+
+    async def _ask_neighbour(self, neighbour: str, message: Message, doing: str) -> Message:
+        try:
+            return await self._dialer(neighbour).request(message, timeout=self.config.relay_timeout)
+        except FailureResponse as exc:
+            raise KeyManagerError(_who(exc.reason)) from None
+        except TransportError as exc:
+            raise KeyManagerError(
+                f"neighbour KM {neighbour} is unreachable while {doing} ({exc})"
+            ) from None
+
+    # --- KM link (kx) -------------------------------------------------------------------------
+
+    async def _handle_kx(self, message: Message, connection: Connection) -> Message | None:
+        if isinstance(message, kx.KeyRelay):
+            return await self._on_key_relay(message)
+        if isinstance(message, kx.KeyRelayConfirmation):
+            return await self._on_confirmation(message)
+        if isinstance(message, kx.KeyIdSynchronizationRequest):
+            return await self._on_synchronisation(message, connection)
+        return _not_supported(message)
+
+    def _neighbour(self, claimed: str) -> str:
+        if claimed not in self._neighbours:
+            raise KeyManagerError(f"{quoted(claimed)} is not a neighbour of {self.km_id}")
+        return claimed
+
+    async def _on_key_relay(self, relay: kx.KeyRelay) -> kx.ResponseToKeyRelay:
+        sender = self._neighbour(relay.sender_kma_id)
+        relay_id = relay.key_relay_request_id
+        if relay_id in self._routes or relay_id in self._pending:
+            raise KeyManagerError(f"relay {quoted(relay_id)} came back to {self.km_id} (a loop)")
+        try:
+            units = await self.store.take_ids(_in_pool(sender), relay.link_key_ids)
+        except UnknownKeys as exc:
+            raise KeyManagerError(
+                f"{self.km_id} does not hold {len(exc.missing)} of the link keys of "
+                f"{sender}-{self.km_id} used (spent, or not synchronised yet)"
+            ) from None
+        plaintext = otp.unseal(relay, [unit.key for unit in units])
+        if relay.destination_kma_id != self.km_id:
+            _, next_km = await self._next_hop(
+                km=relay.destination_kma_id, bits=len(units) * otp.UNIT_BITS
+            )
+            self._remember(self._routes, relay_id, next_km)
+            await self._forward(relay, plaintext, next_km)
+            self.relays["forwarded"] += 1
+            return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
+        return await self._receive_relayed(relay, plaintext)
+
+    async def _receive_relayed(self, relay: kx.KeyRelay, plaintext: bytes) -> kx.ResponseToKeyRelay:
+        """At the destination: check the keys end to end and hold them pending."""
+        source = relay.application_source_id
+        destination = relay.application_destination_id
+        if source is None or destination is None:
+            raise KeyManagerError("a relay to a KM must name both applications")
+        if destination not in self.config.applications:
+            raise KeyManagerError(
+                f"application {quoted(destination)} is not served by {self.km_id}"
+            )
+        if relay.size_of_key % 8:
+            raise KeyManagerError("size_of_key must be a multiple of 8")
+        key_ids = [key_id.key_id for key_id in relay.key_ids]
+        mac_key, keys = otp.split_relay_plaintext(plaintext, len(key_ids), relay.size_of_key // 8)
+        otp.check_end_to_end(mac_key, key_ids, keys, relay.integrity_value)
+        relay_id = relay.key_relay_request_id
+        metadata = _ksa_metadata(source, destination, relay.size_of_key)
+        metadata["relay"] = attrs.asdict(relay.relay_metadata)
+        metadata["source_kma_id"] = relay.source_kma_id
+        try:
+            await self.store.put(
+                [
+                    StoredKey(
+                        key_id=key_id, pool=_pending_pool(relay_id), key=key, metadata=metadata
+                    )
+                    for key_id, key in zip(key_ids, keys, strict=True)
+                ]
+            )
+        except DuplicateKey as exc:
+            raise KeyManagerError(f"key ID {quoted(exc.key_id)} was relayed before") from None
+        self._remember(self._pending, relay_id, _app_pool(source, destination))
+        self.relays["received"] += 1
+        return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
+
+    def _remember(self, table: dict[str, str], relay_id: str, value: str) -> None:
+        table[relay_id] = value
+        assert self._nursery is not None
+        self._nursery.start_soon(self._forget, table, relay_id)
+
+    async def _forget(self, table: dict[str, str], relay_id: str) -> None:
+        await trio.sleep(self.config.pending_timeout)
+        if table.pop(relay_id, None) is not None and table is self._pending:
+            discarded = await self.store.discard(_pending_pool(relay_id))
+            logger.warning(
+                "%s: relay %s was never confirmed; %d keys discarded",
+                self.km_id,
+                relay_id,
+                discarded,
+            )
+
+    async def _on_confirmation(
+        self, confirmation: kx.KeyRelayConfirmation
+    ) -> kx.ResponseToKeyRelayConfirmation:
+        self._neighbour(confirmation.sender_kma_id)
+        relay_id = confirmation.key_relay_request_id
+        if confirmation.destination_kma_id != self.km_id:
+            next_km = self._routes.pop(relay_id, None)
+            if next_km is None:
+                raise KeyManagerError(f"{self.km_id} knows no relay {quoted(relay_id)} to confirm")
+            await self._ask_neighbour(
+                next_km,
+                attrs.evolve(confirmation, sender_kma_id=self.km_id),
+                "confirming the relay",
+            )
+        else:
+            pool = self._pending.pop(relay_id, None)
+            if pool is None:
+                raise KeyManagerError(
+                    f"relay {quoted(relay_id)} is unknown at {self.km_id} or expired"
+                )
+            await self.store.move(_pending_pool(relay_id), pool)
+        return kx.ResponseToKeyRelayConfirmation(key_relay_request_id=relay_id, response="success")
+
+    # --- link keys: acquisition (Q.4162) and key ID synchronisation ---------------------------
+
+    async def _handle_kq1(self, message: Message, connection: Connection) -> Message | None:
+        if isinstance(message, kq1.KeySupply):
+            return await self._on_key_supply(message, connection)
+        return _not_supported(message)
+
+    async def _on_key_supply(
+        self, supply: kq1.KeySupply, connection: Connection
+    ) -> kq1.ResponseToKeySupply:
+        """Q.4162 clause 7.1: a QKD module pushes one QKD-key."""
+        module = connection.peer_id or supply.qkd_module_id
+        link = self._links_by_module.get(module or "")
+        if link is None:
+            raise KeyManagerError(f"QKD module {quoted(module or '')} has no link at {self.km_id}")
+        await self._store_qkd_keys(link, [(supply.key_id, supply.key, supply.hash_value)])
+        return kq1.ResponseToKeySupply(
+            key_id=supply.key_id,
+            qkd_module_id=link.module_id,
+            matching_qkd_module_id=supply.matching_qkd_module_id,
+            response="success",
+        )
+
+    async def _store_qkd_keys(
+        self, link: KMLink, keys: list[tuple[str, bytes, str | None]]
+    ) -> None:
+        stored = []
+        for key_id, key, hash_value in keys:
+            if hash_value is not None and hash_value != hashlib.sha256(key).hexdigest():
+                raise KeyManagerError(f"QKD-key {quoted(key_id)}: the hash value does not match")
+            stored.append(
+                StoredKey(
+                    key_id=key_id,
+                    pool=_qkd_pool(link.neighbour),
+                    key=key,
+                    metadata={"qkd_module_id": link.module_id, "key_length": 8 * len(key)},
+                )
+            )
+        try:
+            await self.store.put(stored)
+        except DuplicateKey as exc:
+            raise KeyManagerError(f"key ID {quoted(exc.key_id)} was supplied before") from None
+        self._sync_wanted[link.neighbour].set()
+
+    async def _acquire(self, link: KMLink) -> None:
+        """Q.4162 clause 7.2: ask the module for its keys, again and again."""
+        dialer = self._modules[link.neighbour]
+        failing = False
+        while True:
+            try:
+                response = await dialer.request(kq1.KeyRequest(number_of_keys=_ACQUIRE_BATCH))
+                assert isinstance(response, kq1.ResponseToKeyRequest)
+                for key in response.keys:
+                    try:
+                        await self._store_qkd_keys(link, [(key.key_id, key.key, None)])
+                    except KeyManagerError as exc:
+                        logger.warning("%s: %s", self.km_id, exc)
+                failing = False
+                if len(response.keys) == _ACQUIRE_BATCH:
+                    continue
+            except FailureResponse:
+                pass  # no key ready yet
+            except QkdnError as exc:
+                if not failing:
+                    logger.warning(
+                        "%s: QKD module %s: %s (retrying)", self.km_id, link.module_id, exc
+                    )
+                failing = True
+            await trio.sleep(self.config.acquire_interval)
+
+    async def _synchronise(self, neighbour: str) -> None:
+        """Key ID synchronisation, run by the KM whose ID sorts first on the link."""
+        failing = False
+        while True:
+            with trio.move_on_after(self.config.sync_interval):
+                await self._sync_wanted[neighbour].wait()
+            self._sync_wanted[neighbour] = trio.Event()
+            ids = await self.store.key_ids(_qkd_pool(neighbour), _SYNC_BATCH)
+            if not ids or self._dialer(neighbour).url is None:  # not started yet
+                continue
+            request = kx.KeyIdSynchronizationRequest(
+                source_kma_id=self.km_id,
+                destination_kma_id=neighbour,
+                key_ids=[KeyId(key_id=key_id) for key_id in ids],
+            )
+            try:
+                response = await self._dialer(neighbour).request(
+                    request, timeout=self.config.relay_timeout
+                )
+            except QkdnError as exc:
+                if not failing:
+                    logger.warning(
+                        "%s: key ID synchronisation with %s failed: %s", self.km_id, neighbour, exc
+                    )
+                failing = True
+                continue
+            failing = False
+            assert isinstance(response, kx.ResponseToKeyIdSynchronizationRequest)
+            asked = set(ids)
+            both = [key.key_id for key in response.key_ids if key.key_id in asked]
+            await self._adopt(neighbour, both)
+            if len(ids) == _SYNC_BATCH:
+                self._sync_wanted[neighbour].set()
+
+    async def _on_synchronisation(
+        self, request: kx.KeyIdSynchronizationRequest, connection: Connection
+    ) -> kx.ResponseToKeyIdSynchronizationRequest:
+        neighbour = self._neighbour(request.source_kma_id)
+        if request.destination_kma_id != self.km_id:
+            raise KeyManagerError(f"this is {self.km_id}, not {quoted(request.destination_kma_id)}")
+        if len(request.key_ids) > _SYNC_BATCH:
+            raise KeyManagerError(f"at most {_SYNC_BATCH} key IDs per synchronisation")
+        asked = [key.key_id for key in request.key_ids]
+        held = await self.store.seen(asked)  # here now, or cut into link units before
+        both = [key_id for key_id in asked if key_id in held]
+        await self._adopt(neighbour, both)
+        return kx.ResponseToKeyIdSynchronizationRequest(
+            key_ids=[KeyId(key_id=key_id) for key_id in both], response="success"
+        )
+
+    async def _adopt(self, neighbour: str, qkd_key_ids: list[str]) -> None:
+        """Cut those of the QKD-keys both ends hold that are still whole into link units."""
+        if not qkd_key_ids:
+            return
+        qkd_keys = await self.store.take_present(_qkd_pool(neighbour), qkd_key_ids)
+        first = self.km_id < neighbour
+        units = [
+            StoredKey(
+                key_id=unit_id,
+                pool=_out_pool(neighbour)
+                if otp.spent_by_first(index) == first
+                else _in_pool(neighbour),
+                key=unit,
+                metadata={"qkd_key_id": qkd_key.key_id},
+            )
+            for qkd_key in qkd_keys
+            for index, unit_id, unit in otp.split_qkd_key(qkd_key.key_id, qkd_key.key)
+        ]
+        await self.store.put(units)
+        self._notify_link_change()
+
+    # --- Ck: the controller (Q.4164) ------------------------------------------------------------
+
+    async def _handle_ck(self, message: Message, connection: Connection) -> Message | None:
+        return _not_supported(message)
+
+    def link_status(self) -> list[dict[str, Any]]:
+        """Bits this KM can spend towards each neighbour (D2.3 Table 8-2 status table)."""
+        return [
+            {"km_link": link.neighbour, "key_amount": self.link_key_bits(link.neighbour)}
+            for link in self.config.links
+        ]
+
+    async def _report_status(self) -> None:
+        failing = False
+        while True:
+            report = mgmt.StatusInformationSupplyResponse(
+                sender_id=self.km_id,
+                status_table=self.link_status(),
+                response_code=mgmt.ResultCode.SUCCESS,
+            )
+            try:
+                await self._dialer(self.config.controller_id).send(report)
+                failing = False
+            except QkdnError as exc:
+                if not failing:
+                    logger.warning("%s: cannot report to the controller: %s", self.km_id, exc)
+                failing = True
+            await trio.sleep(self.config.report_interval)
+
+
+def _not_supported(message: Message) -> Message | None:
+    response_type = type(message).response_type()
+    if response_type is None:
+        return None
+    return failure_response(
+        response_type,
+        f"{message.spec_name} is not supported by this KM yet",
+        command_code=message.code,
+    )
+
+
+def _ksa_metadata(source: str, destination: str, size: int) -> dict[str, Any]:
+    """D2.3 Table 7-1 (4) KSA-key metadata."""
+    return {
+        "application_source_id": source,
+        "application_destination_id": destination,
+        "key_length": size,
+        "time_stamp": _now(),
+    }
+
+
+def _qkd_pool(neighbour: str) -> str:
+    return f"qkd:{neighbour}"
+
+
+def _out_pool(neighbour: str) -> str:
+    return f"link:{neighbour}:out"
+
+
+def _in_pool(neighbour: str) -> str:
+    return f"link:{neighbour}:in"
+
+
+def _app_pool(source: str, destination: str) -> str:
+    return f"app:{source}:{destination}"
+
+
+def _pending_pool(relay_id: str) -> str:
+    return f"pending:{relay_id}"

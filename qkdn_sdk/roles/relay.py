@@ -1,0 +1,195 @@
+"""The cryptography of key relay: one-time pads and one-time MACs made of KM link keys.
+
+Theory of operation
+-------------------
+Both KMs of a KM link receive the same QKD-keys from their QKD modules. Once both hold a QKD-key
+(key ID synchronisation, :class:`~qkdn_sdk.messages.kx.KeyIdSynchronizationRequest`), each cuts
+it into *link key units* of :data:`UNIT_BITS` bits (D2.3 clause 7.1.2: the KMA re-formats
+QKD-keys into keys of a prescribed unit length) whose IDs derive from the QKD-key ID and the
+offset (:func:`split_qkd_key`), so both ends name every unit alike without a message.
+
+Relays may cross on a link in both directions at once, so the units are split between the two
+ends once and for all (:func:`spent_by_first`): the KM whose ID sorts first spends the even
+units, its neighbour the odd ones. A unit is spent once: the sender takes it from its store
+before sending, the receiver takes it from its own when the relay arrives and refuses a unit it
+no longer holds.
+
+One hop of a relay (D2.3 clause 7.1.3) spends ``1 + ceil(len(plaintext) / 32)`` units
+(:func:`units_for`): the first keys a Poly1305 one-time MAC of the hop (Wegman-Carter: secure
+without computational assumptions, as the pad is, since its key is never reused), the rest are
+the one-time pad XORed with the plaintext (:func:`seal`, :func:`unseal`).
+
+The plaintext is an end-to-end MAC key followed by the keys relayed (:func:`relay_plaintext`):
+the destination KM checks the keys against the ``integrity_value`` the source computed with that
+key (:func:`end_to_end_tag`, D2.3 clause 7.1.5), so a transit KM that corrupted them is caught.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+from qkdn_sdk.errors import QkdnError
+from qkdn_sdk.messages import kx
+
+__all__ = [
+    "MAC_KEY_BYTES",
+    "UNIT_BITS",
+    "UNIT_BYTES",
+    "RelayIntegrityError",
+    "check_end_to_end",
+    "end_to_end_tag",
+    "hop_data",
+    "mac",
+    "relay_plaintext",
+    "seal",
+    "spent_by_first",
+    "split_qkd_key",
+    "split_relay_plaintext",
+    "units_for",
+    "unseal",
+]
+
+UNIT_BITS = 256
+"""Bits of one link key unit."""
+UNIT_BYTES = UNIT_BITS // 8
+MAC_KEY_BYTES = 32
+"""A Poly1305 one-time key: one unit."""
+
+_UNIT_NAMESPACE = uuid.UUID("5d0b7f52-8a0e-4c55-9f39-3b1f6f0b2a61")
+
+
+class RelayIntegrityError(QkdnError):
+    """A relayed message or key failed its MAC: it was changed on the way, or the two ends of a
+    link do not hold the same link keys. The text names which check failed, never key data."""
+
+
+def split_qkd_key(qkd_key_id: str, key: bytes) -> list[tuple[int, str, bytes]]:
+    """``(index, unit ID, unit bytes)`` of every whole unit of a QKD-key; a remainder shorter
+    than a unit is dropped. Both ends of a link derive the same IDs from the same QKD-key ID."""
+    return [
+        (index, _unit_id(qkd_key_id, index), key[start : start + UNIT_BYTES])
+        for index, start in enumerate(range(0, len(key) - UNIT_BYTES + 1, UNIT_BYTES))
+    ]
+
+
+def _unit_id(qkd_key_id: str, index: int) -> str:
+    return str(uuid.uuid5(_UNIT_NAMESPACE, f"{qkd_key_id}/{index}"))
+
+
+def spent_by_first(index: int) -> bool:
+    """Whether unit ``index`` of a QKD-key is spent by the KM whose ID sorts first on its link
+    (even units); the other KM spends the odd ones."""
+    return index % 2 == 0
+
+
+def units_for(plaintext_bytes: int) -> int:
+    """Link key units one hop spends to carry ``plaintext_bytes``: a MAC key and the pad."""
+    return 1 + math.ceil(plaintext_bytes / UNIT_BYTES)
+
+
+def relay_plaintext(mac_key: bytes, keys: Sequence[bytes]) -> bytes:
+    """What a relay carries: the end-to-end MAC key, then the keys."""
+    return mac_key + b"".join(keys)
+
+
+def split_relay_plaintext(
+    plaintext: bytes, number: int, size_bytes: int
+) -> tuple[bytes, list[bytes]]:
+    """The end-to-end MAC key and the ``number`` keys of ``size_bytes`` in ``plaintext``.
+
+    Raises :class:`RelayIntegrityError` when the length does not match."""
+    if len(plaintext) != MAC_KEY_BYTES + number * size_bytes:
+        raise RelayIntegrityError(
+            f"relayed data has {len(plaintext)} bytes, not the {MAC_KEY_BYTES} + "
+            f"{number} x {size_bytes} announced"
+        )
+    keys = plaintext[MAC_KEY_BYTES:]
+    return plaintext[:MAC_KEY_BYTES], [
+        keys[index * size_bytes : (index + 1) * size_bytes] for index in range(number)
+    ]
+
+
+def end_to_end_tag(mac_key: bytes, key_ids: Sequence[str], keys: Sequence[bytes]) -> bytes:
+    """Poly1305 tag of the relayed key IDs and keys, under the relay's one-time key."""
+    return Poly1305.generate_tag(mac_key, _e2e_data(key_ids, keys))
+
+
+def check_end_to_end(
+    mac_key: bytes, key_ids: Sequence[str], keys: Sequence[bytes], tag: bytes
+) -> None:
+    """Raise :class:`RelayIntegrityError` unless ``tag`` is that of the keys and their IDs."""
+    try:
+        Poly1305.verify_tag(mac_key, _e2e_data(key_ids, keys), tag)
+    except InvalidSignature:
+        raise RelayIntegrityError(
+            "the relayed keys failed the end-to-end integrity check"
+        ) from None
+
+
+def _e2e_data(key_ids: Sequence[str], keys: Sequence[bytes]) -> bytes:
+    return orjson.dumps(list(key_ids)) + b"".join(keys)
+
+
+def hop_data(relay: kx.KeyRelay) -> bytes:
+    """The bytes a hop's MAC covers: every parameter of the relay but the MAC itself."""
+    header = [
+        relay.key_relay_request_id,
+        relay.sender_kma_id,
+        relay.source_kma_id,
+        relay.destination_kma_id,
+        relay.application_source_id,
+        relay.application_destination_id,
+        relay.transit_kma_ids,
+        [key_id.key_id for key_id in relay.key_ids],
+        relay.size_of_key,
+        relay.link_key_ids,
+        relay.relay_metadata.source_kma_id,
+        relay.relay_metadata.destination_kma_id,
+        relay.relay_metadata.key_relay_time_stamp,
+        relay.relay_metadata.key_relay_encryption_method,
+        relay.relay_metadata.kma_key_metadata,
+        relay.integrity_value.hex(),
+    ]
+    return orjson.dumps(header) + relay.encrypted_key
+
+
+def seal(plaintext: bytes, units: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """``(ciphertext, MAC key)``: ``plaintext`` XORed with ``units[1:]``; ``units[0]`` keys the
+    hop's MAC (compute it over :func:`hop_data` with :func:`mac`)."""
+    mac_key, pad = _mac_key_and_pad(plaintext, units)
+    return _xor(plaintext, pad), mac_key
+
+
+def mac(mac_key: bytes, data: bytes) -> bytes:
+    """The hop's one-time Poly1305 tag."""
+    return Poly1305.generate_tag(mac_key, data)
+
+
+def unseal(relay: kx.KeyRelay, units: Sequence[bytes]) -> bytes:
+    """The plaintext of one hop, after checking its MAC with ``units[0]``.
+
+    Raises :class:`RelayIntegrityError` when the MAC does not match or the units are too few."""
+    mac_key, pad = _mac_key_and_pad(relay.encrypted_key, units)
+    try:
+        Poly1305.verify_tag(mac_key, hop_data(relay), relay.message_authentication_code)
+    except InvalidSignature:
+        raise RelayIntegrityError("the key relay failed its message authentication code") from None
+    return _xor(relay.encrypted_key, pad)
+
+
+def _mac_key_and_pad(data: bytes, units: Sequence[bytes]) -> tuple[bytes, bytes]:
+    if len(units) != units_for(len(data)) or any(len(unit) != UNIT_BYTES for unit in units):
+        raise RelayIntegrityError(
+            f"{len(data)} bytes need {units_for(len(data))} link key units, got {len(units)}"
+        )
+    return units[0], b"".join(units[1:])[: len(data)]
+
+
+def _xor(data: bytes, pad: bytes) -> bytes:
+    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(len(data), "big")

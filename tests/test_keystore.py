@@ -1,0 +1,632 @@
+"""The key store: one behaviour suite over both stores, SQLite restarts and a model check."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdn_sdk.errors import QkdnError
+from qkdn_sdk.roles.keystore import (
+    DuplicateKey,
+    InsufficientKeys,
+    KeyStore,
+    KeyStoreError,
+    MemoryKeyStore,
+    SQLiteKeyStore,
+    StoredKey,
+    UnknownKeys,
+)
+
+SECRET = b"\x00TOPSECRET\xff"
+
+
+def secret_of(key_id: str) -> bytes:
+    return SECRET + key_id.encode()
+
+
+def make(key_id: str, pool: str) -> StoredKey:
+    return StoredKey(key_id, pool, secret_of(key_id), {"id": key_id, "bits": [1, 2]})
+
+
+def make_many(pool: str, n: int, prefix: str = "k") -> list[StoredKey]:
+    return [make(f"{prefix}{i}", pool) for i in range(n)]
+
+
+def ids(keys: Sequence[StoredKey]) -> list[str]:
+    return [key.key_id for key in keys]
+
+
+def assert_no_secret(text: str) -> None:
+    for form in (SECRET, SECRET.hex(), repr(SECRET), "TOPSECRET"):
+        assert str(form) not in text
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
+    if request.param == "memory":
+        async with MemoryKeyStore() as memory:
+            yield memory
+    else:
+        # A parent directory that does not exist yet: open makes it.
+        async with await SQLiteKeyStore.open(tmp_path / "km-a" / "keys.db") as sqlite:
+            yield sqlite
+
+
+# --- put and take ---------------------------------------------------------------------------
+
+
+async def test_take_returns_the_oldest_keys_in_insertion_order(store: KeyStore) -> None:
+    await store.put(make_many("qkd:km-b", 3))
+    await store.put([make("k3", "qkd:km-b"), make("other", "qkd:km-c")])
+    first = await store.take("qkd:km-b", 2)
+    assert first == [make("k0", "qkd:km-b"), make("k1", "qkd:km-b")]
+    assert ids(await store.take("qkd:km-b", 2)) == ["k2", "k3"]
+    assert await store.take("qkd:km-b", 0) == []
+    assert store.counts() == {"qkd:km-c": 1}
+
+
+async def test_metadata_round_trips_and_is_a_copy(store: KeyStore) -> None:
+    metadata: dict[str, Any] = {"origin": "km-a", "n": [1, 2.5, None, True], "nested": {"x": "y"}}
+    await store.put([StoredKey("k", "p", b"\x01\x02", metadata)])
+    metadata["origin"] = "changed after put"
+    [key] = await store.take("p", 1)
+    assert key.metadata == {"origin": "km-a", "n": [1, 2.5, None, True], "nested": {"x": "y"}}
+    assert key.key == b"\x01\x02"
+
+
+async def test_metadata_that_is_not_json_is_refused(store: KeyStore) -> None:
+    with pytest.raises(TypeError, match="metadata of key ID 'bad'"):
+        await store.put([make("good", "p"), StoredKey("bad", "p", SECRET, {"x": object()})])
+    assert store.count("p") == 0
+    assert await store.seen(["good", "bad"]) == set()
+
+
+async def test_take_more_than_available_removes_nothing(store: KeyStore) -> None:
+    await store.put(make_many("link:km-b:out", 3))
+    with pytest.raises(InsufficientKeys) as info:
+        await store.take("link:km-b:out", 5)
+    assert str(info.value) == "pool 'link:km-b:out' holds 3 keys, 5 requested"
+    assert (info.value.pool, info.value.requested, info.value.available) == ("link:km-b:out", 5, 3)
+    assert store.count("link:km-b:out") == 3
+    assert await store.key_ids("link:km-b:out", 10) == ["k0", "k1", "k2"]
+    with pytest.raises(InsufficientKeys, match="pool 'empty' holds 0 keys, 1 requested"):
+        await store.take("empty", 1)
+
+
+@pytest.mark.parametrize("call", ["take", "key_ids"])
+async def test_negative_counts_are_refused(store: KeyStore, call: str) -> None:
+    await store.put(make_many("p", 2))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        await getattr(store, call)("p", -1)
+    assert store.count("p") == 2
+
+
+async def test_key_ids_lists_the_oldest_without_removing(store: KeyStore) -> None:
+    await store.put(make_many("p", 4))
+    assert await store.key_ids("p", 2) == ["k0", "k1"]
+    assert await store.key_ids("p", 10) == ["k0", "k1", "k2", "k3"]
+    assert await store.key_ids("p", 0) == []
+    assert await store.key_ids("nothing", 3) == []
+    assert store.count("p") == 4
+
+
+# --- take_ids -------------------------------------------------------------------------------
+
+
+async def test_take_ids_returns_the_keys_in_the_order_asked(store: KeyStore) -> None:
+    await store.put(make_many("app:alice:bob", 5))
+    await store.put([make("elsewhere", "app:alice:carol")])
+    taken = await store.take_ids("app:alice:bob", ["k3", "k0", "k4"])
+    assert taken == [
+        make("k3", "app:alice:bob"),
+        make("k0", "app:alice:bob"),
+        make("k4", "app:alice:bob"),
+    ]
+    assert await store.key_ids("app:alice:bob", 10) == ["k1", "k2"]
+    assert await store.take_ids("app:alice:bob", []) == []
+    assert store.counts() == {"app:alice:bob": 2, "app:alice:carol": 1}
+
+
+@pytest.mark.parametrize(
+    ("asked", "missing", "text"),
+    [
+        (["k1", "nope"], ["nope"], "pool 'p' does not hold 1 key ID asked for: 'nope'"),
+        (["k1", "k1"], ["k1"], "pool 'p' does not hold 1 key ID asked for: 'k1'"),
+        # A key of another pool is not in this one.
+        (["elsewhere"], ["elsewhere"], "pool 'p' does not hold 1 key ID asked for: 'elsewhere'"),
+        (
+            ["a", "k0", "b", "c", "d", "e"],
+            ["a", "b", "c", "d", "e"],
+            "pool 'p' does not hold 5 key IDs asked for: 'a', 'b', 'c' and 2 more",
+        ),
+    ],
+)
+async def test_take_ids_of_unknown_keys_changes_nothing(
+    store: KeyStore, asked: list[str], missing: list[str], text: str
+) -> None:
+    await store.put([*make_many("p", 3), make("elsewhere", "q")])
+    with pytest.raises(UnknownKeys) as info:
+        await store.take_ids("p", asked, replace_with=[make("new", "p")])
+    assert (info.value.pool, info.value.missing, str(info.value)) == ("p", missing, text)
+    assert info.value.http_status == 400
+    assert await store.key_ids("p", 10) == ["k0", "k1", "k2"]
+    assert store.counts() == {"p": 3, "q": 1}
+    assert await store.seen(["new"]) == set()
+
+
+async def test_take_ids_with_replacement_splits_a_key_atomically(store: KeyStore) -> None:
+    await store.put(make_many("p", 3))
+    halves = [make("k1.a", "p"), make("k1.b", "p"), make("k1.c", "pending:x")]
+    taken = await store.take_ids("p", ["k1"], replace_with=halves)
+    assert taken == [make("k1", "p")]
+    assert await store.key_ids("p", 10) == ["k0", "k2", "k1.a", "k1.b"]
+    assert store.counts() == {"p": 4, "pending:x": 1}
+    assert await store.seen(["k1", "k1.a", "k1.c"]) == {"k1", "k1.a", "k1.c"}
+
+
+@pytest.mark.parametrize(
+    ("replacement", "duplicate", "text"),
+    [
+        # The key being taken was stored before: it cannot come back as its own replacement.
+        (["k1"], "k1", "key ID 'k1' was stored before"),
+        (["fresh", "k2"], "k2", "key ID 'k2' was stored before"),
+        (["gone"], "gone", "key ID 'gone' was stored before"),
+        (["fresh", "fresh"], "fresh", "key ID 'fresh' is given twice"),
+    ],
+)
+async def test_take_ids_with_a_duplicate_replacement_changes_nothing(
+    store: KeyStore, replacement: list[str], duplicate: str, text: str
+) -> None:
+    await store.put([*make_many("p", 3), make("gone", "q")])
+    await store.take("q", 1)
+    before = store.counts()
+    with pytest.raises(DuplicateKey) as info:
+        await store.take_ids("p", ["k1", "k0"], replace_with=[make(i, "p") for i in replacement])
+    assert (info.value.key_id, str(info.value)) == (duplicate, text)
+    assert store.counts() == before == {"p": 3}
+    assert await store.key_ids("p", 10) == ["k0", "k1", "k2"]
+    assert await store.seen(["fresh"]) == set()
+
+
+async def test_take_present_skips_what_the_pool_does_not_hold(store: KeyStore) -> None:
+    await store.put([*make_many("qkd:km-b", 4), make("elsewhere", "qkd:km-c")])
+    taken = await store.take_present("qkd:km-b", ["k2", "nope", "elsewhere", "k0", "k2"])
+    assert taken == [make("k2", "qkd:km-b"), make("k0", "qkd:km-b")]
+    assert await store.key_ids("qkd:km-b", 10) == ["k1", "k3"]
+    assert store.counts() == {"qkd:km-b": 2, "qkd:km-c": 1}
+    assert await store.take_present("qkd:km-b", ["k2", "nope"]) == []
+    assert await store.take_present("empty", ["k1"]) == []
+    assert store.counts() == {"qkd:km-b": 2, "qkd:km-c": 1}
+
+
+# --- move, discard, counts ------------------------------------------------------------------
+
+
+async def test_move_keeps_each_keys_place_in_the_order(store: KeyStore) -> None:
+    await store.put([make("d0", "dst"), make("s0", "src"), make("d1", "dst"), make("s1", "src")])
+    assert await store.move("src", "dst") == 2
+    assert store.counts() == {"dst": 4}
+    assert store.count("src") == 0
+    assert await store.key_ids("dst", 10) == ["d0", "s0", "d1", "s1"]
+    taken = await store.take("dst", 2)
+    assert taken == [make("d0", "dst"), make("s0", "dst")]  # a moved key belongs to its new pool
+    assert await store.move("nothing", "dst") == 0
+    assert await store.move("dst", "dst") == 2
+    assert store.counts() == {"dst": 2}
+
+
+async def test_discard_and_discard_prefix(store: KeyStore) -> None:
+    await store.put(
+        [
+            *make_many("pending:1", 2, "a"),
+            *make_many("pending:2", 3, "b"),
+            *make_many("pend", 1, "c"),
+            *make_many("p%_", 1, "d"),
+            *make_many("qkd:km-b", 2, "e"),
+        ]
+    )
+    assert await store.discard("qkd:km-b") == 2
+    assert await store.discard("qkd:km-b") == 0
+    assert store.counts() == {"pending:1": 2, "pending:2": 3, "pend": 1, "p%_": 1}
+    assert await store.discard_prefix("pending:") == 5
+    assert store.counts() == {"pend": 1, "p%_": 1}
+    assert await store.discard_prefix("p%") == 1  # not a LIKE pattern
+    assert await store.discard_prefix("pending:") == 0
+    assert store.counts() == {"pend": 1}
+    # Discarded keys were stored: their IDs stay refused.
+    with pytest.raises(DuplicateKey):
+        await store.put([make("e0", "qkd:km-b")])
+    assert await store.discard_prefix("") == 1
+    assert store.counts() == {}
+
+
+async def test_count_and_counts_follow_every_operation(store: KeyStore) -> None:
+    assert (store.count("a:1"), store.counts()) == (0, {})
+    await store.put([*make_many("a:1", 4, "x"), *make_many("a:2", 2, "y"), make("z", "b:1")])
+    assert store.counts() == {"a:1": 4, "a:2": 2, "b:1": 1}
+    assert store.counts("a:") == {"a:1": 4, "a:2": 2}
+    assert store.counts("c") == {}
+    await store.take("a:1", 1)
+    assert store.count("a:1") == 3
+    await store.take_ids("a:1", ["x1"], replace_with=[make("x1.0", "a:2"), make("x1.1", "a:2")])
+    assert store.counts() == {"a:1": 2, "a:2": 4, "b:1": 1}
+    await store.move("a:2", "b:1")
+    assert store.counts() == {"a:1": 2, "b:1": 5}
+    await store.take("a:1", 2)
+    assert store.counts() == {"b:1": 5}  # an emptied pool is not listed
+    await store.discard_prefix("b")
+    assert store.counts() == {}
+
+
+async def test_a_key_id_is_never_stored_twice(store: KeyStore) -> None:
+    await store.put(make_many("p", 2))
+    with pytest.raises(DuplicateKey, match=r"^key ID 'k1' was stored before$") as info:
+        await store.put([make("new", "p"), make("k1", "other")])
+    assert info.value.key_id == "k1"
+    await store.take("p", 2)
+    # Taken long ago: still refused, and nothing of the batch is added.
+    with pytest.raises(DuplicateKey, match="'k0' was stored before"):
+        await store.put([make("new", "p"), make("k0", "p")])
+    with pytest.raises(DuplicateKey, match="'twice' is given twice"):
+        await store.put([make("twice", "p"), make("twice", "q")])
+    assert store.counts() == {}
+    assert await store.seen(["new", "twice", "k0", "k1", "never"]) == {"k0", "k1"}
+    await store.put([make("new", "p")])
+    assert store.count("p") == 1
+
+
+async def test_concurrent_takers_get_disjoint_keys(store: KeyStore) -> None:
+    await store.put(make_many("p", 100))
+    results: list[list[StoredKey]] = []
+
+    async def taker() -> None:
+        results.append(await store.take("p", 5))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(taker)
+    taken = [key_id for batch in results for key_id in ids(batch)]
+    assert len(results) == 20
+    assert sorted(taken) == sorted(f"k{i}" for i in range(100))
+    assert store.counts() == {}
+    for batch in results:  # each batch is a run of consecutive keys, oldest first
+        numbers = [int(key_id[1:]) for key_id in ids(batch)]
+        assert numbers == list(range(numbers[0], numbers[0] + 5))
+
+
+async def test_a_take_cancelled_once_started_still_hands_its_keys_over(store: KeyStore) -> None:
+    await store.put(make_many("p", 10))
+    results: list[list[StoredKey]] = []
+
+    async def taker() -> None:
+        results.append(await store.take("p", 4))
+        await trio.sleep_forever()  # the cancellation lands here, after the keys arrived
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(taker)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert [ids(batch) for batch in results] == [["k0", "k1", "k2", "k3"]]
+    assert store.count("p") == 6
+    assert await store.key_ids("p", 10) == [f"k{i}" for i in range(4, 10)]
+
+
+# --- closing, secrets -----------------------------------------------------------------------
+
+
+async def test_a_closed_store_refuses_every_use(store: KeyStore) -> None:
+    await store.put(make_many("p", 1))
+    await store.aclose()
+    await store.aclose()  # harmless
+    calls: list[Callable[[], Any]] = [
+        lambda: store.put([make("x", "p")]),
+        lambda: store.take("p", 1),
+        lambda: store.take_ids("p", ["k0"]),
+        lambda: store.take_present("p", ["k0"]),
+        lambda: store.move("p", "q"),
+        lambda: store.discard("p"),
+        lambda: store.discard_prefix(""),
+        lambda: store.key_ids("p", 1),
+        lambda: store.seen(["k0"]),
+    ]
+    for call in calls:
+        with pytest.raises(KeyStoreError, match="closed"):
+            await call()
+    with pytest.raises(KeyStoreError, match="closed"):
+        store.count("p")
+    with pytest.raises(KeyStoreError, match="closed"):
+        store.counts()
+
+
+async def test_key_bytes_appear_in_no_repr_and_no_error(store: KeyStore) -> None:
+    key = make("k0", "p")
+    assert "TOPSECRET" not in repr(key)
+    assert repr(key).startswith("StoredKey(key_id='k0', pool='p', metadata=")
+    await store.put([key, make("k1", "p")])
+    assert_no_secret(repr(store))
+    failures: list[QkdnError] = []
+    for attempt in (
+        lambda: store.put([key]),
+        lambda: store.take("p", 3),
+        lambda: store.take_ids("p", ["k0", "nope"]),
+        lambda: store.take_ids("p", ["k0"], replace_with=[key]),
+    ):
+        with pytest.raises(KeyStoreError) as info:
+            await attempt()
+        failures.append(info.value)
+    await store.aclose()
+    with pytest.raises(KeyStoreError) as closed:
+        await store.take("p", 1)
+    failures.append(closed.value)
+    for error in failures:
+        for text in (str(error), repr(error), error.response_text):
+            assert_no_secret(text)
+
+
+def test_stored_key_checks_its_types() -> None:
+    with pytest.raises(TypeError):
+        StoredKey("k", "p", "not bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        StoredKey(1, "p", b"")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        StoredKey("k", "p", b"", ["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def test_unknown_keys_quotes_long_ids_shortened() -> None:
+    error = UnknownKeys("p", ["x" * 100])
+    assert "... (100 characters)" in str(error)
+    assert len(str(error)) < 120
+
+
+# --- SQLite: restarts and bad files ---------------------------------------------------------
+
+
+async def test_a_restarted_store_sees_exactly_the_keys_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    async with await SQLiteKeyStore.open(path) as store:
+        await store.put([*make_many("qkd:km-b", 5), *make_many("app:a:b", 2, "a")])
+        await store.take("qkd:km-b", 2)
+        await store.take_ids("app:a:b", ["a1"], replace_with=[make("a1.0", "app:a:b")])
+        await store.move("app:a:b", "link:km-b:out")
+        before = store.counts()
+    assert repr(store).endswith("closed>")
+    async with await SQLiteKeyStore.open(path) as store:
+        assert store.path == path
+        assert store.counts() == before == {"qkd:km-b": 3, "link:km-b:out": 2}
+        assert await store.key_ids("link:km-b:out", 10) == ["a0", "a1.0"]
+        with pytest.raises(DuplicateKey, match="'k0' was stored before"):
+            await store.put([make("k0", "qkd:km-b")])
+        assert await store.seen(["k0", "a1", "zz"]) == {"k0", "a1"}
+        assert ids(await store.take("qkd:km-b", 3)) == ["k2", "k3", "k4"]
+        await store.put([make("k5", "qkd:km-b")])
+    async with await SQLiteKeyStore.open(path) as store:
+        assert store.counts() == {"qkd:km-b": 1, "link:km-b:out": 2}
+        assert ids(await store.take("qkd:km-b", 1)) == ["k5"]  # new keys come after old ones
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"this is not a database, " * 200, b"SQLite format 3\x00" + b"\xff" * 4000],
+)
+async def test_a_corrupt_file_gives_one_clear_error(tmp_path: Path, garbage: bytes) -> None:
+    path = tmp_path / "keys.db"
+    path.write_bytes(garbage)
+    with pytest.raises(KeyStoreError) as info:
+        await SQLiteKeyStore.open(path)
+    text = str(info.value)
+    assert str(path) in text
+    assert "\n" not in text
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+async def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(KeyStoreError, match="schema version 99 is newer") as info:
+        await SQLiteKeyStore.open(path)
+    assert str(path) in str(info.value)
+
+
+async def test_a_directory_that_cannot_be_made_gives_a_key_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    path = tmp_path / "file" / "keys.db"
+    with pytest.raises(KeyStoreError, match="cannot open key store") as info:
+        await SQLiteKeyStore.open(path)
+    assert str(path) in str(info.value)
+
+
+async def test_a_file_in_use_cannot_be_opened_twice(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    async with await SQLiteKeyStore.open(path) as store:
+        await store.put(make_many("p", 1))
+        with pytest.raises(KeyStoreError, match="locked") as info:
+            await SQLiteKeyStore.open(path)
+        assert str(path) in str(info.value)
+        assert store.count("p") == 1
+    async with await SQLiteKeyStore.open(path) as store:
+        assert store.count("p") == 1
+
+
+# --- both stores against a model ------------------------------------------------------------
+
+POOLS = ["a:x", "a:y", "b:x"]
+PREFIXES = ["", "a:", "a:x", "b", "c"]
+_pools = st.sampled_from(POOLS)
+_ids = st.sampled_from([f"k{i}" for i in range(24)])
+_new_keys = st.lists(st.tuples(_ids, _pools), max_size=4)
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _new_keys),
+        st.tuples(st.just("take"), _pools, st.integers(0, 4)),
+        st.tuples(st.just("take_ids"), _pools, st.lists(_ids, max_size=3), _new_keys),
+        st.tuples(st.just("take_present"), _pools, st.lists(_ids, max_size=4)),
+        st.tuples(st.just("move"), _pools, _pools),
+        st.tuples(st.just("discard"), _pools),
+        st.tuples(st.just("discard_prefix"), st.sampled_from(PREFIXES)),
+        st.tuples(st.just("key_ids"), _pools, st.integers(0, 4)),
+        st.tuples(st.just("seen"), st.lists(_ids, max_size=4)),
+        st.tuples(st.just("reopen")),
+    ),
+    max_size=25,
+)
+
+
+@attrs.define
+class Model:
+    """The obvious key store: one list in insertion order and a set of every ID stored."""
+
+    keys: list[StoredKey] = attrs.Factory(list)
+    ever: set[str] = attrs.Factory(set)
+
+    def of(self, pool: str) -> list[StoredKey]:
+        return [key for key in self.keys if key.pool == pool]
+
+    def put(self, keys: list[StoredKey]) -> None:
+        given: list[str] = []
+        for key in keys:
+            if key.key_id in given:
+                raise DuplicateKey(key.key_id, twice=True)
+            if key.key_id in self.ever:
+                raise DuplicateKey(key.key_id)
+            given.append(key.key_id)
+        self.keys += keys
+        self.ever |= set(given)
+
+    def take(self, pool: str, count: int) -> list[StoredKey]:
+        if len(self.of(pool)) < count:
+            raise InsufficientKeys(pool, count, len(self.of(pool)))
+        taken = self.of(pool)[:count]
+        self.keys = [key for key in self.keys if key not in taken]
+        return taken
+
+    def take_ids(self, pool: str, key_ids: list[str], replace: list[StoredKey]) -> list[StoredKey]:
+        held = {key.key_id: key for key in self.of(pool)}
+        missing: list[str] = []
+        for n, key_id in enumerate(key_ids):
+            if (key_id not in held or key_id in key_ids[:n]) and key_id not in missing:
+                missing.append(key_id)
+        if missing:
+            raise UnknownKeys(pool, missing)
+        kept = [key for key in self.keys if key.key_id not in key_ids]
+        Model(list(kept), set(self.ever)).put(replace)  # raises before anything changes
+        self.keys = kept
+        self.put(replace)
+        return [held[key_id] for key_id in key_ids]
+
+    def take_present(self, pool: str, key_ids: list[str]) -> list[StoredKey]:
+        held = {key.key_id: key for key in self.of(pool)}
+        taken = [held[key_id] for key_id in dict.fromkeys(key_ids) if key_id in held]
+        self.keys = [key for key in self.keys if key not in taken]
+        return taken
+
+    def move(self, source: str, destination: str) -> int:
+        moved = len(self.of(source))
+        self.keys = [
+            attrs.evolve(key, pool=destination) if key.pool == source else key for key in self.keys
+        ]
+        return moved
+
+    def discard(self, pool: str) -> int:
+        discarded = len(self.of(pool))
+        self.keys = [key for key in self.keys if key.pool != pool]
+        return discarded
+
+    def discard_prefix(self, prefix: str) -> int:
+        kept = [key for key in self.keys if not key.pool.startswith(prefix)]
+        discarded = len(self.keys) - len(kept)
+        self.keys = kept
+        return discarded
+
+    def counts(self) -> dict[str, int]:
+        return {pool: n for pool in POOLS if (n := len(self.of(pool)))}
+
+
+def steps(
+    op: tuple[Any, ...], store: KeyStore, model: Model
+) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Any]]:
+    """The store's call and the model's call for one operation."""
+    match op:
+        case ("put", new):
+            keys = [make(key_id, pool) for key_id, pool in new]
+            return (lambda: store.put(keys)), (lambda: model.put(keys))
+        case ("take", pool, count):
+            return (lambda: store.take(pool, count)), (lambda: model.take(pool, count))
+        case ("take_ids", pool, key_ids, new):
+            replace = [make(key_id, into) for key_id, into in new]
+            return (
+                lambda: store.take_ids(pool, key_ids, replace_with=replace),
+                lambda: model.take_ids(pool, key_ids, replace),
+            )
+        case ("take_present", pool, key_ids):
+            return (
+                lambda: store.take_present(pool, key_ids),
+                lambda: model.take_present(pool, key_ids),
+            )
+        case ("move", source, destination):
+            return (
+                lambda: store.move(source, destination),
+                lambda: model.move(source, destination),
+            )
+        case ("discard", pool):
+            return (lambda: store.discard(pool)), (lambda: model.discard(pool))
+        case ("discard_prefix", prefix):
+            return (lambda: store.discard_prefix(prefix)), (lambda: model.discard_prefix(prefix))
+        case ("key_ids", pool, limit):
+            return (lambda: store.key_ids(pool, limit)), (lambda: ids(model.of(pool)[:limit]))
+        case ("seen", key_ids):
+            return (lambda: store.seen(key_ids)), (lambda: model.ever & set(key_ids))
+    raise AssertionError(op)
+
+
+async def check_against_model(kind: str, ops: list[tuple[Any, ...]], directory: Path) -> None:
+    async def open_store() -> KeyStore:
+        if kind == "memory":
+            return MemoryKeyStore()
+        return await SQLiteKeyStore.open(directory / "keys.db")
+
+    store, model = await open_store(), Model()
+    for op in ops:
+        if op == ("reopen",):  # a restarted KM: the file must hold exactly the model's state
+            if kind == "sqlite":
+                await store.aclose()
+                store = await open_store()
+            continue
+        on_store, on_model = steps(op, store, model)
+        failure: KeyStoreError | None = None
+        try:
+            expected = on_model()
+        except KeyStoreError as error:
+            failure = error
+        if failure is None:
+            assert await on_store() == expected, op
+        else:
+            with pytest.raises(type(failure), match=f"^{re.escape(str(failure))}$"):
+                await on_store()
+        assert store.counts() == model.counts(), op
+        assert [store.count(pool) for pool in POOLS] == [len(model.of(pool)) for pool in POOLS]
+    for pool in POOLS:
+        assert await store.key_ids(pool, 100) == ids(model.of(pool))
+    await store.aclose()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@settings(max_examples=100, deadline=None)
+@given(ops=operations)
+def test_stores_behave_like_the_model(kind: str, ops: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        trio.run(check_against_model, kind, ops, Path(directory))
