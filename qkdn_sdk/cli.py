@@ -18,20 +18,29 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import logging
 import math
 import os
+import signal
 import string
 import sys
+import tempfile
+import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from functools import partial
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import trio
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
 
 from qkdn_sdk.catalogue import (
     SELECTIONS,
@@ -41,11 +50,21 @@ from qkdn_sdk.catalogue import (
     render_reference,
     select,
 )
+from qkdn_sdk.client import KeyManagerClient
 from qkdn_sdk.codecs.frame import MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE, FrameDecoder, decode_message
 from qkdn_sdk.codecs.payload import encode_payload, message_from_dict, message_to_dict
 from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError
 from qkdn_sdk.messages import Key, Message, ak, all_messages, example, kq1, message_class
+from qkdn_sdk.network import (
+    ENDPOINTS_FILE,
+    Network,
+    Topology,
+    TopologyError,
+    load_topology,
+    parse_topology,
+)
 from qkdn_sdk.pki import write_dev_pki
+from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.tls import TLSConfig, TLSConfigError
 from qkdn_sdk.transport import Connection, ServerInfo, Transport, connect, serve, transport_registry
 
@@ -746,6 +765,197 @@ def certs(
         fail(str(exc))
     for path in written:
         typer.echo(str(path))
+
+
+# --- roles and networks ---------------------------------------------------------------------
+
+network_app = typer.Typer(
+    help="Run a whole QKD network from a topology file.", no_args_is_help=True
+)
+app.add_typer(network_app, name="network")
+
+_ROLE_LOGGERS = ("qkdn_sdk.roles", "qkdn_sdk.transport", "qkdn_tcp")
+_DEFAULT_TOPOLOGY = "line3.toml"
+
+
+def _topology(path: Path | None) -> Topology:
+    try:
+        if path is None:
+            text = resources.files("qkdn_sdk.network").joinpath("topologies", _DEFAULT_TOPOLOGY)
+            return parse_topology(text.read_text(encoding="utf-8"), source=_DEFAULT_TOPOLOGY)
+        return load_topology(path)
+    except TopologyError as exc:
+        fail(str(exc))
+
+
+async def _until_terminated(cancel_scope: trio.CancelScope) -> None:
+    """Cancel ``cancel_scope`` on SIGTERM (Ctrl-C raises KeyboardInterrupt as usual)."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            cancel_scope.cancel()
+            return
+
+
+@network_app.command("up")
+def network_up(
+    topology: Annotated[Path, typer.Argument(metavar="TOPOLOGY", help="The topology file (TOML).")],
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where the PKI, the key stores and endpoints.json go (made when missing).",
+        ),
+    ],
+    memory_store: Annotated[
+        bool, typer.Option("--memory-store", help="Keep keys in memory instead of SQLite.")
+    ] = False,
+) -> None:
+    """Start every role of TOPOLOGY on loopback with real transports, write
+    STATE_DIR/endpoints.json once all serve, and run until Ctrl+C or SIGTERM.
+
+    Applications reach their KM with the URL, CA, certificate and key that endpoints.json gives
+    them, speaking only the standards (Q.4161 over the spec's TCP frames)."""
+    spec = _topology(topology)
+    network = Network(spec, state_dir, store="memory" if memory_store else "sqlite")
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_until_terminated, nursery.cancel_scope)
+            await nursery.start(network.run)
+            typer.echo(
+                f"network up: {len(spec.kms)} KMs, {len(spec.links)} QKD links, "
+                f"{len(spec.applications)} applications; endpoints in "
+                f"{state_dir / ENDPOINTS_FILE} (Ctrl+C to stop)",
+                err=True,
+            )
+
+    with _logging_to_stderr("qkdn network", _ROLE_LOGGERS, logging.WARNING):
+        try:
+            _run(run)
+        except QkdnError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot start the network: {exc}")
+    typer.echo("network stopped", err=True)
+
+
+@app.command()
+def demo(
+    topology: Annotated[
+        Path | None,
+        typer.Option("--topology", help="A topology file instead of the built-in line3."),
+    ] = None,
+    number: Annotated[int, typer.Option("--number", min=1, help="Keys to share.")] = 4,
+    size: Annotated[int, typer.Option("--size", min=8, help="Bits per key.")] = 256,
+) -> None:
+    """Start a QKD network (line3: alice on km-a, bob on km-c, km-b in between), show link keys
+    accumulating, relay keys from alice to bob across km-b, and check that both hold the same
+    keys (exit status 1 if not). Key stores are SQLite files in a temporary directory."""
+    spec = _topology(topology)
+    if len(spec.applications) < 2:
+        fail("the demo needs two applications in the topology")
+    console = Console(stderr=False, highlight=False)
+    with tempfile.TemporaryDirectory(prefix="qkdn-demo-") as state_dir:
+        network = Network(
+            spec, Path(state_dir), km_options={"report_interval": 0.1, "sync_interval": 0.1}
+        )
+        with _logging_to_stderr("qkdn demo", _ROLE_LOGGERS, logging.ERROR):
+            try:
+                same = _run(partial(_demo, network, console, number, size))
+            except QkdnError as exc:
+                fail(str(exc))
+    if not same:
+        fail("alice and bob do not hold the same keys")
+
+
+async def _demo(network: Network, console: Console, number: int, size: int) -> bool:
+    spec = network.topology
+    source, destination = spec.applications[0], spec.applications[-1]
+    needed = otp.units_for(otp.MAC_KEY_BYTES + number * size // 8) * otp.UNIT_BITS
+    async with trio.open_nursery() as nursery:
+        with console.status("starting the network (PKI, controller, QKD modules, KMs)..."):
+            endpoints = await nursery.start(network.run)
+        console.print(
+            f"[bold]QKD network up[/]: {', '.join(km.id for km in spec.kms)}; "
+            f"{source.id} on {source.km}, {destination.id} on {destination.km}"
+        )
+        await _show_link_keys(network, console, needed)
+        assert network.controller is not None
+        for km in network.kms:  # a report sent after the link keys were there
+            await network.controller.wait_for_report(km, network.controller.report_count(km) + 1)
+        if source.km != destination.km:
+            route = network.controller.route(source.km, destination.km, needed)
+            console.print(f"relay route from the controller: [bold]{' -> '.join(route)}[/]")
+        spent_before = {km_id: dict(km.spent_bits) for km_id, km in network.kms.items()}
+        started = time.perf_counter()
+        async with KeyManagerClient.connect(
+            endpoints["kms"][source.km]["ak"][spec.transport],
+            tls=network.tls(source.id),
+            identity=source.id,
+        ) as client:
+            keys = await client.get_keys(destination.id, number, size)
+        elapsed = time.perf_counter() - started
+        console.print(
+            f"{source.id} got {len(keys)} keys of {size} bits from {source.km} in "
+            f"{elapsed * 1000:.1f} ms (relayed, then confirmed by {destination.km})"
+        )
+        async with KeyManagerClient.connect(
+            endpoints["kms"][destination.km]["ak"][spec.transport],
+            tls=network.tls(destination.id),
+            identity=destination.id,
+        ) as client:
+            fetched = await client.get_keys_with_ids(source.id, [key.key_id for key in keys])
+        table = Table(title=f"keys at {source.id} and {destination.id} (SHA-256 fingerprints)")
+        table.add_column("key ID", min_width=36, no_wrap=True)
+        table.add_column(source.id)
+        table.add_column(destination.id)
+        table.add_column("same")
+        for mine, theirs in zip(keys, fetched, strict=True):
+            table.add_row(
+                mine.key_id,
+                _fingerprint(mine.key),
+                _fingerprint(theirs.key),
+                "yes" if mine == theirs else "[red]NO[/]",
+            )
+        console.print(table)
+        for km_id, km in network.kms.items():
+            for neighbour, bits in km.spent_bits.items():
+                spent = bits - spent_before[km_id][neighbour]
+                if spent:
+                    console.print(f"{km_id} spent {spent} bits of link key on {km_id}-{neighbour}")
+        same = [key.key_id for key in keys] == [key.key_id for key in fetched] and all(
+            mine.key == theirs.key for mine, theirs in zip(keys, fetched, strict=True)
+        )
+        if same:
+            console.print(f"[bold green]{source.id} and {destination.id} hold the same keys[/]")
+        nursery.cancel_scope.cancel()
+    return same
+
+
+async def _show_link_keys(network: Network, console: Console, needed: int) -> None:
+    """A progress bar per link end until every KM can pay for the relay on each of its links."""
+    ends = [(km_id, neighbour) for km_id, km in network.kms.items() for neighbour in km.spent_bits]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:>7.0f} / {task.total:.0f} bits of link key"),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks = {end: progress.add_task(f"{end[0]} -> {end[1]}", total=needed) for end in ends}
+        while True:
+            ready = 0
+            for (km_id, neighbour), task in tasks.items():
+                bits = network.kms[km_id].link_key_bits(neighbour)
+                progress.update(task, completed=min(bits, needed))
+                ready += bits >= needed
+            if ready == len(tasks):
+                return
+            await trio.sleep(0.05)  # screen refresh
+
+
+def _fingerprint(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:16]
 
 
 def main() -> None:

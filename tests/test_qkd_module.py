@@ -24,7 +24,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from qkdn_sdk.errors import FailureResponse
+from qkdn_sdk.errors import FailureResponse, TransportError
 from qkdn_sdk.messages import Message, Role, kq1, received_by
 from qkdn_sdk.roles.qkd_module import (
     Kq1Mode,
@@ -178,16 +178,25 @@ def test_link_key_is_the_chacha20_stream_of_the_index(index: int, key_size: int)
     assert key == stream[16:]
     id_bytes = uuid.UUID(key_id).bytes
     assert id_bytes[:6] + id_bytes[7:8] + id_bytes[9:] == stream[:6] + stream[7:8] + stream[9:16]
-    assert id_bytes[6] & 0x0F == stream[6] & 0x0F and id_bytes[6] >> 4 == 4
-    assert id_bytes[8] & 0x3F == stream[8] & 0x3F and id_bytes[8] >> 6 == 0b10
+    assert id_bytes[6] & 0x0F == stream[6] & 0x0F
+    assert id_bytes[6] >> 4 == 4  # version 4
+    assert id_bytes[8] & 0x3F == stream[8] & 0x3F
+    assert id_bytes[8] >> 6 == 0b10  # RFC 4122 variant
 
 
 @pytest.mark.parametrize(
-    ("secret", "index", "key_size"),
-    [(bytes(31), 0, 256), (SECRET, -1, 256), (SECRET, 2**96, 256), (SECRET, 0, 12)],
+    ("secret", "index", "key_size", "complaint"),
+    [
+        (bytes(31), 0, 256, "link_secret must be 32 bytes"),
+        (SECRET, -1, 256, "key index must be in"),
+        (SECRET, 2**96, 256, "key index must be in"),
+        (SECRET, 0, 12, "key_size must be a positive multiple of 8"),
+    ],
 )
-def test_link_key_refuses_bad_arguments(secret: bytes, index: int, key_size: int) -> None:
-    with pytest.raises(ValueError):
+def test_link_key_refuses_bad_arguments(
+    secret: bytes, index: int, key_size: int, complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=complaint):
         link_key(secret, index, key_size)
 
 
@@ -333,8 +342,9 @@ async def test_key_requests_get_the_oldest_keys_each_once(
             with pytest.raises(FailureResponse) as failure:
                 await km.request(kq1.KeyRequest(number_of_keys=2))
             assert failure.value.reason == "failure: insufficient keys (0 ready)"
-            response = failure.value.response
-            assert isinstance(response, kq1.ResponseToKeyRequest) and response.keys == []
+            refusal = failure.value.response
+            assert isinstance(refusal, kq1.ResponseToKeyRequest)
+            assert refusal.keys == []
             await trio.sleep(0.3)  # key 8
             with pytest.raises(FailureResponse, match="this module makes keys of 256 bits"):
                 await km.request(kq1.KeyRequest(size_of_key=512))
@@ -446,6 +456,16 @@ async def test_a_module_runs_once_at_a_time(autojump_clock: trio.testing.MockClo
         nursery.cancel_scope.cancel()
 
 
+async def test_a_url_that_cannot_be_served_is_a_transport_error() -> None:
+    first = QKDModule(make_config())
+    second = QKDModule(make_config(module_id="qkd-c"))
+    async with trio.open_nursery() as nursery:
+        await start_module(nursery, first)
+        with pytest.raises(TransportError, match="already served"):
+            await second.run()
+        nursery.cancel_scope.cancel()
+
+
 # --- PROACTIVE (Q.4162 clause 7.1) -------------------------------------------------------------
 
 
@@ -525,7 +545,9 @@ async def test_a_refused_key_is_kept_and_supplied_again(
     assert km.key_ids == ids[:1] + ids[1:2] * 3 + ids[2:]
     assert module.stats.delivered == 8
     warnings = warnings_logged(caplog)
-    assert len(warnings) == 1 and "store full" in warnings[0] and ids[1] in warnings[0]
+    assert len(warnings) == 1
+    assert "store full" in warnings[0]
+    assert ids[1] in warnings[0]
     assert not key_material_in(caplog.text, [module.key(i) for i in range(8)])
 
 
@@ -578,4 +600,5 @@ async def test_no_key_goes_to_a_server_that_is_not_the_km(
         nursery.cancel_scope.cancel()
     assert km.supplies == []
     warnings = warnings_logged(caplog)
-    assert len(warnings) == 1 and "the server is 'km-a', not the KM 'km-b'" in warnings[0]
+    assert len(warnings) == 1
+    assert "the server is 'km-a', not the KM 'km-b'" in warnings[0]

@@ -64,6 +64,7 @@ MAX_ERRORS = 5
 of one list that are looked at): enough to be precise about the first errors, few enough that a
 frame of 30,000 wrong items costs no more than a valid one."""
 
+
 class _Expected(ValueError):
     """A value of the wrong JSON type; the text is the rule (``expected an integer``)."""
 

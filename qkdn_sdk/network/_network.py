@@ -112,7 +112,14 @@ class Network:
 
             shared = {link.name: (secrets.token_bytes(32), time.time()) for link in topology.links}
 
-            def module(km: str, neighbour: str, link: LinkSpec, **urls: str) -> QKDModule:
+            def module(
+                km: str,
+                neighbour: str,
+                link: LinkSpec,
+                *,
+                km_url: str | None = None,
+                listen_url: str | None = None,
+            ) -> QKDModule:
                 secret, epoch = shared[link.name]
                 config = QKDModuleConfig(
                     module_id=module_id(km, neighbour),
@@ -122,7 +129,8 @@ class Network:
                     secret_key_rate=link.secret_key_rate,
                     mode=link.mode,
                     key_size=link.key_size,
-                    **urls,
+                    km_url=km_url,
+                    listen_url=listen_url,
                 )
                 self.modules[config.module_id] = QKDModule(config, tls=self.tls(config.module_id))
                 return self.modules[config.module_id]

@@ -34,6 +34,7 @@ Two Kq-1 modes (Q.4162 clause 7):
   :class:`~qkdn_sdk.messages.kq1.ResponseToKeyRequest` (0x3104). Keys handed out leave the buffer
   at once: no key is supplied twice, even if the response is then lost.
 
+With ``km_id`` configured, keys go to that KM only (the identity the transport authenticated).
 Key bytes never appear in logs, errors or ``repr()``.
 """
 
@@ -101,7 +102,8 @@ _MIN_WAIT = 0.001
 """Seconds to wait when the clock says a key's ready time has come but the rounding of the key
 count does not yet agree (never a busy loop)."""
 _WATCH_INTERVAL = 1.0
-"""Longest time the buffer goes without catching up with the clock while :meth:`run` runs."""
+"""Longest time the buffer goes without catching up with the clock while :meth:`run` runs (a
+wall clock may step)."""
 
 _ACCEPTS = received_by(Role.QKD_MODULE)
 
@@ -378,6 +380,7 @@ class QKDModule:
 
     @property
     def config(self) -> QKDModuleConfig:
+        """The configuration the module was made with."""
         return self._config
 
     @property
@@ -400,7 +403,7 @@ class QKDModule:
     def stats(self) -> QKDModuleStats:
         """The key counts now (the buffer first catches up with the clock)."""
         self._catch_up()
-        buffered = self._next - self._oldest + (self._pending is not None)
+        buffered = self._next - self._oldest + int(self._pending is not None)
         return QKDModuleStats(
             produced=self._next - self._start,
             delivered=self._delivered,
@@ -456,14 +459,19 @@ class QKDModule:
                 self._oldest += 1
                 return self._oldest - 1
             delay = self.ready_time(self._next) - self._clock()
-            await trio.sleep(max(delay, _MIN_WAIT))
+            await trio.sleep(min(max(delay, _MIN_WAIT), _WATCH_INTERVAL))
 
     async def _watch(self) -> None:
-        """Keep the buffer (drops and their warning) up to date while nothing else looks."""
+        """Keep the drop count and its warning up to date while nothing else looks at the
+        buffer. It wakes when the buffer would overflow, or when a warning is due, not for every
+        key: at high key rates a task per key would cost more than the keys."""
         while True:
             self._catch_up()
-            delay = self.ready_time(self._next) - self._clock()
-            await trio.sleep(min(max(delay, _MIN_WAIT), _WATCH_INTERVAL))
+            if self._unreported_drops and self._last_drop_warning is not None:
+                wake = self._last_drop_warning + _DROP_WARNING_INTERVAL
+            else:
+                wake = self.ready_time(self._oldest + self._config.buffer_keys)
+            await trio.sleep(min(max(wake - self._clock(), _MIN_WAIT), _WATCH_INTERVAL))
 
     # --- running --------------------------------------------------------------------------
 
@@ -482,32 +490,42 @@ class QKDModule:
             raise RuntimeError(f"QKD module {self._config.module_id} is already running")
         self._running = True
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch)
-                if self._config.mode is Kq1Mode.ON_REQUEST:
-                    assert self._config.listen_url is not None
-                    info: ServerInfo = await nursery.start(
-                        functools.partial(
-                            serve,
-                            self._config.listen_url,
-                            self._handle,
-                            tls=self._tls,
-                            identity=self._config.module_id,
-                            limits=self._limits,
-                            accepts=_ACCEPTS,
-                        )
-                    )
-                    logger.info(
-                        "QKD module %s serves key requests at %s",
-                        self._config.module_id,
-                        info.url,
-                    )
-                    task_status.started(info.url)
-                else:
-                    task_status.started(None)
-                    nursery.start_soon(self._supply_forever)
+            await self._run(task_status)
+        except BaseExceptionGroup as group:
+            # Our tasks raise nothing of their own: one error (serve's) comes out as itself.
+            if len(group.exceptions) != 1:
+                raise
+            error = group.exceptions[0]
+            raise error from error.__cause__
         finally:
             self._running = False
+
+    async def _run(self, task_status: trio.TaskStatus[str | None]) -> None:
+        """:meth:`run`, whose errors come out of its nursery in an exception group."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch)
+            if self._config.mode is Kq1Mode.ON_REQUEST:
+                assert self._config.listen_url is not None
+                info: ServerInfo = await nursery.start(
+                    functools.partial(
+                        serve,
+                        self._config.listen_url,
+                        self._handle,
+                        tls=self._tls,
+                        identity=self._config.module_id,
+                        limits=self._limits,
+                        accepts=_ACCEPTS,
+                    )
+                )
+                logger.info(
+                    "QKD module %s serves key requests at %s",
+                    self._config.module_id,
+                    info.url,
+                )
+                task_status.started(info.url)
+            else:
+                task_status.started(None)
+                nursery.start_soon(self._supply_forever)
 
     # --- PROACTIVE ------------------------------------------------------------------------
 
@@ -570,7 +588,7 @@ class QKDModule:
             try:
                 response = await connection.request(_key_supply(config, key))
             except FailureResponse as exc:
-                if "before" not in exc.reason:
+                if "before" not in exc.reason.lower():
                     if refused is None:
                         logger.warning(
                             "the KM refused key %s of QKD module %s: %s; retrying",

@@ -471,9 +471,7 @@ class TransportConformance:
     # --- identity (TLS targets) ---------------------------------------------------------------
 
     @pytest.mark.trio
-    async def test_tls_identities(
-        self, tls_target: ConformanceTarget, pki: ConformancePKI
-    ) -> None:
+    async def test_tls_identities(self, tls_target: ConformanceTarget, pki: ConformancePKI) -> None:
         """Each side sees the ID in the other's certificate; a message claiming another ID is
         refused."""
         target = tls_target
