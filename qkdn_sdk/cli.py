@@ -918,8 +918,8 @@ async def _demo(network: Network, console: Console, number: int, size: int) -> b
                 "yes" if mine == theirs else "[red]NO[/]",
             )
         console.print(table)
-        for km_id, km in network.kms.items():
-            for neighbour, bits in km.spent_bits.items():
+        for km_id, manager in network.kms.items():
+            for neighbour, bits in manager.spent_bits.items():
                 spent = bits - spent_before[km_id][neighbour]
                 if spent:
                     console.print(f"{km_id} spent {spent} bits of link key on {km_id}-{neighbour}")
