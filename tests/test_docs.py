@@ -82,8 +82,9 @@ def _commands() -> list[str]:
 
 @pytest.mark.parametrize("command", _commands())
 def test_every_cli_command_is_documented(command: str) -> None:
-    docs = README.read_text(encoding="utf-8") + (ROOT / "docs" / "transports.md").read_text(
-        encoding="utf-8"
+    docs = README.read_text(encoding="utf-8") + "".join(
+        (ROOT / "docs" / name).read_text(encoding="utf-8")
+        for name in ("transports.md", "roles.md")
     )
     assert f"qkdn {command}" in docs, f"`qkdn {command}` is not in README.md or docs/"
     result = qkdn(command, "--help")
@@ -91,4 +92,20 @@ def test_every_cli_command_is_documented(command: str) -> None:
 
 
 def test_the_cli_has_the_commands_the_docs_promise() -> None:
-    assert _commands() == ["certs", "decode", "listen", "messages", "send", "transports"]
+    assert _commands() == ["certs", "decode", "demo", "listen", "messages", "send", "transports"]
+
+
+def test_network_commands_are_documented() -> None:
+    from qkdn_sdk.cli import network_app
+
+    docs = README.read_text(encoding="utf-8") + (ROOT / "docs" / "roles.md").read_text("utf-8")
+    for command in network_app.registered_commands:
+        assert f"qkdn network {command.name}" in docs
+        assert qkdn("network", str(command.name), "--help").returncode == 0
+
+
+def test_the_demo_topology_is_the_example() -> None:
+    """``qkdn demo`` runs the packaged copy of examples/topologies/line3.toml."""
+    packaged = ROOT / "qkdn_sdk" / "network" / "topologies" / "line3.toml"
+    example = ROOT / "examples" / "topologies" / "line3.toml"
+    assert packaged.read_text(encoding="utf-8") == example.read_text(encoding="utf-8")

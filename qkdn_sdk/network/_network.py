@@ -106,7 +106,7 @@ class Network:
                 tls=self.tls(topology.controller_id),
             )
             self.controller = controller
-            url = await nursery.start(controller.run)
+            url = await nursery.start(self._run_controller, controller)
             self.directory[topology.controller_id] = url
             self._urls[topology.controller_id] = {"ck": url}
 
@@ -169,6 +169,23 @@ class Network:
         scope, stopped = self._running[km_id]
         scope.cancel()
         await stopped.wait()
+
+    async def stop_controller(self) -> None:
+        """Stop the controller; return once it stopped (KMs then fail to relay, saying so)."""
+        scope, stopped = self._running[self.topology.controller_id]
+        scope.cancel()
+        await stopped.wait()
+
+    async def _run_controller(
+        self, controller: Controller, *, task_status: trio.TaskStatus[str]
+    ) -> None:
+        stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._running[self.topology.controller_id] = (scope, stopped)
+                await controller.run(task_status=task_status)
+        finally:
+            stopped.set()
 
     async def _run_km(self, km_id: str, *, task_status: trio.TaskStatus[dict[str, str]]) -> None:
         topology = self.topology

@@ -1,0 +1,123 @@
+"""``qkdn network up`` as a separate process, driven only with frames written from the spec.
+
+The test is a third-party application: it knows Q.4161 (Tables 1-3), the TCP frame of Appendix I
+(Version 2 bytes, MessageID 4, CommandCode 2, Length 2, then the JSON payload, big-endian) and
+``endpoints.json``; it imports nothing of the SDK.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import ssl
+import struct
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).parent.parent
+LINE3 = ROOT / "examples" / "topologies" / "line3.toml"
+
+
+class RawApplication:
+    """An application that speaks the frames of Q.4161 Appendix I over mutual TLS."""
+
+    def __init__(self, endpoints_file: Path, app_id: str) -> None:
+        endpoints = json.loads(endpoints_file.read_text())
+        here = endpoints_file.parent
+        app = endpoints["apps"][app_id]
+        self.context = ssl.create_default_context(cafile=str(here / endpoints["ca"]))
+        self.context.load_cert_chain(here / app["cert"], here / app["key"])
+        url = urllib.parse.urlsplit(endpoints["kms"][app["km"]]["ak"]["tcp+tls"])
+        self.host, self.port = url.hostname or "", url.port or 0
+        self.next_id = 1
+
+    async def request(self, code: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = json.dumps(payload).encode()
+        message_id = self.next_id
+        self.next_id += 2
+        stream = await trio.open_ssl_over_tcp_stream(
+            self.host, self.port, ssl_context=self.context, https_compatible=False
+        )
+        async with stream:
+            await stream.send_all(struct.pack(">HIHH", 1, message_id, code, len(body)) + body)
+            header = await _receive_exactly(stream, 10)
+            version, answered_id, response_code, length = struct.unpack(">HIHH", header)
+            assert (version, answered_id) == (1, message_id)
+            return response_code, json.loads(await _receive_exactly(stream, length))
+
+
+async def _receive_exactly(stream: trio.SSLStream[trio.SocketStream], size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        assert chunk, "the KM closed the connection"
+        data += chunk
+    return data
+
+
+async def _wait_for_line(stream: trio.abc.ReceiveStream, text: str) -> str:
+    seen = b""
+    while text.encode() not in seen:
+        chunk = await stream.receive_some()
+        assert chunk, f"qkdn network up ended before saying {text!r}: {seen.decode()}"
+        seen += chunk
+    return seen.decode()
+
+
+async def test_network_up_serves_applications_that_know_only_the_standards(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "qkdn_sdk", "network", "up", str(LINE3)]
+    process = await trio.lowlevel.open_process(
+        [*command, "--state-dir", str(state)], stderr=subprocess.PIPE, env=env
+    )
+    try:
+        assert process.stderr is not None
+        with trio.fail_after(60):
+            await _wait_for_line(process.stderr, "network up:")
+        alice = RawApplication(state / "endpoints.json", "alice")
+        bob = RawApplication(state / "endpoints.json", "bob")
+
+        # Q.4161 Table 1 key request, code 0x2101; the KMs may still be gathering link keys, so
+        # a third-party application retries a failure for a while.
+        request = {"application_destination_id": "bob", "number_of_keys": 2, "size_of_key": 256}
+        with trio.fail_after(30):
+            while True:
+                code, response = await alice.request(0x2101, request)
+                assert code == 0x1203  # Table 3, response to key request
+                if response["response"] == "success":
+                    break
+                assert response["response"].startswith("failure")
+                await trio.sleep(0.1)
+        keys = response["keys"]
+        assert [len(base64.b64decode(key["key"])) for key in keys] == [32, 32]
+
+        # Q.4161 Table 2 key request with ID, code 0x2102, at bob's KM (km-c)
+        with_ids = {
+            "application_source_id": "alice",
+            "key_ids": [{"key_id": key["key_id"]} for key in keys],
+        }
+        code, response = await bob.request(0x2102, with_ids)
+        assert (code, response["response"]) == (0x1203, "success")
+        assert response["keys"] == [
+            {"key": key["key"], "key_id": key["key_id"]} for key in keys
+        ]  # byte-identical keys, same IDs, in order
+
+        code, response = await bob.request(0x2102, with_ids)  # never twice
+        assert code == 0x1203
+        assert response["response"].startswith("failure")
+        assert response["keys"] == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            status = await process.wait()
+    assert status == 0
