@@ -66,3 +66,4 @@ def bench(session: nox.Session) -> None:
     install(session)
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
     session.run("python", "benchmarks/bench_hostile.py")
+    session.run("python", "benchmarks/bench_relay.py")

@@ -692,7 +692,7 @@ class KeyManager:
                     except KeyManagerError as exc:
                         logger.warning("%s: %s", self.km_id, exc)
                 failing = False
-                if len(response.keys) == _ACQUIRE_BATCH:
+                if response.keys:  # more may be ready: ask again at once
                     continue
             except FailureResponse:
                 pass  # no key ready yet

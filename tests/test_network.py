@@ -1,0 +1,543 @@
+"""The line3 network end to end (qkdn_sdk.network, qkdn_sdk.roles.km, qkdn_sdk.client).
+
+::
+
+    alice -- km-a ==== km-b ==== km-c -- bob
+
+Every test starts the whole network of ``examples/topologies/line3.toml`` (transport rewritten,
+applications added where a test needs them) with fast KM intervals, waits on events (link keys
+held at both ends of a link, a controller report that shows them) and talks to the KMs as
+applications do, through :class:`~qkdn_sdk.client.KeyManagerClient`. Nothing sleeps to wait.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from qkdn_sdk.client import KeyManagerClient, KeysRefused, SuppliedKey
+from qkdn_sdk.errors import FailureResponse
+from qkdn_sdk.messages import KeyId, Role, ak, received_by
+from qkdn_sdk.network import ENDPOINTS_FILE, Network, parse_topology
+from qkdn_sdk.roles import relay as otp
+from qkdn_sdk.roles.km import KeyManager, KeyManagerError
+from qkdn_sdk.tls import TLSConfig
+from qkdn_sdk.transport import connect
+
+LINE3 = (Path(__file__).parent.parent / "examples" / "topologies" / "line3.toml").read_text(
+    encoding="utf-8"
+)
+TRANSPORTS = ["memory", "tcp+tls"]
+STORES = ["memory", "sqlite"]
+FAST = {"report_interval": 0.05, "sync_interval": 0.05, "acquire_interval": 0.05}
+WAIT = 10.0  # seconds a test may wait for an event before it fails (it never needs them)
+
+FORWARD = (("km-a", "km-b"), ("km-b", "km-c"))
+"""The link directions a relay from alice to bob spends."""
+BOTH_WAYS = (*FORWARD, ("km-b", "km-a"), ("km-c", "km-b"))
+
+CAROL_ON_KM_A = '\n[[application]]\nid = "carol"\nkm = "km-a"\n'
+CAROL_ON_KM_C = '\n[[application]]\nid = "carol"\nkm = "km-c"\n'
+SLOW_B_C = (
+    'kms = ["km-b", "km-c"]\nsecret_key_rate = 256_000',
+    'kms = ["km-b", "km-c"]\nsecret_key_rate = 1',
+)
+
+
+def topology_text(
+    transport: str, *, extra: str = "", replace: Iterable[tuple[str, str]] = ()
+) -> str:
+    text = LINE3.replace('transport = "tcp+tls"', f'transport = "{transport}"')
+    assert f'transport = "{transport}"' in text
+    for old, new in replace:
+        assert old in text
+        text = text.replace(old, new)
+    return text + extra
+
+
+def relay_bits(number: int, size: int) -> int:
+    """Link key bits one hop of a relay of ``number`` keys of ``size`` bits spends."""
+    return otp.units_for(otp.MAC_KEY_BYTES + number * size // 8) * otp.UNIT_BITS
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path, transport: str, store: str = "memory", **text: Any
+) -> AsyncIterator[Network]:
+    """The line3 network, running until the block ends."""
+    network = Network(
+        parse_topology(topology_text(transport, **text)),
+        tmp_path / "state",
+        store=store,
+        km_options=FAST,
+    )
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(WAIT):
+            await nursery.start(network.run)
+        yield network
+        nursery.cancel_scope.cancel()
+
+
+def km(network: Network, km_id: str) -> KeyManager:
+    """The running KM ``km_id`` (a new object after a restart)."""
+    return network.kms[km_id]
+
+
+def ak_url(network: Network, app: str) -> str:
+    served_by = next(spec.km for spec in network.topology.applications if spec.id == app)
+    urls: dict[str, str] = network.endpoints()["kms"][served_by]["ak"]
+    return urls[network.topology.transport]
+
+
+@asynccontextmanager
+async def client(
+    network: Network, app: str, km_id: str | None = None
+) -> AsyncIterator[KeyManagerClient]:
+    """``app`` connected to its KM (or to ``km_id``), from the URLs of ``network.endpoints()``."""
+    url = ak_url(network, app)
+    if km_id is not None:
+        url = network.endpoints()["kms"][km_id]["ak"][network.topology.transport]
+    async with KeyManagerClient.connect(url, tls=network.tls(app), identity=app) as connected:
+        yield connected
+
+
+async def ready(
+    network: Network, bits: int, directions: Sequence[tuple[str, str]] = FORWARD
+) -> None:
+    """Return once each KM of ``directions`` can spend ``bits`` towards its neighbour, and the
+    controller has a report saying so.
+
+    A link's units are cut at both ends from the same QKD-keys, in the same order and in equal
+    numbers per direction, but the KM that asks for the key ID synchronisation cuts them after
+    its neighbour: waiting on the end that spends is enough when it asked (km-a to km-b, km-b to
+    km-c); the other way, wait on both ends (:data:`BOTH_WAYS`)."""
+    controller = network.controller
+    assert controller is not None
+    with trio.fail_after(WAIT):
+        for km_id, neighbour in directions:
+            await km(network, km_id).wait_link_key(neighbour, bits)
+        for km_id, neighbour in directions:
+            while (controller.key_amount(km_id, neighbour) or 0) < bits:
+                await controller.wait_for_report(km_id, controller.report_count(km_id) + 1)
+
+
+def ids(keys: Sequence[SuppliedKey]) -> list[str]:
+    return [key.key_id for key in keys]
+
+
+def same_keys(got: Sequence[SuppliedKey], expected: Sequence[SuppliedKey]) -> bool:
+    return [(key.key_id, key.key) for key in got] == [(key.key_id, key.key) for key in expected]
+
+
+async def refused(request: Awaitable[object]) -> str:
+    """The reason of the :class:`KeysRefused` that awaiting ``request`` raises."""
+    with pytest.raises(KeysRefused) as caught:
+        await request
+    return caught.value.reason
+
+
+# --- 1. the keys at both ends ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_alice_and_bob_get_the_same_keys(tmp_path: Path, transport: str, store: str) -> None:
+    async with running(tmp_path, transport, store) as network:
+        await ready(network, relay_bits(3, 512) + relay_bits(1, 256))
+        async with client(network, "alice") as alice:
+            keys = await alice.get_keys("bob", 3, 512)
+            default = await alice.get_keys("bob")
+        assert [key.size for key in keys] == [512, 512, 512]
+        assert len(set(ids(keys))) == 3
+        assert len({key.key for key in keys}) == 3
+        assert [key.size for key in default] == [256]  # the KM's defaults: 1 key of 256 bits
+        async with client(network, "bob") as bob:
+            got = await bob.get_keys_with_ids("alice", ids(keys)[::-1])
+            got_default = await bob.get_keys_with_ids("alice", ids(default))
+        assert same_keys(got, keys[::-1])  # byte for byte, in the order asked
+        assert same_keys(got_default, default)
+        assert km(network, "km-c").store.counts("app:") == {}
+
+
+# --- 2. a key is supplied once -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_no_key_is_supplied_twice(tmp_path: Path, transport: str, store: str) -> None:
+    async with running(tmp_path, transport, store) as network:
+        await ready(network, relay_bits(2, 256))
+        km_c = km(network, "km-c")
+        async with client(network, "alice") as alice:
+            keys = await alice.get_keys("bob", 2)
+        assert km_c.store.counts("app:") == {"app:alice:bob": 2}
+        async with client(network, "bob") as bob:
+            # one unknown ID refuses them all and takes none
+            reason = await refused(
+                bob.get_keys_with_ids("alice", [keys[0].key_id, str(uuid.uuid4())])
+            )
+            assert "1 of the 2 keys are not held" in reason
+            assert km_c.store.counts("app:") == {"app:alice:bob": 2}
+
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+            assert km_c.store.counts("app:") == {}
+            reason = await refused(bob.get_keys_with_ids("alice", ids(keys)))
+            assert "2 of the 2 keys are not held for 'bob' from 'alice'" in reason
+            assert "already supplied" in reason
+            await refused(bob.get_keys_with_ids("alice", ids(keys)[1:]))
+
+
+# --- 3. link keys spent hop by hop -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_each_hop_spends_its_link_keys(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        first, second = relay_bits(5, 1024), relay_bits(1, 256)
+        await ready(network, first + second)
+        km_a, km_b, km_c = (km(network, km_id) for km_id in ("km-a", "km-b", "km-c"))
+        assert km_a.spent_bits == {"km-b": 0}
+        assert km_b.spent_bits == {"km-a": 0, "km-c": 0}
+        # A hop takes the oldest units of its out pool; the next KM takes the same units by ID.
+        a_units = await km_a.store.key_ids("link:km-b:out", first // otp.UNIT_BITS)
+        b_units = await km_b.store.key_ids("link:km-c:out", first // otp.UNIT_BITS)
+        assert set(a_units) <= set(await km_b.store.key_ids("link:km-a:in", 10**6))
+        assert set(b_units) <= set(await km_c.store.key_ids("link:km-b:in", 10**6))
+        async with client(network, "alice") as alice:
+            await alice.get_keys("bob", 5, 1024)
+            assert km_a.spent_bits == {"km-b": first}
+            assert km_b.spent_bits == {"km-a": 0, "km-c": first}
+            assert km_c.spent_bits == {"km-b": 0}
+            assert km_a.relays == {"started": 1, "forwarded": 0, "received": 0}
+            assert km_b.relays == {"started": 0, "forwarded": 1, "received": 0}
+            assert km_c.relays == {"started": 0, "forwarded": 0, "received": 1}
+            for store, pool, units in (
+                (km_a.store, "link:km-b:out", a_units),
+                (km_b.store, "link:km-a:in", a_units),
+                (km_b.store, "link:km-c:out", b_units),
+                (km_c.store, "link:km-b:in", b_units),
+            ):
+                assert not set(units) & set(await store.key_ids(pool, 10**6)), pool
+
+            await alice.get_keys("bob")
+        assert km_a.spent_bits == {"km-b": first + second}
+        assert km_b.spent_bits == {"km-a": 0, "km-c": first + second}
+        assert km_b.relays["forwarded"] == 2
+        assert km_c.relays["received"] == 2
+
+
+# --- 4. two applications of one KM -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_applications_of_one_km_need_no_relay(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport, extra=CAROL_ON_KM_A) as network:
+        await network.stop_controller()  # not needed without a relay
+        km_a = km(network, "km-a")
+        async with client(network, "alice") as alice, client(network, "carol") as carol:
+            keys = await alice.get_keys("carol", 2, 128)
+            assert km_a.store.counts("app:") == {"app:alice:carol": 2}
+            assert same_keys(await carol.get_keys_with_ids("alice", ids(keys)), keys)
+            back = await carol.get_keys("alice")
+            assert same_keys(await alice.get_keys_with_ids("carol", ids(back)), back)
+            await refused(carol.get_keys_with_ids("alice", ids(keys)))
+        assert km_a.store.counts("app:") == {}
+        assert [key.size for key in keys] == [128, 128]
+        assert all(km(network, km_id).relays["started"] == 0 for km_id in ("km-a", "km-b"))
+        assert km_a.spent_bits == {"km-b": 0}
+        assert km(network, "km-b").spent_bits == {"km-a": 0, "km-c": 0}
+
+
+# --- 5. failures name their cause --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_unknown_destination_application(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        await ready(network, relay_bits(1, 256))
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("mallory"))
+        assert "unknown destination application 'mallory'" in reason
+        assert km(network, "km-a").spent_bits == {"km-b": 0}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_link_without_key(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport, replace=[SLOW_B_C]) as network:
+        await ready(network, relay_bits(1, 256), [("km-a", "km-b")])
+        controller = network.controller
+        assert controller is not None
+        with trio.fail_after(WAIT):
+            await controller.wait_for_report("km-b", controller.report_count("km-b") + 1)
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob"))
+        assert re.search(r"km-b-(>)?km-c", reason), reason
+        assert km(network, "km-a").spent_bits == {"km-b": 0}
+        assert km(network, "km-c").store.counts() == {}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_controller_unreachable(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        await ready(network, relay_bits(1, 256))
+        await network.stop_controller()
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob"))
+        assert "QKDN controller controller is unreachable" in reason
+        assert km(network, "km-a").spent_bits == {"km-b": 0}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_neighbour_km_down(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        await ready(network, relay_bits(1, 256))
+        await network.stop_km("km-b")
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob"))
+        assert "neighbour KM km-b is unreachable" in reason
+        km_c = km(network, "km-c")  # nothing reached it
+        assert km_c.relays["received"] == 0
+        assert km_c.store.counts("app:") == {}
+        assert km_c.store.counts("pending:") == {}
+
+        await network.start_km("km-b")  # back on its store and URLs: its neighbours reconnect
+        await ready(network, relay_bits(1, 256))
+        async with client(network, "alice") as alice:
+            keys = await alice.get_keys("bob")
+        async with client(network, "bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_requests_over_the_limits(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob", 129))
+            assert "number_of_keys 129 is over this KM's max_key_per_request (128)" in reason
+            reason = await refused(alice.get_keys("bob", 1, 100))
+            assert "size_of_key 100 must be a multiple of 8" in reason
+            reason = await refused(alice.get_keys("bob", 1, 8200))
+            assert "at most 8192 bits" in reason
+            reason = await refused(alice.get_keys("bob", 64, 8192))
+            assert "over the 262144 bits one request may carry" in reason
+            reason = await refused(alice.get_keys("alice"))
+            assert "the destination application is the source application" in reason
+            many = [str(uuid.uuid4()) for _ in range(129)]
+            reason = await refused(alice.get_keys_with_ids("bob", many))
+            assert "129 key IDs are over this KM's max_key_per_request" in reason
+        assert km(network, "km-a").spent_bits == {"km-b": 0}
+        assert km(network, "km-a").relays["started"] == 0
+
+
+# --- 6. a failed relay leaves nothing usable ---------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_unconfirmed_relay_is_never_supplied(
+    tmp_path: Path, transport: str, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lose(confirmation: object) -> None:
+        raise KeyManagerError("km-b lost the confirmation")
+
+    async with running(tmp_path, transport, store) as network:
+        await ready(network, relay_bits(2, 256))
+        monkeypatch.setattr(km(network, "km-b"), "_on_confirmation", lose)
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob", 2))
+        assert "km-b lost the confirmation" in reason
+        km_c = km(network, "km-c")
+        assert km_c.relays["received"] == 1
+        assert km_c.store.counts("app:") == {}
+        [pending] = km_c.store.counts("pending:")
+        relayed = await km_c.store.key_ids(pending, 10)
+        assert len(relayed) == 2
+        async with client(network, "bob") as bob:
+            await refused(bob.get_keys_with_ids("alice", relayed))
+
+        await network.stop_km("km-c")
+        await network.start_km("km-c")
+        km_c = km(network, "km-c")
+        assert km_c.store.counts("pending:") == {}  # discarded at start-up
+        assert km_c.store.counts("app:") == {}
+        async with client(network, "bob") as bob:
+            await refused(bob.get_keys_with_ids("alice", relayed))
+
+
+# --- 7. restarts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_restarted_kms_never_reissue(tmp_path: Path, transport: str, store: str) -> None:
+    async with running(tmp_path, transport, store) as network:
+        bits = relay_bits(2, 256)
+        await ready(network, 2 * bits)
+        a_units = await km(network, "km-a").store.key_ids("link:km-b:out", bits // otp.UNIT_BITS)
+        c_units = await km(network, "km-b").store.key_ids("link:km-c:out", bits // otp.UNIT_BITS)
+        async with client(network, "alice") as alice:
+            keys = await alice.get_keys("bob", 2)
+        endpoints = network.endpoints()
+        for km_id in ("km-a", "km-c"):
+            old = km(network, km_id)
+            await network.stop_km(km_id)
+            await network.start_km(km_id)
+            assert km(network, km_id) is not old
+        assert network.endpoints() == endpoints  # same URLs
+        km_a, km_c = km(network, "km-a"), km(network, "km-c")
+        # link units spent before the restart are not back, and are known as stored before
+        assert not set(a_units) & set(await km_a.store.key_ids("link:km-b:out", 10**6))
+        assert not set(c_units) & set(await km_c.store.key_ids("link:km-b:in", 10**6))
+        assert await km_a.store.seen(a_units) == set(a_units)
+        assert await km_c.store.seen(c_units) == set(c_units)
+        assert km_c.store.counts("app:") == {"app:alice:bob": 2}
+
+        async with client(network, "bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+        await network.stop_km("km-c")
+        await network.start_km("km-c")
+        async with client(network, "bob") as bob:
+            await refused(bob.get_keys_with_ids("alice", ids(keys)))
+
+        # the restarted KMs relay again
+        await ready(network, bits)
+        async with client(network, "alice") as alice:
+            more = await alice.get_keys("bob", 2)
+        async with client(network, "bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(more)), more)
+        assert not set(ids(more)) & set(ids(keys))
+
+
+# --- 8. keys for one application only ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_keys_meant_for_another_application(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport, extra=CAROL_ON_KM_C) as network:
+        await ready(network, 2 * relay_bits(2, 256))
+        async with client(network, "alice") as alice:
+            for_bob = await alice.get_keys("bob", 2)
+            for_carol = await alice.get_keys("carol", 2)
+        async with client(network, "carol") as carol:
+            reason = await refused(carol.get_keys_with_ids("alice", ids(for_bob)))
+            assert "not held for 'carol' from 'alice'" in reason
+        async with client(network, "bob", km_id="km-a") as bob_at_km_a:
+            reason = await refused(bob_at_km_a.get_keys_with_ids("alice", ids(for_bob)))
+            assert "application 'bob' is not served by km-a" in reason
+        if network.uses_tls:  # carol's certificate, bob's name: the KM goes by the certificate
+            request = ak.KeyRequestWithId(
+                application_source_id="alice",
+                application_destination_id="bob",
+                key_ids=[KeyId(key_id=key_id) for key_id in ids(for_bob)],
+            )
+            async with connect(
+                ak_url(network, "carol"),
+                tls=network.tls("carol"),
+                accepts=received_by(Role.APPLICATION),
+            ) as as_carol:
+                with pytest.raises(FailureResponse) as caught:
+                    await as_carol.request(request, timeout=WAIT)
+                assert "is not the authenticated peer 'carol'" in caught.value.reason
+        async with client(network, "bob") as bob:
+            reason = await refused(bob.get_keys_with_ids("alice", ids(for_carol)))
+            assert "not held for 'bob' from 'alice'" in reason
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(for_bob)), for_bob)
+        async with client(network, "carol") as carol:
+            assert same_keys(await carol.get_keys_with_ids("alice", ids(for_carol)), for_carol)
+
+
+# --- 9. relays crossing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_relays_crossing_both_ways(tmp_path: Path, transport: str) -> None:
+    count = 10
+    bits = relay_bits(1, 256)
+    async with running(tmp_path, transport) as network:
+        await ready(network, count * bits, BOTH_WAYS)
+        got: dict[str, list[SuppliedKey]] = {"alice": [], "bob": []}
+        async with client(network, "alice") as alice, client(network, "bob") as bob:
+
+            async def get(source: KeyManagerClient, name: str, peer: str) -> None:
+                got[name] += await source.get_keys(peer)
+
+            with trio.fail_after(WAIT):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(count):
+                        nursery.start_soon(get, alice, "alice", "bob")
+                        nursery.start_soon(get, bob, "bob", "alice")
+            assert len(got["alice"]) == len(got["bob"]) == count
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(got["alice"])), got["alice"])
+            assert same_keys(await alice.get_keys_with_ids("bob", ids(got["bob"])), got["bob"])
+        km_a, km_b, km_c = (km(network, km_id) for km_id in ("km-a", "km-b", "km-c"))
+        assert km_a.relays["started"] == km_c.relays["started"] == count
+        assert km_b.relays["forwarded"] == 2 * count
+        assert km_a.spent_bits == {"km-b": count * bits}
+        assert km_b.spent_bits == {"km-a": count * bits, "km-c": count * bits}
+        assert km_c.spent_bits == {"km-b": count * bits}
+
+
+# --- 10. endpoints.json --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_endpoints_file(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        written = network.state_dir / ENDPOINTS_FILE
+        endpoints = json.loads(written.read_text(encoding="utf-8"))
+        assert endpoints == network.endpoints()
+        assert set(endpoints) == {"ca", "controller", "kms", "apps"}
+        url = re.compile(rf"{re.escape(transport)}://\S+")
+        [controller_url] = endpoints["controller"].pop("ck").values()
+        assert endpoints["controller"] == {"id": "controller"}
+        assert url.fullmatch(controller_url)
+        assert set(endpoints["kms"]) == {"km-a", "km-b", "km-c"}
+        for interfaces in endpoints["kms"].values():
+            assert set(interfaces) == {"ak", "ck", "kq1", "kx"}
+            for by_scheme in interfaces.values():
+                assert list(by_scheme) == [transport]
+                assert url.fullmatch(by_scheme[transport])
+        apps = endpoints["apps"]
+        assert {app: entry["km"] for app, entry in apps.items()} == {"alice": "km-a", "bob": "km-c"}
+        for entry in apps.values():
+            assert set(entry) == {"km", "cert", "key"}
+        paths = [endpoints["ca"], *(entry[k] for entry in apps.values() for k in ("cert", "key"))]
+        if network.uses_tls:
+            assert not any(Path(path).is_absolute() for path in paths)
+        else:
+            assert paths == [None] * 5
+            paths = []
+
+        # The file alone (copied elsewhere with the files it names) reaches the KMs.
+        elsewhere = tmp_path / "elsewhere"
+        for path in [ENDPOINTS_FILE, *paths]:
+            (elsewhere / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(network.state_dir / path, elsewhere / path)
+
+        def from_file(app: str) -> AbstractAsyncContextManager[KeyManagerClient]:
+            found = json.loads((elsewhere / ENDPOINTS_FILE).read_text(encoding="utf-8"))
+            entry = found["apps"][app]
+            url = found["kms"][entry["km"]]["ak"][transport]
+            if found["ca"] is None:  # memory://: no certificate says who we are
+                return KeyManagerClient.connect(url, identity=app)
+            tls = TLSConfig(
+                ca=elsewhere / found["ca"],
+                cert=elsewhere / entry["cert"],
+                key=elsewhere / entry["key"],
+            )
+            return KeyManagerClient.connect(url, tls=tls)
+
+        await ready(network, relay_bits(1, 256))
+        async with from_file("alice") as alice:
+            keys = await alice.get_keys("bob")
+        async with from_file("bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
