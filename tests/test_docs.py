@@ -83,8 +83,7 @@ def _commands() -> list[str]:
 @pytest.mark.parametrize("command", _commands())
 def test_every_cli_command_is_documented(command: str) -> None:
     docs = README.read_text(encoding="utf-8") + "".join(
-        (ROOT / "docs" / name).read_text(encoding="utf-8")
-        for name in ("transports.md", "roles.md")
+        (ROOT / "docs" / name).read_text(encoding="utf-8") for name in ("transports.md", "roles.md")
     )
     assert f"qkdn {command}" in docs, f"`qkdn {command}` is not in README.md or docs/"
     result = qkdn(command, "--help")

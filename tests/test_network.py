@@ -328,7 +328,7 @@ async def test_requests_over_the_limits(tmp_path: Path, transport: str) -> None:
             reason = await refused(alice.get_keys("bob", 1, 8200))
             assert "at most 8192 bits" in reason
             reason = await refused(alice.get_keys("bob", 64, 8192))
-            assert "over the 262144 bits one request may carry" in reason
+            assert "64 keys of 8192 bits are over the" in reason
             reason = await refused(alice.get_keys("alice"))
             assert "the destination application is the source application" in reason
             many = [str(uuid.uuid4()) for _ in range(129)]
@@ -336,6 +336,28 @@ async def test_requests_over_the_limits(tmp_path: Path, transport: str) -> None:
             assert "129 key IDs are over this KM's max_key_per_request" in reason
         assert km(network, "km-a").spent_bits == {"km-b": 0}
         assert km(network, "km-a").relays["started"] == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_largest_requests(tmp_path: Path, transport: str) -> None:
+    """A request the KM takes is relayed whole; a larger one is refused before any link key is
+    spent (a key relay must fit one frame: 65,535 bytes of payload)."""
+    fits = [(128, 1024)]  # the most bits, with the most key IDs
+    too_large = [(64, 2056), (128, 2048), (32, 8192)]
+    fast = ("secret_key_rate = 256_000", "secret_key_rate = 1_024_000")
+    async with running(tmp_path, transport, replace=[fast]) as network:
+        await ready(network, sum(relay_bits(*shape) for shape in fits))
+        km_a = km(network, "km-a")
+        async with client(network, "alice") as alice, client(network, "bob") as bob:
+            for number, size in too_large:
+                reason = await refused(alice.get_keys("bob", number, size))
+                assert "bits one request may carry" in reason
+                assert km_a.spent_bits == {"km-b": 0}
+            for number, size in fits:
+                keys = await alice.get_keys("bob", number, size)
+                assert [key.size for key in keys] == [size] * number
+                assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+        assert km_a.spent_bits == {"km-b": sum(relay_bits(*shape) for shape in fits)}
 
 
 # --- 6. a failed relay leaves nothing usable ---------------------------------------------------
@@ -497,9 +519,10 @@ async def test_endpoints_file(tmp_path: Path, transport: str) -> None:
         assert endpoints == network.endpoints()
         assert set(endpoints) == {"ca", "controller", "kms", "apps"}
         url = re.compile(rf"{re.escape(transport)}://\S+")
-        [controller_url] = endpoints["controller"].pop("ck").values()
+        controller_ck = endpoints["controller"].pop("ck")
         assert endpoints["controller"] == {"id": "controller"}
-        assert url.fullmatch(controller_url)
+        assert list(controller_ck) == [transport]
+        assert url.fullmatch(controller_ck[transport])
         assert set(endpoints["kms"]) == {"km-a", "km-b", "km-c"}
         for interfaces in endpoints["kms"].values():
             assert set(interfaces) == {"ak", "ck", "kq1", "kx"}

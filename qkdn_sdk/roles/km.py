@@ -97,9 +97,10 @@ _SYNC_BATCH = 256
 """QKD-key IDs in one key ID synchronisation request."""
 _ACQUIRE_BATCH = 64
 """QKD-keys asked of a module in one Kq-1 key request."""
-_MAX_RELAY_BITS = 1 << 18
-"""At most this many key bits in one key request (32 KiB): what a key relay and a response carry
-stays well under the 65,535-byte payload."""
+_MAX_RELAY_BITS = 1 << 17
+"""At most this many key bits in one key request (16 KiB): what a key relay and a response carry
+stays well under the 65,535-byte payload (a relay of 128 keys of 1024 bits is about 49 KB: the
+base64 pad and the IDs of its link key units; twice as many bits would not fit)."""
 
 
 class KeyManagerError(QkdnError):
@@ -137,7 +138,7 @@ class KMConfig:
 
     The key supply limits are part of what the KM advertises: a key request may ask for at most
     ``max_key_per_request`` keys of at most ``max_size_of_key`` bits (a multiple of 8), and at
-    most 262,144 bits in all, so every response and relay stays under the 65,535-byte payload.
+    most 131,072 bits in all, so every response and relay stays under the 65,535-byte payload.
     """
 
     km_id: str
