@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,26 +166,33 @@ class Network:
 
     async def stop_km(self, km_id: str) -> None:
         """Stop the KM ``km_id`` and close its key store; return once it stopped."""
-        scope, stopped = self._running[km_id]
-        scope.cancel()
-        await stopped.wait()
+        await self._stop(km_id)
 
     async def stop_controller(self) -> None:
         """Stop the controller; return once it stopped (KMs then fail to relay, saying so)."""
-        scope, stopped = self._running[self.topology.controller_id]
+        await self._stop(self.topology.controller_id)
+
+    async def _stop(self, role_id: str) -> None:
+        scope, stopped = self._running[role_id]
         scope.cancel()
         await stopped.wait()
+
+    @contextmanager
+    def _stoppable(self, role_id: str) -> Iterator[None]:
+        """Run the block as the role ``role_id`` that :meth:`_stop` stops."""
+        stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._running[role_id] = (scope, stopped)
+                yield
+        finally:
+            stopped.set()
 
     async def _run_controller(
         self, controller: Controller, *, task_status: trio.TaskStatus[str]
     ) -> None:
-        stopped = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self._running[self.topology.controller_id] = (scope, stopped)
-                await controller.run(task_status=task_status)
-        finally:
-            stopped.set()
+        with self._stoppable(self.topology.controller_id):
+            await controller.run(task_status=task_status)
 
     async def _run_km(self, km_id: str, *, task_status: trio.TaskStatus[dict[str, str]]) -> None:
         topology = self.topology
@@ -206,16 +213,11 @@ class Network:
             applications=topology.applications_of(km_id),
             **self._km_options,
         )
-        stopped = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self._running[km_id] = (scope, stopped)
-                async with self._open_store(km_id) as store:
-                    km = KeyManager(config, store, tls=self.tls(km_id), directory=self.directory)
-                    self.kms[km_id] = km
-                    await km.run(task_status=task_status)
-        finally:
-            stopped.set()
+        with self._stoppable(km_id):
+            async with self._open_store(km_id) as store:
+                km = KeyManager(config, store, tls=self.tls(km_id), directory=self.directory)
+                self.kms[km_id] = km
+                await km.run(task_status=task_status)
 
     def _module_listen(self, km: str, neighbour: str) -> str:
         if self.topology.transport == "memory":
