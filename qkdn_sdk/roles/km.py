@@ -171,9 +171,6 @@ class KMConfig:
         if len(set(neighbours)) != len(neighbours):
             raise ValueError(f"{self.km_id}: two links to the same neighbour")
 
-    def link(self, neighbour: str) -> KMLink | None:
-        return next((link for link in self.links if link.neighbour == neighbour), None)
-
 
 def _accepted(interface: str) -> frozenset[type[Message]]:
     sender = _SENDER_BY_INTERFACE[interface]
@@ -214,9 +211,15 @@ class KeyManager:
         self._pending: dict[str, str] = {}  # relay ID -> the app: pool its keys go to
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._sync_wanted = {link.neighbour: trio.Event() for link in config.links}
+        self._handlers: dict[str, Callable[[Message, Connection], Awaitable[Message | None]]] = {
+            "ak": self._handle_ak,
+            "ck": self._handle_ck,
+            "kq1": self._handle_kq1,
+            "kx": self._handle_kx,
+        }
+        """The handler of each interface, on the connections we serve and those we open."""
         self._nursery: trio.Nursery | None = None
         self._link_changed = trio.Event()
-        self.urls: dict[str, str] = {}
         self.spent_bits: dict[str, int] = {link.neighbour: 0 for link in config.links}
         """Link key bits this KM spent sending towards each neighbour (relays and MACs)."""
         self.relays = {"started": 0, "forwarded": 0, "received": 0}
@@ -233,35 +236,30 @@ class KeyManager:
         discarded = await self.store.discard_prefix("pending:")
         if discarded:
             logger.info("%s: discarded %d relayed keys never confirmed", self.km_id, discarded)
-        handlers: dict[str, Callable[[Message, Connection], Awaitable[Message | None]]] = {
-            "ak": self._handle_ak,
-            "ck": self._handle_ck,
-            "kq1": self._handle_kq1,
-            "kx": self._handle_kx,
-        }
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._make_dialers(nursery)
+            urls: dict[str, str] = {}
             for interface, url in self.config.listen.items():
                 info: ServerInfo = await nursery.start(
                     partial(
                         serve,
                         url,
-                        handlers[interface],
+                        self._handlers[interface],
                         tls=self._tls,
                         identity=self.km_id,
                         limits=self._limits,
                         accepts=_accepted(interface),
                     )
                 )
-                self.urls[interface] = info.url
+                urls[interface] = info.url
             for link in self.config.links:
                 if self.km_id < link.neighbour:
                     nursery.start_soon(self._synchronise, link.neighbour)
                 if link.mode is Kq1Mode.ON_REQUEST:
                     nursery.start_soon(self._acquire, link)
             nursery.start_soon(self._report_status)
-            task_status.started(dict(self.urls))
+            task_status.started(urls)
 
     def _make_dialers(self, nursery: trio.Nursery) -> None:
         def dial(peer: str, interface: str, url: str | None = None) -> Dialer:
@@ -270,7 +268,7 @@ class KeyManager:
                 url=url or self._directory.get(peer),
                 tls=self._tls,
                 identity=self.km_id,
-                handler=self._handle_ck if interface == "ck" else self._handle_kx,
+                handler=self._handlers[interface],
                 accepts=_accepted(interface),
                 limits=self._limits,
                 connect_timeout=self.config.relay_timeout,
@@ -280,14 +278,7 @@ class KeyManager:
         for link in self.config.links:
             self._neighbours[link.neighbour] = dial(link.neighbour, "kx")
             if link.mode is Kq1Mode.ON_REQUEST:
-                self._modules[link.neighbour] = Dialer(
-                    nursery,
-                    url=link.module_url,
-                    tls=self._tls,
-                    identity=self.km_id,
-                    accepts=_accepted("kq1"),
-                    limits=self._limits,
-                )
+                self._modules[link.neighbour] = dial(link.module_id, "kq1", link.module_url)
 
     def _dialer(self, peer: str) -> Dialer:
         dialer = self._neighbours.get(peer, self._controller)
@@ -687,11 +678,17 @@ class KeyManager:
             try:
                 response = await dialer.request(kq1.KeyRequest(number_of_keys=_ACQUIRE_BATCH))
                 assert isinstance(response, kq1.ResponseToKeyRequest)
-                for key in response.keys:
-                    try:
-                        await self._store_qkd_keys(link, [(key.key_id, key.key, None)])
-                    except KeyManagerError as exc:
-                        logger.warning("%s: %s", self.km_id, exc)
+                keys: list[tuple[str, bytes, str | None]] = [
+                    (key.key_id, key.key, None) for key in response.keys
+                ]
+                try:
+                    await self._store_qkd_keys(link, keys)  # one transaction for the batch
+                except KeyManagerError:  # one key is refused: store the others one by one
+                    for key in keys:
+                        try:
+                            await self._store_qkd_keys(link, [key])
+                        except KeyManagerError as exc:
+                            logger.warning("%s: %s", self.km_id, exc)
                 failing = False
                 if response.keys:  # more may be ready: ask again at once
                     continue
