@@ -923,9 +923,7 @@ async def _demo(network: Network, console: Console, number: int, size: int) -> b
                 spent = bits - spent_before[km_id][neighbour]
                 if spent:
                     console.print(f"{km_id} spent {spent} bits of link key on {km_id}-{neighbour}")
-        same = [key.key_id for key in keys] == [key.key_id for key in fetched] and all(
-            mine.key == theirs.key for mine, theirs in zip(keys, fetched, strict=True)
-        )
+        same = keys == fetched  # the same IDs and the same bytes, in order
         if same:
             console.print(f"[bold green]{source.id} and {destination.id} hold the same keys[/]")
         nursery.cancel_scope.cancel()

@@ -31,6 +31,7 @@ file; no ``sqlite3`` exception leaks to callers.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import itertools
 import sqlite3
@@ -302,7 +303,25 @@ class _Entry:
         return StoredKey(key_id, self.pool, self.key, orjson.loads(self.metadata))
 
 
-class MemoryKeyStore:
+class _ClosedOnExit(abc.ABC):
+    """``async with store:`` closes the store at the end of the block."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class MemoryKeyStore(_ClosedOnExit):
     """A :class:`KeyStore` in dicts, with the same semantics as :class:`SQLiteKeyStore` (for
     tests). Each async method checkpoints once, then does its work without yielding, so it is
     one atomic step like a transaction."""
@@ -317,17 +336,6 @@ class MemoryKeyStore:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{sum(map(len, self._pools.values()))} keys"
         return f"<MemoryKeyStore {state}>"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _enter(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -488,7 +496,7 @@ def _row_key(row: tuple[Any, ...]) -> StoredKey:
     return StoredKey(key_id, pool, bytes(key), orjson.loads(metadata))
 
 
-class SQLiteKeyStore:
+class SQLiteKeyStore(_ClosedOnExit):
     """A :class:`KeyStore` in one SQLite file per KM; open it with :meth:`open`.
 
     A key taken stays taken after a crash (``synchronous=FULL``); reopening the file sees exactly
@@ -560,17 +568,6 @@ class SQLiteKeyStore:
                 raise
             raise KeyStoreError(f"cannot open key store {str(path)!r}: {exc}") from None
         return db, {pool: n for pool, n in rows}
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _check_open(self) -> sqlite3.Connection:
         if self._db is None:
