@@ -678,17 +678,11 @@ class KeyManager:
             try:
                 response = await dialer.request(kq1.KeyRequest(number_of_keys=_ACQUIRE_BATCH))
                 assert isinstance(response, kq1.ResponseToKeyRequest)
-                keys: list[tuple[str, bytes, str | None]] = [
-                    (key.key_id, key.key, None) for key in response.keys
-                ]
-                try:
-                    await self._store_qkd_keys(link, keys)  # one transaction for the batch
-                except KeyManagerError:  # one key is refused: store the others one by one
-                    for key in keys:
-                        try:
-                            await self._store_qkd_keys(link, [key])
-                        except KeyManagerError as exc:
-                            logger.warning("%s: %s", self.km_id, exc)
+                for key in response.keys:
+                    try:
+                        await self._store_qkd_keys(link, [(key.key_id, key.key, None)])
+                    except KeyManagerError as exc:
+                        logger.warning("%s: %s", self.km_id, exc)
                 failing = False
                 if response.keys:  # more may be ready: ask again at once
                     continue
