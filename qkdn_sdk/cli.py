@@ -63,8 +63,10 @@ from qkdn_sdk.network import (
     load_topology,
     parse_topology,
 )
+from qkdn_sdk.network.deployment import ROLES, load_role_config, write_role_configs
 from qkdn_sdk.pki import write_dev_pki
 from qkdn_sdk.roles import relay as otp
+from qkdn_sdk.roles.km import KMConfig
 from qkdn_sdk.tls import TLSConfig, TLSConfigError
 from qkdn_sdk.transport import Connection, ServerInfo, Transport, connect, serve, transport_registry
 
@@ -796,9 +798,27 @@ async def _until_terminated(cancel_scope: trio.CancelScope) -> None:
             return
 
 
+def _run_until_stopped(
+    run: Callable[[], Awaitable[None]], name: str, *, prefix: str, level: int
+) -> None:
+    """Run roles until Ctrl+C or SIGTERM, their log records from ``level`` up on stderr (one
+    line each, after ``prefix``); errors end the command with one line; ``<name> stopped``."""
+    with _logging_to_stderr(prefix, _ROLE_LOGGERS, level):
+        try:
+            _run(run)
+        except QkdnError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot start {name}: {exc}")
+    typer.echo(f"{name} stopped", err=True)
+
+
+_Topology = Annotated[Path, typer.Argument(metavar="TOPOLOGY", help="The topology file (TOML).")]
+
+
 @network_app.command("up")
 def network_up(
-    topology: Annotated[Path, typer.Argument(metavar="TOPOLOGY", help="The topology file (TOML).")],
+    topology: _Topology,
     state_dir: Annotated[
         Path,
         typer.Option(
@@ -829,14 +849,78 @@ def network_up(
                 err=True,
             )
 
-    with _logging_to_stderr("qkdn network", _ROLE_LOGGERS, logging.WARNING):
-        try:
-            _run(run)
-        except QkdnError as exc:
-            fail(str(exc))
-        except OSError as exc:
-            fail(f"cannot start the network: {exc}")
-    typer.echo("network stopped", err=True)
+    _run_until_stopped(run, "network", prefix="qkdn network", level=logging.WARNING)
+
+
+@network_app.command("configure")
+def network_configure(
+    topology: _Topology,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where the PKI, the role config files (STATE_DIR/config) and key stores go.",
+        ),
+    ],
+    first_port: Annotated[
+        int,
+        typer.Option(
+            "--first-port",
+            min=1,
+            max=65535,
+            help="Interfaces the topology leaves at port 0 get free ports from this one up.",
+        ),
+    ] = 7000,
+) -> None:
+    """Write the PKI and one config file per role of TOPOLOGY (controller, KMs, QKD modules),
+    every URL on a fixed port, for running each role as its own process with 'qkdn serve'.
+
+    Prints the command that starts each role. QKD module files hold their link's secret and are
+    readable by their owner only."""
+    spec = _topology(topology)
+    try:
+        files = write_role_configs(spec, state_dir, first_port=first_port)
+    except QkdnError as exc:
+        fail(str(exc))
+    roles = {spec.controller_id: "controller", **{km.id: "km" for km in spec.kms}}
+    for role_id, path in files.items():
+        typer.echo(f"qkdn serve {roles.get(role_id, 'qkd-module')} --config {path}")
+
+
+@app.command("serve")
+def serve_role(
+    role: Annotated[str, typer.Argument(metavar="ROLE", help=f"One of: {', '.join(ROLES)}.")],
+    config: Annotated[
+        Path,
+        typer.Option("--config", help="The role's config file ('qkdn network configure')."),
+    ],
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Log every request served, not only problems.")
+    ] = False,
+) -> None:
+    """Run one role (a KM, the QKDN controller or a simulated QKD module) as this process,
+    until Ctrl+C or SIGTERM: the deployment where every node is its own machine."""
+    if role not in ROLES:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(ROLES)}, not {role!r}", param_hint="ROLE"
+        )
+    try:
+        spec = load_role_config(config, role)
+    except QkdnError as exc:
+        fail(str(exc))
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_until_terminated, nursery.cancel_scope)
+            urls = await nursery.start(spec.run)
+            if isinstance(urls, dict):
+                where = ", ".join(f"{name} {url}" for name, url in urls.items())
+            else:
+                where = urls or f"pushing keys to {getattr(spec.config, 'km_url', None)}"
+            typer.echo(f"{role} {spec.id} serves: {where} (Ctrl+C to stop)", err=True)
+
+    level = logging.INFO if verbose else logging.WARNING
+    _run_until_stopped(run, f"{role} {spec.id}", prefix=f"qkdn {role} {spec.id}", level=level)
 
 
 @app.command()
@@ -854,11 +938,15 @@ def demo(
     spec = _topology(topology)
     if len(spec.applications) < 2:
         fail("the demo needs two applications in the topology")
+    km_options: dict[str, Any] = {"report_interval": 0.1, "sync_interval": 0.1}
+    limits = KMConfig(km_id="demo", listen={}, controller_id=spec.controller_id, **km_options)
+    try:  # before anything starts: every KM of the demo has these limits
+        limits.check_amount(number, size)
+    except QkdnError as exc:
+        fail(f"--number {number} --size {size}: {exc}")
     console = Console(stderr=False, highlight=False)
     with tempfile.TemporaryDirectory(prefix="qkdn-demo-") as state_dir:
-        network = Network(
-            spec, Path(state_dir), km_options={"report_interval": 0.1, "sync_interval": 0.1}
-        )
+        network = Network(spec, Path(state_dir), km_options=km_options)
         with _logging_to_stderr("qkdn demo", _ROLE_LOGGERS, logging.ERROR):
             try:
                 same = _run(partial(_demo, network, console, number, size))

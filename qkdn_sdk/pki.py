@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from qkdn_sdk._files import write_atomically
 from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.tls import TLSConfig
 
@@ -365,20 +364,7 @@ def _make_directory(directory: Path) -> None:
 
 
 def _write(path: Path, data: bytes, *, private: bool) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
-
-    mkstemp creates the file with mode 0600, so a private key is never readable by others, not
-    even for a moment, and replacing an existing file does not inherit its looser mode.
-    """
     try:
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(path, data, private=private)
     except OSError as exc:
-        raise PKIError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o600 if private else 0o644)
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
         raise PKIError(f"cannot write {path}: {exc.strerror or exc}") from None

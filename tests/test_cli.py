@@ -272,7 +272,9 @@ def test_decode_round_trips_a_message_with_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [("--help",), ("messages", "--help"), ("decode", "--help")], ids=" ".join
+    "args",
+    [("--help",), ("messages", "--help"), ("decode", "--help"), ("serve", "--help")],
+    ids=" ".join,
 )
 def test_help(args: tuple[str, ...]) -> None:
     result = qkdn(*args)
@@ -285,3 +287,22 @@ def test_help_lists_the_commands() -> None:
     result = qkdn("--help")
     assert "messages" in result.stdout
     assert "decode" in result.stdout
+
+
+# --- qkdn demo -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("--size", "12"), "size_of_key 12 must be a multiple of 8"),
+        (("--number", "129"), "max_key_per_request (128)"),
+        (("--number", "100", "--size", "8192"), "over the 131072 bits one request may carry"),
+    ],
+)
+def test_demo_refuses_what_no_km_would_supply_before_starting(
+    args: tuple[str, ...], problem: str
+) -> None:
+    result = qkdn("demo", *args)
+    assert_one_line_error(result, problem)
+    assert result.stdout == ""  # nothing started, nothing shown

@@ -91,7 +91,16 @@ def test_every_cli_command_is_documented(command: str) -> None:
 
 
 def test_the_cli_has_the_commands_the_docs_promise() -> None:
-    assert _commands() == ["certs", "decode", "demo", "listen", "messages", "send", "transports"]
+    assert _commands() == [
+        "certs",
+        "decode",
+        "demo",
+        "listen",
+        "messages",
+        "send",
+        "serve",
+        "transports",
+    ]
 
 
 def test_network_commands_are_documented() -> None:

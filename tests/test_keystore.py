@@ -121,6 +121,16 @@ async def test_key_ids_lists_the_oldest_without_removing(store: KeyStore) -> Non
     assert store.count("p") == 4
 
 
+async def test_key_ids_lists_the_newest_oldest_first(store: KeyStore) -> None:
+    await store.put(make_many("p", 4))
+    await store.take_ids("p", ["k2"])
+    assert await store.key_ids("p", 2, newest=True) == ["k1", "k3"]
+    assert await store.key_ids("p", 10, newest=True) == ["k0", "k1", "k3"]
+    assert await store.key_ids("p", 0, newest=True) == []
+    assert await store.key_ids("nothing", 3, newest=True) == []
+    assert store.count("p") == 3
+
+
 # --- take_ids -------------------------------------------------------------------------------
 
 

@@ -19,7 +19,6 @@ stops every role; the key stores are closed.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,15 +26,17 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import trio
 
+from qkdn_sdk._files import write_atomically
 from qkdn_sdk.network.topology import LinkSpec, Topology, module_id
 from qkdn_sdk.pki import CA_CERT_FILE, dev_tls_config, write_dev_pki
-from qkdn_sdk.roles.controller import Controller, ControllerConfig
+from qkdn_sdk.roles.controller import Controller
 from qkdn_sdk.roles.keystore import KeyStore, MemoryKeyStore, SQLiteKeyStore
-from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
-from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule, QKDModuleConfig
+from qkdn_sdk.roles.km import KeyManager, KMConfig
+from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule
 from qkdn_sdk.tls import TLSConfig
 
 __all__ = ["ENDPOINTS_FILE", "Network"]
@@ -71,7 +72,7 @@ class Network:
         self.kms: dict[str, KeyManager] = {}
         self.modules: dict[str, QKDModule] = {}
         self._urls: dict[str, dict[str, str]] = {}
-        self._module_urls: dict[tuple[str, str], str] = {}
+        self._module_urls: dict[str, str] = {}
         self._running: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._memory_stores: dict[str, KeyStore] = {}
         self._nursery: trio.Nursery | None = None
@@ -96,14 +97,7 @@ class Network:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             controller = Controller(
-                ControllerConfig(
-                    controller_id=topology.controller_id,
-                    listen_url=topology.controller_listen,
-                    kms=frozenset(km.id for km in topology.kms),
-                    links=frozenset(frozenset(link.kms) for link in topology.links),
-                    applications={app.id: app.km for app in topology.applications},
-                ),
-                tls=self.tls(topology.controller_id),
+                topology.controller_config(), tls=self.tls(topology.controller_id)
             )
             self.controller = controller
             url = await nursery.start(self._run_controller, controller)
@@ -112,46 +106,37 @@ class Network:
 
             shared = {link.name: (secrets.token_bytes(32), time.time()) for link in topology.links}
 
-            def module(
+            async def start_module(
                 km: str,
                 neighbour: str,
                 link: LinkSpec,
                 *,
                 km_url: str | None = None,
                 listen_url: str | None = None,
-            ) -> QKDModule:
+            ) -> str | None:
                 secret, epoch = shared[link.name]
-                config = QKDModuleConfig(
-                    module_id=module_id(km, neighbour),
-                    matching_module_id=module_id(neighbour, km),
-                    link_secret=secret,
-                    epoch=epoch,
-                    secret_key_rate=link.secret_key_rate,
-                    mode=link.mode,
-                    key_size=link.key_size,
-                    km_url=km_url,
-                    listen_url=listen_url,
+                config = topology.module_config(
+                    km, neighbour, secret, epoch, km_url=km_url, listen_url=listen_url
                 )
-                self.modules[config.module_id] = QKDModule(config, tls=self.tls(config.module_id))
-                return self.modules[config.module_id]
+                module = QKDModule(config, tls=self.tls(config.module_id))
+                self.modules[config.module_id] = module
+                return await nursery.start(module.run)  # type: ignore[no-any-return]
 
-            module_urls: dict[tuple[str, str], str] = {}
             for link in topology.links:
                 if link.mode is Kq1Mode.ON_REQUEST:
                     for km, neighbour in (link.kms, link.kms[::-1]):
-                        listen = self._module_listen(km, neighbour)
-                        served = module(km, neighbour, link, listen_url=listen)
-                        module_urls[(km, neighbour)] = await nursery.start(served.run)
+                        listen = topology.module_listen(km, neighbour)
+                        url = await start_module(km, neighbour, link, listen_url=listen)
+                        assert url is not None
+                        self._module_urls[module_id(km, neighbour)] = url
 
-            self._module_urls = module_urls
             for spec in topology.kms:
                 await self.start_km(spec.id)
 
             for link in topology.links:
                 if link.mode is Kq1Mode.PROACTIVE:
                     for km, neighbour in (link.kms, link.kms[::-1]):
-                        pushing = module(km, neighbour, link, km_url=self._urls[km]["kq1"])
-                        await nursery.start(pushing.run)
+                        await start_module(km, neighbour, link, km_url=self._urls[km]["kq1"])
 
             endpoints = self.endpoints()
             await trio.to_thread.run_sync(self._write_endpoints, endpoints)
@@ -194,47 +179,26 @@ class Network:
         with self._stoppable(self.topology.controller_id):
             await controller.run(task_status=task_status)
 
+    def km_config(self, km_id: str) -> KMConfig:
+        """The configuration the KM ``km_id`` runs with (the URLs it listens on once started)."""
+        config = self.topology.km_config(km_id, self._module_urls, **self._km_options)
+        return attrs.evolve(config, listen=self._urls.get(km_id, config.listen))
+
     async def _run_km(self, km_id: str, *, task_status: trio.TaskStatus[dict[str, str]]) -> None:
-        topology = self.topology
-        links = tuple(
-            KMLink(
-                neighbour=neighbour,
-                module_id=module_id(km_id, neighbour),
-                mode=link.mode,
-                module_url=self._module_urls.get((km_id, neighbour)),
-            )
-            for neighbour, link in topology.links_of(km_id)
-        )
-        config = KMConfig(
-            km_id=km_id,
-            listen=self._urls.get(km_id, topology.km(km_id).listen),
-            controller_id=topology.controller_id,
-            links=links,
-            applications=topology.applications_of(km_id),
-            **self._km_options,
-        )
+        config = self.km_config(km_id)
         with self._stoppable(km_id):
             async with self._open_store(km_id) as store:
                 km = KeyManager(config, store, tls=self.tls(km_id), directory=self.directory)
                 self.kms[km_id] = km
                 await km.run(task_status=task_status)
 
-    def _module_listen(self, km: str, neighbour: str) -> str:
-        if self.topology.transport == "memory":
-            return f"memory://{module_id(km, neighbour)}/kq1"
-        return f"{self.topology.transport}://{self.topology.host}:0"
-
     @asynccontextmanager
     async def _open_store(self, km_id: str) -> AsyncIterator[KeyStore]:
         if self._store_kind == "memory":  # kept for the life of the network
             yield self._memory_stores.setdefault(km_id, MemoryKeyStore())
             return
-        store = await SQLiteKeyStore.open(self.state_dir / f"{km_id}.sqlite3")
-        try:
+        async with await SQLiteKeyStore.open(self.state_dir / f"{km_id}.sqlite3") as store:
             yield store
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.aclose()
 
     def endpoints(self) -> dict[str, Any]:
         """What ``endpoints.json`` holds: the CA, the controller's and KMs' URLs (per interface,
@@ -261,7 +225,5 @@ class Network:
         }
 
     def _write_endpoints(self, endpoints: dict[str, Any]) -> None:
-        path = self.state_dir / ENDPOINTS_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(orjson.dumps(endpoints, option=orjson.OPT_INDENT_2) + b"\n")
-        os.replace(temporary, path)
+        data = orjson.dumps(endpoints, option=orjson.OPT_INDENT_2) + b"\n"
+        write_atomically(self.state_dir / ENDPOINTS_FILE, data)

@@ -35,8 +35,10 @@ from typing import Any
 import attrs
 
 from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.roles.km import INTERFACES
-from qkdn_sdk.roles.qkd_module import Kq1Mode
+from qkdn_sdk.network._toml import Problem, get, identifier, tables
+from qkdn_sdk.roles.controller import ControllerConfig
+from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink
+from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
 
 __all__ = [
     "ApplicationSpec",
@@ -112,6 +114,71 @@ class Topology:
     def applications_of(self, km_id: str) -> frozenset[str]:
         return frozenset(app.id for app in self.applications if app.km == km_id)
 
+    def module_listen(self, km: str, neighbour: str) -> str:
+        """Where ``km``'s QKD module on the link to ``neighbour`` serves when its KM asks it for
+        keys (on-request links): on ``host``, any port."""
+        if self.transport == "memory":
+            return f"memory://{module_id(km, neighbour)}/kq1"
+        return f"{self.transport}://{self.host}:0"
+
+    def controller_config(self) -> ControllerConfig:
+        """The controller's configuration: every KM, link and application of the topology."""
+        return ControllerConfig(
+            controller_id=self.controller_id,
+            listen_url=self.controller_listen,
+            kms=frozenset(km.id for km in self.kms),
+            links=frozenset(frozenset(link.kms) for link in self.links),
+            applications={app.id: app.km for app in self.applications},
+        )
+
+    def km_config(self, km_id: str, module_urls: Mapping[str, str], **options: Any) -> KMConfig:
+        """The configuration of the KM ``km_id``; ``module_urls`` gives the URL of each QKD
+        module (by ID) that serves on-request keys; ``options`` are further
+        :class:`~qkdn_sdk.roles.km.KMConfig` fields (timeouts, intervals, limits)."""
+        links = tuple(
+            KMLink(
+                neighbour=neighbour,
+                module_id=module_id(km_id, neighbour),
+                mode=link.mode,
+                module_url=module_urls.get(module_id(km_id, neighbour)),
+            )
+            for neighbour, link in self.links_of(km_id)
+        )
+        return KMConfig(
+            km_id=km_id,
+            listen=self.km(km_id).listen,
+            controller_id=self.controller_id,
+            links=links,
+            applications=self.applications_of(km_id),
+            **options,
+        )
+
+    def module_config(
+        self,
+        km: str,
+        neighbour: str,
+        link_secret: bytes,
+        epoch: float,
+        *,
+        km_url: str | None = None,
+        listen_url: str | None = None,
+    ) -> QKDModuleConfig:
+        """The configuration of ``km``'s QKD module on the link to ``neighbour``: it pushes
+        keys to ``km_url`` (proactive link) or serves ``listen_url`` (on-request link)."""
+        link = next(link for other, link in self.links_of(km) if other == neighbour)
+        return QKDModuleConfig(
+            module_id=module_id(km, neighbour),
+            matching_module_id=module_id(neighbour, km),
+            link_secret=link_secret,
+            epoch=epoch,
+            secret_key_rate=link.secret_key_rate,
+            mode=link.mode,
+            key_size=link.key_size,
+            km_url=km_url,
+            listen_url=listen_url,
+            km_id=km,
+        )
+
     def entities(self) -> list[str]:
         """Every ID that needs a certificate: controller, KMs, QKD modules, applications."""
         modules = [module_id(a, b) for link in self.links for a, b in (link.kms, link.kms[::-1])]
@@ -140,49 +207,19 @@ def parse_topology(text: str, *, source: str = "topology") -> Topology:
         raise TopologyError(f"{source}: not valid TOML: {exc}") from None
     try:
         return _topology(data)
-    except _Problem as exc:
+    except Problem as exc:
         raise TopologyError(f"{source}: {exc}") from None
-
-
-class _Problem(Exception):
-    pass
-
-
-def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
-    if key not in table:
-        if default is ...:
-            raise _Problem(f"{where}: {key} is missing")
-        return default
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise _Problem(f"{where}: {key} must be a {kind.__name__}, not {value!r}")
-    return value
-
-
-def _tables(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    value = data.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise _Problem(f"{key} must be an array of tables ([[{key}]])")
-    return value
-
-
-def _identifier(value: str, where: str) -> str:
-    if not value or not value.isprintable() or "/" in value or "\\" in value or ":" in value:
-        raise _Problem(f"{where}: {value!r} is not a usable ID (printable, no / \\ or :)")
-    return value
 
 
 def _topology(data: Mapping[str, Any]) -> Topology:
     known = {"transport", "host", "controller", "km", "link", "application"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise _Problem(f"unknown keys {unknown} (expected {sorted(known)})")
-    transport = _get(data, "transport", str, "top level", "tcp+tls")
+        raise Problem(f"unknown keys {unknown} (expected {sorted(known)})")
+    transport = get(data, "transport", str, "top level", "tcp+tls")
     if transport not in _SCHEMES:
-        raise _Problem(f"transport must be one of {list(_SCHEMES)}, not {transport!r}")
-    host = _get(data, "host", str, "top level", "127.0.0.1")
+        raise Problem(f"transport must be one of {list(_SCHEMES)}, not {transport!r}")
+    host = get(data, "host", str, "top level", "127.0.0.1")
 
     def default_url(name: str) -> str:
         if transport == "memory":
@@ -191,59 +228,59 @@ def _topology(data: Mapping[str, Any]) -> Topology:
 
     controller = data.get("controller")
     if not isinstance(controller, dict):
-        raise _Problem("[controller] is missing")
-    controller_id = _identifier(_get(controller, "id", str, "controller"), "controller")
-    controller_listen = _get(
+        raise Problem("[controller] is missing")
+    controller_id = identifier(get(controller, "id", str, "controller"), "controller")
+    controller_listen = get(
         controller, "listen", str, "controller", default_url(f"{controller_id}/ck")
     )
 
     kms: list[KMSpec] = []
-    for index, table in enumerate(_tables(data, "km"), 1):
+    for index, table in enumerate(tables(data, "km"), 1):
         where = f"km {index}"
-        km_id = _identifier(_get(table, "id", str, where), where)
-        listen = dict(_get(table, "listen", dict, f"km {km_id}", {}))
+        km_id = identifier(get(table, "id", str, where), where)
+        listen = dict(get(table, "listen", dict, f"km {km_id}", {}))
         for interface in listen:
             if interface not in INTERFACES:
-                raise _Problem(f"km {km_id}: unknown interface {interface!r} in listen")
+                raise Problem(f"km {km_id}: unknown interface {interface!r} in listen")
         for interface in INTERFACES:
             listen.setdefault(interface, default_url(f"{km_id}/{interface}"))
         kms.append(KMSpec(id=km_id, listen=listen))
     if not kms:
-        raise _Problem("no [[km]]")
+        raise Problem("no [[km]]")
     km_ids = [km.id for km in kms]
 
     links: list[LinkSpec] = []
-    for index, table in enumerate(_tables(data, "link"), 1):
+    for index, table in enumerate(tables(data, "link"), 1):
         where = f"link {index}"
-        pair = _get(table, "kms", list, where)
+        pair = get(table, "kms", list, where)
         if len(pair) != 2 or pair[0] == pair[1] or any(km not in km_ids for km in pair):
-            raise _Problem(f"{where}: kms must name two different KMs of [[km]], not {pair!r}")
-        rate = _get(table, "secret_key_rate", float, where)
+            raise Problem(f"{where}: kms must name two different KMs of [[km]], not {pair!r}")
+        rate = get(table, "secret_key_rate", float, where)
         if not rate > 0:
-            raise _Problem(f"{where}: secret_key_rate must be > 0 bits/s")
-        mode_name = _get(table, "mode", str, where, Kq1Mode.PROACTIVE.value)
+            raise Problem(f"{where}: secret_key_rate must be > 0 bits/s")
+        mode_name = get(table, "mode", str, where, Kq1Mode.PROACTIVE.value)
         try:
             mode = Kq1Mode(mode_name)
         except ValueError:
             modes = [mode.value for mode in Kq1Mode]
-            raise _Problem(f"{where}: mode must be one of {modes}, not {mode_name!r}") from None
-        key_size = _get(table, "key_size", int, where, 4096)
+            raise Problem(f"{where}: mode must be one of {modes}, not {mode_name!r}") from None
+        key_size = get(table, "key_size", int, where, 4096)
         if key_size < 256 or key_size % 256:
-            raise _Problem(f"{where}: key_size must be a positive multiple of 256 bits")
+            raise Problem(f"{where}: key_size must be a positive multiple of 256 bits")
         links.append(
             LinkSpec(kms=(pair[0], pair[1]), secret_key_rate=rate, mode=mode, key_size=key_size)
         )
     names = [frozenset(link.kms) for link in links]
     if len(set(names)) != len(names):
-        raise _Problem("two links join the same two KMs")
+        raise Problem("two links join the same two KMs")
 
     applications: list[ApplicationSpec] = []
-    for index, table in enumerate(_tables(data, "application"), 1):
+    for index, table in enumerate(tables(data, "application"), 1):
         where = f"application {index}"
-        app_id = _identifier(_get(table, "id", str, where), where)
-        km = _get(table, "km", str, f"application {app_id}")
+        app_id = identifier(get(table, "id", str, where), where)
+        km = get(table, "km", str, f"application {app_id}")
         if km not in km_ids:
-            raise _Problem(f"application {app_id}: km {km!r} is not a [[km]]")
+            raise Problem(f"application {app_id}: km {km!r} is not a [[km]]")
         applications.append(ApplicationSpec(id=app_id, km=km))
 
     topology = Topology(
@@ -258,5 +295,5 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     entities = topology.entities()
     twice = sorted({entity for entity in entities if entities.count(entity) > 1})
     if twice:
-        raise _Problem(f"IDs used twice: {twice}")
+        raise Problem(f"IDs used twice: {twice}")
     return topology

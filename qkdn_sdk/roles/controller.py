@@ -426,7 +426,13 @@ class Controller:
             return f"key_amount is not between 0 and {MAX_KEY_BITS}"
         if neighbour not in self._neighbours.get(sender, ()):
             return f"km_link {quoted(neighbour)} is not a neighbour of {sender} in the topology"
+        before = self._amounts.get((sender, neighbour), 0)
         self._amounts[sender, neighbour] = amount
+        if (before == 0) != (amount == 0):  # the link can relay again, or no more
+            if amount:
+                logger.info("link %s->%s has key: %d bits", sender, neighbour, amount)
+            else:
+                logger.info("link %s->%s has no key left", sender, neighbour)
         return None
 
 

@@ -206,9 +206,10 @@ class KeyStore(Protocol):
         when a KM starts). Returns how many."""
         ...
 
-    async def key_ids(self, pool: str, limit: int) -> list[str]:
-        """The IDs of the ``limit`` oldest keys of ``pool``, oldest first; nothing is removed.
-        Raises :class:`ValueError` when ``limit`` is negative."""
+    async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
+        """The IDs of the ``limit`` oldest keys of ``pool`` (the ``limit`` newest with
+        ``newest``), oldest first; nothing is removed. Raises :class:`ValueError` when ``limit``
+        is negative."""
         ...
 
     async def seen(self, key_ids: Sequence[str]) -> set[str]:
@@ -304,7 +305,8 @@ class _Entry:
 
 
 class _ClosedOnExit(abc.ABC):
-    """``async with store:`` closes the store at the end of the block."""
+    """``async with store:`` closes the store at the end of the block, even when the block
+    was cancelled (the close is shielded: a store is never left half open)."""
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...
@@ -318,7 +320,8 @@ class _ClosedOnExit(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        with trio.CancelScope(shield=True):
+            await self.aclose()
 
 
 class MemoryKeyStore(_ClosedOnExit):
@@ -416,10 +419,13 @@ class MemoryKeyStore(_ClosedOnExit):
         pools = [pool for pool in self._pools if pool.startswith(prefix)]
         return sum(len(self._pools.pop(pool)) for pool in pools)
 
-    async def key_ids(self, pool: str, limit: int) -> list[str]:
+    async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
         _check_count("limit", limit)
         await self._enter()
-        return list(itertools.islice(self._pools.get(pool, {}), limit))
+        keys = self._pools.get(pool, {})
+        if newest:
+            return list(keys)[len(keys) - limit :] if limit else []
+        return list(itertools.islice(keys, limit))
 
     async def seen(self, key_ids: Sequence[str]) -> set[str]:
         await self._enter()
@@ -700,14 +706,17 @@ class SQLiteKeyStore(_ClosedOnExit):
             _add(self._counts, pool, -n)
         return sum(discarded.values())
 
-    async def key_ids(self, pool: str, limit: int) -> list[str]:
+    async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
         _check_count("limit", limit)
+        order = "DESC" if newest else "ASC"
 
         def work(db: sqlite3.Connection) -> list[str]:
             rows = db.execute(
-                "SELECT key_id FROM keys WHERE pool = ? ORDER BY seq LIMIT ?", (pool, limit)
+                f"SELECT key_id FROM keys WHERE pool = ? ORDER BY seq {order} LIMIT ?",
+                (pool, limit),
             )
-            return [row[0] for row in rows]
+            ids = [row[0] for row in rows]
+            return ids[::-1] if newest else ids
 
         return await self._transaction(work)
 

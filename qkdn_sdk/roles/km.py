@@ -163,6 +163,25 @@ class KMConfig:
     acquire_interval: float = 0.25
     """Seconds between two Kq-1 key requests to a module that supplies upon request."""
 
+    def check_amount(self, number: int, size: int) -> None:
+        """Raise :class:`KeyManagerError` saying why ``number`` keys of ``size`` bits are more
+        than one key request may ask of this KM."""
+        if number > self.max_key_per_request:
+            raise KeyManagerError(
+                f"number_of_keys {number} is over this KM's max_key_per_request "
+                f"({self.max_key_per_request})"
+            )
+        if size % 8 or size > self.max_size_of_key:
+            raise KeyManagerError(
+                f"size_of_key {size} must be a multiple of 8 and at most "
+                f"{self.max_size_of_key} bits"
+            )
+        if number * size > _MAX_RELAY_BITS:
+            raise KeyManagerError(
+                f"{number} keys of {size} bits are over the {_MAX_RELAY_BITS} bits one request "
+                "may carry"
+            )
+
     def __attrs_post_init__(self) -> None:
         unknown = set(self.listen) - set(INTERFACES)
         if unknown:
@@ -211,6 +230,9 @@ class KeyManager:
         self._pending: dict[str, str] = {}  # relay ID -> the app: pool its keys go to
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._sync_wanted = {link.neighbour: trio.Event() for link in config.links}
+        self._sync_rounds: dict[str, trio.Event] = {}
+        """Per neighbour, the latest key ID synchronisation we sent: set once it ended."""
+        self._link_ready: set[str] = set()
         self._handlers: dict[str, Callable[[Message, Connection], Awaitable[Message | None]]] = {
             "ak": self._handle_ak,
             "ck": self._handle_ck,
@@ -327,7 +349,7 @@ class KeyManager:
         destination = request.application_destination_id
         number = request.number_of_keys or self.config.default_number_of_keys
         size = request.size_of_key or self.config.default_size_of_key
-        self._check_amount(number, size)
+        self.config.check_amount(number, size)
         if destination == source:
             raise KeyManagerError("the destination application is the source application")
         keys = [secrets.token_bytes(size // 8) for _ in range(number)]
@@ -353,24 +375,6 @@ class KeyManager:
             keys=[Key(key=key, key_id=key_id) for key_id, key in zip(key_ids, keys, strict=True)],
             response="success",
         )
-
-    def _check_amount(self, number: int, size: int) -> None:
-        config = self.config
-        if number > config.max_key_per_request:
-            raise KeyManagerError(
-                f"number_of_keys {number} is over this KM's max_key_per_request "
-                f"({config.max_key_per_request})"
-            )
-        if size % 8 or size > config.max_size_of_key:
-            raise KeyManagerError(
-                f"size_of_key {size} must be a multiple of 8 and at most "
-                f"{config.max_size_of_key} bits"
-            )
-        if number * size > _MAX_RELAY_BITS:
-            raise KeyManagerError(
-                f"{number} keys of {size} bits are over the {_MAX_RELAY_BITS} bits one request "
-                "may carry"
-            )
 
     async def _key_request_with_id(
         self, request: ak.KeyRequestWithId, connection: Connection
@@ -535,13 +539,7 @@ class KeyManager:
         relay_id = relay.key_relay_request_id
         if relay_id in self._routes or relay_id in self._pending:
             raise KeyManagerError(f"relay {quoted(relay_id)} came back to {self.km_id} (a loop)")
-        try:
-            units = await self.store.take_ids(_in_pool(sender), relay.link_key_ids)
-        except UnknownKeys as exc:
-            raise KeyManagerError(
-                f"{self.km_id} does not hold {len(exc.missing)} of the link keys of "
-                f"{sender}-{self.km_id} used (spent, or not synchronised yet)"
-            ) from None
+        units = await self._take_received_units(sender, relay.link_key_ids)
         plaintext = otp.unseal(relay, [unit.key for unit in units])
         if relay.destination_kma_id != self.km_id:
             _, next_km = await self._next_hop(
@@ -552,6 +550,25 @@ class KeyManager:
             self.relays["forwarded"] += 1
             return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
         return await self._receive_relayed(relay, plaintext)
+
+    async def _take_received_units(self, sender: str, unit_ids: list[str]) -> list[StoredKey]:
+        """The link units ``sender`` spent on a hop to us. When we started a key ID
+        synchronisation with ``sender`` that has not ended, the sender may already use units it
+        cut while answering it: we wait for it to end before refusing."""
+        try:
+            return await self.store.take_ids(_in_pool(sender), unit_ids)
+        except UnknownKeys:
+            in_flight = self._sync_rounds.get(sender)
+            if in_flight is not None and not in_flight.is_set():
+                with trio.move_on_after(self.config.relay_timeout):
+                    await in_flight.wait()
+        try:
+            return await self.store.take_ids(_in_pool(sender), unit_ids)
+        except UnknownKeys as exc:
+            raise KeyManagerError(
+                f"{self.km_id} does not hold {len(exc.missing)} of the link keys of "
+                f"{sender}-{self.km_id} used (spent, or not synchronised yet)"
+            ) from None
 
     async def _receive_relayed(self, relay: kx.KeyRelay, plaintext: bytes) -> kx.ResponseToKeyRelay:
         """At the destination: check the keys end to end and hold them pending."""
@@ -697,24 +714,41 @@ class KeyManager:
             await trio.sleep(self.config.acquire_interval)
 
     async def _synchronise(self, neighbour: str) -> None:
-        """Key ID synchronisation, run by the KM whose ID sorts first on the link."""
+        """Key ID synchronisation, run by the KM whose ID sorts first on the link.
+
+        Both ends receive a link's QKD-keys in the order its modules made them, so a key we
+        hold that the neighbour lacks while it holds a newer one will never reach it (its
+        module dropped the key, or its KM was down): such keys are discarded. A request asks
+        for the oldest waiting IDs; when none of those is held and more wait, the next one asks
+        for the newest, so a run of keys the neighbour never got does not stall the link.
+        """
         failing = False
+        newest = False
         while True:
             with trio.move_on_after(self.config.sync_interval):
                 await self._sync_wanted[neighbour].wait()
             self._sync_wanted[neighbour] = trio.Event()
-            ids = await self.store.key_ids(_qkd_pool(neighbour), _SYNC_BATCH)
-            if not ids or self._dialer(neighbour).url is None:  # not started yet
+            if self._dialer(neighbour).url is None:  # not started yet
+                continue
+            waiting = self.store.count(_qkd_pool(neighbour))
+            ids = await self.store.key_ids(_qkd_pool(neighbour), _SYNC_BATCH, newest=newest)
+            if not ids:
                 continue
             request = kx.KeyIdSynchronizationRequest(
                 source_kma_id=self.km_id,
                 destination_kma_id=neighbour,
                 key_ids=[KeyId(key_id=key_id) for key_id in ids],
             )
+            in_flight = self._sync_rounds[neighbour] = trio.Event()
             try:
                 response = await self._dialer(neighbour).request(
                     request, timeout=self.config.relay_timeout
                 )
+                assert isinstance(response, kx.ResponseToKeyIdSynchronizationRequest)
+                held = {key.key_id for key in response.key_ids}
+                both = [key_id for key_id in ids if key_id in held]
+                await self._discard_unmatched(neighbour, ids, both)
+                await self._adopt(neighbour, both)
             except QkdnError as exc:
                 if not failing:
                     logger.warning(
@@ -722,13 +756,34 @@ class KeyManager:
                     )
                 failing = True
                 continue
+            finally:
+                in_flight.set()
+            if failing:
+                logger.warning(
+                    "%s: key ID synchronisation with %s works again", self.km_id, neighbour
+                )
             failing = False
-            assert isinstance(response, kx.ResponseToKeyIdSynchronizationRequest)
-            asked = set(ids)
-            both = [key.key_id for key in response.key_ids if key.key_id in asked]
-            await self._adopt(neighbour, both)
-            if len(ids) == _SYNC_BATCH:
+            newest = not both and not newest and waiting > _SYNC_BATCH
+            if len(ids) == _SYNC_BATCH or newest:
                 self._sync_wanted[neighbour].set()
+
+    async def _discard_unmatched(self, neighbour: str, asked: list[str], both: list[str]) -> None:
+        """Discard the QKD-keys of ``asked`` (oldest first) that the neighbour does not hold
+        although it holds a newer one of them: it never will."""
+        if not both:
+            return
+        newest_held = asked.index(both[-1])
+        matched = set(both)
+        dead = [key_id for key_id in asked[:newest_held] if key_id not in matched]
+        if dead:
+            await self.store.take_present(_qkd_pool(neighbour), dead)
+            logger.info(
+                "%s: %d QKD-keys of the link to %s discarded: %s never got them",
+                self.km_id,
+                len(dead),
+                neighbour,
+                neighbour,
+            )
 
     async def _on_synchronisation(
         self, request: kx.KeyIdSynchronizationRequest, connection: Connection
@@ -766,6 +821,15 @@ class KeyManager:
         ]
         await self.store.put(units)
         self._notify_link_change()
+        if neighbour not in self._link_ready:
+            self._link_ready.add(neighbour)
+            logger.info(
+                "%s: link to %s ready: %d bits of link key to send with, %d to receive",
+                self.km_id,
+                neighbour,
+                self.link_key_bits(neighbour),
+                self.store.count(_in_pool(neighbour)) * otp.UNIT_BITS,
+            )
 
     # --- Ck: the controller (Q.4164) ------------------------------------------------------------
 

@@ -1,0 +1,450 @@
+"""One role per process: a config file per role of a topology, and the role it describes.
+
+Theory of operation
+-------------------
+:func:`write_role_configs` turns a :class:`~qkdn_sdk.network.topology.Topology` into what the
+machines of a deployment need: the development PKI in ``DIR/pki`` (when the transport uses TLS),
+a secret and a start time per QKD link, and ``DIR/config/<id>.toml`` for the controller, every
+KM and every QKD module. Every URL gets a fixed port (a role in another process cannot learn a
+port chosen at start-up), the next free one from ``first_port`` unless the topology fixes it.
+
+:func:`load_role_config` reads one such file back into a :class:`RoleConfig`: the role's own
+configuration object (:class:`~qkdn_sdk.roles.km.KMConfig`,
+:class:`~qkdn_sdk.roles.controller.ControllerConfig` or
+:class:`~qkdn_sdk.roles.qkd_module.QKDModuleConfig`), its TLS files and, for a KM, its key store
+and the URLs of its peers. ``await nursery.start(role.run)`` serves it, exactly as
+:class:`~qkdn_sdk.network.Network` runs the same role in one process. Relative paths in a file
+are relative to the file. The files are what ``qkdn network configure`` writes and ``qkdn serve``
+reads; they are meant to be read and edited by an operator (hosts, ports, paths).
+
+A KM file::
+
+    role = "km"
+    id = "km-a"
+    store = "../km-a.sqlite3"          # its SQLite key store
+    applications = ["alice"]           # the applications it serves
+    listen = {ak = "tcp+tls://127.0.0.1:7001", ck = "...", kq1 = "...", kx = "..."}
+    controller = {id = "controller", url = "tcp+tls://127.0.0.1:7000"}
+    tls = {ca = "../pki/ca.pem", cert = "../pki/km-a.pem", key = "../pki/km-a.key"}
+    options = {relay_timeout = 10.0}   # optional: further KMConfig fields
+
+    [[link]]
+    neighbour = "km-b"
+    url = "tcp+tls://127.0.0.1:7008"   # the neighbour's KM-link (kx) URL
+    module = "km-a.km-b"               # our QKD module on the link
+    mode = "on-request"
+    module_url = "tcp+tls://127.0.0.1:7012"   # on-request only: where the module serves
+
+A controller file has ``role = "controller"``, ``id``, ``listen`` (its Ck URL), ``kms``,
+``links`` (pairs of KM IDs), ``applications`` (application ID = KM ID) and ``tls``. A QKD module
+file has ``role = "qkd-module"``, ``id``, ``matching_id``, ``km_id``, ``mode``, ``km_url``
+(proactive: its KM's Kq-1 URL) or ``listen`` (on-request), ``secret_key_rate``, ``key_size``,
+``epoch``, ``link_secret`` (hex: the secret both modules of the link share; the file is written
+with mode 0600) and ``tls``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+import tomllib
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import tomli_w
+import trio
+
+from qkdn_sdk._files import write_atomically
+from qkdn_sdk.errors import QkdnError
+from qkdn_sdk.network._toml import Problem, get, identifier, tables
+from qkdn_sdk.network.topology import Topology, module_id
+from qkdn_sdk.pki import dev_tls_config, write_dev_pki
+from qkdn_sdk.roles.controller import Controller, ControllerConfig
+from qkdn_sdk.roles.keystore import SQLiteKeyStore
+from qkdn_sdk.roles.km import INTERFACES, KeyManager, KMConfig, KMLink
+from qkdn_sdk.roles.qkd_module import LINK_SECRET_SIZE, Kq1Mode, QKDModule, QKDModuleConfig
+from qkdn_sdk.tls import TLSConfig
+
+__all__ = [
+    "CONFIG_DIR",
+    "ROLES",
+    "RoleConfig",
+    "RoleConfigError",
+    "load_role_config",
+    "write_role_configs",
+]
+
+ROLES = ("controller", "km", "qkd-module")
+"""The roles a config file can describe (``qkdn serve ROLE``)."""
+CONFIG_DIR = "config"
+_PKI_DIR = "pki"
+_KM_OPTIONS = {
+    field.name: field.default
+    for field in attrs.fields(KMConfig)
+    if field.name not in ("km_id", "listen", "controller_id", "links", "applications")
+}
+"""The further KMConfig fields a KM file may set in ``options``, with their defaults."""
+
+
+class RoleConfigError(QkdnError):
+    """A role config file cannot be used (or written); the text says which file, where and
+    why, in one line."""
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def write_role_configs(topology: Topology, directory: Path, *, first_port: int) -> dict[str, Path]:
+    """Write the PKI and one config file per role of ``topology`` into ``directory``; return
+    the file of each role ID, in start order (controller, KMs, QKD modules).
+
+    Every URL the topology leaves at port 0 gets the next port from ``first_port`` that is free
+    on this machine now. Raises :class:`RoleConfigError` (or
+    :class:`~qkdn_sdk.pki.PKIError`) when a file cannot be written.
+    """
+    directory = Path(directory).absolute()
+    config_dir = directory / CONFIG_DIR
+    try:
+        config_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RoleConfigError(f"cannot make {config_dir}: {exc.strerror or exc}") from None
+    uses_tls = topology.transport == "tcp+tls"
+    if uses_tls:
+        write_dev_pki(directory / _PKI_DIR, "qkdn-dev-ca", topology.entities())
+    ports = _free_ports(first_port)
+    topology = _fixed_ports(topology, ports)
+    module_urls = {
+        module_id(km, neighbour): _fixed(topology.module_listen(km, neighbour), ports)
+        for link in topology.links
+        if link.mode is Kq1Mode.ON_REQUEST
+        for km, neighbour in (link.kms, link.kms[::-1])
+    }
+
+    def tls(entity: str) -> dict[str, dict[str, str]]:
+        """The ``tls`` table of ``entity``: paths relative to its config file."""
+        if not uses_tls:
+            return {}
+        config = dev_tls_config(directory / _PKI_DIR, entity)
+        files = {"ca": config.ca, "cert": config.cert, "key": config.key}
+        return {
+            "tls": {
+                name: str(Path("..") / path.relative_to(directory))
+                for name, path in files.items()
+                if path is not None
+            }
+        }
+
+    files: dict[str, dict[str, Any]] = {}
+    controller = topology.controller_config()
+    files[controller.controller_id] = {
+        "role": "controller",
+        "id": controller.controller_id,
+        "listen": controller.listen_url,
+        "kms": sorted(controller.kms),
+        "links": sorted(sorted(link) for link in controller.links),
+        "applications": dict(sorted(controller.applications.items())),
+        **tls(controller.controller_id),
+    }
+    for spec in topology.kms:
+        km_config = topology.km_config(spec.id, module_urls)
+        files[spec.id] = {
+            "role": "km",
+            "id": spec.id,
+            "store": f"../{spec.id}.sqlite3",
+            "applications": sorted(km_config.applications),
+            "listen": dict(km_config.listen),
+            "controller": {"id": km_config.controller_id, "url": topology.controller_listen},
+            **tls(spec.id),
+            "link": [
+                {
+                    "neighbour": link.neighbour,
+                    "url": topology.km(link.neighbour).listen["kx"],
+                    "module": link.module_id,
+                    "mode": link.mode.value,
+                }
+                | ({"module_url": link.module_url} if link.module_url else {})
+                for link in km_config.links
+            ],
+        }
+    for link in topology.links:
+        secret, epoch = secrets.token_bytes(LINK_SECRET_SIZE), time.time()
+        for km, neighbour in (link.kms, link.kms[::-1]):
+            module = topology.module_config(
+                km,
+                neighbour,
+                secret,
+                epoch,
+                km_url=topology.km(km).listen["kq1"],
+                listen_url=module_urls.get(module_id(km, neighbour)),
+            )
+            where = (
+                {"km_url": module.km_url}
+                if module.mode is Kq1Mode.PROACTIVE
+                else {"listen": module.listen_url}
+            )
+            files[module.module_id] = {
+                "role": "qkd-module",
+                "id": module.module_id,
+                "matching_id": module.matching_module_id,
+                "km_id": module.km_id,
+                "mode": module.mode.value,
+                **where,
+                "secret_key_rate": module.secret_key_rate,
+                "key_size": module.key_size,
+                "epoch": module.epoch,
+                "link_secret": module.link_secret.hex(),
+                **tls(module.module_id),
+            }
+    written = {}
+    for role_id, content in files.items():
+        path = config_dir / f"{role_id}.toml"
+        try:
+            write_atomically(
+                path,
+                tomli_w.dumps(content).encode(),
+                private=content["role"] == "qkd-module",
+            )
+        except OSError as exc:
+            raise RoleConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+        written[role_id] = path
+    return written
+
+
+def _free_ports(first: int) -> Iterator[int]:
+    """Ports from ``first`` up that nothing listens on now (on any address)."""
+    for port in range(first, 65536):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+        yield port
+    raise RoleConfigError(f"no free port left from {first}")
+
+
+def _fixed(url: str, ports: Iterator[int]) -> str:
+    """``url`` with the next port of ``ports`` when it asks for any port (``:0``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "memory" or parts.port != 0:
+        return url
+    return parts._replace(netloc=f"{parts.netloc.rpartition(':')[0]}:{next(ports)}").geturl()
+
+
+def _fixed_ports(topology: Topology, ports: Iterator[int]) -> Topology:
+    return attrs.evolve(
+        topology,
+        controller_listen=_fixed(topology.controller_listen, ports),
+        kms=tuple(
+            attrs.evolve(
+                km, listen={interface: _fixed(url, ports) for interface, url in km.listen.items()}
+            )
+            for km in topology.kms
+        ),
+    )
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RoleConfig:
+    """One role as its config file describes it; ``await nursery.start(role.run)`` serves it
+    (the URLs it serves go to ``task_status``: per interface for a KM, the URL for the
+    controller and an on-request QKD module, ``None`` for a proactive module)."""
+
+    role: str
+    """One of :data:`ROLES`."""
+    config: KMConfig | ControllerConfig | QKDModuleConfig
+    tls: TLSConfig | None = None
+    store: Path | None = None
+    """A KM's SQLite key store."""
+    directory: Mapping[str, str] = attrs.field(factory=dict)
+    """A KM's peers: the controller's Ck URL and each neighbour's KM-link URL, by ID."""
+
+    @property
+    def id(self) -> str:
+        config = self.config
+        if isinstance(config, KMConfig):
+            return config.km_id
+        if isinstance(config, ControllerConfig):
+            return config.controller_id
+        return config.module_id
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        if isinstance(config, ControllerConfig):
+            await Controller(config, tls=self.tls).run(task_status=task_status)
+        elif isinstance(config, QKDModuleConfig):
+            await QKDModule(config, tls=self.tls).run(task_status=task_status)
+        else:
+            assert self.store is not None
+            async with await SQLiteKeyStore.open(self.store) as store:
+                km = KeyManager(config, store, tls=self.tls, directory=self.directory)
+                await km.run(task_status=task_status)
+
+
+def load_role_config(path: Path, role: str) -> RoleConfig:
+    """Read the config file of a ``role`` (one of :data:`ROLES`) at ``path``. Raises
+    :class:`RoleConfigError` when it cannot be read, is not valid TOML, describes another role,
+    or has a missing, unknown or wrong entry."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RoleConfigError(f"{path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RoleConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        described = get(data, "role", str, "top level")
+        if described != role:
+            raise Problem(f"this is the config of a {described}, not of a {role}")
+        read = {"km": _km, "controller": _controller, "qkd-module": _module}[role]
+        return read(data, path.parent)
+    except Problem as exc:
+        raise RoleConfigError(f"{path}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # what the role's own config refuses
+        raise RoleConfigError(f"{path}: {exc}") from None
+
+
+def _known(data: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise Problem(f"{where}: unknown keys {unknown} (expected {sorted(known)})")
+
+
+def _tls(data: Mapping[str, Any], here: Path) -> TLSConfig | None:
+    table = get(data, "tls", dict, "top level", None)
+    if table is None:
+        return None
+    _known(table, {"ca", "cert", "key"}, "tls")
+    return TLSConfig(
+        ca=_path(here, get(table, "ca", str, "tls")),
+        cert=_path(here, get(table, "cert", str, "tls")),
+        key=_path(here, get(table, "key", str, "tls")),
+    )
+
+
+def _path(here: Path, value: str) -> Path:
+    """``value``, a path relative to the directory ``here`` of the config file (or absolute)."""
+    return Path(os.path.normpath(here / value))
+
+
+def _strings(data: Mapping[str, Any], key: str, where: str) -> list[str]:
+    values = get(data, key, list, where, [])
+    if not all(isinstance(value, str) for value in values):
+        raise Problem(f"{where}: {key} must be a list of strings")
+    return [str(value) for value in values]
+
+
+def _mode(table: Mapping[str, Any], where: str) -> Kq1Mode:
+    name = get(table, "mode", str, where)
+    try:
+        return Kq1Mode(name)
+    except ValueError:
+        modes = [mode.value for mode in Kq1Mode]
+        raise Problem(f"{where}: mode must be one of {modes}, not {name!r}") from None
+
+
+def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
+    _known(
+        data,
+        {"role", "id", "store", "applications", "listen", "controller", "tls", "options", "link"},
+        "top level",
+    )
+    km_id = identifier(get(data, "id", str, "top level"), "id")
+    listen = get(data, "listen", dict, "top level")
+    _known(listen, set(INTERFACES), "listen")
+    controller = get(data, "controller", dict, "top level")
+    _known(controller, {"id", "url"}, "controller")
+    controller_id = get(controller, "id", str, "controller")
+    directory = {controller_id: get(controller, "url", str, "controller")}
+    links = []
+    for index, table in enumerate(tables(data, "link"), 1):
+        where = f"link {index}"
+        _known(table, {"neighbour", "url", "module", "mode", "module_url"}, where)
+        neighbour = get(table, "neighbour", str, where)
+        directory[neighbour] = get(table, "url", str, where)
+        links.append(
+            KMLink(
+                neighbour=neighbour,
+                module_id=get(table, "module", str, where),
+                mode=_mode(table, where),
+                module_url=get(table, "module_url", str, where, None),
+            )
+        )
+    table = get(data, "options", dict, "top level", {})
+    _known(table, set(_KM_OPTIONS), "options")
+    options = {name: get(table, name, type(_KM_OPTIONS[name]), "options") for name in table}
+    config = KMConfig(
+        km_id=km_id,
+        listen={interface: str(url) for interface, url in listen.items()},
+        controller_id=controller_id,
+        links=tuple(links),
+        applications=frozenset(_strings(data, "applications", "top level")),
+        **options,
+    )
+    return RoleConfig(
+        role="km",
+        config=config,
+        tls=_tls(data, here),
+        store=_path(here, get(data, "store", str, "top level")),
+        directory=directory,
+    )
+
+
+def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
+    _known(data, {"role", "id", "listen", "kms", "links", "applications", "tls"}, "top level")
+    applications = get(data, "applications", dict, "top level", {})
+    links = get(data, "links", list, "top level", [])
+    config = ControllerConfig(
+        controller_id=identifier(get(data, "id", str, "top level"), "id"),
+        listen_url=get(data, "listen", str, "top level"),
+        kms=_strings(data, "kms", "top level"),
+        links=links,
+        applications=applications,
+    )
+    return RoleConfig(role="controller", config=config, tls=_tls(data, here))
+
+
+def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
+    where = "top level"
+    _known(
+        data,
+        {
+            "role",
+            "id",
+            "matching_id",
+            "km_id",
+            "mode",
+            "km_url",
+            "listen",
+            "secret_key_rate",
+            "key_size",
+            "epoch",
+            "link_secret",
+            "tls",
+        },
+        where,
+    )
+    try:
+        secret = bytes.fromhex(get(data, "link_secret", str, where))
+    except ValueError:
+        raise Problem("link_secret must be hexadecimal") from None
+    config = QKDModuleConfig(
+        module_id=identifier(get(data, "id", str, where), "id"),
+        matching_module_id=get(data, "matching_id", str, where),
+        link_secret=secret,
+        epoch=get(data, "epoch", float, where),
+        secret_key_rate=get(data, "secret_key_rate", float, where),
+        mode=_mode(data, where),
+        key_size=get(data, "key_size", int, where, 4096),
+        km_url=get(data, "km_url", str, where, None),
+        listen_url=get(data, "listen", str, where, None),
+        km_id=get(data, "km_id", str, where, None),
+    )
+    return RoleConfig(role="qkd-module", config=config, tls=_tls(data, here))

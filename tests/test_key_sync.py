@@ -1,0 +1,109 @@
+"""Key ID synchronisation between two KMs when their QKD modules did not deliver the same keys
+(qkdn_sdk.roles.km).
+
+Two KMs, ``km-a`` (which asks, its ID sorting first) and ``km-b``, over ``memory://``; the test
+plays both QKD modules of their link and pushes QKD-keys (Q.4162 Table 1) to each KM as a
+module does. A module drops keys its KM does not take in time, so one end may lack keys the
+other holds: those keys must never stall the link.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+
+from qkdn_sdk.messages import kq1
+from qkdn_sdk.roles import relay as otp
+from qkdn_sdk.roles.keystore import MemoryKeyStore
+from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
+from qkdn_sdk.transport import connect
+
+WAIT = 10.0
+KEY_BITS = 4096
+UNITS_PER_KEY = KEY_BITS // otp.UNIT_BITS
+
+
+def qkd_keys(count: int) -> list[tuple[str, bytes]]:
+    return [(str(uuid.uuid4()), secrets.token_bytes(KEY_BITS // 8)) for _ in range(count)]
+
+
+@asynccontextmanager
+async def two_kms(tag: str) -> AsyncIterator[tuple[KeyManager, KeyManager]]:
+    directory = {"km-a": f"memory://{tag}/km-a/kx", "km-b": f"memory://{tag}/km-b/kx"}
+    kms = []
+    async with trio.open_nursery() as nursery:
+        for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-a")):
+            config = KMConfig(
+                km_id=km_id,
+                listen={
+                    "kx": f"memory://{tag}/{km_id}/kx",
+                    "kq1": f"memory://{tag}/{km_id}/kq1",
+                },
+                controller_id="controller",
+                links=(KMLink(neighbour=neighbour, module_id=f"{km_id}.{neighbour}"),),
+                sync_interval=0.05,
+                report_interval=60,
+            )
+            km = KeyManager(config, MemoryKeyStore(), directory=directory)
+            await nursery.start(km.run)
+            kms.append(km)
+        yield kms[0], kms[1]
+        nursery.cancel_scope.cancel()
+
+
+async def supply(km: KeyManager, neighbour: str, keys: Sequence[tuple[str, bytes]]) -> None:
+    """Push ``keys`` to ``km`` as its QKD module on the link to ``neighbour`` does."""
+    module = f"{km.km_id}.{neighbour}"
+    async with connect(km.config.listen["kq1"], identity=module) as connection:
+        for key_id, key in keys:
+            response = await connection.request(
+                kq1.KeySupply(key=key, key_id=key_id, qkd_module_id=module)
+            )
+            assert isinstance(response, kq1.ResponseToKeySupply)
+            assert response.response == "success"
+
+
+async def test_keys_the_neighbour_never_got_do_not_stall_the_link() -> None:
+    """km-a holds 300 old keys that km-b's module dropped (more than one synchronisation
+    request asks for), then keys both hold: the link gets the keys both hold."""
+    dropped, shared = qkd_keys(300), qkd_keys(4)
+    async with two_kms("stall") as (km_a, km_b):
+        await supply(km_a, "km-b", [*dropped, *shared])
+        await supply(km_b, "km-a", shared)
+        with trio.fail_after(WAIT):
+            await km_a.wait_link_key("km-b", len(shared) * KEY_BITS // 2)
+            await km_b.wait_link_key("km-a", len(shared) * KEY_BITS // 2)
+        # the units both ends cut are the same ones, each direction spent by one end only
+        assert km_a.link_key_bits("km-b") == km_b.link_key_bits("km-a") == 2 * KEY_BITS
+        # keys older than those both hold are discarded; 44 were in no request that matched
+        assert km_a.store.count("qkd:km-b") < len(dropped)
+        assert km_b.store.count("qkd:km-a") == 0
+
+        # the next key both hold clears what is left of the keys km-b never got
+        more = qkd_keys(1)
+        await supply(km_a, "km-b", more)
+        await supply(km_b, "km-a", more)
+        with trio.fail_after(WAIT):
+            await km_a.wait_link_key("km-b", (len(shared) + 1) * KEY_BITS // 2)
+        assert km_a.store.count("qkd:km-b") == 0
+
+
+async def test_keys_only_the_asking_km_lacks_wait_at_its_neighbour() -> None:
+    """km-b holds keys km-a never got: km-a asks only for what it holds, so they stay at km-b,
+    unused, and the keys both hold are cut at both ends alike."""
+    only_b, shared = qkd_keys(3), qkd_keys(2)
+    async with two_kms("only-b") as (km_a, km_b):
+        await supply(km_b, "km-a", [*only_b, *shared])
+        await supply(km_a, "km-b", shared)
+        with trio.fail_after(WAIT):
+            await km_a.wait_link_key("km-b", KEY_BITS)
+            await km_b.wait_link_key("km-a", KEY_BITS)
+        assert km_a.store.count("link:km-b:in") == km_b.store.count("link:km-a:out")
+        assert km_a.store.count("link:km-b:out") == km_b.store.count("link:km-a:in")
+        assert km_a.store.count("link:km-b:out") == len(shared) * UNITS_PER_KEY // 2
+        assert km_a.store.count("qkd:km-b") == 0
+        assert km_b.store.count("qkd:km-a") == len(only_b)

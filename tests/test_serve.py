@@ -1,0 +1,304 @@
+"""One role per process: ``qkdn network configure``, ``qkdn serve`` (qkdn_sdk.network.deployment).
+
+The end-to-end test starts every role of line3 as its own ``qkdn serve`` process, from the
+files ``qkdn network configure`` wrote, and gets keys relayed from alice to bob across them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from typer.testing import CliRunner
+
+from qkdn_sdk.cli import app
+from qkdn_sdk.client import KeyManagerClient
+from qkdn_sdk.network import load_topology
+from qkdn_sdk.network.deployment import (
+    RoleConfigError,
+    load_role_config,
+    write_role_configs,
+)
+from qkdn_sdk.pki import dev_tls_config
+from qkdn_sdk.roles.controller import ControllerConfig
+from qkdn_sdk.roles.km import KMConfig
+from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
+
+ROOT = Path(__file__).parent.parent
+LINE3 = ROOT / "examples" / "topologies" / "line3.toml"
+WAIT = 60.0
+
+
+def first_port() -> int:
+    """Somewhere in the unprivileged range, so parallel runs rarely meet (the ports themselves
+    are checked free when the files are written)."""
+    return random.randrange(20_000, 60_000, 100)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> dict[str, Path]:
+    return write_role_configs(load_topology(LINE3), tmp_path, first_port=first_port())
+
+
+def role_of(path: Path) -> str:
+    role = tomllib.loads(path.read_text())["role"]
+    assert isinstance(role, str)
+    return role
+
+
+# --- the files ----------------------------------------------------------------------------
+
+
+def test_a_file_per_role_in_start_order(deployment: dict[str, Path]) -> None:
+    assert list(deployment) == [
+        "controller",
+        "km-a",
+        "km-b",
+        "km-c",
+        "km-a.km-b",
+        "km-b.km-a",
+        "km-b.km-c",
+        "km-c.km-b",
+    ]
+    assert [role_of(path) for path in deployment.values()] == [
+        "controller",
+        *["km"] * 3,
+        *["qkd-module"] * 4,
+    ]
+
+
+def test_files_read_back_into_the_roles_of_the_topology(deployment: dict[str, Path]) -> None:
+    topology = load_topology(LINE3)
+    roles = {role_id: load_role_config(path, role_of(path)) for role_id, path in deployment.items()}
+    controller = roles["controller"].config
+    assert isinstance(controller, ControllerConfig)
+    assert attrs.evolve(controller, listen_url="x") == attrs.evolve(
+        topology.controller_config(), listen_url="x"
+    )
+    km_b = roles["km-b"]
+    assert isinstance(km_b.config, KMConfig)
+    # a KM reaches its controller and neighbours at the URLs where they listen
+    assert km_b.directory == {
+        "controller": controller.listen_url,
+        "km-a": roles["km-a"].config.listen["kx"],  # type: ignore[union-attr]
+        "km-c": roles["km-c"].config.listen["kx"],  # type: ignore[union-attr]
+    }
+    assert km_b.store == deployment["km-b"].parent.parent / "km-b.sqlite3"
+    assert km_b.tls is not None
+    assert km_b.tls.identity() == "km-b"
+    # every port is fixed and none is used twice
+    urls = [
+        *(
+            url
+            for role in roles.values()
+            if isinstance(role.config, KMConfig)
+            for url in role.config.listen.values()
+        ),
+        controller.listen_url,
+        *(
+            role.config.listen_url
+            for role in roles.values()
+            if isinstance(role.config, QKDModuleConfig) and role.config.listen_url
+        ),
+    ]
+    ports = [int(url.rsplit(":", 1)[1]) for url in urls]
+    assert 0 not in ports
+    assert len(set(ports)) == len(ports) == 3 * 4 + 1 + 2
+    # both modules of a link share its secret and start time; each serves its own KM
+    a_b, b_a = roles["km-a.km-b"].config, roles["km-b.km-a"].config
+    assert isinstance(a_b, QKDModuleConfig)
+    assert isinstance(b_a, QKDModuleConfig)
+    assert (a_b.link_secret, a_b.epoch) == (b_a.link_secret, b_a.epoch)
+    assert (a_b.km_id, a_b.km_url) == ("km-a", roles["km-a"].config.listen["kq1"])  # type: ignore[union-attr]
+    b_c = roles["km-b.km-c"].config
+    assert isinstance(b_c, QKDModuleConfig)
+    assert b_c.mode is Kq1Mode.ON_REQUEST
+    assert km_b.config.links[1].module_url == b_c.listen_url
+    assert a_b.link_secret != b_c.link_secret
+
+
+def test_module_files_hold_a_secret_and_are_private(deployment: dict[str, Path]) -> None:
+    for role_id, path in deployment.items():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o600 if role_of(path) == "qkd-module" else 0o644), role_id
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            lambda text: text.replace('role = "km"', 'role = "controller"'),
+            "this is the config of a controller, not of a km",
+        ),
+        (lambda text: "extra = 1\n" + text, "top level: unknown keys ['extra']"),
+        (lambda text: text.replace('id = "km-a"\n', ""), "top level: id is missing"),
+        (
+            lambda text: text.replace('mode = "proactive"', 'mode = "push"'),
+            "link 1: mode must be one of",
+        ),
+        (
+            lambda text: text.replace("[listen]", "[listen]\nqkd = 'x'"),
+            "listen: unknown keys ['qkd']",
+        ),
+        (lambda text: text.replace("[controller]", "[nope]"), "top level: unknown keys ['nope']"),
+        (lambda text: text + "\n[options]\nrelay_timeout = 'soon'\n", "relay_timeout"),
+        (lambda text: "role = ", "not valid TOML"),
+    ],
+)
+def test_bad_km_files_get_one_line(deployment: dict[str, Path], edit: object, problem: str) -> None:
+    path = deployment["km-a"]
+    path.write_text(edit(path.read_text()))  # type: ignore[operator]
+    with pytest.raises(RoleConfigError) as caught:
+        load_role_config(path, "km")
+    assert str(caught.value).startswith(f"{path}: ")
+    assert problem in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_module_secret(deployment: dict[str, Path]) -> None:
+    path = deployment["km-a.km-b"]
+    text = re.sub(r'link_secret = "[0-9a-f]+"', 'link_secret = "zz"', path.read_text())
+    path.write_text(text)
+    with pytest.raises(RoleConfigError, match="link_secret must be hexadecimal"):
+        load_role_config(path, "qkd-module")
+    path.write_text(re.sub(r'link_secret = "zz"', 'link_secret = "abcd"', text))
+    with pytest.raises(RoleConfigError, match="link_secret"):
+        load_role_config(path, "qkd-module")
+
+
+def test_cli_configure_prints_the_command_of_each_role(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "network",
+            "configure",
+            str(LINE3),
+            "--state-dir",
+            str(tmp_path),
+            "--first-port",
+            str(first_port()),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"qkdn serve controller --config {tmp_path / 'config' / 'controller.toml'}"
+    assert lines[1] == f"qkdn serve km --config {tmp_path / 'config' / 'km-a.toml'}"
+    assert lines[-1] == f"qkdn serve qkd-module --config {tmp_path / 'config' / 'km-c.km-b.toml'}"
+    assert len(lines) == 8
+
+
+def test_cli_serve_refuses_a_file_of_another_role(deployment: dict[str, Path]) -> None:
+    result = CliRunner().invoke(app, ["serve", "km", "--config", str(deployment["controller"])])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("this is the config of a controller, not of a km")
+    result = CliRunner().invoke(app, ["serve", "router", "--config", str(deployment["km-a"])])
+    assert result.exit_code == 2
+    assert "must be one of controller, km, qkd-module" in result.stderr
+
+
+# --- every role its own process -----------------------------------------------------------
+
+
+class Role:
+    """A ``qkdn serve`` process and what it said on stderr so far."""
+
+    def __init__(self, process: trio.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        self.said = ""
+        self._changed = trio.Event()
+
+    async def read(self) -> None:
+        assert self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.said += chunk.decode()
+            self._changed.set()
+            self._changed = trio.Event()
+        self._changed.set()
+
+    async def wait_for(self, text: str) -> None:
+        while text not in self.said:
+            assert self.process.returncode is None, f"{self.name} ended: {self.said}"
+            await self._changed.wait()
+
+
+async def test_every_role_in_its_own_process(deployment: dict[str, Path], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    roles: dict[str, Role] = {}
+    async with trio.open_nursery() as nursery:
+        for role_id, path in deployment.items():
+            command = [sys.executable, "-m", "qkdn_sdk", "serve", role_of(path)]
+            process = await trio.lowlevel.open_process(
+                [*command, "--config", str(path), "--verbose"], stderr=subprocess.PIPE, env=env
+            )
+            roles[role_id] = Role(process, role_id)
+            nursery.start_soon(roles[role_id].read)
+        try:
+            with trio.fail_after(WAIT):
+                for role_id, role in roles.items():
+                    await role.wait_for(f"{role_of(deployment[role_id])} {role_id} serves: ")
+                # both ends of both links cut link keys (the modules started at different times)
+                for km_id, neighbour in (
+                    ("km-a", "km-b"),
+                    ("km-b", "km-a"),
+                    ("km-b", "km-c"),
+                    ("km-c", "km-b"),
+                ):
+                    await roles[km_id].wait_for(f"{km_id}: link to {neighbour} ready")
+                # and the controller knows it, for the route alice -> bob
+                for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-c")):
+                    await roles["controller"].wait_for(f"link {km_id}->{neighbour} has key")
+
+            pki = tmp_path / "pki"
+            with trio.fail_after(WAIT):
+                async with KeyManagerClient.connect(
+                    load_role_config(deployment["km-a"], "km").config.listen["ak"],  # type: ignore[union-attr]
+                    tls=dev_tls_config(pki, "alice"),
+                ) as alice:
+                    keys = await alice.get_keys("bob", 4, 256)
+                async with KeyManagerClient.connect(
+                    load_role_config(deployment["km-c"], "km").config.listen["ak"],  # type: ignore[union-attr]
+                    tls=dev_tls_config(pki, "bob"),
+                ) as bob:
+                    fetched = await bob.get_keys_with_ids("alice", [key.key_id for key in keys])
+            assert fetched == keys  # the same IDs and bytes, relayed across km-b's process
+            assert len({key.key for key in keys}) == 4
+            await roles["km-b"].wait_for("km-b:")  # km-b logged at least a line of its own
+        finally:
+            for role in roles.values():
+                if role.process.returncode is None:
+                    role.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(WAIT):
+                for role in roles.values():
+                    await role.process.wait()
+    for role_id, role in roles.items():
+        assert role.process.returncode == 0, role.said
+        assert role.said.rstrip().endswith(f"{role_id} stopped"), role.said
+        assert "Traceback" not in role.said
+
+
+def test_the_km_file_the_docs_show_is_one(tmp_path: Path) -> None:
+    roles_md = (ROOT / "docs" / "roles.md").read_text(encoding="utf-8")
+    section = roles_md[roles_md.index("## One role per process") :]
+    text = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config" / "km-b.toml"
+    path.parent.mkdir()
+    path.write_text(text)
+    role = load_role_config(path, "km")
+    assert isinstance(role.config, KMConfig)
+    assert role.config.links[0].module_url == "tcp+tls://127.0.0.1:7013"
+    assert role.store == tmp_path / "km-b.sqlite3"
+    assert role.directory == {
+        "controller": "tcp+tls://127.0.0.1:7000",
+        "km-c": "tcp+tls://127.0.0.1:7012",
+    }
