@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import attrs
 import orjson
 import trio
 import typer
@@ -66,7 +67,7 @@ from qkdn_sdk.network import (
 from qkdn_sdk.network.deployment import ROLES, load_role_config, write_role_configs
 from qkdn_sdk.pki import write_dev_pki
 from qkdn_sdk.roles import relay as otp
-from qkdn_sdk.roles.km import KMConfig
+from qkdn_sdk.roles.km import KMConfig, Routing
 from qkdn_sdk.tls import TLSConfig, TLSConfigError
 from qkdn_sdk.transport import Connection, ServerInfo, Transport, connect, serve, transport_registry
 
@@ -931,11 +932,21 @@ def demo(
     ] = None,
     number: Annotated[int, typer.Option("--number", min=1, help="Keys to share.")] = 4,
     size: Annotated[int, typer.Option("--size", min=8, help="Bits per key.")] = 256,
+    routing: Annotated[
+        Routing | None,
+        typer.Option(
+            "--routing",
+            help="Q.4164 clause 7.1 (each KM asks for its next hop) or 7.2 (the source KM gets "
+            "the whole route); default: the topology's.",
+        ),
+    ] = None,
 ) -> None:
     """Start a QKD network (line3: alice on km-a, bob on km-c, km-b in between), show link keys
     accumulating, relay keys from alice to bob across km-b, and check that both hold the same
     keys (exit status 1 if not). Key stores are SQLite files in a temporary directory."""
     spec = _topology(topology)
+    if routing is not None:
+        spec = attrs.evolve(spec, routing=routing)
     if len(spec.applications) < 2:
         fail("the demo needs two applications in the topology")
     km_options: dict[str, Any] = {"report_interval": 0.1, "sync_interval": 0.1}
@@ -973,7 +984,10 @@ async def _demo(network: Network, console: Console, number: int, size: int) -> b
             await network.controller.wait_for_report(km, network.controller.report_count(km) + 1)
         if source.km != destination.km:
             route = network.controller.route(source.km, destination.km, needed)
-            console.print(f"relay route from the controller: [bold]{' -> '.join(route)}[/]")
+            console.print(
+                f"relay route from the controller ({spec.routing.value}): "
+                f"[bold]{' -> '.join(route)}[/]"
+            )
         spent_before = {km_id: dict(km.spent_bits) for km_id, km in network.kms.items()}
         started = time.perf_counter()
         async with KeyManagerClient.connect(

@@ -31,7 +31,7 @@ import attrs
 from hypothesis import strategies as st
 
 from qkdn_sdk.messages import Message, all_messages
-from qkdn_sdk.messages._base import identifier, non_empty
+from qkdn_sdk.messages._base import identifier, no_empty_member, non_empty
 
 __all__ = ["any_message", "attrs_instances", "json_objects", "json_values", "messages"]
 
@@ -149,7 +149,7 @@ def attrs_instances(cls: type[Any], *, full: bool = False) -> st.SearchStrategy[
                 drawn[field.name] = not field.default
             else:
                 validators = _validators(field)
-                is_id = identifier in validators or non_empty in validators
+                is_id = bool({identifier, non_empty, no_empty_member} & set(validators))
                 drawn[field.name] = draw(
                     _for_type(annotation, is_id=is_id, minimum=_minimum(field), full=full)
                 )

@@ -268,14 +268,13 @@ async def test_report_for_a_link_not_in_the_topology_is_ignored(
             ck.SessionCreationRequest,
             {"application_source_id": "app-a", "application_destination_id": "app-c"},
         ),
-        (ck.KeyRelayRequestNotification, {"destination_kma_id": "km-c"}),
     ],
 )
 async def test_unsupported_ck_requests_get_a_failure(
     request_type: type[Message], fields: dict[str, object]
 ) -> None:
-    """Ck requests of the centralized mode and of sessions are answered, with a failure that says
-    they are not supported yet."""
+    """Ck requests of sessions are answered, with a failure that says they are not supported
+    yet."""
     controller = Controller(make_config(*LINE))
     async with running(controller) as url, connect(url, identity="km-a") as km:
         with pytest.raises(FailureResponse) as caught:
@@ -283,6 +282,87 @@ async def test_unsupported_ck_requests_get_a_failure(
     assert caught.value.reason == (
         f"failure: {request_type.spec_name} is not supported by this controller yet"
     )
+
+
+# --- centralized QKDN: the whole route (Q.4164 clause 7.2, Figure 2) -----------------------
+
+
+@asynccontextmanager
+async def whole_route(
+    url: str, identity: str, **notification: object
+) -> AsyncIterator[ck.KeyRelayRequest]:
+    """Send a key relay request notification as the KM ``identity`` and yield the key relay
+    request the controller then sends over the same connection, which stays open (and answers
+    it with success) while the block runs."""
+    send, receive = trio.open_memory_channel[ck.KeyRelayRequest](1)
+
+    async def handler(message: Message, connection: Connection) -> Message | None:
+        assert isinstance(message, ck.KeyRelayRequest)
+        await send.send(message)
+        return ck.ResponseToKeyRelayRequest(
+            response="success", key_relay_request_id=message.key_relay_request_id
+        )
+
+    async with connect(url, identity=identity, handler=handler) as km:
+        await km.send(ck.KeyRelayRequestNotification(**notification))  # type: ignore[arg-type]
+        with trio.fail_after(WAIT):
+            yield await receive.receive()
+
+
+async def test_centralized_route_is_sent_as_a_key_relay_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "qkdn_sdk.roles.controller")
+    controller = Controller(make_config(*LINE, {"app-c": "km-c"}))
+    async with running(controller) as url:
+        await report(controller, url, "km-a", amounts(km_b=4096))
+        await report(controller, url, "km-b", amounts(km_a=4096, km_c=4096))
+        async with whole_route(
+            url,
+            "km-a",
+            source_kma_id="km-a",
+            application_destination_id="app-c",
+            extension=[{"key_bits": 1024, "key_relay_request_id": "relay-1"}],
+        ) as request:
+            await trio.testing.wait_all_tasks_blocked()  # the controller got our response
+    assert request.transit_kma_ids == ["km-b", "km-c"]  # every KM after the source
+    assert (request.source_kma_id, request.destination_kma_id) == ("km-a", "km-c")
+    assert request.key_relay_request_id == "relay-1"
+    assert request.extension is None
+    assert caplog.records[-1].getMessage() == (
+        "key relay relay-1 of km-a along ['km-b', 'km-c'] completed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("notification", "reason"),
+    [
+        ({"application_destination_id": "nobody"}, "unknown destination application 'nobody'"),
+        (
+            {"destination_kma_id": "km-c", "extension": [{"key_bits": 8192}]},
+            "no route from km-a to km-c with 8192 bits of key per link: km-a->km-b has 4096 bits",
+        ),
+        (
+            {"destination_kma_id": "km-c", "extension": [{"key_relay_request_id": ""}]},
+            None,  # an unusable relay ID is not echoed; the route is still given
+        ),
+    ],
+)
+async def test_centralized_refusals_say_why_in_the_extension(
+    notification: dict[str, object], reason: str | None
+) -> None:
+    controller = Controller(make_config(*LINE, {"app-c": "km-c"}))
+    async with running(controller) as url:
+        await report(controller, url, "km-a", amounts(km_b=4096))
+        await report(controller, url, "km-b", amounts(km_c=4096))
+        async with whole_route(url, "km-a", **notification) as request:
+            pass
+    assert request.key_relay_request_id is None
+    if reason is None:
+        assert request.transit_kma_ids == ["km-b", "km-c"]
+    else:
+        assert request.transit_kma_ids == []
+        assert request.extension == [{"error_message": f"failure: {reason}"}]
 
 
 def _tls_available() -> bool:

@@ -14,11 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
+import trio.testing
 
-from qkdn_sdk.messages import kq1
+from qkdn_sdk.errors import FailureResponse
+from qkdn_sdk.messages import KeyId, kq1, kx
 from qkdn_sdk.roles import relay as otp
-from qkdn_sdk.roles.keystore import MemoryKeyStore
+from qkdn_sdk.roles.keystore import MemoryKeyStore, StoredKey
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
 from qkdn_sdk.transport import connect
 
@@ -29,6 +32,21 @@ UNITS_PER_KEY = KEY_BITS // otp.UNIT_BITS
 
 def qkd_keys(count: int) -> list[tuple[str, bytes]]:
     return [(str(uuid.uuid4()), secrets.token_bytes(KEY_BITS // 8)) for _ in range(count)]
+
+
+class GatedStore(MemoryKeyStore):
+    """A memory store that stores link units only while ``gate`` is open: the KM that stores
+    them is slow to finish a key ID synchronisation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.gate.set()
+
+    async def put(self, keys: Sequence[StoredKey]) -> None:
+        if keys and keys[0].pool.startswith("link:"):
+            await self.gate.wait()
+        await super().put(keys)
 
 
 @asynccontextmanager
@@ -48,7 +66,7 @@ async def two_kms(tag: str) -> AsyncIterator[tuple[KeyManager, KeyManager]]:
                 sync_interval=0.05,
                 report_interval=60,
             )
-            km = KeyManager(config, MemoryKeyStore(), directory=directory)
+            km = KeyManager(config, GatedStore(), directory=directory)
             await nursery.start(km.run)
             kms.append(km)
         yield kms[0], kms[1]
@@ -107,3 +125,49 @@ async def test_keys_only_the_asking_km_lacks_wait_at_its_neighbour() -> None:
         assert km_a.store.count("link:km-b:out") == len(shared) * UNITS_PER_KEY // 2
         assert km_a.store.count("qkd:km-b") == 0
         assert km_b.store.count("qkd:km-a") == len(only_b)
+
+
+async def test_a_relay_on_units_cut_during_a_synchronisation_waits_for_it() -> None:
+    """km-b cuts units while it answers km-a's synchronisation, and may spend them at once: a
+    hop that arrives at km-a before km-a cut the same units waits for the synchronisation to
+    end instead of failing 'not synchronised yet'."""
+    shared = qkd_keys(1)
+    async with two_kms("in-flight") as (km_a, km_b):
+        store_a = km_a.store
+        assert isinstance(store_a, GatedStore)
+        store_a.gate = trio.Event()  # km-a will not finish cutting units until the gate opens
+        await supply(km_a, "km-b", shared)
+        await supply(km_b, "km-a", shared)
+        with trio.fail_after(WAIT):
+            await km_b.wait_link_key("km-a", KEY_BITS // 2)
+        units = await km_b.store.key_ids("link:km-a:out", 3)  # a pad of 64 bytes and a MAC
+        assert km_a.link_key_bits("km-b") == 0
+        relay = kx.KeyRelay(
+            key_relay_request_id=str(uuid.uuid4()),
+            sender_kma_id="km-b",
+            source_kma_id="km-b",
+            destination_kma_id="km-a",
+            key_ids=[KeyId(key_id=str(uuid.uuid4()))],
+            size_of_key=256,
+            link_key_ids=units,
+            encrypted_key=secrets.token_bytes(64),
+            relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": 256}),
+            integrity_value=secrets.token_bytes(16),
+            message_authentication_code=secrets.token_bytes(16),
+        )
+        async with trio.open_nursery() as nursery:
+            reasons: list[str] = []
+
+            async def send() -> None:
+                async with connect(km_a.config.listen["kx"], identity="km-b") as connection:
+                    with pytest.raises(FailureResponse) as caught:
+                        await connection.request(relay)
+                    reasons.append(caught.value.reason)
+
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()  # the hop waits at km-a
+            assert reasons == []
+            store_a.gate.set()
+        # the units were there once the synchronisation ended: the (forged) hop then fails its
+        # MAC, not for want of units
+        assert reasons == ["failure: the key relay failed its message authentication code"]

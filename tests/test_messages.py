@@ -198,7 +198,6 @@ def test_response_goes_back_the_way_the_request_came(cls: type[Message]) -> None
         (0x3101, 0x1302),
         (0x1303, 0x3104),
         (0x1401, 0x4102),
-        (0x1403, 0x4104),  # Q.4164 Figure 2: the controller answers with a key relay request
         (0x4104, 0x1405),
         (0x1406, 0x4107),
         (0x4108, 0x1409),
@@ -456,6 +455,19 @@ def test_destination_kma_mandatory_if_request_had_application_destination(
     check_response(by_application, with_destination)
     check_response(by_kma, without)
     check_response(by_kma, with_destination)
+
+
+def test_centralized_routing_pairs_each_response_with_its_own_request() -> None:
+    """Q.4164 Figure 2: the key relay request notification is one-way; the controller's key
+    relay request is a request of its own, answered by the response to key relay request."""
+    assert ck.KeyRelayRequestNotification.response_type() is None
+    assert ck.KeyRelayRequest.response_type() is ck.ResponseToKeyRelayRequest
+    refusal = ck.KeyRelayRequest(
+        transit_kma_ids=[], extension=[{"error_message": "failure: no route"}]
+    )
+    assert refusal.transit_kma_ids == []
+    with pytest.raises(InvalidMessage, match=r"transit_kma_ids\[1\]"):
+        ck.KeyRelayRequest(transit_kma_ids=["km-b", ""])
 
 
 def test_check_response_without_pair_rules_accepts_anything() -> None:

@@ -13,6 +13,7 @@ applications do, through :class:`~qkdn_sdk.client.KeyManagerClient`. Nothing sle
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import uuid
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from qkdn_sdk.client import KeyManagerClient, KeysRefused, SuppliedKey
 from qkdn_sdk.errors import FailureResponse
@@ -37,6 +39,9 @@ LINE3 = (Path(__file__).parent.parent / "examples" / "topologies" / "line3.toml"
     encoding="utf-8"
 )
 TRANSPORTS = ["memory", "tcp+tls"]
+ROUTINGS = ["distributed", "centralized"]
+"""Q.4164 clause 7.1 (every KM asks the controller for its next hop) and 7.2 (the source KM gets
+the whole route)."""
 STORES = ["memory", "sqlite"]
 FAST = {"report_interval": 0.05, "sync_interval": 0.05, "acquire_interval": 0.05}
 WAIT = 10.0  # seconds a test may wait for an event before it fails (it never needs them)
@@ -54,9 +59,15 @@ SLOW_B_C = (
 
 
 def topology_text(
-    transport: str, *, extra: str = "", replace: Iterable[tuple[str, str]] = ()
+    transport: str,
+    *,
+    routing: str = "distributed",
+    extra: str = "",
+    replace: Iterable[tuple[str, str]] = (),
 ) -> str:
-    text = LINE3.replace('transport = "tcp+tls"', f'transport = "{transport}"')
+    text = LINE3.replace(
+        'transport = "tcp+tls"', f'transport = "{transport}"\nrouting = "{routing}"'
+    )
     assert f'transport = "{transport}"' in text
     for old, new in replace:
         assert old in text
@@ -150,8 +161,11 @@ async def refused(request: Awaitable[object]) -> str:
 
 @pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_alice_and_bob_get_the_same_keys(tmp_path: Path, transport: str, store: str) -> None:
-    async with running(tmp_path, transport, store) as network:
+@pytest.mark.parametrize("routing", ROUTINGS)
+async def test_alice_and_bob_get_the_same_keys(
+    tmp_path: Path, transport: str, store: str, routing: str
+) -> None:
+    async with running(tmp_path, transport, store, routing=routing) as network:
         await ready(network, relay_bits(3, 512) + relay_bits(1, 256))
         async with client(network, "alice") as alice:
             keys = await alice.get_keys("bob", 3, 512)
@@ -166,6 +180,29 @@ async def test_alice_and_bob_get_the_same_keys(tmp_path: Path, transport: str, s
         assert same_keys(got, keys[::-1])  # byte for byte, in the order asked
         assert same_keys(got_default, default)
         assert km(network, "km-c").store.counts("app:") == {}
+
+
+async def test_centralized_routing_follows_figure_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Q.4164 Figure 2: km-a notifies the controller (0x1403), gets the whole route in the
+    controller's key relay request (0x4104), relays along it (km-b asks nothing) and answers
+    that request (0x1405) once the relay has completed; no next hop request (0x1401) is sent."""
+    caplog.set_level(logging.DEBUG, "qkdn_sdk.roles.controller")
+    async with running(tmp_path, "memory", routing="centralized") as network:
+        await ready(network, relay_bits(2, 256))
+        async with client(network, "alice") as alice:
+            keys = await alice.get_keys("bob", 2)
+        await trio.testing.wait_all_tasks_blocked()  # the controller got km-a's 0x1405
+        async with client(network, "bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+    said = [record.getMessage() for record in caplog.records]
+    assert not [line for line in said if line.startswith("next hop")]
+    completed = [line for line in said if line.startswith("key relay ")]
+    assert len(completed) == 1
+    assert re.fullmatch(
+        r"key relay [-0-9a-f]{36} of km-a along \['km-b', 'km-c'\] completed", completed[0]
+    )
 
 
 # --- 2. a key is supplied once -----------------------------------------------------------------
@@ -200,8 +237,9 @@ async def test_no_key_is_supplied_twice(tmp_path: Path, transport: str, store: s
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_each_hop_spends_its_link_keys(tmp_path: Path, transport: str) -> None:
-    async with running(tmp_path, transport) as network:
+@pytest.mark.parametrize("routing", ROUTINGS)
+async def test_each_hop_spends_its_link_keys(tmp_path: Path, transport: str, routing: str) -> None:
+    async with running(tmp_path, transport, routing=routing) as network:
         first, second = relay_bits(5, 1024), relay_bits(1, 256)
         await ready(network, first + second)
         km_a, km_b, km_c = (km(network, km_id) for km_id in ("km-a", "km-b", "km-c"))
@@ -261,8 +299,11 @@ async def test_applications_of_one_km_need_no_relay(tmp_path: Path, transport: s
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_unknown_destination_application(tmp_path: Path, transport: str) -> None:
-    async with running(tmp_path, transport) as network:
+@pytest.mark.parametrize("routing", ROUTINGS)
+async def test_unknown_destination_application(
+    tmp_path: Path, transport: str, routing: str
+) -> None:
+    async with running(tmp_path, transport, routing=routing) as network:
         await ready(network, relay_bits(1, 256))
         async with client(network, "alice") as alice:
             reason = await refused(alice.get_keys("mallory"))
@@ -271,8 +312,9 @@ async def test_unknown_destination_application(tmp_path: Path, transport: str) -
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_link_without_key(tmp_path: Path, transport: str) -> None:
-    async with running(tmp_path, transport, replace=[SLOW_B_C]) as network:
+@pytest.mark.parametrize("routing", ROUTINGS)
+async def test_a_link_without_key(tmp_path: Path, transport: str, routing: str) -> None:
+    async with running(tmp_path, transport, replace=[SLOW_B_C], routing=routing) as network:
         await ready(network, relay_bits(1, 256), [("km-a", "km-b")])
         controller = network.controller
         assert controller is not None
@@ -286,8 +328,9 @@ async def test_a_link_without_key(tmp_path: Path, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_controller_unreachable(tmp_path: Path, transport: str) -> None:
-    async with running(tmp_path, transport) as network:
+@pytest.mark.parametrize("routing", ROUTINGS)
+async def test_controller_unreachable(tmp_path: Path, transport: str, routing: str) -> None:
+    async with running(tmp_path, transport, routing=routing) as network:
         await ready(network, relay_bits(1, 256))
         await network.stop_controller()
         async with client(network, "alice") as alice:
@@ -297,8 +340,9 @@ async def test_controller_unreachable(tmp_path: Path, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_neighbour_km_down(tmp_path: Path, transport: str) -> None:
-    async with running(tmp_path, transport) as network:
+@pytest.mark.parametrize("routing", ROUTINGS)
+async def test_neighbour_km_down(tmp_path: Path, transport: str, routing: str) -> None:
+    async with running(tmp_path, transport, routing=routing) as network:
         await ready(network, relay_bits(1, 256))
         await network.stop_km("km-b")
         async with client(network, "alice") as alice:
@@ -481,10 +525,11 @@ async def test_keys_meant_for_another_application(tmp_path: Path, transport: str
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_relays_crossing_both_ways(tmp_path: Path, transport: str) -> None:
+@pytest.mark.parametrize("routing", ROUTINGS)
+async def test_relays_crossing_both_ways(tmp_path: Path, transport: str, routing: str) -> None:
     count = 10
     bits = relay_bits(1, 256)
-    async with running(tmp_path, transport) as network:
+    async with running(tmp_path, transport, routing=routing) as network:
         await ready(network, count * bits, BOTH_WAYS)
         got: dict[str, list[SuppliedKey]] = {"alice": [], "bob": []}
         async with client(network, "alice") as alice, client(network, "bob") as bob:

@@ -50,6 +50,7 @@ __all__ = [
     "field_infos",
     "identifier",
     "message_class",
+    "no_empty_member",
     "non_empty",
     "received_by",
     "spec",
@@ -143,13 +144,16 @@ def identifier(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> N
         raise InvalidMessage(attribute.name, "must not be empty")
 
 
-def non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+def non_empty(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     """Lists (when present) are not empty, and lists of IDs have no empty member."""
-    if value is None:
-        return
-    if not value:
+    if value is not None and not value:
         raise InvalidMessage(attribute.name, "must not be empty")
-    for index, item in enumerate(value):
+    no_empty_member(instance, attribute, value)
+
+
+def no_empty_member(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Lists of IDs (when present; possibly empty) have no empty member."""
+    for index, item in enumerate(value or ()):
         if isinstance(item, str) and not item:
             raise InvalidMessage(f"{attribute.name}[{index}]", "must not be empty")
 

@@ -3,9 +3,11 @@
 Command codes are those of Q.4164 Table I.1: "14" KM -> controller, "41" controller -> KM.
 
 - Distributed QKDN (clause 7.1): :class:`KeyRelayNextHopRequest` -> next hop KMAs.
-- Centralized QKDN (clause 7.2): the KM sends :class:`KeyRelayRequestNotification`; the controller
-  answers it with :class:`KeyRelayRequest` carrying the whole route; when the relay is done the KM
-  answers that with :class:`ResponseToKeyRelayRequest` (Figure 2).
+- Centralized QKDN (clause 7.2, Figure 2): the KM sends the one-way
+  :class:`KeyRelayRequestNotification`; the controller sends the KM its own request,
+  :class:`KeyRelayRequest`, with the whole route; the KM answers that request with
+  :class:`ResponseToKeyRelayRequest` once the relay has completed. Each response answers the
+  request its name says; the notification has none.
 - Sessions (clauses 7.3, 7.4), key reservation (7.5) and key allocation (7.6).
 
 Where the consent text is inconsistent the SDK chooses, and the catalogue says so in the remark:
@@ -27,6 +29,7 @@ from qkdn_sdk.messages._base import (
     Message,
     at_least,
     identifier,
+    no_empty_member,
     non_empty,
     spec,
 )
@@ -111,13 +114,12 @@ class KeyRelayRequestNotification(
     code=0x1403,
     name="Key relay request notification",
     table="Q.4164 Table 3",
-    response="KeyRelayRequest",
     rules=(_EITHER_DESTINATION,),
 ):
     """Key relay request notification message (Q.4164 clause 8.3, Table 3): in a centralized QKDN
     a KM asks the controller for the whole relay route. Either ``destination_kma_id`` or
-    ``application_destination_id`` is mandatory. The controller answers with
-    :class:`KeyRelayRequest` (Figure 2)."""
+    ``application_destination_id`` is mandatory. A notification: nothing answers it; the
+    controller then sends the KM a :class:`KeyRelayRequest` of its own (Figure 2)."""
 
     source_kma_id: str | None = attrs.field(
         default=None, metadata=spec(_SOURCE_KMA), validator=identifier
@@ -141,8 +143,11 @@ class KeyRelayRequest(
     pair_rules=(_DESTINATION_IF_APPLICATION,),
 ):
     """Key relay request message (Q.4164 clause 8.4, Table 4): the controller gives the KM every
-    transit KMA of the route. ``destination_kma_id`` is mandatory if the notification it answers
-    had ``application_destination_id``."""
+    transit KMA of the route, in answer to its :class:`KeyRelayRequestNotification`; the KM
+    answers with :class:`ResponseToKeyRelayRequest` once the relay has completed.
+    ``destination_kma_id`` is mandatory when the notification named the destination application
+    only: as this request answers no request of the KM's, the controller checks it with
+    ``check_response(notification, key_relay_request)`` before sending it."""
 
     source_kma_id: str | None = attrs.field(
         default=None, metadata=spec(_SOURCE_KMA), validator=identifier
@@ -151,8 +156,13 @@ class KeyRelayRequest(
         default=None, metadata=spec(_DESTINATION_KMA), validator=identifier
     )
     transit_kma_ids: list[str] = attrs.field(
-        metadata=spec("Transit KMA IDs", "typed string in the text; a list of KMA IDs, in order"),
-        validator=non_empty,
+        metadata=spec(
+            "Transit KMA IDs",
+            "typed string in the text; a list of KMA IDs, in order: the KMs after the source up "
+            "to the destination. Empty, with an extension {error_message}, when the controller "
+            "finds no route (SDK convention)",
+        ),
+        validator=no_empty_member,
     )
     key_relay_request_id: str | None = attrs.field(
         default=None, metadata=spec("Key relay request ID"), validator=identifier

@@ -23,6 +23,7 @@ A KM file::
     id = "km-a"
     store = "../km-a.sqlite3"          # its SQLite key store
     applications = ["alice"]           # the applications it serves
+    routing = "distributed"            # or "centralized" (Q.4164 clauses 7.1, 7.2)
     listen = {ak = "tcp+tls://127.0.0.1:7001", ck = "...", kq1 = "...", kx = "..."}
     controller = {id = "controller", url = "tcp+tls://127.0.0.1:7000"}
     tls = {ca = "../pki/ca.pem", cert = "../pki/km-a.pem", key = "../pki/km-a.key"}
@@ -66,7 +67,7 @@ from qkdn_sdk.network.topology import Topology, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
 from qkdn_sdk.roles.keystore import SQLiteKeyStore
-from qkdn_sdk.roles.km import INTERFACES, KeyManager, KMConfig, KMLink
+from qkdn_sdk.roles.km import INTERFACES, KeyManager, KMConfig, KMLink, Routing
 from qkdn_sdk.roles.qkd_module import LINK_SECRET_SIZE, Kq1Mode, QKDModule, QKDModuleConfig
 from qkdn_sdk.tls import TLSConfig
 
@@ -86,7 +87,7 @@ _PKI_DIR = "pki"
 _KM_OPTIONS = {
     field.name: field.default
     for field in attrs.fields(KMConfig)
-    if field.name not in ("km_id", "listen", "controller_id", "links", "applications")
+    if field.name not in ("km_id", "listen", "controller_id", "links", "applications", "routing")
 }
 """The further KMConfig fields a KM file may set in ``options``, with their defaults."""
 
@@ -157,6 +158,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
             "id": spec.id,
             "store": f"../{spec.id}.sqlite3",
             "applications": sorted(km_config.applications),
+            "routing": km_config.routing.value,
             "listen": dict(km_config.listen),
             "controller": {"id": km_config.controller_id, "url": topology.controller_listen},
             **tls(spec.id),
@@ -353,7 +355,18 @@ def _mode(table: Mapping[str, Any], where: str) -> Kq1Mode:
 def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
     _known(
         data,
-        {"role", "id", "store", "applications", "listen", "controller", "tls", "options", "link"},
+        {
+            "role",
+            "id",
+            "store",
+            "applications",
+            "routing",
+            "listen",
+            "controller",
+            "tls",
+            "options",
+            "link",
+        },
         "top level",
     )
     km_id = identifier(get(data, "id", str, "top level"), "id")
@@ -380,8 +393,13 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
     table = get(data, "options", dict, "top level", {})
     _known(table, set(_KM_OPTIONS), "options")
     options = {name: get(table, name, type(_KM_OPTIONS[name]), "options") for name in table}
+    routing = get(data, "routing", str, "top level", Routing.DISTRIBUTED.value)
+    choices = [choice.value for choice in Routing]
+    if routing not in choices:
+        raise Problem(f"routing must be one of {choices}, not {routing!r}")
     config = KMConfig(
         km_id=km_id,
+        routing=Routing(routing),
         listen={interface: str(url) for interface, url in listen.items()},
         controller_id=controller_id,
         links=tuple(links),

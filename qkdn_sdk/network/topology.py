@@ -4,6 +4,7 @@
 
     transport = "tcp+tls"        # scheme of every interface (tcp+tls, or memory in tests)
     host = "127.0.0.1"           # where roles listen; ports are chosen at start-up
+    routing = "distributed"      # Q.4164 clause 7.1 (next hop per KM) or "centralized" (7.2)
 
     [controller]
     id = "controller"
@@ -37,7 +38,7 @@ import attrs
 from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.network._toml import Problem, get, identifier, tables
 from qkdn_sdk.roles.controller import ControllerConfig
-from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink
+from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink, Routing
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
 
 __all__ = [
@@ -94,6 +95,7 @@ class Topology:
 
     transport: str
     host: str
+    routing: Routing
     controller_id: str
     controller_listen: str
     kms: tuple[KMSpec, ...]
@@ -150,6 +152,7 @@ class Topology:
             controller_id=self.controller_id,
             links=links,
             applications=self.applications_of(km_id),
+            routing=self.routing,
             **options,
         )
 
@@ -212,7 +215,7 @@ def parse_topology(text: str, *, source: str = "topology") -> Topology:
 
 
 def _topology(data: Mapping[str, Any]) -> Topology:
-    known = {"transport", "host", "controller", "km", "link", "application"}
+    known = {"transport", "host", "routing", "controller", "km", "link", "application"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise Problem(f"unknown keys {unknown} (expected {sorted(known)})")
@@ -220,6 +223,12 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     if transport not in _SCHEMES:
         raise Problem(f"transport must be one of {list(_SCHEMES)}, not {transport!r}")
     host = get(data, "host", str, "top level", "127.0.0.1")
+    routing_name = get(data, "routing", str, "top level", Routing.DISTRIBUTED.value)
+    try:
+        routing = Routing(routing_name)
+    except ValueError:
+        choices = [choice.value for choice in Routing]
+        raise Problem(f"routing must be one of {choices}, not {routing_name!r}") from None
 
     def default_url(name: str) -> str:
         if transport == "memory":
@@ -286,6 +295,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     topology = Topology(
         transport=transport,
         host=host,
+        routing=routing,
         controller_id=controller_id,
         controller_listen=controller_listen,
         kms=tuple(kms),

@@ -1,4 +1,4 @@
-"""The QKDN controller of a distributed QKDN: next hops for key relay over Ck (Q.4164 clause 7.1).
+"""The QKDN controller: key relay routes over Ck, hop by hop or whole (Q.4164 clauses 7.1, 7.2).
 
 Theory of operation
 -------------------
@@ -13,7 +13,10 @@ end reports its own).
 In a distributed QKDN the key is relayed hop by hop, and each KM on the way asks the controller
 for its own next hop (*key relay next hop request*, Q.4164 Table 1, with ``source_kma_id`` =
 itself). The controller computes a whole route from that KM to the destination and answers with
-its second node (Q.4164 Table 2). The route is a shortest path (Dijkstra) where a directed link
+its second node (Q.4164 Table 2). In a centralized QKDN the source KM notifies the controller
+(*key relay request notification*, Table 3) and the controller sends it the whole route in a
+*key relay request* of its own (Table 4), which the KM answers once the relay ended (Table 5).
+The route is a shortest path (Dijkstra) where a directed link
 ``u -> v`` costs ``1 + SCALE / (1 + bits available on u -> v)``: one per hop, plus a penalty
 that grows as the key on the link runs out, so routes drift towards links with key to spare.
 Links holding less than the key the relay needs per link (the ``key_bits`` extension of the
@@ -35,8 +38,16 @@ from typing import Any
 import attrs
 import trio
 
-from qkdn_sdk.errors import QkdnError, quoted
-from qkdn_sdk.messages import Message, Role, ck, failure_response, mgmt, received_by
+from qkdn_sdk.errors import FailureResponse, QkdnError, quoted
+from qkdn_sdk.messages import (
+    Message,
+    Role,
+    check_response,
+    ck,
+    failure_response,
+    mgmt,
+    received_by,
+)
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, serve
 
@@ -72,6 +83,9 @@ once; the next says how many more there were)."""
 
 _MAX_PROBLEMS_LOGGED = 3  # malformed entries described per report; the rest are counted
 _MAX_LINKS_NAMED = 8  # short links named in a no-route reason; the rest are counted
+_RELAY_RESULT_TIMEOUT = 120.0
+"""Seconds the controller waits for a KM to report how a centralized relay ended."""
+_MAX_RELAY_ID_LENGTH = 128
 
 
 class NoRoute(QkdnError):
@@ -205,6 +219,7 @@ class Controller:
         self.config = config
         self._tls = tls
         self._limits = limits
+        self._nursery: trio.Nursery | None = None
         self._neighbours: dict[str, list[str]] = {km: [] for km in config.kms}
         for link in config.links:
             first, second = sorted(link)
@@ -225,6 +240,7 @@ class Controller:
         to get the URL that reaches it once it listens (with the real port when asked for 0).
         Raises :class:`~qkdn_sdk.errors.TransportError` when the URL cannot be served."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             info = await nursery.start(self._serve)
             task_status.started(info.url)
 
@@ -340,6 +356,10 @@ class Controller:
             except (_Refused, NoRoute) as exc:
                 logger.info("no next hop for %s: %s", _requester(connection), exc)
                 return _failure(message, str(exc))
+        if isinstance(message, ck.KeyRelayRequestNotification):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._key_relay_request, message, connection)
+            return None
         if isinstance(message, mgmt.StatusInformationSupplyResponse):
             self._status_report(message, connection)
             return None
@@ -353,26 +373,81 @@ class Controller:
     def _next_hop(
         self, request: ck.KeyRelayNextHopRequest, connection: Connection
     ) -> ck.ResponseToKeyRelayNextHopRequest:
-        source = request.source_kma_id or connection.peer_id
-        if source is None:
-            raise _Refused(
-                "no source KM: source_kma_id is absent and the peer is not authenticated"
-            )
-        if request.destination_kma_id is not None:
-            destination = request.destination_kma_id
-        else:
-            application = request.application_destination_id
-            assert application is not None  # Table 1: either one is mandatory
-            served_by = self.config.applications.get(application)
-            if served_by is None:
-                raise _Refused(f"unknown destination application {quoted(application)}")
-            destination = served_by
+        source, destination = self._ends(request, connection)
         key_bits = _key_bits(request.extension)
         path = self.route(source, destination, key_bits)
         logger.debug("next hop from %s to %s: %s (route %s)", source, destination, path[1], path)
         return ck.ResponseToKeyRelayNextHopRequest(
             source_kma_id=source, destination_kma_id=destination, next_kma_ids=[path[1]]
         )
+
+    def _ends(
+        self,
+        request: ck.KeyRelayNextHopRequest | ck.KeyRelayRequestNotification,
+        connection: Connection,
+    ) -> tuple[str, str]:
+        """The source and destination KMs of a relay (Q.4164 Tables 1 and 3)."""
+        source = request.source_kma_id or connection.peer_id
+        if source is None:
+            raise _Refused(
+                "no source KM: source_kma_id is absent and the peer is not authenticated"
+            )
+        if request.destination_kma_id is not None:
+            return source, request.destination_kma_id
+        application = request.application_destination_id
+        assert application is not None  # Tables 1 and 3: either one is mandatory
+        served_by = self.config.applications.get(application)
+        if served_by is None:
+            raise _Refused(f"unknown destination application {quoted(application)}")
+        return source, served_by
+
+    async def _key_relay_request(
+        self, notification: ck.KeyRelayRequestNotification, connection: Connection
+    ) -> None:
+        """Q.4164 clause 7.2 (Figure 2): answer a KM's key relay request notification with a key
+        relay request of our own carrying the whole route (every KM after the source, up to the
+        destination), and wait for the KM's response to it: sent once the relay has completed.
+
+        When no route exists the request has no transit KM and an ``error_message`` extension
+        that says why (Table 4 has no failure parameter). The ``key_relay_request_id`` extension
+        of the notification, when it has one, is echoed so the KM can tell its relays apart."""
+        relay_id = _relay_id(notification.extension)
+        requester = _requester(connection)
+        try:
+            source, destination = self._ends(notification, connection)
+            path = self.route(source, destination, _key_bits(notification.extension))
+            request = ck.KeyRelayRequest(
+                source_kma_id=source,
+                destination_kma_id=destination,
+                transit_kma_ids=path[1:],
+                key_relay_request_id=relay_id,
+            )
+            check_response(notification, request)
+        except (_Refused, NoRoute) as exc:
+            logger.info("no key relay route for %s: %s", requester, exc)
+            request = ck.KeyRelayRequest(
+                source_kma_id=notification.source_kma_id,
+                destination_kma_id=notification.destination_kma_id,
+                transit_kma_ids=[],
+                key_relay_request_id=relay_id,
+                extension=[{"error_message": f"failure: {exc}"}],
+            )
+        try:
+            response = await connection.request(request, timeout=_RELAY_RESULT_TIMEOUT)
+        except FailureResponse as exc:
+            logger.info("key relay %s of %s failed: %s", relay_id, requester, exc.reason)
+        except QkdnError as exc:
+            self._quiet.warning(
+                f"no response to key relay request {relay_id} of {requester}: {exc}"
+            )
+        else:
+            assert isinstance(response, ck.ResponseToKeyRelayRequest)
+            logger.info(
+                "key relay %s of %s along %s completed",
+                relay_id,
+                requester,
+                request.transit_kma_ids,
+            )
 
     def _status_report(
         self, report: mgmt.StatusInformationSupplyResponse, connection: Connection
@@ -461,6 +536,15 @@ def _key_bits(extension: list[dict[str, Any]] | None) -> int:
                 raise _Refused(f"extension key_bits must be between 0 and {MAX_KEY_BITS}")
             return value
     return 0
+
+
+def _relay_id(extension: list[dict[str, Any]] | None) -> str | None:
+    """The ``key_relay_request_id`` of the first Extension object that has a usable one."""
+    for item in extension or ():
+        value = item.get("key_relay_request_id")
+        if isinstance(value, str) and 0 < len(value) <= _MAX_RELAY_ID_LENGTH:
+            return value
+    return None
 
 
 def _bits(bits: int, reported: bool) -> str:

@@ -47,6 +47,7 @@ Nothing here knows which transport carries a message.
 from __future__ import annotations
 
 import datetime
+import enum
 import hashlib
 import logging
 import secrets
@@ -79,7 +80,7 @@ from qkdn_sdk.roles.qkd_module import Kq1Mode
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, serve
 
-__all__ = ["INTERFACES", "KMConfig", "KMLink", "KeyManager", "KeyManagerError"]
+__all__ = ["INTERFACES", "KMConfig", "KMLink", "KeyManager", "KeyManagerError", "Routing"]
 
 logger = logging.getLogger("qkdn_sdk.roles.km")
 
@@ -107,6 +108,16 @@ class KeyManagerError(QkdnError):
     """Why a KM refused a request: the text goes to the peer as the failure reason."""
 
 
+class Routing(enum.Enum):
+    """How a KM learns the route of a key relay (Q.4164 clause 7)."""
+
+    DISTRIBUTED = "distributed"
+    """Clause 7.1: every KM on the way asks the controller for its next hop (0x1401 -> 0x4102)."""
+    CENTRALIZED = "centralized"
+    """Clause 7.2: the source KM notifies the controller (0x1403), which sends it the whole
+    route in a key relay request (0x4104); the KM answers that (0x1405) once the relay ended."""
+
+
 def _who(reason: str) -> str:
     """A peer's failure text without its ``failure:`` prefix, to pass it on."""
     for prefix in ("failure: ", "failure:", "failure"):
@@ -132,6 +143,19 @@ class KMLink:
             raise ValueError(f"link to {self.neighbour}: on-request mode needs the module's URL")
 
 
+@attrs.define
+class _CentralRoute:
+    """A relay this KM started in a centralized QKDN, between its key relay request
+    notification and the end of the relay (Q.4164 Figure 2)."""
+
+    routed: trio.Event = attrs.Factory(trio.Event)
+    request: ck.KeyRelayRequest | None = None
+    """The controller's key relay request, once it came."""
+    ended: trio.Event = attrs.Factory(trio.Event)
+    outcome: str = "failure: the relay was cancelled"
+    """What the response to the controller's request says once ``ended`` is set."""
+
+
 @attrs.frozen
 class KMConfig:
     """What a KM is: its ID, where it listens, its links, its applications, its controller.
@@ -148,6 +172,8 @@ class KMConfig:
     links: tuple[KMLink, ...] = ()
     applications: frozenset[str] = frozenset()
     """The applications this KM serves (their certificate IDs)."""
+    routing: Routing = Routing.DISTRIBUTED
+    """How the relays this KM starts are routed."""
     default_number_of_keys: int = 1
     default_size_of_key: int = 256
     max_key_per_request: int = 128
@@ -229,6 +255,7 @@ class KeyManager:
         self._modules: dict[str, Dialer] = {}
         self._pending: dict[str, str] = {}  # relay ID -> the app: pool its keys go to
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
+        self._central_routes: dict[str, _CentralRoute] = {}  # relays we started, centralized
         self._sync_wanted = {link.neighbour: trio.Event() for link in config.links}
         self._sync_rounds: dict[str, trio.Event] = {}
         """Per neighbour, the latest key ID synchronisation we sent: set once it ended."""
@@ -418,33 +445,92 @@ class KeyManager:
         relay_id = str(uuid.uuid4())
         mac_key = secrets.token_bytes(otp.MAC_KEY_BYTES)
         plaintext = otp.relay_plaintext(mac_key, keys)
-        destination_km, next_km = await self._next_hop(
-            application=destination, bits=otp.units_for(len(plaintext)) * otp.UNIT_BITS
-        )
-        relay = kx.KeyRelay(
-            key_relay_request_id=relay_id,
-            sender_kma_id=self.km_id,
+        bits = otp.units_for(len(plaintext)) * otp.UNIT_BITS
+        central = None
+        if self.config.routing is Routing.CENTRALIZED:
+            central = self._central_routes[relay_id] = _CentralRoute()
+        try:
+            transit = None
+            if central is not None:
+                destination_km, transit = await self._whole_route(
+                    relay_id, destination, bits, central
+                )
+                next_km = transit[0]
+            else:
+                destination_km, next_km = await self._next_hop(application=destination, bits=bits)
+            relay = kx.KeyRelay(
+                key_relay_request_id=relay_id,
+                sender_kma_id=self.km_id,
+                source_kma_id=self.km_id,
+                destination_kma_id=destination_km,
+                application_source_id=source,
+                application_destination_id=destination,
+                transit_kma_ids=transit,
+                key_ids=[KeyId(key_id=key_id) for key_id in key_ids],
+                size_of_key=size,
+                link_key_ids=["-"],
+                encrypted_key=b"",
+                relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": size}),
+                integrity_value=otp.end_to_end_tag(mac_key, key_ids, keys),
+                message_authentication_code=b"",
+            )
+            await self._forward(relay, plaintext, next_km)
+            confirmation = kx.KeyRelayConfirmation(
+                key_relay_request_id=relay_id,
+                sender_kma_id=self.km_id,
+                source_kma_id=self.km_id,
+                destination_kma_id=destination_km,
+            )
+            await self._ask_neighbour(next_km, confirmation, "confirming the relay")
+            self.relays["started"] += 1
+            if central is not None:
+                central.outcome = "success"
+        except KeyManagerError as exc:
+            if central is not None:
+                central.outcome = f"failure: {exc}"
+            raise
+        finally:
+            if central is not None:
+                central.ended.set()
+                del self._central_routes[relay_id]
+
+    async def _whole_route(
+        self, relay_id: str, destination: str, bits: int, central: _CentralRoute
+    ) -> tuple[str, list[str]]:
+        """``(destination KM, the KMs after us up to it)`` from the controller in a centralized
+        QKDN (Q.4164 clause 7.2): a key relay request notification, then the controller's key
+        relay request, which :meth:`_on_key_relay_request` hands over."""
+        controller = self.config.controller_id
+        notification = ck.KeyRelayRequestNotification(
             source_kma_id=self.km_id,
-            destination_kma_id=destination_km,
-            application_source_id=source,
             application_destination_id=destination,
-            key_ids=[KeyId(key_id=key_id) for key_id in key_ids],
-            size_of_key=size,
-            link_key_ids=["-"],
-            encrypted_key=b"",
-            relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": size}),
-            integrity_value=otp.end_to_end_tag(mac_key, key_ids, keys),
-            message_authentication_code=b"",
+            extension=[{"key_bits": bits, "key_relay_request_id": relay_id}],
         )
-        await self._forward(relay, plaintext, next_km)
-        confirmation = kx.KeyRelayConfirmation(
-            key_relay_request_id=relay_id,
-            sender_kma_id=self.km_id,
-            source_kma_id=self.km_id,
-            destination_kma_id=destination_km,
-        )
-        await self._ask_neighbour(next_km, confirmation, "confirming the relay")
-        self.relays["started"] += 1
+        try:
+            await self._dialer(controller).send(notification)
+        except TransportError as exc:
+            raise KeyManagerError(
+                f"the QKDN controller {controller} is unreachable ({exc})"
+            ) from None
+        with trio.move_on_after(self.config.relay_timeout):
+            await central.routed.wait()
+        request = central.request
+        if request is None:
+            raise KeyManagerError(
+                f"the QKDN controller {controller} sent no key relay request within "
+                f"{self.config.relay_timeout:g} s"
+            )
+        for item in request.extension or ():
+            if isinstance(item.get("error_message"), str):
+                raise KeyManagerError(_who(item["error_message"]))
+        transit = request.transit_kma_ids
+        destination_km = request.destination_kma_id
+        if not transit or transit[0] not in self._neighbours or transit[-1] != destination_km:
+            raise KeyManagerError(
+                f"the controller's route {transit} to {quoted(str(destination_km))} does not start "
+                f"at a neighbour of {self.km_id} or end at the destination KM"
+            )
+        return destination_km, transit
 
     async def _next_hop(
         self, *, bits: int, application: str | None = None, km: str | None = None
@@ -542,14 +628,29 @@ class KeyManager:
         units = await self._take_received_units(sender, relay.link_key_ids)
         plaintext = otp.unseal(relay, [unit.key for unit in units])
         if relay.destination_kma_id != self.km_id:
-            _, next_km = await self._next_hop(
-                km=relay.destination_kma_id, bits=len(units) * otp.UNIT_BITS
-            )
+            if relay.transit_kma_ids is not None:  # centralized: the route came with the relay
+                next_km = self._after(self.km_id, relay.transit_kma_ids)
+            else:
+                _, next_km = await self._next_hop(
+                    km=relay.destination_kma_id, bits=len(units) * otp.UNIT_BITS
+                )
             self._remember(self._routes, relay_id, next_km)
             await self._forward(relay, plaintext, next_km)
             self.relays["forwarded"] += 1
             return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
         return await self._receive_relayed(relay, plaintext)
+
+    def _after(self, km_id: str, route: list[str]) -> str:
+        """The KM after ``km_id`` on a centralized relay's route: one of our neighbours."""
+        try:
+            next_km = route[route.index(km_id) + 1]
+        except (ValueError, IndexError):
+            raise KeyManagerError(f"{km_id} is not a transit KM of the route {route}") from None
+        if next_km not in self._neighbours:
+            raise KeyManagerError(
+                f"the route {route} goes on to {quoted(next_km)}, not a neighbour of {km_id}"
+            )
+        return next_km
 
     async def _take_received_units(self, sender: str, unit_ids: list[str]) -> list[StoredKey]:
         """The link units ``sender`` spent on a hop to us. When we started a key ID
@@ -759,9 +860,7 @@ class KeyManager:
             finally:
                 in_flight.set()
             if failing:
-                logger.warning(
-                    "%s: key ID synchronisation with %s works again", self.km_id, neighbour
-                )
+                logger.info("%s: key ID synchronisation with %s works again", self.km_id, neighbour)
             failing = False
             newest = not both and not newest and waiting > _SYNC_BATCH
             if len(ids) == _SYNC_BATCH or newest:
@@ -834,7 +933,25 @@ class KeyManager:
     # --- Ck: the controller (Q.4164) ------------------------------------------------------------
 
     async def _handle_ck(self, message: Message, connection: Connection) -> Message | None:
+        if isinstance(message, ck.KeyRelayRequest):
+            return await self._on_key_relay_request(message)
         return _not_supported(message)
+
+    async def _on_key_relay_request(
+        self, request: ck.KeyRelayRequest
+    ) -> ck.ResponseToKeyRelayRequest:
+        """Q.4164 clause 7.2: the controller's route for a relay we notified it of; answered
+        once the relay has ended (Figure 2), with its failure reason if it failed."""
+        relay_id = request.key_relay_request_id or ""
+        central = self._central_routes.get(relay_id)
+        if central is None or central.request is not None:
+            raise KeyManagerError(f"{self.km_id} awaits no route for relay {quoted(relay_id)}")
+        central.request = request
+        central.routed.set()
+        await central.ended.wait()
+        if central.outcome != "success":
+            raise KeyManagerError(_who(central.outcome))
+        return ck.ResponseToKeyRelayRequest(response="success", key_relay_request_id=relay_id)
 
     def link_status(self) -> list[dict[str, Any]]:
         """Bits this KM can spend towards each neighbour (D2.3 Table 8-2 status table)."""
