@@ -1,8 +1,14 @@
-"""Keys per second and relay latency on line3 (alice on km-a, bob on km-c, relayed by km-b).
+"""Relay latency and keys per second on line3 (alice on km-a, bob on km-c, relayed by km-b).
 
-Runs the whole network in this process over tcp+tls with SQLite key stores (line3's 256 kbit/s
-links), waits for enough link key for every request, then times key requests of alice at km-a
-(each relayed, confirmed and answered): one at a time (p50/p99), and 8 at once (keys/s).
+Runs the whole network in this process over tcp+tls with SQLite key stores, in distributed then
+centralized routing, at line3's own link rate (256 kbit/s per link: 128 kbit/s of link key each
+way), and times, in the same run:
+
+- a bare tcp+tls request/response on one connection (the transport alone);
+- a key request of alice for carol, another application of km-a (no relay);
+- a key request of alice for bob, relayed km-a -> km-b -> km-c and confirmed: one at a time
+  (p50/p99), then 8 at once (keys/s). Each relay of 4 keys of 256 bits spends 1536 bits of link
+  key per hop, so the links' own rate bounds the keys/s at about 128000 / 1536 * 4 = 333.
 """
 
 from __future__ import annotations
@@ -12,49 +18,95 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from qkdn_sdk.client import KeyManagerClient
+from qkdn_sdk.messages import Message, ak, example
 from qkdn_sdk.network import Network, parse_topology
+from qkdn_sdk.transport import Connection, ServerInfo, connect, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 50
 NUMBER, SIZE = 4, 256
+CAROL = '\n[[application]]\nid = "carol"\nkm = "km-a"\n'
+
+
+async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - started)
+    return sorted(latencies)
+
+
+def figures(name: str, latencies: list[float]) -> None:
+    p99 = latencies[int(0.99 * len(latencies)) - 1]
+    print(
+        f"{name}: p50 {statistics.median(latencies) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms",
+        flush=True,
+    )
+
+
+async def bare_round_trip(network: Network) -> list[float]:
+    """The transport alone: a canned response to a key request over tcp+tls, one connection."""
+    response = example(ak.ResponseToKeyRequest)
+
+    async def answer(message: Message, connection: Connection) -> Message:
+        return response
+
+    async with trio.open_nursery() as nursery:
+        info: ServerInfo = await nursery.start(
+            partial(serve, "tcp+tls://127.0.0.1:0", answer, tls=network.tls("km-a"))
+        )
+        request = ak.KeyRequest(application_destination_id="bob", number_of_keys=NUMBER)
+        async with connect(info.url, tls=network.tls("alice")) as connection:
+            latencies = await timed(partial(connection.request, request), REQUESTS)
+        nursery.cancel_scope.cancel()
+    return latencies
 
 
 async def main() -> None:
-    logging.getLogger("qkdn_sdk.roles").setLevel(logging.ERROR)  # modules dropping keys
-    text = (ROOT / "examples" / "topologies" / "line3.toml").read_text()
-    # big QKD-keys at a high rate: few Kq-1 messages, plenty of link key
-    text = text.replace(
-        "secret_key_rate = 256_000", "secret_key_rate = 4_000_000\nkey_size = 65536"
-    )
+    logging.getLogger("qkdn_sdk.roles").setLevel(logging.ERROR)
+    for routing in ("distributed", "centralized"):
+        print(
+            f"-- {routing} routing (Q.4164 clause {'7.1' if routing == 'distributed' else '7.2'})"
+        )
+        await run(routing)
+
+
+async def run(routing: str) -> None:
+    text = (ROOT / "examples" / "topologies" / "line3.toml").read_text() + CAROL
+    text = text.replace('host = "127.0.0.1"', f'host = "127.0.0.1"\nrouting = "{routing}"', 1)
     with tempfile.TemporaryDirectory() as state:
         network = Network(parse_topology(text), Path(state), km_options={"report_interval": 0.1})
         async with trio.open_nursery() as nursery:
             endpoints = await nursery.start(network.run)
-            assert network.controller is not None
-            needed = 2 * REQUESTS * 1536
-            await network.kms["km-a"].wait_link_key("km-b", needed)
-            await network.kms["km-b"].wait_link_key("km-c", needed)
-            for km in network.kms:
-                await network.controller.wait_for_report(
-                    km, network.controller.report_count(km) + 1
-                )
+            figures("bare tcp+tls request/response", await bare_round_trip(network))
             url = endpoints["kms"]["km-a"]["ak"]["tcp+tls"]
             async with KeyManagerClient.connect(url, tls=network.tls("alice")) as alice:
-                latencies = []
-                for _ in range(REQUESTS):
-                    started = time.perf_counter()
-                    await alice.get_keys("bob", NUMBER, SIZE)
-                    latencies.append(time.perf_counter() - started)
-                latencies.sort()
-                print(
-                    f"relay latency, {NUMBER} x {SIZE}-bit keys, km-a -> km-b -> km-c, sequential: "
-                    f"p50 {statistics.median(latencies) * 1000:.2f} ms, "
-                    f"p99 {latencies[int(0.99 * len(latencies)) - 1] * 1000:.2f} ms"
+                same_km = await timed(partial(alice.get_keys, "carol", NUMBER, SIZE), REQUESTS)
+                figures(
+                    f"key request, {NUMBER} x {SIZE}-bit keys, alice -> carol (no relay)", same_km
+                )
+
+                assert network.controller is not None
+                needed = 2 * REQUESTS * 1536
+                await network.kms["km-a"].wait_link_key("km-b", needed)
+                await network.kms["km-b"].wait_link_key("km-c", needed)
+                for km in network.kms:
+                    await network.controller.wait_for_report(
+                        km, network.controller.report_count(km) + 1
+                    )
+                relayed = await timed(partial(alice.get_keys, "bob", NUMBER, SIZE), REQUESTS)
+                figures(
+                    f"key request, {NUMBER} x {SIZE}-bit keys, alice -> bob relayed "
+                    "km-a -> km-b -> km-c",
+                    relayed,
                 )
                 done = 0
                 started = time.perf_counter()
