@@ -265,23 +265,47 @@ async def test_report_for_a_link_not_in_the_topology_is_ignored(
     ("request_type", "fields"),
     [
         (
-            ck.SessionCreationRequest,
-            {"application_source_id": "app-a", "application_destination_id": "app-c"},
+            mgmt.RouteInformationSupplyCommand,
+            {"sender_id": "km-a", "source_id": "km-a", "destination_id": "km-c"},
         ),
     ],
 )
 async def test_unsupported_ck_requests_get_a_failure(
     request_type: type[Message], fields: dict[str, object]
 ) -> None:
-    """Ck requests of sessions are answered, with a failure that says they are not supported
-    yet."""
+    """Requests the controller does not serve yet are answered, with a failure that says so."""
     controller = Controller(make_config(*LINE))
     async with running(controller) as url, connect(url, identity="km-a") as km:
         with pytest.raises(FailureResponse) as caught:
             await km.request(request_type(**fields), timeout=WAIT)
-    assert caught.value.reason == (
-        f"failure: {request_type.spec_name} is not supported by this controller yet"
-    )
+    # Table 8-4 has no text: its failure is a response code
+    assert isinstance(caught.value.response, request_type.response_type())  # type: ignore[arg-type]
+    assert caught.value.reason == "failure: response code 0x02 (failure)"
+
+
+# --- sessions (Q.4164 clauses 7.3, 7.4) ------------------------------------------------------
+
+
+async def test_session_creation_failures() -> None:
+    """An unknown destination application has no session ID or KM to answer with (Table 7):
+    an error indication says why; a destination KM that never connected gets Table 7's own
+    failure, with the session ID made and the KM named."""
+    controller = Controller(make_config(*LINE, {"app-a": "km-a", "app-c": "km-c"}))
+    request = {"application_source_id": "app-a", "application_destination_id": "app-c"}
+    async with running(controller) as url, connect(url, identity="km-a") as km:
+        with pytest.raises(FailureResponse) as caught:
+            await km.request(
+                ck.SessionCreationRequest(**{**request, "application_destination_id": "nobody"}),
+                timeout=WAIT,
+            )
+        assert caught.value.reason == "failure: unknown destination application 'nobody'"
+        with pytest.raises(FailureResponse) as caught:
+            await km.request(ck.SessionCreationRequest(**request), timeout=WAIT)
+    response = caught.value.response
+    assert isinstance(response, ck.ResponseToSessionCreationRequest)
+    assert response.response == "failure: the destination KM km-c is not connected"
+    assert response.destination_km_id == "km-c"
+    assert len(response.session_id) == 36
 
 
 # --- centralized QKDN: the whole route (Q.4164 clause 7.2, Figure 2) -----------------------

@@ -121,6 +121,18 @@ async def test_key_ids_lists_the_oldest_without_removing(store: KeyStore) -> Non
     assert store.count("p") == 4
 
 
+async def test_peek_shows_the_oldest_keys_and_leaves_them(store: KeyStore) -> None:
+    await store.put(make_many("p", 3))
+    peeked = await store.peek("p", 2)
+    assert [key.key_id for key in peeked] == ["k0", "k1"]
+    assert peeked == await store.take_ids("p", ["k0", "k1"])  # the same keys, bytes and all
+    assert [key.key_id for key in await store.peek("p", 5)] == ["k2"]
+    assert await store.peek("nothing", 5) == []
+    assert await store.peek("p", 0) == []
+    with pytest.raises(ValueError, match="must be >= 0"):
+        await store.peek("p", -1)
+
+
 async def test_key_ids_lists_the_newest_oldest_first(store: KeyStore) -> None:
     await store.put(make_many("p", 4))
     await store.take_ids("p", ["k2"])

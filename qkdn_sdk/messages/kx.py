@@ -163,6 +163,13 @@ class KeyRelay(
     application_destination_id: str | None = attrs.field(
         default=None, metadata=spec("Application destination ID"), validator=identifier
     )
+    session_id: str | None = attrs.field(
+        default=None,
+        metadata=spec(
+            "Session ID", "the proactive key supply session of the keys (Q.4161 clause 7.2)"
+        ),
+        validator=identifier,
+    )
     transit_kma_ids: list[str] | None = attrs.field(
         default=None,
         metadata=spec("Transit KMA IDs", "the rest of the route, centralized QKDN"),

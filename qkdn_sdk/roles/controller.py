@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import uuid
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -86,6 +87,9 @@ _MAX_LINKS_NAMED = 8  # short links named in a no-route reason; the rest are cou
 _RELAY_RESULT_TIMEOUT = 120.0
 """Seconds the controller waits for a KM to report how a centralized relay ended."""
 _MAX_RELAY_ID_LENGTH = 128
+_SESSION_TIMEOUT = 30.0
+"""Seconds the controller waits for a destination KM to create a session (it asks its
+application)."""
 
 
 class NoRoute(QkdnError):
@@ -220,6 +224,8 @@ class Controller:
         self._tls = tls
         self._limits = limits
         self._nursery: trio.Nursery | None = None
+        self._km_connections: dict[str, Connection] = {}
+        """The latest connection each KM sent us something on: where we reach it."""
         self._neighbours: dict[str, list[str]] = {km: [] for km in config.kms}
         for link in config.links:
             first, second = sorted(link)
@@ -356,6 +362,14 @@ class Controller:
             except (_Refused, NoRoute) as exc:
                 logger.info("no next hop for %s: %s", _requester(connection), exc)
                 return _failure(message, str(exc))
+        peer = connection.peer_id
+        if peer in self._neighbours:  # where session creation notifications reach it
+            self._km_connections[peer] = connection
+        if isinstance(message, ck.SessionCreationRequest):
+            try:
+                return await self._session_creation_request(message, connection)
+            except _Refused as exc:  # no session ID or KM to answer with: Table 7 cannot say
+                return _failure(message, str(exc))
         if isinstance(message, ck.KeyRelayRequestNotification):
             assert self._nursery is not None
             self._nursery.start_soon(self._key_relay_request, message, connection)
@@ -448,6 +462,58 @@ class Controller:
                 requester,
                 request.transit_kma_ids,
             )
+
+    async def _session_creation_request(
+        self, request: ck.SessionCreationRequest, connection: Connection
+    ) -> ck.ResponseToSessionCreationRequest:
+        """Q.4164 clause 7.3 (Figure 3): make a session ID, have the destination KM create the
+        session (session creation notification, clause 7.4) and answer the source KM."""
+        source_km = connection.peer_id
+        if source_km is None:
+            raise _Refused("the source KM is not authenticated")
+        destination = request.application_destination_id
+        destination_km = self.config.applications.get(destination)
+        if destination_km is None:
+            raise _Refused(f"unknown destination application {quoted(destination)}")
+        session_id = str(uuid.uuid4())
+
+        def failure(reason: str) -> ck.ResponseToSessionCreationRequest:
+            logger.info(
+                "no session %s -> %s: %s", request.application_source_id, destination, reason
+            )
+            return ck.ResponseToSessionCreationRequest(
+                session_id=session_id,
+                response=reason if reason.startswith("failure") else f"failure: {reason}",
+                destination_km_id=destination_km,
+            )
+
+        km = self._km_connections.get(destination_km)
+        if km is None:
+            return failure(f"the destination KM {destination_km} is not connected")
+        notification = ck.SessionCreationNotification(
+            application_source_id=request.application_source_id,
+            application_destination_id=destination,
+            session_id=session_id,
+            source_km_id=source_km,
+            number_of_keys=request.number_of_keys,
+        )
+        try:
+            await km.request(notification, timeout=_SESSION_TIMEOUT)
+        except FailureResponse as exc:
+            return failure(exc.reason)
+        except QkdnError as exc:
+            return failure(f"the destination KM {destination_km} did not answer ({exc})")
+        logger.info(
+            "session %s: %s (%s) -> %s (%s)",
+            session_id,
+            request.application_source_id,
+            source_km,
+            destination,
+            destination_km,
+        )
+        return ck.ResponseToSessionCreationRequest(
+            session_id=session_id, response="success", destination_km_id=destination_km
+        )
 
     def _status_report(
         self, report: mgmt.StatusInformationSupplyResponse, connection: Connection

@@ -212,6 +212,12 @@ class KeyStore(Protocol):
         is negative."""
         ...
 
+    async def peek(self, pool: str, limit: int) -> list[StoredKey]:
+        """The ``limit`` oldest keys of ``pool``, oldest first, left in the store (to hand a key
+        out and take it only once its receipt is acknowledged). Raises :class:`ValueError` when
+        ``limit`` is negative."""
+        ...
+
     async def seen(self, key_ids: Sequence[str]) -> set[str]:
         """Which of ``key_ids`` were ever stored (present now or not)."""
         ...
@@ -426,6 +432,12 @@ class MemoryKeyStore(_ClosedOnExit):
         if newest:
             return list(keys)[len(keys) - limit :] if limit else []
         return list(itertools.islice(keys, limit))
+
+    async def peek(self, pool: str, limit: int) -> list[StoredKey]:
+        _check_count("limit", limit)
+        await self._enter()
+        entries = self._pools.get(pool, {})
+        return [entries[key_id].stored_key(key_id) for key_id in itertools.islice(entries, limit)]
 
     async def seen(self, key_ids: Sequence[str]) -> set[str]:
         await self._enter()
@@ -717,6 +729,18 @@ class SQLiteKeyStore(_ClosedOnExit):
             )
             ids = [row[0] for row in rows]
             return ids[::-1] if newest else ids
+
+        return await self._transaction(work)
+
+    async def peek(self, pool: str, limit: int) -> list[StoredKey]:
+        _check_count("limit", limit)
+
+        def work(db: sqlite3.Connection) -> list[StoredKey]:
+            rows = db.execute(
+                "SELECT key_id, pool, key, metadata FROM keys WHERE pool = ? ORDER BY seq LIMIT ?",
+                (pool, limit),
+            )
+            return [_row_key(row) for row in rows]
 
         return await self._transaction(work)
 

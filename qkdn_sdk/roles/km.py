@@ -77,6 +77,13 @@ from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles._peer import Dialer
 from qkdn_sdk.roles.keystore import DuplicateKey, InsufficientKeys, KeyStore, StoredKey, UnknownKeys
 from qkdn_sdk.roles.qkd_module import Kq1Mode
+from qkdn_sdk.roles.sessions import (
+    Session,
+    SessionError,
+    Sessions,
+    session_application,
+    session_pool,
+)
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, serve
 
@@ -98,6 +105,8 @@ _SYNC_BATCH = 256
 """QKD-key IDs in one key ID synchronisation request."""
 _ACQUIRE_BATCH = 64
 """QKD-keys asked of a module in one Kq-1 key request."""
+_PUSH_BATCH = 16
+"""Keys of a session pool read at a time to push them."""
 _MAX_RELAY_BITS = 1 << 17
 """At most this many key bits in one key request (16 KiB): what a key relay and a response carry
 stays well under the 65,535-byte payload (a relay of 128 keys of 1024 bits is about 49 KB: the
@@ -174,6 +183,12 @@ class KMConfig:
     """The applications this KM serves (their certificate IDs)."""
     routing: Routing = Routing.DISTRIBUTED
     """How the relays this KM starts are routed."""
+    session_lifetime: float = 3600.0
+    """Seconds a proactive key supply session lasts (Q.4161 clause 7.2)."""
+    default_session_keys: int = 1024
+    """The most keys of a session whose creation request gives no ``number_of_keys``."""
+    max_sessions_per_application: int = 64
+    """Open sessions a source application may have at this KM."""
     default_number_of_keys: int = 1
     default_size_of_key: int = 256
     max_key_per_request: int = 128
@@ -256,6 +271,13 @@ class KeyManager:
         self._pending: dict[str, str] = {}  # relay ID -> the app: pool its keys go to
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._central_routes: dict[str, _CentralRoute] = {}  # relays we started, centralized
+        self._sessions = Sessions(
+            lifetime=config.session_lifetime, per_application=config.max_sessions_per_application
+        )
+        self._applications: dict[str, Connection] = {}
+        """The latest authenticated connection of each application: where session creation
+        notifications and proactive key supply go."""
+        self._push_wanted: dict[str, trio.Event] = {}
         self._sync_wanted = {link.neighbour: trio.Event() for link in config.links}
         self._sync_rounds: dict[str, trio.Event] = {}
         """Per neighbour, the latest key ID synchronisation we sent: set once it ended."""
@@ -355,6 +377,14 @@ class KeyManager:
             return await self._key_request(message, connection)
         if isinstance(message, ak.KeyRequestWithId):
             return await self._key_request_with_id(message, connection)
+        if isinstance(message, mgmt.AuthenticationCommand):
+            return self._authenticate(message, connection)
+        if isinstance(message, ak.SessionCreationRequest):
+            return await self._session_creation_request(message, connection)
+        if isinstance(message, ak.KeyRequestWithSessionId):
+            return await self._key_request_with_session_id(message, connection)
+        if isinstance(message, mgmt.KeyDeletionCommand):
+            return await self._key_deletion(message, connection)
         return _not_supported(message)
 
     def _application(self, claimed: str | None, connection: Connection) -> str:
@@ -379,8 +409,7 @@ class KeyManager:
         self.config.check_amount(number, size)
         if destination == source:
             raise KeyManagerError("the destination application is the source application")
-        keys = [secrets.token_bytes(size // 8) for _ in range(number)]
-        key_ids = [str(uuid.uuid4()) for _ in range(number)]
+        key_ids, keys = _fresh_keys(number, size)
         if destination in self.config.applications:
             await self.store.put(
                 [
@@ -435,10 +464,278 @@ class KeyManager:
             keys=[Key(key=key.key, key_id=key.key_id) for key in stored], response="success"
         )
 
+    # --- Ak: proactive key supply sessions (Q.4161 clause 7.2) --------------------------------
+
+    def _authenticate(
+        self, command: mgmt.AuthenticationCommand, connection: Connection
+    ) -> mgmt.AuthenticationResponse:
+        """D2.3 clause 7.2.1 a): an application served here authenticates; its ID is the one
+        its certificate holds (the transport refuses another ``sender_id``). Its connection then
+        receives its session creation notifications and proactive key supplies."""
+        application = self._application(command.sender_id, connection)
+        self._applications[application] = connection
+        self._wake_pusher(application)  # the pusher of its previous connection ends
+        assert self._nursery is not None
+        self._nursery.start_soon(self._push_session_keys, application, connection)
+        logger.info("%s: application %s authenticated", self.km_id, application)
+        return mgmt.AuthenticationResponse(
+            sender_id=self.km_id, response_code=mgmt.ResultCode.SUCCESS
+        )
+
+    async def _session_creation_request(
+        self, request: ak.SessionCreationRequest, connection: Connection
+    ) -> ak.ResponseToSessionCreationRequest:
+        """Q.4161 clause 7.2.1 (Figure 3), with Q.4164 clause 7.3: the controller makes the
+        session ID and has the destination KM notify its application; an application of this
+        KM is notified here."""
+        source = self._application(request.application_source_id, connection)
+        destination = request.application_destination_id
+        if destination == source:
+            raise KeyManagerError("the destination application is the source application")
+        max_keys = request.number_of_keys or self.config.default_session_keys
+        if destination in self.config.applications:
+            session_id = str(uuid.uuid4())
+            await self._notify_session(session_id, destination, source, max_keys)
+            destination_km = self.km_id
+        else:
+            session_id, destination_km = await self._session_from_controller(
+                source, destination, max_keys
+            )
+        try:
+            self._sessions.open(
+                session_id,
+                source=source,
+                destination=destination,
+                source_km=self.km_id,
+                destination_km=destination_km,
+                max_keys=max_keys,
+            )
+        except SessionError as exc:
+            return ak.ResponseToSessionCreationRequest(
+                session_id=session_id, response=f"failure: {exc}", source_km_id=self.km_id
+            )
+        logger.info("%s: session %s of %s with %s", self.km_id, session_id, source, destination)
+        return ak.ResponseToSessionCreationRequest(
+            session_id=session_id, response="success", source_km_id=self.km_id
+        )
+
+    async def _session_from_controller(
+        self, source: str, destination: str, max_keys: int
+    ) -> tuple[str, str]:
+        """``(session ID, destination KM)`` from the controller (Q.4164 clause 7.3)."""
+        request = ck.SessionCreationRequest(
+            application_source_id=source,
+            application_destination_id=destination,
+            number_of_keys=max_keys,
+        )
+        # the destination KM asks its application before the controller answers
+        response = await self._ask_controller(request, timeout=2 * self.config.relay_timeout)
+        assert isinstance(response, ck.ResponseToSessionCreationRequest)
+        return response.session_id, response.destination_km_id
+
+    async def _notify_session(
+        self, session_id: str, destination: str, source: str, max_keys: int
+    ) -> None:
+        """Q.4161 clause 7.2.2 (Figure 4): tell ``destination``, an application of ours, that
+        ``source`` opened a session with it; raises :class:`KeyManagerError` unless it
+        accepts."""
+        connection = self._applications.get(destination)
+        if connection is None:
+            raise KeyManagerError(
+                f"application {quoted(destination)} is not connected to {self.km_id} (it "
+                "authenticates to receive sessions)"
+            )
+        notification = ak.SessionCreationNotification(
+            application_source_id=destination,  # Table 6: the application that receives it
+            application_destination_id=source,
+            session_id=session_id,
+            number_of_keys=max_keys,
+        )
+        try:
+            await connection.request(notification, timeout=self.config.relay_timeout)
+        except FailureResponse as exc:
+            raise KeyManagerError(
+                f"application {quoted(destination)} refused the session: {_who(exc.reason)}"
+            ) from None
+        except QkdnError as exc:
+            raise KeyManagerError(
+                f"application {quoted(destination)} did not answer the session creation "
+                f"notification ({exc})"
+            ) from None
+
+    async def _on_session_creation_notification(
+        self, notification: ck.SessionCreationNotification
+    ) -> ck.ResponseToSessionCreationNotification:
+        """Q.4164 clause 7.4: the controller opens a session with one of our applications."""
+        destination = notification.application_destination_id
+        if destination not in self.config.applications:
+            raise KeyManagerError(
+                f"application {quoted(destination)} is not served by {self.km_id}"
+            )
+        max_keys = notification.number_of_keys or self.config.default_session_keys
+        await self._notify_session(
+            notification.session_id, destination, notification.application_source_id, max_keys
+        )
+        try:
+            self._sessions.open(
+                notification.session_id,
+                source=notification.application_source_id,
+                destination=destination,
+                source_km=notification.source_km_id,
+                destination_km=self.km_id,
+                max_keys=max_keys,
+            )
+        except SessionError as exc:
+            raise KeyManagerError(str(exc)) from None
+        return ck.ResponseToSessionCreationNotification(
+            session_id=notification.session_id, response="success"
+        )
+
+    async def _key_request_with_session_id(
+        self, request: ak.KeyRequestWithSessionId, connection: Connection
+    ) -> ak.ResponseToKeyRequestWithSessionId:
+        """Q.4161 clause 7.2.3 (Figure 5): keys of a session for its source application; the
+        destination KM pushes the same keys to the destination application (clause 7.2.4)."""
+        source = self._application(None, connection)  # Table 8 names no application
+        number = request.number_of_keys or self.config.default_number_of_keys
+        size = request.size_of_key or self.config.default_size_of_key
+        self.config.check_amount(number, size)
+        try:
+            session = self._sessions.supply(request.session_id, source, number)
+        except SessionError as exc:
+            raise KeyManagerError(str(exc)) from None
+        key_ids, keys = _fresh_keys(number, size)
+        try:
+            if session.destination_km == self.km_id:
+                await self._hold_session_keys(session, key_ids, keys, size)
+            else:
+                await self._relay(
+                    source, session.destination, key_ids, keys, size, session_id=session.session_id
+                )
+        except BaseException:
+            self._sessions.refund(session, number)
+            raise
+        return ak.ResponseToKeyRequestWithSessionId(
+            session_id=session.session_id,
+            keys=[Key(key=key, key_id=key_id) for key_id, key in zip(key_ids, keys, strict=True)],
+            response="success",
+        )
+
+    async def _hold_session_keys(
+        self, session: Session, key_ids: list[str], keys: list[bytes], size: int
+    ) -> None:
+        await self.store.put(
+            [
+                StoredKey(
+                    key_id=key_id,
+                    pool=session_pool(session.destination, session.session_id),
+                    key=key,
+                    metadata=_ksa_metadata(session.source, session.destination, size),
+                )
+                for key_id, key in zip(key_ids, keys, strict=True)
+            ]
+        )
+        self._wake_pusher(session.destination)
+
+    def _wake_pusher(self, application: str) -> None:
+        self._push_wanted.setdefault(application, trio.Event()).set()
+
+    async def _push_session_keys(self, application: str, connection: Connection) -> None:
+        """Q.4161 clause 7.2.4 (Figure 6): push every key held for ``application`` in its
+        sessions over ``connection``, one proactive key supply per key, taking each key from
+        the store only once the application acknowledged it: keys not acknowledged are pushed
+        again to its next authenticated connection, acknowledged ones never."""
+        prefix = session_pool(application, "")
+        while self._applications.get(application) is connection:
+            wanted = self._push_wanted[application] = trio.Event()
+            acknowledged = 0
+            for pool in sorted(self.store.counts(prefix)):
+                session_id = pool.rpartition(":")[2]
+                for key in await self.store.peek(pool, _PUSH_BATCH):
+                    supply = ak.ProactiveKeySupply(
+                        session_id=session_id, keys=[Key(key=key.key, key_id=key.key_id)]
+                    )
+                    try:
+                        response = await connection.request(
+                            supply, timeout=self.config.relay_timeout
+                        )
+                    except FailureResponse as exc:  # kept, and pushed again when woken
+                        logger.warning(
+                            "%s: %s refused a key of session %s: %s",
+                            self.km_id,
+                            application,
+                            session_id,
+                            exc.reason,
+                        )
+                        break
+                    except QkdnError:  # gone: its next connection gets the keys
+                        if self._applications.get(application) is connection:
+                            del self._applications[application]
+                        return
+                    assert isinstance(response, ak.ResponseToProactiveKeySupply)
+                    if response.key_id != key.key_id:
+                        logger.warning(
+                            "%s: %s acknowledged key %s for key %s",
+                            self.km_id,
+                            application,
+                            quoted(response.key_id),
+                            key.key_id,
+                        )
+                        break
+                    acknowledged += len(await self.store.take_present(pool, [key.key_id]))
+            if not (acknowledged and self.store.counts(prefix)):
+                await wanted.wait()  # new keys, or another connection of the application
+
+    async def _key_deletion(
+        self, command: mgmt.KeyDeletionCommand, connection: Connection
+    ) -> mgmt.KeyDeletionResponse:
+        """D2.3 Table 7-6: an application deletes keys held for it (``key_ids``), or ends a
+        session of its own (``session_id`` alone), deleting what is still held for it in that
+        session. Keys held for other applications are never touched."""
+        application = self._application(command.sender_id, connection)
+        deleted = 0
+        if command.key_ids:
+            key_ids = [key_id.key_id for key_id in command.key_ids]
+            pools = [
+                pool
+                for pool in self.store.counts()
+                if pool.startswith(session_pool(application, ""))
+                or (pool.startswith("app:") and pool.endswith(f":{application}"))
+            ]
+            for pool in pools:
+                deleted += len(await self.store.take_present(pool, key_ids))
+        elif command.session_id is not None:
+            try:
+                session = self._sessions.end(
+                    command.session_id, application, f"ended by {application}"
+                )
+            except SessionError as exc:
+                raise KeyManagerError(str(exc)) from None
+            if session.destination == application:
+                deleted = await self.store.discard(session_pool(application, session.session_id))
+        else:
+            raise KeyManagerError("say which keys to delete: key_ids, or a session_id")
+        logger.info("%s: %s deleted %d keys", self.km_id, application, deleted)
+        return mgmt.KeyDeletionResponse(
+            sender_id=self.km_id,
+            source_id=command.source_id,
+            target_id=command.target_id,
+            session_id=command.session_id,
+            application_code=command.application_code,
+            response_code=mgmt.ResultCode.SUCCESS,
+        )
+
     # --- key relay (D2.3 clause 7.1.3) -----------------------------------------------------
 
     async def _relay(
-        self, source: str, destination: str, key_ids: list[str], keys: list[bytes], size: int
+        self,
+        source: str,
+        destination: str,
+        key_ids: list[str],
+        keys: list[bytes],
+        size: int,
+        *,
+        session_id: str | None = None,
     ) -> None:
         """Relay ``keys`` to the KM of ``destination`` and have it confirm them; raises
         :class:`KeyManagerError` naming the cause when anything fails on the way."""
@@ -465,6 +762,7 @@ class KeyManager:
                 destination_kma_id=destination_km,
                 application_source_id=source,
                 application_destination_id=destination,
+                session_id=session_id,
                 transit_kma_ids=transit,
                 key_ids=[KeyId(key_id=key_id) for key_id in key_ids],
                 size_of_key=size,
@@ -543,16 +841,7 @@ class KeyManager:
             application_destination_id=application,
             extension=[{"key_bits": bits}],
         )
-        try:
-            response = await self._dialer(self.config.controller_id).request(
-                request, timeout=self.config.relay_timeout
-            )
-        except FailureResponse as exc:
-            raise KeyManagerError(_who(exc.reason)) from None
-        except TransportError as exc:
-            raise KeyManagerError(
-                f"the QKDN controller {self.config.controller_id} is unreachable ({exc})"
-            ) from None
+        response = await self._ask_controller(request)
         assert isinstance(response, ck.ResponseToKeyRelayNextHopRequest)
         destination_km = response.destination_kma_id or km
         next_km = response.next_kma_ids[0]
@@ -593,6 +882,21 @@ class KeyManager:
             relay, message_authentication_code=otp.mac(mac_key, otp.hop_data(relay))
         )
         await self._ask_neighbour(next_km, relay, "relaying keys")
+
+    async def _ask_controller(self, request: Message, *, timeout: float | None = None) -> Message:
+        """The controller's answer to ``request``; :class:`KeyManagerError` with its failure
+        reason, or saying it is unreachable."""
+        controller = self.config.controller_id
+        try:
+            return await self._dialer(controller).request(
+                request, timeout=timeout or self.config.relay_timeout
+            )
+        except FailureResponse as exc:
+            raise KeyManagerError(_who(exc.reason)) from None
+        except TransportError as exc:
+            raise KeyManagerError(
+                f"the QKDN controller {controller} is unreachable ({exc})"
+            ) from None
 
     async def _ask_neighbour(self, neighbour: str, message: Message, doing: str) -> Message:
         try:
@@ -683,6 +987,17 @@ class KeyManager:
             )
         if relay.size_of_key % 8:
             raise KeyManagerError("size_of_key must be a multiple of 8")
+        pool = _app_pool(source, destination)
+        if relay.session_id is not None:
+            try:
+                session = self._sessions.get(relay.session_id)
+            except SessionError as exc:
+                raise KeyManagerError(str(exc)) from None
+            if (session.source, session.destination) != (source, destination):
+                raise KeyManagerError(
+                    f"session {quoted(session.session_id)} is not one of {source} -> {destination}"
+                )
+            pool = session_pool(destination, session.session_id)
         key_ids = [key_id.key_id for key_id in relay.key_ids]
         mac_key, keys = otp.split_relay_plaintext(plaintext, len(key_ids), relay.size_of_key // 8)
         otp.check_end_to_end(mac_key, key_ids, keys, relay.integrity_value)
@@ -701,7 +1016,7 @@ class KeyManager:
             )
         except DuplicateKey as exc:
             raise KeyManagerError(f"key ID {quoted(exc.key_id)} was relayed before") from None
-        self._remember(self._pending, relay_id, _app_pool(source, destination))
+        self._remember(self._pending, relay_id, pool)
         self.relays["received"] += 1
         return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
 
@@ -742,6 +1057,9 @@ class KeyManager:
                     f"relay {quoted(relay_id)} is unknown at {self.km_id} or expired"
                 )
             await self.store.move(_pending_pool(relay_id), pool)
+            application = session_application(pool)
+            if application is not None:
+                self._wake_pusher(application)
         return kx.ResponseToKeyRelayConfirmation(key_relay_request_id=relay_id, response="success")
 
     # --- link keys: acquisition (Q.4162) and key ID synchronisation ---------------------------
@@ -935,6 +1253,8 @@ class KeyManager:
     async def _handle_ck(self, message: Message, connection: Connection) -> Message | None:
         if isinstance(message, ck.KeyRelayRequest):
             return await self._on_key_relay_request(message)
+        if isinstance(message, ck.SessionCreationNotification):
+            return await self._on_session_creation_notification(message)
         return _not_supported(message)
 
     async def _on_key_relay_request(
@@ -986,6 +1306,14 @@ def _not_supported(message: Message) -> Message | None:
         response_type,
         f"{message.spec_name} is not supported by this KM yet",
         command_code=message.code,
+    )
+
+
+def _fresh_keys(number: int, size: int) -> tuple[list[str], list[bytes]]:
+    """``number`` new keys of ``size`` bits and their IDs (UUIDs)."""
+    return (
+        [str(uuid.uuid4()) for _ in range(number)],
+        [secrets.token_bytes(size // 8) for _ in range(number)],
     )
 
 

@@ -145,6 +145,7 @@ def hop_data(relay: kx.KeyRelay) -> bytes:
         relay.destination_kma_id,
         relay.application_source_id,
         relay.application_destination_id,
+        relay.session_id,
         relay.transit_kma_ids,
         [key_id.key_id for key_id in relay.key_ids],
         relay.size_of_key,

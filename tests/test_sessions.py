@@ -1,0 +1,152 @@
+"""Proactive key supply sessions on line3 end to end (Q.4161 clause 7.2, Q.4164 clauses
+7.3-7.4) and key deletion (FG QIT4N D2.3 Table 7-6).
+
+alice (on km-a) opens a session with bob (on km-c) through km-a and the controller; km-c
+notifies bob, which authenticated to it; alice asks for keys by session ID and km-c pushes the
+same keys to bob. Applications are :class:`~qkdn_sdk.client.KeyManagerClient`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from qkdn_sdk.client import KeyManagerClient, SuppliedKey
+from qkdn_sdk.network import Network
+from tests.test_network import (
+    CAROL_ON_KM_A,
+    ROUTINGS,
+    TRANSPORTS,
+    WAIT,
+    client,
+    ids,
+    km,
+    ready,
+    refused,
+    relay_bits,
+    running,
+    same_keys,
+)
+
+
+@asynccontextmanager
+async def listening(network: Network, app: str) -> AsyncIterator[KeyManagerClient]:
+    """``app`` connected to its KM and authenticated: sessions and keys come to it."""
+    async with client(network, app) as connected:
+        await connected.authenticate()
+        yield connected
+
+
+async def pushed(application: KeyManagerClient, count: int) -> list[SuppliedKey]:
+    """The next ``count`` keys pushed to ``application``."""
+    with trio.fail_after(WAIT):
+        return [await application.proactive_keys.receive() for _ in range(count)]
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_bob_gets_pushed_the_keys_alice_gets(
+    tmp_path: Path, transport: str, routing: str
+) -> None:
+    async with running(tmp_path, transport, routing=routing) as network:
+        await ready(network, 2 * relay_bits(3, 512))
+        async with listening(network, "bob") as bob, client(network, "alice") as alice:
+            session = await alice.create_session("bob", 10)
+            assert bob.sessions == {session.session_id: "alice"}  # notified before the answer
+            first = await session.get_keys(3, 512)
+            second = await session.get_keys(3, 512)
+            got = await pushed(bob, 6)
+        assert same_keys(got, first + second)  # the same IDs and bytes, in order
+        assert {key.session_id for key in got + first + second} == {session.session_id}
+        assert [key.size for key in got] == [512] * 6
+        assert km(network, "km-c").store.counts("session:") == {}  # acknowledged: deleted
+        assert km(network, "km-a").relays["started"] == 2
+
+
+async def test_a_session_between_applications_of_one_km(tmp_path: Path) -> None:
+    async with running(tmp_path, "memory", extra=CAROL_ON_KM_A) as network:
+        await network.stop_controller()  # not needed
+        async with listening(network, "carol") as carol, client(network, "alice") as alice:
+            session = await alice.create_session("carol")
+            keys = await session.get_keys(2)
+            assert same_keys(await pushed(carol, 2), keys)
+        assert km(network, "km-a").relays["started"] == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_session_refusals_say_why(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        await ready(network, 3 * relay_bits(2, 256))
+        async with client(network, "alice") as alice:
+            # bob never authenticated to km-c: nothing can reach it
+            reason = await refused(alice.create_session("bob"))
+            assert "application 'bob' is not connected to km-c" in reason
+            reason = await refused(alice.create_session("mallory"))
+            assert "unknown destination application 'mallory'" in reason
+
+            async with listening(network, "bob") as bob:
+                session = await alice.create_session("bob", 3)
+                await session.get_keys(2)
+                reason = await refused(session.get_keys(2))
+                assert "has 1 of its 3 keys left, not 2" in reason
+                await pushed(bob, 2)
+
+                await session.end()
+                reason = await refused(session.get_keys(1))
+                assert "ended: ended by alice" in reason
+
+                # ended by bob at km-c: km-c refuses the next relay, alice's KM says why
+                other = await alice.create_session("bob")
+                await bob.end_session(other.session_id, "alice")
+                reason = await refused(other.get_keys(1))
+                assert f"session '{other.session_id}' ended: ended by bob" in reason
+
+            session.session_id = "no-such-session"
+            reason = await refused(session.get_keys(1))
+            assert "session 'no-such-session' is unknown here" in reason
+
+
+async def test_keys_not_acknowledged_come_again_acknowledged_never(tmp_path: Path) -> None:
+    """On ``memory://``, where waiting until every task is blocked means every message sent was
+    handled: km-c has bob's acknowledgements before bob goes."""
+    async with running(tmp_path, "memory") as network:
+        await ready(network, 3 * relay_bits(2, 256))
+        km_c = km(network, "km-c")
+        async with client(network, "alice") as alice:
+            async with listening(network, "bob") as bob:
+                session = await alice.create_session("bob")
+                first = await session.get_keys(2)
+                assert same_keys(await pushed(bob, 2), first)
+                await trio.testing.wait_all_tasks_blocked()
+                assert km_c.store.counts("session:") == {}  # acknowledged: deleted
+            # bob is gone: km-c keeps what it cannot push
+            second = await session.get_keys(2)
+            assert sum(km_c.store.counts("session:").values()) == 2
+            async with listening(network, "bob") as bob:
+                again = await pushed(bob, 2)
+                assert same_keys(again, second)  # the keys it missed, not the first ones
+                third = await session.get_keys(1)
+                assert same_keys(await pushed(bob, 1), third)
+        assert km_c.store.counts("session:") == {}
+
+
+async def test_an_application_deletes_only_its_own_keys(tmp_path: Path) -> None:
+    async with running(
+        tmp_path, "memory", extra='\n[[application]]\nid = "carol"\nkm = "km-c"\n'
+    ) as network:
+        await ready(network, 2 * relay_bits(2, 256))
+        async with client(network, "alice") as alice:
+            for_bob = await alice.get_keys("bob", 2)
+            for_carol = await alice.get_keys("carol", 2)
+        async with client(network, "carol") as carol, client(network, "bob") as bob:
+            await carol.delete_keys("alice", ids(for_bob))  # not carol's: nothing happens
+            await bob.delete_keys("alice", ids(for_bob)[:1])
+            reason = await refused(bob.get_keys_with_ids("alice", ids(for_bob)))
+            assert "1 of the 2 keys are not held" in reason
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(for_bob)[1:]), for_bob[1:])
+            assert same_keys(await carol.get_keys_with_ids("alice", ids(for_carol)), for_carol)
