@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import enum
 import hashlib
 import logging
 import math
@@ -58,6 +59,7 @@ from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError
 from qkdn_sdk.messages import Key, Message, ak, all_messages, example, kq1, message_class
 from qkdn_sdk.network import (
     ENDPOINTS_FILE,
+    ApplicationSpec,
     Network,
     Topology,
     TopologyError,
@@ -924,6 +926,13 @@ def serve_role(
     _run_until_stopped(run, f"{role} {spec.id}", prefix=f"qkdn {role} {spec.id}", level=level)
 
 
+class DemoMode(enum.Enum):
+    """How the demo's destination application gets the keys (Q.4161 clause 7)."""
+
+    REQUEST = "request"
+    PROACTIVE = "proactive"
+
+
 @app.command()
 def demo(
     topology: Annotated[
@@ -940,6 +949,14 @@ def demo(
             "the whole route); default: the topology's.",
         ),
     ] = None,
+    mode: Annotated[
+        DemoMode,
+        typer.Option(
+            "--mode",
+            help="Q.4161 clause 7.1 (bob fetches the keys by ID) or 7.2 (a session: bob's KM "
+            "pushes them).",
+        ),
+    ] = DemoMode.REQUEST,
 ) -> None:
     """Start a QKD network (line3: alice on km-a, bob on km-c, km-b in between), show link keys
     accumulating, relay keys from alice to bob across km-b, and check that both hold the same
@@ -960,14 +977,14 @@ def demo(
         network = Network(spec, Path(state_dir), km_options=km_options)
         with _logging_to_stderr("qkdn demo", _ROLE_LOGGERS, logging.ERROR):
             try:
-                same = _run(partial(_demo, network, console, number, size))
+                same = _run(partial(_demo, network, console, number, size, mode))
             except QkdnError as exc:
                 fail(str(exc))
     if not same:
         fail("alice and bob do not hold the same keys")
 
 
-async def _demo(network: Network, console: Console, number: int, size: int) -> bool:
+async def _demo(network: Network, console: Console, number: int, size: int, mode: DemoMode) -> bool:
     spec = network.topology
     source, destination = spec.applications[0], spec.applications[-1]
     needed = otp.units_for(otp.MAC_KEY_BYTES + number * size // 8) * otp.UNIT_BITS
@@ -989,24 +1006,40 @@ async def _demo(network: Network, console: Console, number: int, size: int) -> b
                 f"[bold]{' -> '.join(route)}[/]"
             )
         spent_before = {km_id: dict(km.spent_bits) for km_id, km in network.kms.items()}
-        started = time.perf_counter()
-        async with KeyManagerClient.connect(
-            endpoints["kms"][source.km]["ak"][spec.transport],
-            tls=network.tls(source.id),
-            identity=source.id,
-        ) as client:
-            keys = await client.get_keys(destination.id, number, size)
-        elapsed = time.perf_counter() - started
-        console.print(
-            f"{source.id} got {len(keys)} keys of {size} bits from {source.km} in "
-            f"{elapsed * 1000:.1f} ms (relayed, then confirmed by {destination.km})"
-        )
-        async with KeyManagerClient.connect(
-            endpoints["kms"][destination.km]["ak"][spec.transport],
-            tls=network.tls(destination.id),
-            identity=destination.id,
-        ) as client:
-            fetched = await client.get_keys_with_ids(source.id, [key.key_id for key in keys])
+
+        def ak_url(app: ApplicationSpec) -> str:
+            return str(endpoints["kms"][app.km]["ak"][spec.transport])
+
+        async with (
+            KeyManagerClient.connect(
+                ak_url(source), tls=network.tls(source.id), identity=source.id
+            ) as alice,
+            KeyManagerClient.connect(
+                ak_url(destination), tls=network.tls(destination.id), identity=destination.id
+            ) as bob,
+        ):
+            started = time.perf_counter()
+            if mode is DemoMode.PROACTIVE:
+                await bob.authenticate()
+                session = await alice.create_session(destination.id, number)
+                console.print(
+                    f"session {session.session_id} opened by {source.id} with {destination.id} "
+                    f"(Q.4161 clause 7.2; {destination.id} was notified by {destination.km})"
+                )
+                keys = await session.get_keys(number, size)
+            else:
+                keys = await alice.get_keys(destination.id, number, size)
+            elapsed = time.perf_counter() - started
+            console.print(
+                f"{source.id} got {len(keys)} keys of {size} bits from {source.km} in "
+                f"{elapsed * 1000:.1f} ms (relayed, then confirmed by {destination.km})"
+            )
+            if mode is DemoMode.PROACTIVE:
+                fetched = [await bob.proactive_keys.receive() for _ in keys]
+                console.print(f"{destination.km} pushed them to {destination.id}")
+            else:
+                fetched = await bob.get_keys_with_ids(source.id, [key.key_id for key in keys])
+                console.print(f"{destination.id} fetched them by ID from {destination.km}")
         table = Table(title=f"keys at {source.id} and {destination.id} (SHA-256 fingerprints)")
         table.add_column("key ID", min_width=36, no_wrap=True)
         table.add_column(source.id)

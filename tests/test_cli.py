@@ -306,3 +306,16 @@ def test_demo_refuses_what_no_km_would_supply_before_starting(
     result = qkdn("demo", *args)
     assert_one_line_error(result, problem)
     assert result.stdout == ""  # nothing started, nothing shown
+
+
+@pytest.mark.parametrize("routing", ["distributed", "centralized"])
+@pytest.mark.parametrize("mode", ["request", "proactive"])
+def test_demo_in_every_mode_and_routing(mode: str, routing: str) -> None:
+    """Q.4161 clause 7.1 or 7.2 at the applications, Q.4164 clause 7.1 or 7.2 between KMs and
+    controller: alice and bob end with the same keys in all four."""
+    result = qkdn("demo", "--mode", mode, "--routing", routing)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"relay route from the controller ({routing}): km-a -> km-b -> km-c" in result.stdout
+    assert ("km-c pushed them to bob" in result.stdout) == (mode == "proactive")
+    assert result.stdout.rstrip().endswith("alice and bob hold the same keys")
