@@ -61,11 +61,13 @@ SLOW_B_C = (
 def topology_text(
     transport: str,
     *,
+    base: str = LINE3,
     routing: str = "distributed",
     extra: str = "",
     replace: Iterable[tuple[str, str]] = (),
 ) -> str:
-    text = LINE3.replace(
+    text = re.sub(r"^routing = .*$", "", base, flags=re.MULTILINE)  # the test chooses
+    text = text.replace(
         'transport = "tcp+tls"', f'transport = "{transport}"\nrouting = "{routing}"'
     )
     assert f'transport = "{transport}"' in text
@@ -125,7 +127,7 @@ async def ready(
     network: Network, bits: int, directions: Sequence[tuple[str, str]] = FORWARD
 ) -> None:
     """Return once each KM of ``directions`` can spend ``bits`` towards its neighbour, and the
-    controller has a report saying so.
+    controller has a report made since saying so.
 
     A link's units are cut at both ends from the same QKD-keys, in the same order and in equal
     numbers per direction, but the KM that asks for the key ID synchronisation cuts them after
@@ -137,8 +139,10 @@ async def ready(
         for km_id, neighbour in directions:
             await km(network, km_id).wait_link_key(neighbour, bits)
         for km_id, neighbour in directions:
-            while (controller.key_amount(km_id, neighbour) or 0) < bits:
+            while True:  # a report made after the call: what the KM says now
                 await controller.wait_for_report(km_id, controller.report_count(km_id) + 1)
+                if (controller.key_amount(km_id, neighbour) or 0) >= bits:
+                    break
 
 
 def ids(keys: Sequence[SuppliedKey]) -> list[str]:

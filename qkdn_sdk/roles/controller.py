@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -53,6 +53,7 @@ from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, serve
 
 __all__ = [
+    "AVOID_EXTENSION",
     "KEY_BITS_EXTENSION",
     "LOG_INTERVAL",
     "MAX_KEY_BITS",
@@ -77,6 +78,9 @@ MAX_KEY_BITS = 2**63 - 1
 KEY_BITS_EXTENSION = "key_bits"
 """The Extension object member (Q.4164 Table 1) naming the key bits a relay needs on each link
 it crosses: ``extension=[{"key_bits": 1024}]``."""
+AVOID_EXTENSION = "avoid_kma_ids"
+"""The Extension object member (Q.4164 Tables 1, 3) naming KMs the route must not cross (a KM
+found them unreachable): ``extension=[{"avoid_kma_ids": ["km-b"]}]``."""
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about ignored status reports or entries (the first is logged at
@@ -87,6 +91,7 @@ _MAX_LINKS_NAMED = 8  # short links named in a no-route reason; the rest are cou
 _RELAY_RESULT_TIMEOUT = 120.0
 """Seconds the controller waits for a KM to report how a centralized relay ended."""
 _MAX_RELAY_ID_LENGTH = 128
+_MAX_AVOIDED = 64
 _SESSION_TIMEOUT = 30.0
 """Seconds the controller waits for a destination KM to create a session (it asks its
 application)."""
@@ -279,9 +284,16 @@ class Controller:
         while self.report_count(km_id) < count:
             await self._reported.wait()
 
-    def route(self, source_km: str, destination_km: str, key_bits: int = 0) -> list[str]:
+    def route(
+        self,
+        source_km: str,
+        destination_km: str,
+        key_bits: int = 0,
+        avoid: Collection[str] = (),
+    ) -> list[str]:
         """The cheapest route from ``source_km`` to ``destination_km`` whose every link holds at
-        least ``key_bits`` bits (source first, destination last), as the module docstring says.
+        least ``key_bits`` bits (source first, destination last), as the module docstring says,
+        through none of the KMs ``avoid`` (found unreachable by a KM that relayed).
 
         Raises :class:`NoRoute` naming the cause: an unknown KM, the same KM at both ends, KMs
         the topology does not connect, or the links skipped for lack of key. Raises
@@ -294,6 +306,8 @@ class Controller:
                 raise NoRoute(f"unknown {end} KM {quoted(km)}")
         if source_km == destination_km:
             raise NoRoute("source and destination are the same KM")
+        if destination_km in avoid:
+            raise NoRoute(f"the destination KM {destination_km} is unreachable")
         # (cost, path) in lexicographic order: equal costs are settled by the KM IDs. Costs are
         # positive, so the first time a KM is popped it is with its best (cost, path).
         start: tuple[float, tuple[str, ...]] = (0.0, (source_km,))
@@ -310,7 +324,7 @@ class Controller:
             if here == destination_km:
                 return list(path)
             for there in self._neighbours[here]:
-                if there in settled:
+                if there in settled or there in avoid:
                     continue
                 bits = self._amounts.get((here, there), 0)
                 if bits < key_bits:
@@ -322,6 +336,11 @@ class Controller:
                     heapq.heappush(heap, candidate)
         if not self._connected(source_km, destination_km):
             raise NoRoute(f"{source_km} and {destination_km} are not connected")
+        if avoid and not short:
+            raise NoRoute(
+                f"no route from {source_km} to {destination_km} around the unreachable "
+                f"{', '.join(sorted(avoid))}"
+            )
         # The links that matter leave what the relay could reach for what it could not.
         blocking = sorted((link, bits) for link, bits in short.items() if link[1] not in settled)
         named = [
@@ -389,7 +408,7 @@ class Controller:
     ) -> ck.ResponseToKeyRelayNextHopRequest:
         source, destination = self._ends(request, connection)
         key_bits = _key_bits(request.extension)
-        path = self.route(source, destination, key_bits)
+        path = self.route(source, destination, key_bits, _avoided(request.extension))
         logger.debug("next hop from %s to %s: %s (route %s)", source, destination, path[1], path)
         return ck.ResponseToKeyRelayNextHopRequest(
             source_kma_id=source, destination_kma_id=destination, next_kma_ids=[path[1]]
@@ -429,7 +448,8 @@ class Controller:
         requester = _requester(connection)
         try:
             source, destination = self._ends(notification, connection)
-            path = self.route(source, destination, _key_bits(notification.extension))
+            extension = notification.extension
+            path = self.route(source, destination, _key_bits(extension), _avoided(extension))
             request = ck.KeyRelayRequest(
                 source_kma_id=source,
                 destination_kma_id=destination,
@@ -602,6 +622,17 @@ def _key_bits(extension: list[dict[str, Any]] | None) -> int:
                 raise _Refused(f"extension key_bits must be between 0 and {MAX_KEY_BITS}")
             return value
     return 0
+
+
+def _avoided(extension: list[dict[str, Any]] | None) -> frozenset[str]:
+    """The KMs the first Extension object with ``avoid_kma_ids`` names (none when none does)."""
+    for item in extension or ():
+        if AVOID_EXTENSION in item:
+            value = item[AVOID_EXTENSION]
+            if not isinstance(value, list) or not all(isinstance(km, str) for km in value):
+                raise _Refused("extension avoid_kma_ids must be a list of KM IDs")
+            return frozenset(value[:_MAX_AVOIDED])
+    return frozenset()
 
 
 def _relay_id(extension: list[dict[str, Any]] | None) -> str | None:

@@ -50,6 +50,7 @@ import datetime
 import enum
 import hashlib
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -105,6 +106,12 @@ _SYNC_BATCH = 256
 """QKD-key IDs in one key ID synchronisation request."""
 _ACQUIRE_BATCH = 64
 """QKD-keys asked of a module in one Kq-1 key request."""
+_AVOID = "avoid_kma_ids"
+"""Extension of route requests and relays: KMs found unreachable, which the route avoids (the
+controller's ``AVOID_EXTENSION``)."""
+_MAX_REROUTES = 4
+"""Times a relay is tried again around an unreachable KM."""
+_UNREACHABLE = re.compile(r"neighbour KM (.+?) is unreachable while")
 _PUSH_BATCH = 16
 """Keys of a session pool read at a time to push them."""
 _MAX_RELAY_BITS = 1 << 17
@@ -150,6 +157,18 @@ class KMLink:
     def __attrs_post_init__(self) -> None:
         if self.mode is Kq1Mode.ON_REQUEST and self.module_url is None:
             raise ValueError(f"link to {self.neighbour}: on-request mode needs the module's URL")
+
+
+@attrs.frozen
+class _Batch:
+    """Keys a source KM made for a key request, to relay."""
+
+    source: str
+    destination: str
+    key_ids: list[str]
+    keys: list[bytes] = attrs.field(repr=False)
+    size: int
+    session_id: str | None = None
 
 
 @attrs.define
@@ -271,6 +290,8 @@ class KeyManager:
         self._pending: dict[str, str] = {}  # relay ID -> the app: pool its keys go to
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._central_routes: dict[str, _CentralRoute] = {}  # relays we started, centralized
+        self._unreachable: set[str] = set()
+        """Neighbours the last request to failed to reach: their links carry no relay."""
         self._sessions = Sessions(
             lifetime=config.session_lifetime, per_application=config.max_sessions_per_application
         )
@@ -423,7 +444,7 @@ class KeyManager:
                 ]
             )
         else:
-            await self._relay(source, destination, key_ids, keys, size)
+            await self._relay(_Batch(source, destination, key_ids, keys, size))
         logger.info(
             "%s: %d keys of %d bits for %s -> %s", self.km_id, number, size, source, destination
         )
@@ -610,7 +631,7 @@ class KeyManager:
                 await self._hold_session_keys(session, key_ids, keys, size)
             else:
                 await self._relay(
-                    source, session.destination, key_ids, keys, size, session_id=session.session_id
+                    _Batch(source, session.destination, key_ids, keys, size, session.session_id)
                 )
         except BaseException:
             self._sessions.refund(session, number)
@@ -727,19 +748,38 @@ class KeyManager:
 
     # --- key relay (D2.3 clause 7.1.3) -----------------------------------------------------
 
-    async def _relay(
-        self,
-        source: str,
-        destination: str,
-        key_ids: list[str],
-        keys: list[bytes],
-        size: int,
-        *,
-        session_id: str | None = None,
-    ) -> None:
-        """Relay ``keys`` to the KM of ``destination`` and have it confirm them; raises
-        :class:`KeyManagerError` naming the cause when anything fails on the way."""
+    async def _relay(self, batch: _Batch) -> None:
+        """Relay ``batch`` to the KM of its destination and have it confirm them; raises
+        :class:`KeyManagerError` naming the cause when anything fails on the way.
+
+        A relay that fails because a KM on the way is unreachable is tried again on a route
+        that avoids it (the extension ``{"avoid_kma_ids": [...]}`` of the route requests and of
+        the relay), as long as the controller finds one; nothing of the failed attempt is
+        usable (it was never confirmed)."""
+        avoid: list[str] = []
+        first: KeyManagerError | None = None
+        while True:
+            try:
+                await self._relay_once(batch, avoid)
+                return
+            except KeyManagerError as exc:
+                down = _unreachable_km(str(exc))
+                if down is None or down in avoid or len(avoid) >= _MAX_REROUTES:
+                    if first is None:
+                        raise
+                    raise KeyManagerError(f"{first}; then, around it: {exc}") from None
+                first = first or exc
+                avoid.append(down)
+                logger.info(
+                    "%s: KM %s is unreachable; relaying to %s around it",
+                    self.km_id,
+                    down,
+                    batch.destination,
+                )
+
+    async def _relay_once(self, batch: _Batch, avoid: list[str]) -> None:
         relay_id = str(uuid.uuid4())
+        keys, key_ids, size, destination = batch.keys, batch.key_ids, batch.size, batch.destination
         mac_key = secrets.token_bytes(otp.MAC_KEY_BYTES)
         plaintext = otp.relay_plaintext(mac_key, keys)
         bits = otp.units_for(len(plaintext)) * otp.UNIT_BITS
@@ -750,19 +790,21 @@ class KeyManager:
             transit = None
             if central is not None:
                 destination_km, transit = await self._whole_route(
-                    relay_id, destination, bits, central
+                    relay_id, destination, bits, central, avoid
                 )
                 next_km = transit[0]
             else:
-                destination_km, next_km = await self._next_hop(application=destination, bits=bits)
+                destination_km, next_km = await self._next_hop(
+                    application=destination, bits=bits, avoid=avoid
+                )
             relay = kx.KeyRelay(
                 key_relay_request_id=relay_id,
                 sender_kma_id=self.km_id,
                 source_kma_id=self.km_id,
                 destination_kma_id=destination_km,
-                application_source_id=source,
+                application_source_id=batch.source,
                 application_destination_id=destination,
-                session_id=session_id,
+                session_id=batch.session_id,
                 transit_kma_ids=transit,
                 key_ids=[KeyId(key_id=key_id) for key_id in key_ids],
                 size_of_key=size,
@@ -771,6 +813,7 @@ class KeyManager:
                 relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": size}),
                 integrity_value=otp.end_to_end_tag(mac_key, key_ids, keys),
                 message_authentication_code=b"",
+                extension=[{_AVOID: avoid}] if avoid else None,
             )
             await self._forward(relay, plaintext, next_km)
             confirmation = kx.KeyRelayConfirmation(
@@ -793,7 +836,12 @@ class KeyManager:
                 del self._central_routes[relay_id]
 
     async def _whole_route(
-        self, relay_id: str, destination: str, bits: int, central: _CentralRoute
+        self,
+        relay_id: str,
+        destination: str,
+        bits: int,
+        central: _CentralRoute,
+        avoid: list[str],
     ) -> tuple[str, list[str]]:
         """``(destination KM, the KMs after us up to it)`` from the controller in a centralized
         QKDN (Q.4164 clause 7.2): a key relay request notification, then the controller's key
@@ -802,7 +850,7 @@ class KeyManager:
         notification = ck.KeyRelayRequestNotification(
             source_kma_id=self.km_id,
             application_destination_id=destination,
-            extension=[{"key_bits": bits, "key_relay_request_id": relay_id}],
+            extension=[{"key_bits": bits, "key_relay_request_id": relay_id, _AVOID: avoid}],
         )
         try:
             await self._dialer(controller).send(notification)
@@ -831,7 +879,12 @@ class KeyManager:
         return destination_km, transit
 
     async def _next_hop(
-        self, *, bits: int, application: str | None = None, km: str | None = None
+        self,
+        *,
+        bits: int,
+        application: str | None = None,
+        km: str | None = None,
+        avoid: list[str] | None = None,
     ) -> tuple[str, str]:
         """``(destination KM, next hop)`` from the controller (Q.4164 clause 7.1)."""
         assert self._controller is not None
@@ -839,7 +892,7 @@ class KeyManager:
             source_kma_id=self.km_id,
             destination_kma_id=km,
             application_destination_id=application,
-            extension=[{"key_bits": bits}],
+            extension=[{"key_bits": bits, _AVOID: avoid or []}],
         )
         response = await self._ask_controller(request)
         assert isinstance(response, ck.ResponseToKeyRelayNextHopRequest)
@@ -900,13 +953,19 @@ class KeyManager:
 
     async def _ask_neighbour(self, neighbour: str, message: Message, doing: str) -> Message:
         try:
-            return await self._dialer(neighbour).request(message, timeout=self.config.relay_timeout)
+            response = await self._dialer(neighbour).request(
+                message, timeout=self.config.relay_timeout
+            )
         except FailureResponse as exc:
+            self._unreachable.discard(neighbour)
             raise KeyManagerError(_who(exc.reason)) from None
         except TransportError as exc:
+            self._unreachable.add(neighbour)  # reported as a link without key until it answers
             raise KeyManagerError(
                 f"neighbour KM {neighbour} is unreachable while {doing} ({exc})"
             ) from None
+        self._unreachable.discard(neighbour)
+        return response
 
     # --- KM link (kx) -------------------------------------------------------------------------
 
@@ -936,7 +995,9 @@ class KeyManager:
                 next_km = self._after(self.km_id, relay.transit_kma_ids)
             else:
                 _, next_km = await self._next_hop(
-                    km=relay.destination_kma_id, bits=len(units) * otp.UNIT_BITS
+                    km=relay.destination_kma_id,
+                    bits=len(units) * otp.UNIT_BITS,
+                    avoid=_avoided(relay.extension),
                 )
             self._remember(self._routes, relay_id, next_km)
             await self._forward(relay, plaintext, next_km)
@@ -1169,6 +1230,8 @@ class KeyManager:
                 await self._discard_unmatched(neighbour, ids, both)
                 await self._adopt(neighbour, both)
             except QkdnError as exc:
+                if isinstance(exc, TransportError):
+                    self._unreachable.add(neighbour)
                 if not failing:
                     logger.warning(
                         "%s: key ID synchronisation with %s failed: %s", self.km_id, neighbour, exc
@@ -1180,6 +1243,7 @@ class KeyManager:
             if failing:
                 logger.info("%s: key ID synchronisation with %s works again", self.km_id, neighbour)
             failing = False
+            self._unreachable.discard(neighbour)
             newest = not both and not newest and waiting > _SYNC_BATCH
             if len(ids) == _SYNC_BATCH or newest:
                 self._sync_wanted[neighbour].set()
@@ -1276,7 +1340,12 @@ class KeyManager:
     def link_status(self) -> list[dict[str, Any]]:
         """Bits this KM can spend towards each neighbour (D2.3 Table 8-2 status table)."""
         return [
-            {"km_link": link.neighbour, "key_amount": self.link_key_bits(link.neighbour)}
+            {
+                "km_link": link.neighbour,
+                "key_amount": 0
+                if link.neighbour in self._unreachable
+                else self.link_key_bits(link.neighbour),
+            }
             for link in self.config.links
         ]
 
@@ -1307,6 +1376,22 @@ def _not_supported(message: Message) -> Message | None:
         f"{message.spec_name} is not supported by this KM yet",
         command_code=message.code,
     )
+
+
+def _unreachable_km(reason: str) -> str | None:
+    """The KM a relay failure says was unreachable (this KM's own text, or a KM's on the way
+    passed back), or ``None``."""
+    found = _UNREACHABLE.search(reason)
+    return found.group(1) if found else None
+
+
+def _avoided(extension: list[dict[str, Any]] | None) -> list[str]:
+    """The KMs a relay's route must avoid (its ``avoid_kma_ids`` extension)."""
+    for item in extension or ():
+        value = item.get(_AVOID)
+        if isinstance(value, list) and all(isinstance(km, str) for km in value):
+            return list(value[:_MAX_REROUTES])
+    return []
 
 
 def _fresh_keys(number: int, size: int) -> tuple[list[str], list[bytes]]:

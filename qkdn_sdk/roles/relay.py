@@ -156,6 +156,7 @@ def hop_data(relay: kx.KeyRelay) -> bytes:
         relay.relay_metadata.key_relay_encryption_method,
         relay.relay_metadata.kma_key_metadata,
         relay.integrity_value.hex(),
+        relay.extension,
     ]
     return orjson.dumps(header) + relay.encrypted_key
 
