@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from qkdn_sdk.messages import Interface, Message, all_messages, field_infos
+import attrs
+
+from qkdn_sdk.messages import (
+    Interface,
+    Message,
+    all_messages,
+    example,
+    failure_response,
+    field_infos,
+)
+from qkdn_sdk.messages.mgmt import ErrorIndication
 
 __all__ = [
     "INTERFACE_TITLES",
     "catalogue",
+    "failure_answer",
     "hex_code",
     "message_entry",
     "qualified_name",
@@ -105,6 +116,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def failure_answer(cls: type[Message]) -> type[Message] | None:
+    """What answers a request of ``cls`` that fails (bad parameters, a refusal): its own
+    response type, filled from what the request holds (:func:`~qkdn_sdk.messages.failure_response`),
+    or :class:`~qkdn_sdk.messages.mgmt.ErrorIndication` where that table cannot say it (a
+    mandatory parameter the request cannot fill). ``None`` for a message nothing answers."""
+    response_type = cls.response_type()
+    if response_type is None:
+        return None
+    echo = attrs.asdict(example(cls), recurse=False)
+    return type(failure_response(response_type, "failure", echo=echo, sender_id="peer"))
+
+
 def render_reference() -> str:
     """The Markdown message reference (``docs/reference/messages.md``)."""
     lines = [
@@ -123,17 +146,32 @@ def render_reference() -> str:
         "OrigMessage ID and Command code items are the frame header (a response carries the "
         "MessageID of the command it answers).",
         "",
+        "A request that fails (bad parameters, a refusal) is answered by its own response type, "
+        'which says why (`response` = `"failure: ..."`, or a failure code) and holds the '
+        "IDs the request gave (a session ID, a key ID); where that table cannot carry the "
+        "failure (a mandatory parameter the request cannot fill, such as Q.4164 Table 2's next "
+        "KMA IDs), the answer is an *error indication* (0x0080) with the reason. The last "
+        "column says which. A frame that cannot be decoded always gets an error indication.",
+        "",
     ]
     for interface in Interface:
         messages = [cls for cls in all_messages() if cls.interface is interface]
         lines += [f"## {INTERFACE_TITLES[interface]}", ""]
-        lines += ["| code | direction | message | table | answered by |", "|---|---|---|---|---|"]
+        lines += [
+            "| code | direction | message | table | answered by | failure answered by |",
+            "|---|---|---|---|---|---|",
+        ]
         for cls in messages:
             response = cls.response_type()
             answer = "" if response is None else f"0x{response.code:04X}"
+            failed = failure_answer(cls)
+            failure = "" if failed is None else f"0x{failed.code:04X}"
+            if failed is ErrorIndication:
+                failure += " (error indication)"
             name = cls.spec_name + (" *(extension)*" if cls.is_extension else "")
             lines.append(
-                f"| 0x{cls.code:04X} | {_direction(cls)} | {name} | {cls.table} | {answer} |"
+                f"| 0x{cls.code:04X} | {_direction(cls)} | {name} | {cls.table} | {answer} "
+                f"| {failure} |"
             )
         lines.append("")
         for cls in messages:

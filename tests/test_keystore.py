@@ -121,6 +121,19 @@ async def test_key_ids_lists_the_oldest_without_removing(store: KeyStore) -> Non
     assert store.count("p") == 4
 
 
+async def test_move_some_keys_all_or_nothing(store: KeyStore) -> None:
+    await store.put(make_many("p", 4))
+    assert await store.move("p", "r", key_ids=["k2", "k0"]) == 2
+    assert await store.key_ids("r", 10) == ["k0", "k2"]  # their insertion order
+    assert await store.key_ids("p", 10) == ["k1", "k3"]
+    with pytest.raises(UnknownKeys):
+        await store.move("p", "r", key_ids=["k1", "k0"])  # k0 is no longer in p
+    assert store.counts() == {"p": 2, "r": 2}
+    assert await store.move("p", "r", key_ids=["k1", "k3"]) == 2
+    assert store.counts() == {"r": 4}
+    assert [key.key_id for key in await store.take("r", 4)] == ["k0", "k1", "k2", "k3"]
+
+
 async def test_peek_shows_the_oldest_keys_and_leaves_them(store: KeyStore) -> None:
     await store.put(make_many("p", 3))
     peeked = await store.peek("p", 2)

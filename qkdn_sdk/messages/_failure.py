@@ -13,6 +13,7 @@ and an :class:`~qkdn_sdk.messages.mgmt.ErrorIndication` is always a failure.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,12 +66,18 @@ def failure_response(
     1 where it is an integer), ``response_code`` = the failure code, lists empty, ``sender_id``,
     and string parameters of the same name taken from ``echo`` (the request's IDs, such as
     ``session_id`` or ``key_id``: only a non-empty string goes into a string parameter, whatever
-    the peer put in ``echo``). When a mandatory parameter cannot be filled that way (Q.4164
-    Table 2 has no Response parameter at all), the answer is an error indication with the reason.
+    the peer put in ``echo``; ``key_id`` is the first key's of a request that carries ``keys``,
+    as Q.4161 Table 11 answers Table 10). A mandatory ``session_id`` the request does not hold
+    (Q.4161 Table 5 answers a session creation request) is a new UUID: the failed session's.
+    When a mandatory parameter cannot be filled that way (Q.4164 Table 2 has no Response
+    parameter at all), the answer is an error indication with the reason.
     The reason is cut to :data:`~qkdn_sdk.errors.MAX_REASON_LENGTH` characters.
     """
     text = shorten(reason if reason.startswith("failure") else f"failure: {reason}")
-    echo = echo or {}
+    echo = dict(echo or {})
+    keys = echo.get("keys")
+    if "key_id" not in echo and isinstance(keys, list) and keys:  # Table 11 answers Table 10
+        echo["key_id"] = getattr(keys[0], "key_id", None)
     values: dict[str, Any] = {}
     reported = False
     for attribute in attrs.fields(attrs.resolve_types(response_type)):
@@ -89,6 +96,8 @@ def failure_response(
             continue
         elif attribute.type in _STRING_TYPES and isinstance(echo.get(name), str) and echo[name]:
             values[name] = shorten(echo[name])
+        elif name == "session_id" and attribute.default is attrs.NOTHING:
+            values[name] = str(uuid.uuid4())  # a session that failed to be: its own ID
         elif attribute.default is attrs.NOTHING and "list[" in str(attribute.type):
             values[name] = []
     if reported:

@@ -30,6 +30,7 @@ route and status updates are atomic with respect to each other.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import uuid
 from collections.abc import Collection, Iterable, Mapping
@@ -41,6 +42,7 @@ import trio
 
 from qkdn_sdk.errors import FailureResponse, QkdnError, quoted
 from qkdn_sdk.messages import (
+    KeyId,
     Message,
     Role,
     check_response,
@@ -61,6 +63,8 @@ __all__ = [
     "Controller",
     "ControllerConfig",
     "NoRoute",
+    "Reservation",
+    "ReservationFailed",
     "link_cost",
 ]
 
@@ -182,6 +186,24 @@ def link_cost(bits: int) -> float:
 
 
 # --- the controller ---------------------------------------------------------------------------
+
+
+class ReservationFailed(QkdnError):
+    """A KM could not reserve or allocate key; the text names it and says why."""
+
+
+@attrs.frozen
+class Reservation:
+    """Link key reserved along a route (Q.4164 clause 7.5): the key IDs each KM answered, to
+    allocate as they are (clause 7.6)."""
+
+    source_km: str
+    destination_km: str
+    application: str | None
+    route: tuple[str, ...]
+    key_ids: Mapping[str, list[str]]
+    """Per KM of the route but the last: the IDs of the link key units it reserved towards the
+    next KM."""
 
 
 class _Refused(Exception):
@@ -363,6 +385,73 @@ class Controller:
                     seen.add(there)
                     frontier.append(there)
         return destination_km in seen
+
+    # --- key reservation and allocation (Q.4164 clauses 7.5, 7.6) -----------------------------
+
+    async def reserve(
+        self,
+        source_km: str,
+        destination_km: str,
+        key_bits: int,
+        *,
+        application: str | None = None,
+        lifetime: float | None = None,
+    ) -> Reservation:
+        """Reserve ``key_bits`` of link key on every hop of the route from ``source_km`` to
+        ``destination_km`` (Q.4164 clause 7.5, Figure 5): a key reservation request to each KM
+        but the last, over the connection it keeps to us, naming its next KM on the route in
+        the extension ``{"next_kma_id", "key_bits", "lifetime"}``. Reserved key serves no other
+        relay; unless :meth:`allocate` d within ``lifetime`` seconds (the KM's default when
+        ``None``), it goes back to its link.
+
+        Raises :class:`NoRoute` when no route has the key, and :class:`ReservationFailed` when
+        a KM is not connected or refuses (what other KMs reserved is released in time)."""
+        route = self.route(source_km, destination_km, key_bits)
+        terms: dict[str, Any] = {"key_bits": key_bits}
+        if lifetime is not None:
+            terms["lifetime"] = lifetime
+        key_ids: dict[str, list[str]] = {}
+        for here, there in itertools.pairwise(route):
+            request = ck.KeyReservationRequest(
+                source_kma_id=source_km,
+                destination_kma_id=destination_km,
+                application_destination_id=application,
+                extension=[{**terms, "next_kma_id": there}],
+            )
+            response = await self._ask_km(here, request, "reserve key")
+            assert isinstance(response, ck.ResponseToKeyReservationRequest)
+            key_ids[here] = [key_id.key_id for key_id in response.key_ids]
+        return Reservation(
+            source_km=source_km,
+            destination_km=destination_km,
+            application=application,
+            route=tuple(route),
+            key_ids=key_ids,
+        )
+
+    async def allocate(self, reservation: Reservation) -> None:
+        """Allocate the key of ``reservation`` to the relays from its source to its destination
+        KM (Q.4164 clause 7.6, Figure 6): a key allocation request with the key IDs each KM
+        reserved. Raises :class:`ReservationFailed` naming the KM that refused."""
+        for km_id, key_ids in reservation.key_ids.items():
+            request = ck.KeyAllocationRequest(
+                source_kma_id=reservation.source_km,
+                destination_kma_id=reservation.destination_km,
+                application_destination_id=reservation.application,
+                key_ids=[KeyId(key_id=key_id) for key_id in key_ids],
+            )
+            await self._ask_km(km_id, request, "allocate key")
+
+    async def _ask_km(self, km_id: str, request: Message, doing: str) -> Message:
+        connection = self._km_connections.get(km_id)
+        if connection is None:
+            raise ReservationFailed(f"cannot {doing} at {km_id}: it is not connected")
+        try:
+            return await connection.request(request)
+        except FailureResponse as exc:
+            raise ReservationFailed(f"{km_id} refused to {doing}: {exc.reason}") from None
+        except QkdnError as exc:
+            raise ReservationFailed(f"cannot {doing} at {km_id}: {exc}") from None
 
     # --- the handler --------------------------------------------------------------------------
 

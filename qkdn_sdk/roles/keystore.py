@@ -192,9 +192,13 @@ class KeyStore(Protocol):
         asked twice once), in one transaction; the others are skipped, never an error."""
         ...
 
-    async def move(self, source_pool: str, destination_pool: str) -> int:
-        """Move every key of ``source_pool`` into ``destination_pool``, each keeping its place
-        in the insertion order, in one transaction. Returns how many moved."""
+    async def move(
+        self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
+    ) -> int:
+        """Move every key of ``source_pool`` (or exactly the keys ``key_ids`` of it) into
+        ``destination_pool``, each keeping its place in the insertion order, in one
+        transaction. Returns how many moved. Raises :class:`UnknownKeys` and moves nothing when
+        ``source_pool`` lacks one of ``key_ids``."""
         ...
 
     async def discard(self, pool: str) -> int:
@@ -404,12 +408,24 @@ class MemoryKeyStore(_ClosedOnExit):
         present = [key_id for key_id in dict.fromkeys(key_ids) if key_id in entries]
         return self._pop(pool, present) if present else []
 
-    async def move(self, source_pool: str, destination_pool: str) -> int:
+    async def move(
+        self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
+    ) -> int:
         await self._enter()
-        source = self._pools.get(source_pool, {})
+        entries = self._pools.get(source_pool, {})
+        if key_ids is None:
+            source = dict(entries)
+        else:
+            missing = _missing(key_ids, entries.__contains__)
+            if missing:
+                raise UnknownKeys(source_pool, missing)
+            source = {key_id: entries[key_id] for key_id in dict.fromkeys(key_ids)}
         if source_pool == destination_pool or not source:
             return len(source)
-        del self._pools[source_pool]
+        for key_id in source:
+            del entries[key_id]
+        if not entries:
+            self._pools.pop(source_pool, None)
         merged = list(self._pools.get(destination_pool, {}).items())
         merged += [(key_id, attrs.evolve(e, pool=destination_pool)) for key_id, e in source.items()]
         merged.sort(key=lambda item: item[1].seq)
@@ -681,12 +697,26 @@ class SQLiteKeyStore(_ClosedOnExit):
         _add(self._counts, pool, -len(taken))
         return taken
 
-    async def move(self, source_pool: str, destination_pool: str) -> int:
+    async def move(
+        self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
+    ) -> int:
+        wanted = None if key_ids is None else list(dict.fromkeys(key_ids))
+
         def work(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "UPDATE keys SET pool = ? WHERE pool = ?", (destination_pool, source_pool)
+            if wanted is None:
+                cursor = db.execute(
+                    "UPDATE keys SET pool = ? WHERE pool = ?", (destination_pool, source_pool)
+                )
+                return cursor.rowcount
+            found = _held(db, source_pool, wanted)
+            missing = _missing(wanted, found.__contains__)
+            if missing:
+                raise UnknownKeys(source_pool, missing)
+            db.executemany(
+                "UPDATE keys SET pool = ? WHERE key_id = ?",
+                [(destination_pool, key_id) for key_id in wanted],
             )
-            return cursor.rowcount
+            return len(wanted)
 
         moved = await self._transaction(work)
         _add(self._counts, source_pool, -moved)

@@ -112,6 +112,8 @@ controller's ``AVOID_EXTENSION``)."""
 _MAX_REROUTES = 4
 """Times a relay is tried again around an unreachable KM."""
 _UNREACHABLE = re.compile(r"neighbour KM (.+?) is unreachable while")
+_MAX_RESERVED_BITS = 1 << 24
+"""At most this many bits of link key in one reservation."""
 _PUSH_BATCH = 16
 """Keys of a session pool read at a time to push them."""
 _MAX_RELAY_BITS = 1 << 17
@@ -172,6 +174,17 @@ class _Batch:
 
 
 @attrs.define
+class _Reservation:
+    """Link units set aside towards ``next_km`` for relays from ``source_km`` to
+    ``destination_km`` (Q.4164 clause 7.5), not yet allocated."""
+
+    next_km: str
+    source_km: str
+    destination_km: str
+    unit_ids: set[str]
+
+
+@attrs.define
 class _CentralRoute:
     """A relay this KM started in a centralized QKDN, between its key relay request
     notification and the end of the relay (Q.4164 Figure 2)."""
@@ -208,6 +221,9 @@ class KMConfig:
     """The most keys of a session whose creation request gives no ``number_of_keys``."""
     max_sessions_per_application: int = 64
     """Open sessions a source application may have at this KM."""
+    reservation_lifetime: float = 30.0
+    """Seconds reserved link key waits for its allocation before it is released (Q.4164 clause
+    7.5), unless the reservation request says otherwise (at most ten times as long)."""
     default_number_of_keys: int = 1
     default_size_of_key: int = 256
     max_key_per_request: int = 128
@@ -291,6 +307,7 @@ class KeyManager:
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._central_routes: dict[str, _CentralRoute] = {}  # relays we started, centralized
         self._unreachable: set[str] = set()
+        self._reservations: dict[str, _Reservation] = {}
         """Neighbours the last request to failed to reach: their links carry no relay."""
         self._sessions = Sessions(
             lifetime=config.session_lifetime, per_application=config.max_sessions_per_application
@@ -324,10 +341,13 @@ class KeyManager:
     async def run(
         self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve until cancelled. Keys left pending by a previous run are discarded first."""
+        """Serve until cancelled. Keys left pending by a previous run are discarded first, and
+        link key it reserved goes back to its links (its allocated key stays allocated)."""
         discarded = await self.store.discard_prefix("pending:")
         if discarded:
             logger.info("%s: discarded %d relayed keys never confirmed", self.km_id, discarded)
+        for pool in list(self.store.counts("reserved:")):  # reservations lived in memory
+            await self.store.move(pool, _out_pool(pool.split(":")[1]))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._make_dialers(nursery)
@@ -386,6 +406,21 @@ class KeyManager:
         """Return once this KM can spend ``bits`` towards ``neighbour``."""
         while self.link_key_bits(neighbour) < bits:
             await self._link_changed.wait()
+
+    async def wait_link_change(self) -> None:
+        """Return at the next change of this KM's link keys (units cut, spent, reserved,
+        allocated or released)."""
+        await self._link_changed.wait()
+
+    def reserved_bits(self, neighbour: str) -> int:
+        """Bits of link key towards ``neighbour`` reserved and not yet allocated."""
+        prefix = _reserved_pool(neighbour, "")
+        return sum(self.store.counts(prefix).values()) * otp.UNIT_BITS
+
+    def allocated_bits(self, neighbour: str) -> int:
+        """Bits of link key towards ``neighbour`` allocated to relays (Q.4164 clause 7.6)."""
+        prefix = _allocated_pool(neighbour, "", "")[: -len("::")]
+        return sum(self.store.counts(prefix).values()) * otp.UNIT_BITS
 
     def _notify_link_change(self) -> None:
         self._link_changed.set()
@@ -509,20 +544,20 @@ class KeyManager:
         """Q.4161 clause 7.2.1 (Figure 3), with Q.4164 clause 7.3: the controller makes the
         session ID and has the destination KM notify its application; an application of this
         KM is notified here."""
-        source = self._application(request.application_source_id, connection)
-        destination = request.application_destination_id
-        if destination == source:
-            raise KeyManagerError("the destination application is the source application")
-        max_keys = request.number_of_keys or self.config.default_session_keys
-        if destination in self.config.applications:
-            session_id = str(uuid.uuid4())
-            await self._notify_session(session_id, destination, source, max_keys)
-            destination_km = self.km_id
-        else:
-            session_id, destination_km = await self._session_from_controller(
-                source, destination, max_keys
-            )
+        session_id = str(uuid.uuid4())  # this attempt's; the controller's replaces it
         try:
+            source = self._application(request.application_source_id, connection)
+            destination = request.application_destination_id
+            if destination == source:
+                raise KeyManagerError("the destination application is the source application")
+            max_keys = request.number_of_keys or self.config.default_session_keys
+            if destination in self.config.applications:
+                await self._notify_session(session_id, destination, source, max_keys)
+                destination_km = self.km_id
+            else:
+                session_id, destination_km = await self._session_from_controller(
+                    source, destination, max_keys
+                )
             self._sessions.open(
                 session_id,
                 source=source,
@@ -531,9 +566,12 @@ class KeyManager:
                 destination_km=destination_km,
                 max_keys=max_keys,
             )
-        except SessionError as exc:
+        except (KeyManagerError, SessionError) as exc:  # Table 5 says why, with an ID
+            logger.info("%s: no session: %s", self.km_id, exc)
             return ak.ResponseToSessionCreationRequest(
-                session_id=session_id, response=f"failure: {exc}", source_km_id=self.km_id
+                session_id=session_id,
+                response=f"failure: {_who(str(exc))}",
+                source_km_id=self.km_id,
             )
         logger.info("%s: session %s of %s with %s", self.km_id, session_id, source, destination)
         return ak.ResponseToSessionCreationRequest(
@@ -908,8 +946,10 @@ class KeyManager:
     async def _forward(self, relay: kx.KeyRelay, plaintext: bytes, next_km: str) -> None:
         """Spend link units towards ``next_km`` on ``plaintext`` and send the hop."""
         needed = otp.units_for(len(plaintext))
+        allocated = _allocated_pool(next_km, relay.source_kma_id, relay.destination_kma_id)
+        pool = allocated if self.store.count(allocated) >= needed else _out_pool(next_km)
         try:
-            units = await self.store.take(_out_pool(next_km), needed)
+            units = await self.store.take(pool, needed)
         except InsufficientKeys as exc:
             raise KeyManagerError(
                 f"not enough key on link {self.km_id}-{next_km}: {exc.available * otp.UNIT_BITS}"
@@ -1319,7 +1359,151 @@ class KeyManager:
             return await self._on_key_relay_request(message)
         if isinstance(message, ck.SessionCreationNotification):
             return await self._on_session_creation_notification(message)
+        if isinstance(message, ck.KeyReservationRequest):
+            return await self._on_key_reservation(message)
+        if isinstance(message, ck.KeyAllocationRequest):
+            return await self._on_key_allocation(message)
         return _not_supported(message)
+
+    async def _on_key_reservation(
+        self, request: ck.KeyReservationRequest
+    ) -> ck.ResponseToKeyReservationRequest:
+        """Q.4164 clause 7.5: set link key towards the next KM of a route aside for relays from
+        ``source_kma_id`` to ``destination_kma_id``: the extension says which KM
+        (``next_kma_id``), how much (``key_bits``) and, optionally, for how long
+        (``lifetime``, seconds). The units answered are taken by no one else; unless allocated in
+        time they go back to the link."""
+        next_km, bits, lifetime = self._reservation_terms(request.extension)
+        needed = -(-bits // otp.UNIT_BITS)
+        reservation_id = str(uuid.uuid4())
+        pool = _reserved_pool(next_km, reservation_id)
+        unit_ids = await self.store.key_ids(_out_pool(next_km), needed)
+        if len(unit_ids) < needed:
+            raise KeyManagerError(
+                f"not enough key on link {self.km_id}-{next_km} to reserve {bits} bits: "
+                f"{len(unit_ids) * otp.UNIT_BITS} bits"
+            )
+        try:
+            await self.store.move(_out_pool(next_km), pool, key_ids=unit_ids)
+        except UnknownKeys:  # a relay took some meanwhile
+            raise KeyManagerError(f"link {self.km_id}-{next_km} changed; ask again") from None
+        self._reservations[reservation_id] = _Reservation(
+            next_km=next_km,
+            source_km=request.source_kma_id,
+            destination_km=request.destination_kma_id,
+            unit_ids=set(unit_ids),
+        )
+        self._notify_link_change()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._release_later, reservation_id, lifetime)
+        logger.info(
+            "%s: reserved %d bits towards %s for %s -> %s (%g s)",
+            self.km_id,
+            needed * otp.UNIT_BITS,
+            next_km,
+            request.source_kma_id,
+            request.destination_kma_id,
+            lifetime,
+        )
+        return ck.ResponseToKeyReservationRequest(
+            source_kma_id=request.source_kma_id,
+            destination_kma_id=request.destination_kma_id,
+            application_destination_id=request.application_destination_id,
+            key_ids=[KeyId(key_id=unit_id) for unit_id in unit_ids],
+            response=0,
+        )
+
+    def _reservation_terms(self, extension: list[dict[str, Any]] | None) -> tuple[str, int, float]:
+        """``(next KM, bits, lifetime)`` from a key reservation request's extension."""
+        terms = next((item for item in extension or () if "next_kma_id" in item), None)
+        if terms is None:
+            raise KeyManagerError(
+                'say what to reserve: extension [{"next_kma_id": ..., "key_bits": ...}]'
+            )
+        next_km = terms["next_kma_id"]
+        if not isinstance(next_km, str) or next_km not in self._neighbours:
+            raise KeyManagerError(f"next_kma_id {next_km!r} is not a neighbour of {self.km_id}")
+        bits = terms.get("key_bits")
+        if (
+            isinstance(bits, bool)
+            or not isinstance(bits, int)
+            or not 0 < bits <= _MAX_RESERVED_BITS
+        ):
+            raise KeyManagerError(f"key_bits must be an integer from 1 to {_MAX_RESERVED_BITS}")
+        lifetime = terms.get("lifetime", self.config.reservation_lifetime)
+        longest = 10 * self.config.reservation_lifetime
+        if (
+            isinstance(lifetime, bool)
+            or not isinstance(lifetime, int | float)
+            or not 0 < lifetime <= longest
+        ):
+            raise KeyManagerError(
+                f"lifetime must be a number of seconds, more than 0 and at most {longest:g}"
+            )
+        return next_km, bits, float(lifetime)
+
+    async def _release_later(self, reservation_id: str, lifetime: float) -> None:
+        await trio.sleep(lifetime)
+        reservation = self._reservations.pop(reservation_id, None)
+        if reservation is None or not reservation.unit_ids:
+            return
+        released = await self.store.move(
+            _reserved_pool(reservation.next_km, reservation_id), _out_pool(reservation.next_km)
+        )
+        self._notify_link_change()
+        logger.info(
+            "%s: released %d bits reserved towards %s, never allocated",
+            self.km_id,
+            released * otp.UNIT_BITS,
+            reservation.next_km,
+        )
+
+    async def _on_key_allocation(
+        self, request: ck.KeyAllocationRequest
+    ) -> ck.ResponseToKeyAllocationRequest:
+        """Q.4164 clause 7.6: the units of earlier reservations (the key IDs they answered) go
+        to the relays from ``source_kma_id`` to ``destination_kma_id``, which spend them before
+        any other key of the link. All or none."""
+        unit_ids = [key_id.key_id for key_id in request.key_ids]
+        owners: dict[str, list[str]] = {}
+        for unit_id in unit_ids:
+            owner = next(
+                (
+                    reservation_id
+                    for reservation_id, reservation in self._reservations.items()
+                    if unit_id in reservation.unit_ids
+                    and (reservation.source_km, reservation.destination_km)
+                    == (request.source_kma_id, request.destination_kma_id)
+                ),
+                None,
+            )
+            if owner is None:
+                raise KeyManagerError(
+                    f"key {quoted(unit_id)} is in no reservation of {self.km_id} for "
+                    f"{request.source_kma_id} -> {request.destination_kma_id} (released, or "
+                    "never reserved)"
+                )
+            owners.setdefault(owner, []).append(unit_id)
+        for reservation_id, ids in owners.items():
+            reservation = self._reservations[reservation_id]
+            await self.store.move(
+                _reserved_pool(reservation.next_km, reservation_id),
+                _allocated_pool(
+                    reservation.next_km, reservation.source_km, reservation.destination_km
+                ),
+                key_ids=ids,
+            )
+            reservation.unit_ids.difference_update(ids)
+            if not reservation.unit_ids:
+                del self._reservations[reservation_id]
+        self._notify_link_change()
+        return ck.ResponseToKeyAllocationRequest(
+            source_kma_id=request.source_kma_id,
+            destination_kma_id=request.destination_kma_id,
+            application_destination_id=request.application_destination_id,
+            key_ids=request.key_ids,
+            response=0,
+        )
 
     async def _on_key_relay_request(
         self, request: ck.KeyRelayRequest
@@ -1426,6 +1610,14 @@ def _in_pool(neighbour: str) -> str:
 
 def _app_pool(source: str, destination: str) -> str:
     return f"app:{source}:{destination}"
+
+
+def _reserved_pool(neighbour: str, reservation_id: str) -> str:
+    return f"reserved:{neighbour}:{reservation_id}"
+
+
+def _allocated_pool(neighbour: str, source_km: str, destination_km: str) -> str:
+    return f"allocated:{neighbour}:{source_km}:{destination_km}"
 
 
 def _pending_pool(relay_id: str) -> str:

@@ -1,0 +1,105 @@
+"""Key reservation and allocation along a route (Q.4164 clauses 7.5, 7.6) on line3.
+
+The controller reserves link key on every hop from km-a to km-c (a key reservation request to
+km-a for km-a ==== km-b, to km-b for km-b ==== km-c), then allocates the key IDs the KMs
+answered. Reserved key serves no other relay; allocated key serves the relays from km-a to km-c
+first; reserved key never allocated goes back to its link.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from qkdn_sdk.network import Network
+from qkdn_sdk.roles.controller import Controller, ReservationFailed
+from qkdn_sdk.roles.km import KeyManager
+from tests.test_network import (
+    WAIT,
+    client,
+    ids,
+    km,
+    ready,
+    relay_bits,
+    running,
+    same_keys,
+)
+
+BITS = 4 * 256
+
+
+def controller_of(network: Network) -> Controller:
+    controller = network.controller
+    assert controller is not None
+    return controller
+
+
+async def held(manager: KeyManager, pool_prefix: str) -> set[str]:
+    """The IDs of every key ``manager`` holds in pools starting with ``pool_prefix``."""
+    found: set[str] = set()
+    for pool in manager.store.counts(pool_prefix):
+        found.update(await manager.store.key_ids(pool, 10**6))
+    return found
+
+
+async def test_reserved_key_is_set_aside_then_allocated_and_spent(tmp_path: Path) -> None:
+    async with running(tmp_path, "memory") as network:
+        await ready(network, BITS + 2 * relay_bits(1, 256))
+        controller = controller_of(network)
+        km_a, km_b = km(network, "km-a"), km(network, "km-b")
+        reservation = await controller.reserve("km-a", "km-c", BITS, application="bob")
+        assert reservation.route == ("km-a", "km-b", "km-c")
+        assert {km_id: len(key_ids) for km_id, key_ids in reservation.key_ids.items()} == {
+            "km-a": 4,
+            "km-b": 4,
+        }
+        a_units = set(reservation.key_ids["km-a"])
+        assert km_a.reserved_bits("km-b") == km_b.reserved_bits("km-c") == BITS
+        assert not a_units & set(await km_a.store.key_ids("link:km-b:out", 10**6))
+
+        # a relay before the allocation spends other key
+        async with client(network, "alice") as alice:
+            first = await alice.get_keys("bob")
+            assert await held(km_a, "reserved:") == a_units
+
+            await controller.allocate(reservation)
+            assert km_a.reserved_bits("km-b") == 0
+            assert km_a.allocated_bits("km-b") == km_b.allocated_bits("km-c") == BITS
+            # the next relay from km-a to km-c spends allocated key first (3 of its 4 units)
+            second = await alice.get_keys("bob")
+        assert km_a.allocated_bits("km-b") == km_b.allocated_bits("km-c") == 256
+        assert len(a_units - await held(km_a, "allocated:")) == 3
+        async with client(network, "bob") as bob:
+            got = await bob.get_keys_with_ids("alice", ids(first + second))
+        assert same_keys(got, first + second)
+
+
+async def test_reserved_key_not_allocated_goes_back_to_its_link(tmp_path: Path) -> None:
+    async with running(tmp_path, "memory") as network:
+        await ready(network, BITS)
+        controller = controller_of(network)
+        km_a = km(network, "km-a")
+        reservation = await controller.reserve("km-a", "km-c", BITS, lifetime=0.05)
+        a_units = set(reservation.key_ids["km-a"])
+        with trio.fail_after(WAIT):
+            while km_a.reserved_bits("km-b"):
+                await km_a.wait_link_change()
+        assert a_units <= set(await km_a.store.key_ids("link:km-b:out", 10**6))
+        with pytest.raises(ReservationFailed) as caught:  # too late to allocate
+            await controller.allocate(reservation)
+        assert "km-a refused to allocate key" in str(caught.value)
+        assert "is in no reservation of km-a for km-a -> km-c (released" in str(caught.value)
+
+
+async def test_reservations_refused(tmp_path: Path) -> None:
+    async with running(tmp_path, "memory") as network:
+        await ready(network, relay_bits(1, 256))
+        controller = controller_of(network)
+        with pytest.raises(ReservationFailed) as caught:
+            await controller.reserve("km-a", "km-c", 256, lifetime=10**9)
+        assert "lifetime must be a number of seconds" in str(caught.value)
+        await network.stop_km("km-b")  # its connection to the controller is gone
+        with pytest.raises(ReservationFailed, match="cannot reserve key at km-b: "):
+            await controller.reserve("km-a", "km-c", 256)
