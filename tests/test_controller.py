@@ -264,10 +264,7 @@ async def test_report_for_a_link_not_in_the_topology_is_ignored(
 @pytest.mark.parametrize(
     ("request_type", "fields"),
     [
-        (
-            mgmt.RouteInformationSupplyCommand,
-            {"sender_id": "km-a", "source_id": "km-a", "destination_id": "km-c"},
-        ),
+        (mgmt.CkAuthenticationCommand, {"sender_id": "km-a", "authentication_info": "mtls"}),
     ],
 )
 async def test_unsupported_ck_requests_get_a_failure(
@@ -278,7 +275,7 @@ async def test_unsupported_ck_requests_get_a_failure(
     async with running(controller) as url, connect(url, identity="km-a") as km:
         with pytest.raises(FailureResponse) as caught:
             await km.request(request_type(**fields), timeout=WAIT)
-    # Table 8-4 has no text: its failure is a response code
+    # Table 7-3 has no text: its failure is a response code
     assert isinstance(caught.value.response, request_type.response_type())  # type: ignore[arg-type]
     assert caught.value.reason == "failure: response code 0x02 (failure)"
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from qkdn_sdk.network import Network
-from qkdn_sdk.roles.controller import Controller, ReservationFailed
+from qkdn_sdk.roles.controller import Controller, KMRequestFailed
 from qkdn_sdk.roles.km import KeyManager
 from tests.test_network import (
     WAIT,
@@ -87,7 +87,7 @@ async def test_reserved_key_not_allocated_goes_back_to_its_link(tmp_path: Path) 
             while km_a.reserved_bits("km-b"):
                 await km_a.wait_link_change()
         assert a_units <= set(await km_a.store.key_ids("link:km-b:out", 10**6))
-        with pytest.raises(ReservationFailed) as caught:  # too late to allocate
+        with pytest.raises(KMRequestFailed) as caught:  # too late to allocate
             await controller.allocate(reservation)
         assert "km-a refused to allocate key" in str(caught.value)
         assert "is in no reservation of km-a for km-a -> km-c (released" in str(caught.value)
@@ -97,9 +97,9 @@ async def test_reservations_refused(tmp_path: Path) -> None:
     async with running(tmp_path, "memory") as network:
         await ready(network, relay_bits(1, 256))
         controller = controller_of(network)
-        with pytest.raises(ReservationFailed) as caught:
+        with pytest.raises(KMRequestFailed) as caught:
             await controller.reserve("km-a", "km-c", 256, lifetime=10**9)
         assert "lifetime must be a number of seconds" in str(caught.value)
         await network.stop_km("km-b")  # its connection to the controller is gone
-        with pytest.raises(ReservationFailed, match="cannot reserve key at km-b: "):
+        with pytest.raises(KMRequestFailed, match="cannot reserve key at km-b: "):
             await controller.reserve("km-a", "km-c", 256)

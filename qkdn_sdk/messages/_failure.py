@@ -6,7 +6,8 @@ The tables say failure three ways, and the SDK reads all three:
 - a ``response`` string: ``"success"``, or a reason beginning ``"failure"`` (DESIGN conventions);
 - a ``response`` integer (Q.4164 Tables 11, 13): 0 success, anything else failure;
 - a ``response_code`` (FG QIT4N D2.3): ``ResultCode.FAILURE`` or
-  ``KeySupplyResponseCode.INSUFFICIENT``;
+  ``KeySupplyResponseCode.INSUFFICIENT`` (with the reason, by SDK convention, as the status
+  table entry ``{"error_message": ...}`` of a failed D2.3 Table 8-2);
 
 and an :class:`~qkdn_sdk.messages.mgmt.ErrorIndication` is always a failure.
 """
@@ -47,6 +48,9 @@ def failure_reason(message: Message) -> str | None:
         return f"failure: result code {response}"
     code = getattr(message, "response_code", None)
     if code is not None and code in _FAILURE_CODES.values():
+        for item in getattr(message, "status_table", None) or ():  # D2.3 Table 8-2 (SDK)
+            if isinstance(item, dict) and isinstance(item.get("error_message"), str):
+                return str(item["error_message"])
         return f"failure: response code 0x{int(code):02X} ({code.name.lower()})"
     return None
 
@@ -90,6 +94,8 @@ def failure_response(
         elif name == "response_code":
             values[name] = _FAILURE_CODES[attribute.type]
             reported = True
+            if any(field.name == "status_table" for field in attrs.fields(response_type)):
+                values["status_table"] = [{"error_message": text}]  # Table 8-2 has no text
         elif name == "sender_id" and sender_id:
             values[name] = sender_id
         elif name == "extension":

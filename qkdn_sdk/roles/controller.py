@@ -62,9 +62,9 @@ __all__ = [
     "SCALE",
     "Controller",
     "ControllerConfig",
+    "KMRequestFailed",
     "NoRoute",
     "Reservation",
-    "ReservationFailed",
     "link_cost",
 ]
 
@@ -188,8 +188,9 @@ def link_cost(bits: int) -> float:
 # --- the controller ---------------------------------------------------------------------------
 
 
-class ReservationFailed(QkdnError):
-    """A KM could not reserve or allocate key; the text names it and says why."""
+class KMRequestFailed(QkdnError):
+    """A KM could not do what the controller asked (reserve or allocate key, supply its status);
+    the text names it and says why."""
 
 
 @attrs.frozen
@@ -404,7 +405,7 @@ class Controller:
         relay; unless :meth:`allocate` d within ``lifetime`` seconds (the KM's default when
         ``None``), it goes back to its link.
 
-        Raises :class:`NoRoute` when no route has the key, and :class:`ReservationFailed` when
+        Raises :class:`NoRoute` when no route has the key, and :class:`KMRequestFailed` when
         a KM is not connected or refuses (what other KMs reserved is released in time)."""
         route = self.route(source_km, destination_km, key_bits)
         terms: dict[str, Any] = {"key_bits": key_bits}
@@ -432,7 +433,7 @@ class Controller:
     async def allocate(self, reservation: Reservation) -> None:
         """Allocate the key of ``reservation`` to the relays from its source to its destination
         KM (Q.4164 clause 7.6, Figure 6): a key allocation request with the key IDs each KM
-        reserved. Raises :class:`ReservationFailed` naming the KM that refused."""
+        reserved. Raises :class:`KMRequestFailed` naming the KM that refused."""
         for km_id, key_ids in reservation.key_ids.items():
             request = ck.KeyAllocationRequest(
                 source_kma_id=reservation.source_km,
@@ -442,16 +443,35 @@ class Controller:
             )
             await self._ask_km(km_id, request, "allocate key")
 
+    async def request_status(
+        self,
+        km_id: str,
+        *,
+        period: int | None = None,
+        parameters: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Ask the KM ``km_id`` for its status table now (D2.3 clause 8.1 b), Table 8-1), and,
+        with ``period``, to supply it every ``period`` seconds from then on; ``parameters``:
+        which of its link parameters (all when ``None``). The table is applied as a report is.
+        Raises :class:`KMRequestFailed` when the KM is not connected or refuses."""
+        command = mgmt.StatusInformationSupplyCommand(
+            sender_id=self.config.controller_id, period=period, status_table=parameters
+        )
+        response = await self._ask_km(km_id, command, "get the status")
+        assert isinstance(response, mgmt.StatusInformationSupplyResponse)
+        self._apply(km_id, response.status_table)
+        return list(response.status_table)
+
     async def _ask_km(self, km_id: str, request: Message, doing: str) -> Message:
         connection = self._km_connections.get(km_id)
         if connection is None:
-            raise ReservationFailed(f"cannot {doing} at {km_id}: it is not connected")
+            raise KMRequestFailed(f"cannot {doing} at {km_id}: it is not connected")
         try:
             return await connection.request(request)
         except FailureResponse as exc:
-            raise ReservationFailed(f"{km_id} refused to {doing}: {exc.reason}") from None
+            raise KMRequestFailed(f"{km_id} refused to {doing}: {exc.reason}") from None
         except QkdnError as exc:
-            raise ReservationFailed(f"cannot {doing} at {km_id}: {exc}") from None
+            raise KMRequestFailed(f"cannot {doing} at {km_id}: {exc}") from None
 
     # --- the handler --------------------------------------------------------------------------
 
@@ -485,6 +505,23 @@ class Controller:
         if isinstance(message, mgmt.StatusInformationSupplyResponse):
             self._status_report(message, connection)
             return None
+        if isinstance(message, mgmt.RouteInformationSupplyCommand):
+            try:
+                route = self.route(
+                    message.source_id, message.destination_id, message.key_amount or 0
+                )
+            except NoRoute as exc:
+                logger.info("no route information for %s: %s", _requester(connection), exc)
+                return failure_response(
+                    mgmt.RouteInformationSupplyResponse,
+                    str(exc),
+                    sender_id=self.config.controller_id,
+                )
+            return mgmt.RouteInformationSupplyResponse(
+                sender_id=self.config.controller_id,
+                route_table=route,
+                response_code=mgmt.ResultCode.SUCCESS,
+            )
         response_type = type(message).response_type()
         if response_type is None:
             return None
@@ -670,6 +707,8 @@ class Controller:
         amount = entry.get("key_amount")
         if not isinstance(neighbour, str):
             return "km_link is not a KM ID"
+        if "key_amount" not in entry:  # a status table without amounts (Table 8-1 chose)
+            return None
         if isinstance(amount, bool) or not isinstance(amount, int):
             return "key_amount is not an integer"
         if not 0 <= amount <= MAX_KEY_BITS:

@@ -53,7 +53,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -88,12 +88,22 @@ from qkdn_sdk.roles.sessions import (
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, serve
 
-__all__ = ["INTERFACES", "KMConfig", "KMLink", "KeyManager", "KeyManagerError", "Routing"]
+__all__ = [
+    "INTERFACES",
+    "STATUS_PARAMETERS",
+    "KMConfig",
+    "KMLink",
+    "KeyManager",
+    "KeyManagerError",
+    "Routing",
+]
 
 logger = logging.getLogger("qkdn_sdk.roles.km")
 
 INTERFACES = ("ak", "ck", "kq1", "kx")
 """The interfaces a KM serves, each on its own URL."""
+STATUS_PARAMETERS = ("key_amount", "key_generation_rate", "key_consumption_rate", "status")
+"""The parameters of a KM link in this KM's status table (D2.3 Table 8-2)."""
 
 _SENDER_BY_INTERFACE = {
     "ak": Role.APPLICATION,
@@ -331,6 +341,11 @@ class KeyManager:
         self._link_changed = trio.Event()
         self.spent_bits: dict[str, int] = {link.neighbour: 0 for link in config.links}
         """Link key bits this KM spent sending towards each neighbour (relays and MACs)."""
+        self.generated_bits: dict[str, int] = {link.neighbour: 0 for link in config.links}
+        """Link key bits this KM got to spend towards each neighbour (cut from QKD-keys)."""
+        self._rates_since = (trio.current_time(), dict(self.generated_bits), dict(self.spent_bits))
+        self._report_period: float = config.report_interval
+        self._report_wanted = trio.Event()
         self.relays = {"started": 0, "forwarded": 0, "received": 0}
         """Relays this KM started (source), forwarded (transit) and received (destination)."""
 
@@ -1341,6 +1356,9 @@ class KeyManager:
             for index, unit_id, unit in otp.split_qkd_key(qkd_key.key_id, qkd_key.key)
         ]
         await self.store.put(units)
+        self.generated_bits[neighbour] += otp.UNIT_BITS * sum(
+            1 for unit in units if unit.pool == _out_pool(neighbour)
+        )
         self._notify_link_change()
         if neighbour not in self._link_ready:
             self._link_ready.add(neighbour)
@@ -1363,6 +1381,8 @@ class KeyManager:
             return await self._on_key_reservation(message)
         if isinstance(message, ck.KeyAllocationRequest):
             return await self._on_key_allocation(message)
+        if isinstance(message, mgmt.StatusInformationSupplyCommand):
+            return await self._on_status_command(message)
         return _not_supported(message)
 
     async def _on_key_reservation(
@@ -1521,17 +1541,77 @@ class KeyManager:
             raise KeyManagerError(_who(central.outcome))
         return ck.ResponseToKeyRelayRequest(response="success", key_relay_request_id=relay_id)
 
-    def link_status(self) -> list[dict[str, Any]]:
-        """Bits this KM can spend towards each neighbour (D2.3 Table 8-2 status table)."""
-        return [
-            {
-                "km_link": link.neighbour,
-                "key_amount": 0
-                if link.neighbour in self._unreachable
-                else self.link_key_bits(link.neighbour),
+    def link_status(self, parameters: Collection[str] = STATUS_PARAMETERS) -> list[dict[str, Any]]:
+        """The D2.3 Table 8-2 status table: per neighbour (``km_link``), the ``parameters`` of
+        :data:`STATUS_PARAMETERS` asked for. ``key_amount``: bits this KM can spend towards it
+        (0 while it is unreachable); ``key_generation_rate`` and ``key_consumption_rate``: bits
+        per second got and spent towards it since the previous status table; ``status``:
+        ``"up"``, or ``"down"`` while the last request to it failed to reach it."""
+        now, generated, spent = (
+            trio.current_time(),
+            dict(self.generated_bits),
+            dict(self.spent_bits),
+        )
+        since, generated_before, spent_before = self._rates_since
+        self._rates_since = (now, generated, spent)
+        elapsed = max(now - since, 1e-9)
+        table = []
+        for link in self.config.links:
+            neighbour = link.neighbour
+            down = neighbour in self._unreachable
+            values: dict[str, Any] = {
+                "key_amount": 0 if down else self.link_key_bits(neighbour),
+                "key_generation_rate": round(
+                    (generated[neighbour] - generated_before[neighbour]) / elapsed
+                ),
+                "key_consumption_rate": round(
+                    (spent[neighbour] - spent_before[neighbour]) / elapsed
+                ),
+                "status": "down" if down else "up",
             }
-            for link in self.config.links
-        ]
+            table.append({"km_link": neighbour} | {name: values[name] for name in parameters})
+        return table
+
+    async def _on_status_command(
+        self, command: mgmt.StatusInformationSupplyCommand
+    ) -> mgmt.StatusInformationSupplyResponse:
+        """D2.3 clause 8.1 b): the controller asks for status now, and every ``period`` seconds
+        when it gives one (the KM's unsolicited supplies then come at that period)."""
+        parameters = command.status_table or list(STATUS_PARAMETERS)
+        unknown = sorted(set(parameters) - set(STATUS_PARAMETERS))
+        if unknown:
+            raise KeyManagerError(
+                f"unknown status parameters {unknown} (known: {list(STATUS_PARAMETERS)})"
+            )
+        if command.period is not None:
+            self._report_period = float(command.period)
+            self._report_wanted.set()  # start the new period now
+        return mgmt.StatusInformationSupplyResponse(
+            sender_id=self.km_id,
+            status_table=self.link_status(parameters),
+            response_code=mgmt.ResultCode.SUCCESS,
+        )
+
+    @property
+    def report_period(self) -> float:
+        """Seconds between two unsolicited status supplies: ``report_interval``, or the period
+        of the controller's latest status command."""
+        return self._report_period
+
+    async def route_information(self, destination_km: str, key_bits: int = 0) -> list[str]:
+        """The controller's route from this KM to ``destination_km`` for ``key_bits`` (D2.3
+        clause 8.1 c), Tables 8-3, 8-4): KM IDs, this KM first. Raises
+        :class:`KeyManagerError` when it has none or cannot be asked."""
+        response = await self._ask_controller(
+            mgmt.RouteInformationSupplyCommand(
+                sender_id=self.km_id,
+                source_id=self.km_id,
+                destination_id=destination_km,
+                key_amount=key_bits,
+            )
+        )
+        assert isinstance(response, mgmt.RouteInformationSupplyResponse)
+        return list(response.route_table)
 
     async def _report_status(self) -> None:
         failing = False
@@ -1548,7 +1628,9 @@ class KeyManager:
                 if not failing:
                     logger.warning("%s: cannot report to the controller: %s", self.km_id, exc)
                 failing = True
-            await trio.sleep(self.config.report_interval)
+            self._report_wanted = trio.Event()
+            with trio.move_on_after(self._report_period):
+                await self._report_wanted.wait()
 
 
 def _not_supported(message: Message) -> Message | None:
