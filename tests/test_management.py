@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from qkdn_sdk.roles.controller import Controller, KMRequestFailed
-from qkdn_sdk.roles.km import STATUS_PARAMETERS, KeyManagerError
+from qkdn_sdk.roles.km import STATUS_PARAMETERS, KeyManager, KeyManagerError
 from tests.test_network import WAIT, client, km, ready, relay_bits, running
 
 
@@ -49,3 +49,44 @@ async def test_route_information(tmp_path: Path) -> None:
         assert await km_a.route_information("km-c", 256) == ["km-a", "km-b", "km-c"]
         with pytest.raises(KeyManagerError, match="failure"):
             await km_a.route_information("km-c", 10**9)  # no link holds that much
+
+
+async def wait_for_link_state(
+    controller: Controller, km_id: str, neighbour: str, state: str
+) -> None:
+    with trio.fail_after(WAIT):
+        while controller.link_state(km_id, neighbour) != state:
+            await controller.wait_for_report(km_id, controller.report_count(km_id) + 1)
+
+
+async def link_session(manager: KeyManager, neighbour: str) -> str:
+    """The link session of ``manager`` with ``neighbour``, once it has one."""
+    with trio.fail_after(WAIT):  # link keys keep coming: each change is a moment to look
+        while neighbour not in manager.link_sessions:
+            await manager.wait_link_change()
+    return manager.link_sessions[neighbour]
+
+
+async def test_the_controller_learns_when_a_km_link_goes_down(tmp_path: Path) -> None:
+    """HELLOs keep each KM link's session alive (D2.3 Tables 7-8, 7-9): when km-c stops
+    answering, km-b reports its link down, with no key; when km-c is back, up, in a new link
+    session."""
+    async with running(tmp_path, "memory") as network:
+        controller = network.controller
+        assert isinstance(controller, Controller)
+        await wait_for_link_state(controller, "km-b", "km-c", "up")
+        km_b = km(network, "km-b")
+        session = await link_session(km_b, "km-c")
+        assert km(network, "km-c").link_sessions["km-b"] == session  # both ends agree
+
+        await network.stop_km("km-c")
+        await wait_for_link_state(controller, "km-b", "km-c", "down")
+        assert controller.key_amount("km-b", "km-c") == 0
+        assert controller.link_state("km-b", "km-a") == "up"
+        with trio.fail_after(WAIT):  # the HELLOs to km-c go unanswered: its session ends
+            while "km-c" in km_b.link_sessions:
+                await km_b.wait_link_change()
+
+        await network.start_km("km-c")
+        await wait_for_link_state(controller, "km-b", "km-c", "up")
+        assert await link_session(km_b, "km-c") != session

@@ -253,6 +253,7 @@ class Controller:
         self._limits = limits
         self._nursery: trio.Nursery | None = None
         self._km_connections: dict[str, Connection] = {}
+        self._states: dict[tuple[str, str], str] = {}
         """The latest connection each KM sent us something on: where we reach it."""
         self._neighbours: dict[str, list[str]] = {km: [] for km in config.kms}
         for link in config.links:
@@ -295,6 +296,12 @@ class Controller:
         """The bits of key ``source_km`` last reported it has to send to ``destination_km``, or
         ``None`` when it never reported that link."""
         return self._amounts.get((source_km, destination_km))
+
+    def link_state(self, source_km: str, destination_km: str) -> str | None:
+        """``"up"`` or ``"down"``: the state ``source_km`` last reported of its KM link to
+        ``destination_km`` (D2.3 Table 8-2 ``status``; down when it stopped answering HELLOs);
+        ``None`` when it never said."""
+        return self._states.get((source_km, destination_km))
 
     def report_count(self, km_id: str) -> int:
         """How many status reports from ``km_id`` were handled (applied, or ignored entry by
@@ -367,7 +374,10 @@ class Controller:
         # The links that matter leave what the relay could reach for what it could not.
         blocking = sorted((link, bits) for link, bits in short.items() if link[1] not in settled)
         named = [
-            f"{u}->{v} has {_bits(bits, (u, v) in self._amounts)}" for (u, v), bits in blocking
+            f"{u}->{v} is down"
+            if self._states.get((u, v)) == "down"
+            else f"{u}->{v} has {_bits(bits, (u, v) in self._amounts)}"
+            for (u, v), bits in blocking
         ]
         if len(named) > _MAX_LINKS_NAMED:
             named[_MAX_LINKS_NAMED:] = [f"and {len(named) - _MAX_LINKS_NAMED} more short links"]
@@ -715,6 +725,11 @@ class Controller:
             return f"key_amount is not between 0 and {MAX_KEY_BITS}"
         if neighbour not in self._neighbours.get(sender, ()):
             return f"km_link {quoted(neighbour)} is not a neighbour of {sender} in the topology"
+        status = entry.get("status")
+        if status in ("up", "down") and self._states.get((sender, neighbour)) != status:
+            if (sender, neighbour) in self._states or status == "down":
+                logger.info("KM link %s->%s is %s", sender, neighbour, status)
+            self._states[sender, neighbour] = status
         before = self._amounts.get((sender, neighbour), 0)
         self._amounts[sender, neighbour] = amount
         if (before == 0) != (amount == 0):  # the link can relay again, or no more

@@ -124,6 +124,11 @@ _MAX_REROUTES = 4
 _UNREACHABLE = re.compile(r"neighbour KM (.+?) is unreachable while")
 _MAX_RESERVED_BITS = 1 << 24
 """At most this many bits of link key in one reservation."""
+_COMMUNITY = "qkdn"
+"""The HELLO community name of the KMs of one network."""
+_AUTHENTICATION = "mtls"
+"""HELLO authentication: the KM link's mutual TLS (the sender ID is its certificate's)."""
+_LINK_SESSION_TIMER = 3600
 _PUSH_BATCH = 16
 """Keys of a session pool read at a time to push them."""
 _MAX_RELAY_BITS = 1 << 17
@@ -231,6 +236,9 @@ class KMConfig:
     """The most keys of a session whose creation request gives no ``number_of_keys``."""
     max_sessions_per_application: int = 64
     """Open sessions a source application may have at this KM."""
+    hello_interval: float = 1.0
+    """Seconds between two HELLOs to each neighbour (D2.3 Table 7-8): a neighbour that does
+    not answer is reported down to the controller at once."""
     reservation_lifetime: float = 30.0
     """Seconds reserved link key waits for its allocation before it is released (Q.4164 clause
     7.5), unless the reservation request says otherwise (at most ten times as long)."""
@@ -317,6 +325,9 @@ class KeyManager:
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._central_routes: dict[str, _CentralRoute] = {}  # relays we started, centralized
         self._unreachable: set[str] = set()
+        self.link_sessions: dict[str, str] = {}
+        self._answering: set[str] = set()  # neighbours whose latest HELLO was answered
+        """The link session (D2.3 Table 7-9) with each neighbour that answers HELLOs."""
         self._reservations: dict[str, _Reservation] = {}
         """Neighbours the last request to failed to reach: their links carry no relay."""
         self._sessions = Sessions(
@@ -381,6 +392,7 @@ class KeyManager:
                 )
                 urls[interface] = info.url
             for link in self.config.links:
+                nursery.start_soon(self._hello, link.neighbour)
                 if self.km_id < link.neighbour:
                     nursery.start_soon(self._synchronise, link.neighbour)
                 if link.mode is Kq1Mode.ON_REQUEST:
@@ -1025,6 +1037,18 @@ class KeyManager:
     # --- KM link (kx) -------------------------------------------------------------------------
 
     async def _handle_kx(self, message: Message, connection: Connection) -> Message | None:
+        if isinstance(message, kx.Hello):
+            self._neighbour(message.sender_id)
+            return kx.Hello(
+                sender_id=self.km_id, community_id=_COMMUNITY, authentication_info=_AUTHENTICATION
+            )
+        if isinstance(message, kx.SessionMessage):
+            neighbour = self._neighbour(connection.peer_id or "")
+            self.link_sessions[neighbour] = message.session_id
+            return kx.SessionMessage(session_id=message.session_id, timer=message.timer)
+        if isinstance(message, kx.Update):
+            logger.debug("%s: UPDATE from %s ignored", self.km_id, connection.peer_id)
+            return None
         if isinstance(message, kx.KeyRelay):
             return await self._on_key_relay(message)
         if isinstance(message, kx.KeyRelayConfirmation):
@@ -1247,6 +1271,51 @@ class KeyManager:
                     )
                 failing = True
             await trio.sleep(self.config.acquire_interval)
+
+    async def _hello(self, neighbour: str) -> None:
+        """D2.3 clause 7.2.2: a HELLO to ``neighbour`` every ``hello_interval``, answered by
+        its own. A neighbour that stops answering is unreachable: its link is reported down
+        (and without key) to the controller at once, and again up when it answers. When the
+        link comes up, the KM whose ID sorts first opens a link session (SESSION, Table 7-9)."""
+        hello = kx.Hello(
+            sender_id=self.km_id, community_id=_COMMUNITY, authentication_info=_AUTHENTICATION
+        )
+        while True:
+            if self._dialer(neighbour).url is not None:
+                try:
+                    await self._dialer(neighbour).request(hello, timeout=self.config.relay_timeout)
+                    up = True
+                except QkdnError:
+                    up = False
+                if up and neighbour not in self._answering:
+                    self._answering.add(neighbour)
+                    self._unreachable.discard(neighbour)
+                    if self.km_id < neighbour:
+                        await self._open_link_session(neighbour)
+                    logger.info("%s: link to %s is up", self.km_id, neighbour)
+                    self._report_wanted.set()
+                elif not up and neighbour in self._answering:
+                    self._answering.discard(neighbour)
+                    self._unreachable.add(neighbour)
+                    self.link_sessions.pop(neighbour, None)
+                    logger.warning("%s: link to %s is down (no HELLO)", self.km_id, neighbour)
+                    self._report_wanted.set()
+                elif not up:
+                    self._unreachable.add(neighbour)
+            await trio.sleep(self.config.hello_interval)
+
+    async def _open_link_session(self, neighbour: str) -> None:
+        session = kx.SessionMessage(session_id=str(uuid.uuid4()), timer=_LINK_SESSION_TIMER)
+        try:
+            answer = await self._dialer(neighbour).request(
+                session, timeout=self.config.relay_timeout
+            )
+        except QkdnError as exc:
+            logger.warning("%s: no link session with %s: %s", self.km_id, neighbour, exc)
+            return
+        assert isinstance(answer, kx.SessionMessage)
+        if answer.session_id == session.session_id:
+            self.link_sessions[neighbour] = session.session_id
 
     async def _synchronise(self, neighbour: str) -> None:
         """Key ID synchronisation, run by the KM whose ID sorts first on the link.
