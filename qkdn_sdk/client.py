@@ -82,6 +82,8 @@ class KeyManagerClient:
         self._identity = identity
         self._timeout = timeout
         self._keys_in, self._keys_out = trio.open_memory_channel[SuppliedKey](_PUSHED_KEYS)
+        self.km_id: str | None = None
+        """Our KM's ID, once it authenticated to us (:meth:`authenticate`)."""
         self.sessions: dict[str, str] = {}
         """The sessions opened with us (destination side): session ID -> the peer that opened
         it."""
@@ -153,8 +155,9 @@ class KeyManagerClient:
 
     async def authenticate(self, authentication_info: str = "mtls") -> None:
         """Authenticate to the KM (FG QIT4N D2.3 Table 7-2; over TLS our ID is our
-        certificate's): from then on, sessions opened with us and their keys come on this
-        connection. Raises :class:`KeysRefused` when the KM refuses."""
+        certificate's), and have it authenticate to us: it must be the KM the connection
+        reached (:attr:`km_id`). From then on, sessions opened with us and their keys come on
+        this connection. Raises :class:`KeysRefused` when either side refuses."""
         command = mgmt.AuthenticationCommand(
             sender_id=self._require_identity(), authentication_info=authentication_info
         )
@@ -218,6 +221,16 @@ class KeyManagerClient:
     async def _handle(self, message: Message, connection: Connection) -> Message | None:
         """What the KM sends us: session creation notifications (accepted when they name us)
         and proactive key supplies (queued for :attr:`proactive_keys`)."""
+        if isinstance(message, mgmt.KMAuthenticationCommand):  # the KM proves itself too
+            if connection.peer_id is None or message.sender_id != connection.peer_id:
+                raise QkdnError(
+                    f"{message.sender_id} is not the KM this connection reached "
+                    f"({connection.peer_id or 'unauthenticated'})"
+                )
+            self.km_id = message.sender_id
+            return mgmt.KMAuthenticationResponse(
+                sender_id=self._require_identity(), response_code=mgmt.ResultCode.SUCCESS
+            )
         if isinstance(message, ak.SessionCreationNotification):
             if message.application_source_id != self._identity:  # Table 6: the receiver
                 raise QkdnError(f"this is {self._identity}, not {message.application_source_id}")

@@ -261,23 +261,24 @@ async def test_report_for_a_link_not_in_the_topology_is_ignored(
     assert "'km-c' is not a neighbour of km-a" in text
 
 
-@pytest.mark.parametrize(
-    ("request_type", "fields"),
-    [
-        (mgmt.CkAuthenticationCommand, {"sender_id": "km-a", "authentication_info": "mtls"}),
-    ],
-)
-async def test_unsupported_ck_requests_get_a_failure(
-    request_type: type[Message], fields: dict[str, object]
-) -> None:
-    """Requests the controller does not serve yet are answered, with a failure that says so."""
+async def test_kms_of_the_network_authenticate() -> None:
+    """D2.3 clause 8.1.1 a): a KM of the topology is accepted; any other ID is refused."""
     controller = Controller(make_config(*LINE))
-    async with running(controller) as url, connect(url, identity="km-a") as km:
-        with pytest.raises(FailureResponse) as caught:
-            await km.request(request_type(**fields), timeout=WAIT)
-    # Table 7-3 has no text: its failure is a response code
-    assert isinstance(caught.value.response, request_type.response_type())  # type: ignore[arg-type]
-    assert caught.value.reason == "failure: response code 0x02 (failure)"
+    async with running(controller) as url:
+        async with connect(url, identity="km-a") as km:
+            response = await km.request(
+                mgmt.CkAuthenticationCommand(sender_id="km-a", authentication_info="mtls"),
+                timeout=WAIT,
+            )
+        assert isinstance(response, mgmt.CkAuthenticationResponse)
+        assert response.sender_id == "controller"
+        async with connect(url, identity="km-x") as stranger:
+            with pytest.raises(FailureResponse):
+                await stranger.request(
+                    mgmt.CkAuthenticationCommand(sender_id="km-x", authentication_info="mtls"),
+                    timeout=WAIT,
+                )
+    assert controller.authenticated == {"km-a"}
 
 
 # --- sessions (Q.4164 clauses 7.3, 7.4) ------------------------------------------------------

@@ -90,3 +90,13 @@ async def test_the_controller_learns_when_a_km_link_goes_down(tmp_path: Path) ->
         await network.start_km("km-c")
         await wait_for_link_state(controller, "km-b", "km-c", "up")
         assert await link_session(km_b, "km-c") != session
+
+
+async def test_every_km_authenticates_to_the_controller(tmp_path: Path) -> None:
+    async with running(tmp_path, "tcp+tls") as network:
+        controller = network.controller
+        assert isinstance(controller, Controller)
+        with trio.fail_after(WAIT):  # a KM authenticates before its first status supply
+            for km_id in ("km-a", "km-b", "km-c"):
+                await controller.wait_for_report(km_id, 1)
+        assert controller.authenticated == {"km-a", "km-b", "km-c"}

@@ -56,6 +56,7 @@ async def test_bob_gets_pushed_the_keys_alice_gets(
     async with running(tmp_path, transport, routing=routing) as network:
         await ready(network, 2 * relay_bits(3, 512))
         async with listening(network, "bob") as bob, client(network, "alice") as alice:
+            assert bob.km_id == "km-c"  # the KM authenticated to bob in turn
             session = await alice.create_session("bob", 10)
             assert bob.sessions == {session.session_id: "alice"}  # notified before the answer
             first = await session.get_keys(3, 512)
@@ -150,3 +151,12 @@ async def test_an_application_deletes_only_its_own_keys(tmp_path: Path) -> None:
             assert "1 of the 2 keys are not held" in reason
             assert same_keys(await bob.get_keys_with_ids("alice", ids(for_bob)[1:]), for_bob[1:])
             assert same_keys(await carol.get_keys_with_ids("alice", ids(for_carol)), for_carol)
+
+
+async def test_an_application_refuses_a_km_it_cannot_tell(tmp_path: Path) -> None:
+    """Over ``tcp://`` nothing proves who the KM is: the application refuses the KM's
+    authentication (D2.3 mutual authentication), and so gets no sessions there."""
+    async with running(tmp_path, "tcp") as network, client(network, "bob") as bob:
+        reason = await refused(bob.authenticate())
+        assert reason == "failure: response code 0x02 (failure)"  # Table 7-3 has no text
+        assert bob.km_id is None

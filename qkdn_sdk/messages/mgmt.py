@@ -38,6 +38,8 @@ __all__ = [
     "CkAuthenticationCommand",
     "CkAuthenticationResponse",
     "ErrorIndication",
+    "KMAuthenticationCommand",
+    "KMAuthenticationResponse",
     "KeyDeletionCommand",
     "KeyDeletionResponse",
     "KeySupplyCommand",
@@ -113,6 +115,29 @@ class AuthenticationResponse(
     response_code: ResultCode = attrs.field(
         metadata=spec("Response code", "0x01 success, 0x02 failure")
     )
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class KMAuthenticationCommand(
+    AuthenticationCommand,
+    code=0x1286,
+    name="Command message for authentication (KM to application)",
+    table="FG QIT4N D2.3 Table 7-2 (clause 7.2.1.1 a), mutual)",
+    response="KMAuthenticationResponse",
+):
+    """Command message for authentication sent by the KM to the application that authenticated
+    to it: "another authentication operation can be initiated by the KM in a similar way to make
+    mutual authentication" (D2.3 clause 7.2.1.1 a))."""
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class KMAuthenticationResponse(
+    AuthenticationResponse,
+    code=0x2187,
+    name="Response message for authentication (application to KM)",
+    table="FG QIT4N D2.3 Table 7-3 (clause 7.2.1.1 a), mutual)",
+):
+    """Response message for authentication from the application to its KM's authentication."""
 
 
 @attrs.frozen(kw_only=True, slots=False)

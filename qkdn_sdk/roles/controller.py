@@ -254,6 +254,8 @@ class Controller:
         self._nursery: trio.Nursery | None = None
         self._km_connections: dict[str, Connection] = {}
         self._states: dict[tuple[str, str], str] = {}
+        self.authenticated: set[str] = set()
+        """The KMs that authenticated to the controller (D2.3 clause 8.1.1 a))."""
         """The latest connection each KM sent us something on: where we reach it."""
         self._neighbours: dict[str, list[str]] = {km: [] for km in config.kms}
         for link in config.links:
@@ -503,6 +505,8 @@ class Controller:
         peer = connection.peer_id
         if peer in self._neighbours:  # where session creation notifications reach it
             self._km_connections[peer] = connection
+        if isinstance(message, mgmt.CkAuthenticationCommand):
+            return self._authenticate(message, connection)
         if isinstance(message, ck.SessionCreationRequest):
             try:
                 return await self._session_creation_request(message, connection)
@@ -548,6 +552,21 @@ class Controller:
         logger.debug("next hop from %s to %s: %s (route %s)", source, destination, path[1], path)
         return ck.ResponseToKeyRelayNextHopRequest(
             source_kma_id=source, destination_kma_id=destination, next_kma_ids=[path[1]]
+        )
+
+    def _authenticate(
+        self, command: mgmt.CkAuthenticationCommand, connection: Connection
+    ) -> mgmt.CkAuthenticationResponse:
+        """D2.3 clause 8.1.1 a): a KM of the network authenticates (over TLS, as the KM its
+        certificate names: the transport refuses another ``sender_id``)."""
+        if command.sender_id not in self._neighbours:
+            logger.warning("refused the authentication of unknown KM %s", quoted(command.sender_id))
+            code = mgmt.ResultCode.FAILURE
+        else:
+            self.authenticated.add(command.sender_id)
+            code = mgmt.ResultCode.SUCCESS
+        return mgmt.CkAuthenticationResponse(
+            sender_id=self.config.controller_id, response_code=code
         )
 
     def _ends(

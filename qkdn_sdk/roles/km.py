@@ -461,7 +461,7 @@ class KeyManager:
         if isinstance(message, ak.KeyRequestWithId):
             return await self._key_request_with_id(message, connection)
         if isinstance(message, mgmt.AuthenticationCommand):
-            return self._authenticate(message, connection)
+            return await self._authenticate(message, connection)
         if isinstance(message, ak.SessionCreationRequest):
             return await self._session_creation_request(message, connection)
         if isinstance(message, ak.KeyRequestWithSessionId):
@@ -549,13 +549,25 @@ class KeyManager:
 
     # --- Ak: proactive key supply sessions (Q.4161 clause 7.2) --------------------------------
 
-    def _authenticate(
+    async def _authenticate(
         self, command: mgmt.AuthenticationCommand, connection: Connection
     ) -> mgmt.AuthenticationResponse:
         """D2.3 clause 7.2.1 a): an application served here authenticates; its ID is the one
-        its certificate holds (the transport refuses another ``sender_id``). Its connection then
-        receives its session creation notifications and proactive key supplies."""
+        its certificate holds (the transport refuses another ``sender_id``). The KM then
+        authenticates to it in turn (mutual authentication) before it answers. The connection
+        then receives the application's session creation notifications and proactive key
+        supplies."""
         application = self._application(command.sender_id, connection)
+        ours = mgmt.KMAuthenticationCommand(
+            sender_id=self.km_id, authentication_info=_AUTHENTICATION
+        )
+        try:
+            await connection.request(ours, timeout=self.config.relay_timeout)
+        except QkdnError as exc:
+            raise KeyManagerError(
+                f"application {quoted(application)} did not accept {self.km_id}'s "
+                f"authentication: {exc}"
+            ) from None
         self._applications[application] = connection
         self._wake_pusher(application)  # the pusher of its previous connection ends
         assert self._nursery is not None
@@ -1667,6 +1679,22 @@ class KeyManager:
         of the controller's latest status command."""
         return self._report_period
 
+    async def _authenticate_to_controller(self) -> bool:
+        command = mgmt.CkAuthenticationCommand(
+            sender_id=self.km_id, authentication_info=_AUTHENTICATION
+        )
+        try:
+            await self._dialer(self.config.controller_id).request(
+                command, timeout=self.config.relay_timeout
+            )
+        except FailureResponse as exc:
+            logger.warning("%s: the controller refused its authentication: %s", self.km_id, exc)
+            return False
+        except QkdnError:
+            return False  # not reachable yet: the report below says so
+        logger.info("%s: authenticated to the controller", self.km_id)
+        return True
+
     async def route_information(self, destination_km: str, key_bits: int = 0) -> list[str]:
         """The controller's route from this KM to ``destination_km`` for ``key_bits`` (D2.3
         clause 8.1 c), Tables 8-3, 8-4): KM IDs, this KM first. Raises
@@ -1683,8 +1711,13 @@ class KeyManager:
         return list(response.route_table)
 
     async def _report_status(self) -> None:
+        """Authenticate to the controller (D2.3 clause 8.1.1 a), Table 7-2 over Ck), then
+        supply the status table every report period."""
         failing = False
+        authenticated = False
         while True:
+            if not authenticated:
+                authenticated = await self._authenticate_to_controller()
             report = mgmt.StatusInformationSupplyResponse(
                 sender_id=self.km_id,
                 status_table=self.link_status(),
