@@ -851,6 +851,8 @@ def network_up(
                 f"{state_dir / ENDPOINTS_FILE} (Ctrl+C to stop)",
                 err=True,
             )
+            await network.wait_for_keys()
+            typer.echo("every QKD link has key: applications can get keys", err=True)
 
     _run_until_stopped(run, "network", prefix="qkdn network", level=logging.WARNING)
 

@@ -143,6 +143,21 @@ class Network:
             task_status.started(endpoints)
             await trio.sleep_forever()
 
+    async def wait_for_keys(self) -> None:
+        """Return once every KM holds link key to send on each of its links and the controller
+        has a status supply from each saying so: relays can start."""
+        assert self.controller is not None
+        for km_id, km in self.kms.items():
+            for link in km.config.links:
+                await km.wait_link_key(link.neighbour, 1)
+            while not all(
+                (self.controller.key_amount(km_id, link.neighbour) or 0) > 0
+                for link in km.config.links
+            ):
+                await self.controller.wait_for_report(
+                    km_id, self.controller.report_count(km_id) + 1
+                )
+
     async def start_km(self, km_id: str) -> None:
         """Start the KM ``km_id`` (again, after :meth:`stop_km`: on the same store and URLs)."""
         assert self._nursery is not None
