@@ -17,12 +17,16 @@ import trio
 import trio.testing
 
 from qkdn_sdk.client import KeyManagerClient, SuppliedKey
+from qkdn_sdk.errors import FailureResponse
+from qkdn_sdk.messages import mgmt
 from qkdn_sdk.network import Network
+from qkdn_sdk.transport import connect
 from tests.test_network import (
     CAROL_ON_KM_A,
     ROUTINGS,
     TRANSPORTS,
     WAIT,
+    ak_url,
     client,
     ids,
     km,
@@ -160,3 +164,39 @@ async def test_an_application_refuses_a_km_it_cannot_tell(tmp_path: Path) -> Non
         reason = await refused(bob.authenticate())
         assert reason == "failure: response code 0x02 (failure)"  # Table 7-3 has no text
         assert bob.km_id is None
+
+
+async def test_d23_key_supply_commands(tmp_path: Path) -> None:
+    """FG QIT4N D2.3 Tables 7-4, 7-5: alice asks for keys for encryption, bob for the same key
+    for decryption, by its ID; on the same keys as Q.4161."""
+    async with running(tmp_path, "memory") as network:
+        await ready(network, relay_bits(2, 256))
+        async with connect(ak_url(network, "alice"), identity="alice") as alice:
+            response = await alice.request(
+                mgmt.KeySupplyCommand(
+                    sender_id="alice",
+                    source_id="alice",
+                    target_id="bob",
+                    application_code=mgmt.ApplicationCode.ENCRYPTION,
+                    key_amount=2,
+                    key_size=256,
+                )
+            )
+        assert isinstance(response, mgmt.KeySupplyResponse)
+        assert response.response_code is mgmt.KeySupplyResponseCode.SUCCESS
+        assert response.key_data is not None
+        assert (response.key_amount, response.key_size) == (2, 256)
+        first = response.key_data[0]
+        decryption = mgmt.KeySupplyCommand(
+            sender_id="bob",
+            source_id="bob",
+            target_id="alice",
+            application_code=mgmt.ApplicationCode.DECRYPTION,
+            key_id=first.key_id,
+        )
+        async with connect(ak_url(network, "bob"), identity="bob") as bob:
+            response = await bob.request(decryption)
+            assert isinstance(response, mgmt.KeySupplyResponse)
+            assert response.key_data == [first]
+            with pytest.raises(FailureResponse):  # once
+                await bob.request(decryption)

@@ -468,7 +468,66 @@ class KeyManager:
             return await self._key_request_with_session_id(message, connection)
         if isinstance(message, mgmt.KeyDeletionCommand):
             return await self._key_deletion(message, connection)
+        if isinstance(message, mgmt.KeySupplyCommand):
+            return await self._key_supply_command(message, connection)
         return _not_supported(message)
+
+    async def _key_supply_command(
+        self, command: mgmt.KeySupplyCommand, connection: Connection
+    ) -> mgmt.KeySupplyResponse:
+        """D2.3 Tables 7-4, 7-5, on the same keys as Q.4161: for encryption (the default), new
+        keys shared with the application ``target_id`` (in ``session_id`` when given, as a key
+        request with session ID; otherwise as a key request); for decryption, the key
+        ``key_id`` that ``target_id`` got for us (as a key request with ID)."""
+        application = self._application(command.sender_id, connection)
+        size = command.key_size or self.config.default_size_of_key
+        if command.application_code is mgmt.ApplicationCode.DECRYPTION:
+            if command.key_id is None:
+                raise KeyManagerError("a key supply for decryption names its key: key_id")
+            supplied = await self._key_request_with_id(
+                ak.KeyRequestWithId(
+                    application_source_id=command.target_id,
+                    application_destination_id=application,
+                    key_ids=[KeyId(key_id=command.key_id)],
+                ),
+                connection,
+            )
+            keys = supplied.keys
+        elif command.session_id is not None:
+            in_session = await self._key_request_with_session_id(
+                ak.KeyRequestWithSessionId(
+                    session_id=command.session_id,
+                    number_of_keys=command.key_amount,
+                    size_of_key=command.key_size,
+                ),
+                connection,
+            )
+            keys = in_session.keys
+        else:
+            fresh = await self._key_request(
+                ak.KeyRequest(
+                    application_source_id=application,
+                    application_destination_id=command.target_id,
+                    number_of_keys=command.key_amount,
+                    size_of_key=command.key_size,
+                ),
+                connection,
+            )
+            keys = fresh.keys
+        return mgmt.KeySupplyResponse(
+            sender_id=self.km_id,
+            source_id=command.source_id,
+            target_id=command.target_id,
+            session_id=command.session_id,
+            application_code=command.application_code,
+            key_amount=len(keys),
+            key_size=size
+            if command.application_code is not mgmt.ApplicationCode.DECRYPTION
+            else 8 * len(keys[0].key),
+            key_id=command.key_id,
+            key_data=keys,
+            response_code=mgmt.KeySupplyResponseCode.SUCCESS,
+        )
 
     def _application(self, claimed: str | None, connection: Connection) -> str:
         application = connection.peer_id or claimed
@@ -1684,7 +1743,7 @@ class KeyManager:
             sender_id=self.km_id, authentication_info=_AUTHENTICATION
         )
         try:
-            await self._dialer(self.config.controller_id).request(
+            response = await self._dialer(self.config.controller_id).request(
                 command, timeout=self.config.relay_timeout
             )
         except FailureResponse as exc:
@@ -1692,6 +1751,15 @@ class KeyManager:
             return False
         except QkdnError:
             return False  # not reachable yet: the report below says so
+        assert isinstance(response, mgmt.CkAuthenticationResponse)
+        if response.sender_id != self.config.controller_id:  # it proves who it is, too
+            logger.warning(
+                "%s: %s answered the authentication, not the controller %s",
+                self.km_id,
+                quoted(response.sender_id),
+                self.config.controller_id,
+            )
+            return False
         logger.info("%s: authenticated to the controller", self.km_id)
         return True
 
