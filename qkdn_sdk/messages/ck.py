@@ -35,6 +35,9 @@ from qkdn_sdk.messages._base import (
 )
 
 __all__ = [
+    "AVOID_EXTENSION",
+    "KEY_BITS_EXTENSION",
+    "RELAY_ID_EXTENSION",
     "KeyAllocationRequest",
     "KeyRelayNextHopRequest",
     "KeyRelayRequest",
@@ -49,6 +52,16 @@ __all__ = [
     "SessionCreationNotification",
     "SessionCreationRequest",
 ]
+
+KEY_BITS_EXTENSION = "key_bits"
+"""SDK Extension member (Q.4164 Tables 1, 3) naming the key bits a relay needs on each link it
+crosses: ``extension=[{"key_bits": 1024}]``."""
+AVOID_EXTENSION = "avoid_kma_ids"
+"""SDK Extension member (Q.4164 Tables 1, 3, and the KM-link relay) naming KMs the route must
+not cross (a KM found them unreachable): ``extension=[{"avoid_kma_ids": ["km-b"]}]``."""
+RELAY_ID_EXTENSION = "key_relay_request_id"
+"""SDK Extension member of a key relay request notification (Table 3) that the controller echoes
+as the Key relay request ID of its key relay request (Table 4)."""
 
 _EXTENSION = "Extension"
 _SOURCE_KMA = "Source KMA ID"

@@ -55,8 +55,6 @@ from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, serve
 
 __all__ = [
-    "AVOID_EXTENSION",
-    "KEY_BITS_EXTENSION",
     "LOG_INTERVAL",
     "MAX_KEY_BITS",
     "SCALE",
@@ -79,12 +77,6 @@ all hold far more than 64 Kibit, and the scarcest links decide otherwise."""
 MAX_KEY_BITS = 2**63 - 1
 """The largest key amount or ``key_bits`` the controller takes from a peer; larger is malformed."""
 
-KEY_BITS_EXTENSION = "key_bits"
-"""The Extension object member (Q.4164 Table 1) naming the key bits a relay needs on each link
-it crosses: ``extension=[{"key_bits": 1024}]``."""
-AVOID_EXTENSION = "avoid_kma_ids"
-"""The Extension object member (Q.4164 Tables 1, 3) naming KMs the route must not cross (a KM
-found them unreachable): ``extension=[{"avoid_kma_ids": ["km-b"]}]``."""
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about ignored status reports or entries (the first is logged at
@@ -420,7 +412,7 @@ class Controller:
         Raises :class:`NoRoute` when no route has the key, and :class:`KMRequestFailed` when
         a KM is not connected or refuses (what other KMs reserved is released in time)."""
         route = self.route(source_km, destination_km, key_bits)
-        terms: dict[str, Any] = {"key_bits": key_bits}
+        terms: dict[str, Any] = {ck.KEY_BITS_EXTENSION: key_bits}
         if lifetime is not None:
             terms["lifetime"] = lifetime
         key_ids: dict[str, list[str]] = {}
@@ -776,8 +768,8 @@ def _failure(request: Message, reason: str) -> Message:
 def _key_bits(extension: list[dict[str, Any]] | None) -> int:
     """The ``key_bits`` of the first Extension object that has one (0 when none does)."""
     for item in extension or ():
-        if KEY_BITS_EXTENSION in item:
-            value = item[KEY_BITS_EXTENSION]
+        if ck.KEY_BITS_EXTENSION in item:
+            value = item[ck.KEY_BITS_EXTENSION]
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _Refused("extension key_bits must be an integer")
             if not 0 <= value <= MAX_KEY_BITS:
@@ -789,8 +781,8 @@ def _key_bits(extension: list[dict[str, Any]] | None) -> int:
 def _avoided(extension: list[dict[str, Any]] | None) -> frozenset[str]:
     """The KMs the first Extension object with ``avoid_kma_ids`` names (none when none does)."""
     for item in extension or ():
-        if AVOID_EXTENSION in item:
-            value = item[AVOID_EXTENSION]
+        if ck.AVOID_EXTENSION in item:
+            value = item[ck.AVOID_EXTENSION]
             if not isinstance(value, list) or not all(isinstance(km, str) for km in value):
                 raise _Refused("extension avoid_kma_ids must be a list of KM IDs")
             return frozenset(value[:_MAX_AVOIDED])
@@ -800,7 +792,7 @@ def _avoided(extension: list[dict[str, Any]] | None) -> frozenset[str]:
 def _relay_id(extension: list[dict[str, Any]] | None) -> str | None:
     """The ``key_relay_request_id`` of the first Extension object that has a usable one."""
     for item in extension or ():
-        value = item.get("key_relay_request_id")
+        value = item.get(ck.RELAY_ID_EXTENSION)
         if isinstance(value, str) and 0 < len(value) <= _MAX_RELAY_ID_LENGTH:
             return value
     return None

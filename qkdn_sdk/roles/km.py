@@ -116,9 +116,6 @@ _SYNC_BATCH = 256
 """QKD-key IDs in one key ID synchronisation request."""
 _ACQUIRE_BATCH = 64
 """QKD-keys asked of a module in one Kq-1 key request."""
-_AVOID = "avoid_kma_ids"
-"""Extension of route requests and relays: KMs found unreachable, which the route avoids (the
-controller's ``AVOID_EXTENSION``)."""
 _MAX_REROUTES = 4
 """Times a relay is tried again around an unreachable KM."""
 _UNREACHABLE = re.compile(r"neighbour KM (.+?) is unreachable while")
@@ -949,7 +946,7 @@ class KeyManager:
                 relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": size}),
                 integrity_value=otp.end_to_end_tag(mac_key, key_ids, keys),
                 message_authentication_code=b"",
-                extension=[{_AVOID: avoid}] if avoid else None,
+                extension=[{ck.AVOID_EXTENSION: avoid}] if avoid else None,
             )
             await self._forward(relay, plaintext, next_km)
             confirmation = kx.KeyRelayConfirmation(
@@ -986,7 +983,13 @@ class KeyManager:
         notification = ck.KeyRelayRequestNotification(
             source_kma_id=self.km_id,
             application_destination_id=destination,
-            extension=[{"key_bits": bits, "key_relay_request_id": relay_id, _AVOID: avoid}],
+            extension=[
+                {
+                    ck.KEY_BITS_EXTENSION: bits,
+                    ck.RELAY_ID_EXTENSION: relay_id,
+                    ck.AVOID_EXTENSION: avoid,
+                }
+            ],
         )
         try:
             await self._dialer(controller).send(notification)
@@ -1028,7 +1031,7 @@ class KeyManager:
             source_kma_id=self.km_id,
             destination_kma_id=km,
             application_destination_id=application,
-            extension=[{"key_bits": bits, _AVOID: avoid or []}],
+            extension=[{ck.KEY_BITS_EXTENSION: bits, ck.AVOID_EXTENSION: avoid or []}],
         )
         response = await self._ask_controller(request)
         assert isinstance(response, ck.ResponseToKeyRelayNextHopRequest)
@@ -1583,7 +1586,7 @@ class KeyManager:
         next_km = terms["next_kma_id"]
         if not isinstance(next_km, str) or next_km not in self._neighbours:
             raise KeyManagerError(f"next_kma_id {next_km!r} is not a neighbour of {self.km_id}")
-        bits = terms.get("key_bits")
+        bits = terms.get(ck.KEY_BITS_EXTENSION)
         if (
             isinstance(bits, bool)
             or not isinstance(bits, int)
@@ -1824,7 +1827,7 @@ def _unreachable_km(reason: str) -> str | None:
 def _avoided(extension: list[dict[str, Any]] | None) -> list[str]:
     """The KMs a relay's route must avoid (its ``avoid_kma_ids`` extension)."""
     for item in extension or ():
-        value = item.get(_AVOID)
+        value = item.get(ck.AVOID_EXTENSION)
         if isinstance(value, list) and all(isinstance(km, str) for km in value):
             return list(value[:_MAX_REROUTES])
     return []
