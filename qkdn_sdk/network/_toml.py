@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import enum
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar
 
-__all__ = ["Problem", "get", "identifier", "tables"]
+__all__ = ["Problem", "choice", "get", "identifier", "known_keys", "tables"]
+
+_E = TypeVar("_E", bound=enum.Enum)
 
 
 class Problem(Exception):
@@ -37,3 +40,25 @@ def identifier(value: str, where: str) -> str:
     if not value or not value.isprintable() or "/" in value or "\\" in value or ":" in value:
         raise Problem(f"{where}: {value!r} is not a usable ID (printable, no / \\ or :)")
     return value
+
+
+def choice(
+    table: Mapping[str, Any], key: str, kind: type[_E], where: str | None, default: Any = ...
+) -> _E:
+    """The member of the string enum ``kind`` that ``table[key]`` names. ``where`` prefixes
+    the refusal (none for the top level of a file)."""
+    name = get(table, key, str, where or "top level", default)
+    try:
+        return kind(name)
+    except ValueError:
+        names = [member.value for member in kind]
+        prefix = f"{where}: " if where else ""
+        raise Problem(f"{prefix}{key} must be one of {names}, not {name!r}") from None
+
+
+def known_keys(table: Mapping[str, Any], known: Collection[str], where: str | None) -> None:
+    """Refuse keys of ``table`` outside ``known``; ``where`` prefixes the refusal."""
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise Problem(f"{prefix}unknown keys {unknown} (expected {sorted(known)})")

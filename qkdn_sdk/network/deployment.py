@@ -62,7 +62,7 @@ import trio
 
 from qkdn_sdk._files import write_atomically
 from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.network._toml import Problem, get, identifier, tables
+from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
 from qkdn_sdk.network.topology import Topology, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
@@ -313,17 +313,11 @@ def load_role_config(path: Path, role: str) -> RoleConfig:
         raise RoleConfigError(f"{path}: {exc}") from None
 
 
-def _known(data: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise Problem(f"{where}: unknown keys {unknown} (expected {sorted(known)})")
-
-
 def _tls(data: Mapping[str, Any], here: Path) -> TLSConfig | None:
     table = get(data, "tls", dict, "top level", None)
     if table is None:
         return None
-    _known(table, {"ca", "cert", "key"}, "tls")
+    known_keys(table, {"ca", "cert", "key"}, "tls")
     return TLSConfig(
         ca=_path(here, get(table, "ca", str, "tls")),
         cert=_path(here, get(table, "cert", str, "tls")),
@@ -343,17 +337,8 @@ def _strings(data: Mapping[str, Any], key: str, where: str) -> list[str]:
     return [str(value) for value in values]
 
 
-def _mode(table: Mapping[str, Any], where: str) -> Kq1Mode:
-    name = get(table, "mode", str, where)
-    try:
-        return Kq1Mode(name)
-    except ValueError:
-        modes = [mode.value for mode in Kq1Mode]
-        raise Problem(f"{where}: mode must be one of {modes}, not {name!r}") from None
-
-
 def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
-    _known(
+    known_keys(
         data,
         {
             "role",
@@ -371,35 +356,32 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
     )
     km_id = identifier(get(data, "id", str, "top level"), "id")
     listen = get(data, "listen", dict, "top level")
-    _known(listen, set(INTERFACES), "listen")
+    known_keys(listen, set(INTERFACES), "listen")
     controller = get(data, "controller", dict, "top level")
-    _known(controller, {"id", "url"}, "controller")
+    known_keys(controller, {"id", "url"}, "controller")
     controller_id = get(controller, "id", str, "controller")
     directory = {controller_id: get(controller, "url", str, "controller")}
     links = []
     for index, table in enumerate(tables(data, "link"), 1):
         where = f"link {index}"
-        _known(table, {"neighbour", "url", "module", "mode", "module_url"}, where)
+        known_keys(table, {"neighbour", "url", "module", "mode", "module_url"}, where)
         neighbour = get(table, "neighbour", str, where)
         directory[neighbour] = get(table, "url", str, where)
         links.append(
             KMLink(
                 neighbour=neighbour,
                 module_id=get(table, "module", str, where),
-                mode=_mode(table, where),
+                mode=choice(table, "mode", Kq1Mode, where),
                 module_url=get(table, "module_url", str, where, None),
             )
         )
     table = get(data, "options", dict, "top level", {})
-    _known(table, set(_KM_OPTIONS), "options")
+    known_keys(table, set(_KM_OPTIONS), "options")
     options = {name: get(table, name, type(_KM_OPTIONS[name]), "options") for name in table}
-    routing = get(data, "routing", str, "top level", Routing.DISTRIBUTED.value)
-    choices = [choice.value for choice in Routing]
-    if routing not in choices:
-        raise Problem(f"routing must be one of {choices}, not {routing!r}")
+    routing = choice(data, "routing", Routing, None, Routing.DISTRIBUTED.value)
     config = KMConfig(
         km_id=km_id,
-        routing=Routing(routing),
+        routing=routing,
         listen={interface: str(url) for interface, url in listen.items()},
         controller_id=controller_id,
         links=tuple(links),
@@ -416,7 +398,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
 
 
 def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
-    _known(data, {"role", "id", "listen", "kms", "links", "applications", "tls"}, "top level")
+    known_keys(data, {"role", "id", "listen", "kms", "links", "applications", "tls"}, "top level")
     applications = get(data, "applications", dict, "top level", {})
     links = get(data, "links", list, "top level", [])
     config = ControllerConfig(
@@ -431,7 +413,7 @@ def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
 
 def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
     where = "top level"
-    _known(
+    known_keys(
         data,
         {
             "role",
@@ -459,7 +441,7 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
         link_secret=secret,
         epoch=get(data, "epoch", float, where),
         secret_key_rate=get(data, "secret_key_rate", float, where),
-        mode=_mode(data, where),
+        mode=choice(data, "mode", Kq1Mode, where),
         key_size=get(data, "key_size", int, where, 4096),
         km_url=get(data, "km_url", str, where, None),
         listen_url=get(data, "listen", str, where, None),

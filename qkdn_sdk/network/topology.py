@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 
 from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.network._toml import Problem, get, identifier, tables
+from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
 from qkdn_sdk.roles.controller import ControllerConfig
 from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink, Routing
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
@@ -215,20 +215,14 @@ def parse_topology(text: str, *, source: str = "topology") -> Topology:
 
 
 def _topology(data: Mapping[str, Any]) -> Topology:
-    known = {"transport", "host", "routing", "controller", "km", "link", "application"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise Problem(f"unknown keys {unknown} (expected {sorted(known)})")
+    known_keys(
+        data, {"transport", "host", "routing", "controller", "km", "link", "application"}, None
+    )
     transport = get(data, "transport", str, "top level", "tcp+tls")
     if transport not in _SCHEMES:
         raise Problem(f"transport must be one of {list(_SCHEMES)}, not {transport!r}")
     host = get(data, "host", str, "top level", "127.0.0.1")
-    routing_name = get(data, "routing", str, "top level", Routing.DISTRIBUTED.value)
-    try:
-        routing = Routing(routing_name)
-    except ValueError:
-        choices = [choice.value for choice in Routing]
-        raise Problem(f"routing must be one of {choices}, not {routing_name!r}") from None
+    routing = choice(data, "routing", Routing, None, Routing.DISTRIBUTED.value)
 
     def default_url(name: str) -> str:
         if transport == "memory":
@@ -267,12 +261,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         rate = get(table, "secret_key_rate", float, where)
         if not rate > 0:
             raise Problem(f"{where}: secret_key_rate must be > 0 bits/s")
-        mode_name = get(table, "mode", str, where, Kq1Mode.PROACTIVE.value)
-        try:
-            mode = Kq1Mode(mode_name)
-        except ValueError:
-            modes = [mode.value for mode in Kq1Mode]
-            raise Problem(f"{where}: mode must be one of {modes}, not {mode_name!r}") from None
+        mode = choice(table, "mode", Kq1Mode, where, Kq1Mode.PROACTIVE.value)
         key_size = get(table, "key_size", int, where, 4096)
         if key_size < 256 or key_size % 256:
             raise Problem(f"{where}: key_size must be a positive multiple of 256 bits")
