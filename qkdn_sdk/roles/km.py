@@ -79,7 +79,6 @@ from qkdn_sdk.roles._peer import Dialer
 from qkdn_sdk.roles.keystore import DuplicateKey, InsufficientKeys, KeyStore, StoredKey, UnknownKeys
 from qkdn_sdk.roles.qkd_module import Kq1Mode
 from qkdn_sdk.roles.sessions import (
-    Session,
     SessionError,
     Sessions,
     session_application,
@@ -183,6 +182,12 @@ class _Batch:
     keys: list[bytes] = attrs.field(repr=False)
     size: int
     session_id: str | None = None
+
+    def supplied(self) -> list[Key]:
+        """The keys as a response to the source application carries them."""
+        return [
+            Key(key=key, key_id=key_id) for key_id, key in zip(self.key_ids, self.keys, strict=True)
+        ]
 
 
 @attrs.define
@@ -477,7 +482,6 @@ class KeyManager:
         request with session ID; otherwise as a key request); for decryption, the key
         ``key_id`` that ``target_id`` got for us (as a key request with ID)."""
         application = self._application(command.sender_id, connection)
-        size = command.key_size or self.config.default_size_of_key
         if command.application_code is mgmt.ApplicationCode.DECRYPTION:
             if command.key_id is None:
                 raise KeyManagerError("a key supply for decryption names its key: key_id")
@@ -518,9 +522,7 @@ class KeyManager:
             session_id=command.session_id,
             application_code=command.application_code,
             key_amount=len(keys),
-            key_size=size
-            if command.application_code is not mgmt.ApplicationCode.DECRYPTION
-            else 8 * len(keys[0].key),
+            key_size=8 * len(keys[0].key),  # what was asked, or the size of the key by ID
             key_id=command.key_id,
             key_data=keys,
             response_code=mgmt.KeySupplyResponseCode.SUCCESS,
@@ -548,28 +550,15 @@ class KeyManager:
         self.config.check_amount(number, size)
         if destination == source:
             raise KeyManagerError("the destination application is the source application")
-        key_ids, keys = _fresh_keys(number, size)
+        batch = _Batch(source, destination, *_fresh_keys(number, size), size)
         if destination in self.config.applications:
-            await self.store.put(
-                [
-                    StoredKey(
-                        key_id=key_id,
-                        pool=_app_pool(source, destination),
-                        key=key,
-                        metadata=_ksa_metadata(source, destination, size),
-                    )
-                    for key_id, key in zip(key_ids, keys, strict=True)
-                ]
-            )
+            await self._hold(batch, _app_pool(source, destination))
         else:
-            await self._relay(_Batch(source, destination, key_ids, keys, size))
+            await self._relay(batch)
         logger.info(
             "%s: %d keys of %d bits for %s -> %s", self.km_id, number, size, source, destination
         )
-        return ak.ResponseToKeyRequest(
-            keys=[Key(key=key, key_id=key_id) for key_id, key in zip(key_ids, keys, strict=True)],
-            response="success",
-        )
+        return ak.ResponseToKeyRequest(keys=batch.supplied(), response="success")
 
     async def _key_request_with_id(
         self, request: ak.KeyRequestWithId, connection: Connection
@@ -758,38 +747,31 @@ class KeyManager:
             session = self._sessions.supply(request.session_id, source, number)
         except SessionError as exc:
             raise KeyManagerError(str(exc)) from None
-        key_ids, keys = _fresh_keys(number, size)
+        batch = _Batch(
+            source, session.destination, *_fresh_keys(number, size), size, session.session_id
+        )
         try:
             if session.destination_km == self.km_id:
-                await self._hold_session_keys(session, key_ids, keys, size)
+                await self._hold(batch, session_pool(session.destination, session.session_id))
+                self._wake_pusher(session.destination)
             else:
-                await self._relay(
-                    _Batch(source, session.destination, key_ids, keys, size, session.session_id)
-                )
+                await self._relay(batch)
         except BaseException:
             self._sessions.refund(session, number)
             raise
         return ak.ResponseToKeyRequestWithSessionId(
-            session_id=session.session_id,
-            keys=[Key(key=key, key_id=key_id) for key_id, key in zip(key_ids, keys, strict=True)],
-            response="success",
+            session_id=session.session_id, keys=batch.supplied(), response="success"
         )
 
-    async def _hold_session_keys(
-        self, session: Session, key_ids: list[str], keys: list[bytes], size: int
-    ) -> None:
+    async def _hold(self, batch: _Batch, pool: str) -> None:
+        """Store ``batch``, made here for an application of ours, in ``pool``."""
+        metadata = _ksa_metadata(batch.source, batch.destination, batch.size)
         await self.store.put(
             [
-                StoredKey(
-                    key_id=key_id,
-                    pool=session_pool(session.destination, session.session_id),
-                    key=key,
-                    metadata=_ksa_metadata(session.source, session.destination, size),
-                )
-                for key_id, key in zip(key_ids, keys, strict=True)
+                StoredKey(key_id=key_id, pool=pool, key=key, metadata=metadata)
+                for key_id, key in zip(batch.key_ids, batch.keys, strict=True)
             ]
         )
-        self._wake_pusher(session.destination)
 
     def _wake_pusher(self, application: str) -> None:
         self._push_wanted.setdefault(application, trio.Event()).set()
