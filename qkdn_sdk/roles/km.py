@@ -53,7 +53,8 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -443,13 +444,11 @@ class KeyManager:
 
     def reserved_bits(self, neighbour: str) -> int:
         """Bits of link key towards ``neighbour`` reserved and not yet allocated."""
-        prefix = _reserved_pool(neighbour, "")
-        return sum(self.store.counts(prefix).values()) * otp.UNIT_BITS
+        return sum(self.store.counts(_reserved_pool(neighbour, "")).values()) * otp.UNIT_BITS
 
     def allocated_bits(self, neighbour: str) -> int:
         """Bits of link key towards ``neighbour`` allocated to relays (Q.4164 clause 7.6)."""
-        prefix = _allocated_pool(neighbour, "", "")[: -len("::")]
-        return sum(self.store.counts(prefix).values()) * otp.UNIT_BITS
+        return sum(self.store.counts(f"allocated:{neighbour}:").values()) * otp.UNIT_BITS
 
     def _notify_link_change(self) -> None:
         self._link_changed.set()
@@ -973,12 +972,8 @@ class KeyManager:
                 }
             ],
         )
-        try:
+        with self._reaching_controller():
             await self._dialer(controller).send(notification)
-        except TransportError as exc:
-            raise KeyManagerError(
-                f"the QKDN controller {controller} is unreachable ({exc})"
-            ) from None
         with trio.move_on_after(self.config.relay_timeout):
             await central.routed.wait()
         request = central.request
@@ -1062,16 +1057,22 @@ class KeyManager:
     async def _ask_controller(self, request: Message, *, timeout: float | None = None) -> Message:
         """The controller's answer to ``request``; :class:`KeyManagerError` with its failure
         reason, or saying it is unreachable."""
-        controller = self.config.controller_id
-        try:
-            return await self._dialer(controller).request(
+        with self._reaching_controller():
+            return await self._dialer(self.config.controller_id).request(
                 request, timeout=timeout or self.config.relay_timeout
             )
+
+    @contextmanager
+    def _reaching_controller(self) -> Iterator[None]:
+        """Within the block, a failure the controller answers, or not reaching it, is a
+        :class:`KeyManagerError` saying so."""
+        try:
+            yield
         except FailureResponse as exc:
             raise KeyManagerError(_who(exc.reason)) from None
         except TransportError as exc:
             raise KeyManagerError(
-                f"the QKDN controller {controller} is unreachable ({exc})"
+                f"the QKDN controller {self.config.controller_id} is unreachable ({exc})"
             ) from None
 
     async def _ask_neighbour(self, neighbour: str, message: Message, doing: str) -> Message:
@@ -1854,6 +1855,8 @@ def _reserved_pool(neighbour: str, reservation_id: str) -> str:
 
 
 def _allocated_pool(neighbour: str, source_km: str, destination_km: str) -> str:
+    """Units allocated towards ``neighbour`` (:meth:`KeyManager.allocated_bits` counts
+    ``allocated:<neighbour>:``)."""
     return f"allocated:{neighbour}:{source_km}:{destination_km}"
 
 
