@@ -23,12 +23,14 @@ __all__ = [
     "IdentityMismatch",
     "InvalidMessage",
     "LocalProtocolError",
+    "NotAuthorized",
     "NotCarried",
     "PayloadError",
     "PayloadTooLarge",
     "PeerClosed",
     "QkdnError",
     "RemoteProtocolError",
+    "RequestRefused",
     "RequestTimeout",
     "TransportError",
     "UnknownCommandCode",
@@ -63,12 +65,35 @@ class QkdnError(Exception):
     """
 
     http_status: int = 503
+    etsi014_message: str | None = None
+    """The exact ETSI GS QKD 014 error message this error is answered with over HTTPS (``"size
+    shall be a multiple of 8"``), its text going in ``details``; ``None``: the text is the
+    message."""
 
     @property
     def response_text(self) -> str:
         """The failure reason for a ``response`` parameter: ``"failure: <what went wrong>"``,
         at most :data:`MAX_REASON_LENGTH` characters."""
         return shorten(f"failure: {self}")
+
+
+class RequestRefused(QkdnError):
+    """A well-formed request the peer will not serve as asked: a size or number of keys over
+    its limits, an extension it does not support, keys it does not hold. ETSI 014 answers 400,
+    with ``etsi014_message`` when 014 words that case."""
+
+    http_status = 400
+
+    def __init__(self, reason: str, *, etsi014_message: str | None = None) -> None:
+        super().__init__(reason)
+        self.etsi014_message = etsi014_message
+
+
+class NotAuthorized(QkdnError):
+    """The caller may not have what it asked for: keys made for another application, or a
+    service of a KM that does not serve it. ETSI 014 answers 401 (no body)."""
+
+    http_status = 401
 
 
 class LocalProtocolError(QkdnError):

@@ -73,6 +73,16 @@ def _minimum(attribute: attrs.Attribute[Any]) -> int | None:
     return None
 
 
+def _maximum_field(attribute: attrs.Attribute[Any]) -> str | None:
+    """The ``other`` of an ``_at_most(other)`` validator on ``attribute``, if it has one."""
+    for validator in _validators(attribute):
+        if inspect.isfunction(validator) and validator.__closure__:
+            other = inspect.getclosurevars(validator).nonlocals.get("other")
+            if isinstance(other, str):
+                return other
+    return None
+
+
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
     """``(X, True)`` for ``X | None``, ``(annotation, False)`` otherwise."""
     origin = typing.get_origin(annotation)
@@ -153,6 +163,10 @@ def attrs_instances(cls: type[Any], *, full: bool = False) -> st.SearchStrategy[
                 drawn[field.name] = draw(
                     _for_type(annotation, is_id=is_id, minimum=_minimum(field), full=full)
                 )
+        for field in fields:  # "at most <other field>" (the ETSI 014 status counts and sizes)
+            other = _maximum_field(field)
+            if other is not None and field.name in drawn and other in drawn:
+                drawn[field.name] = min(drawn[field.name], drawn[other])
         return cls(**drawn)
 
     return build()

@@ -140,7 +140,15 @@ def test_messages_text_lists_each_code_once() -> None:
     result = qkdn("messages", "-i", "kq1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["0x3101", "0x1302", "0x1303", "0x3104"]
+    assert [line.split()[0] for line in lines] == [
+        "0x3101",
+        "0x1302",
+        "0x1303",
+        "0x3104",
+        "0x1380",
+        "0x1381",
+        "0x3182",
+    ]
     assert "Key supply [Q.4162 Table 1]" in lines[0]
 
 

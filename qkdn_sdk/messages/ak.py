@@ -5,6 +5,8 @@ Key supply upon request (clause 8.1): the application asks with :class:`KeyReque
 or :class:`KeyRequestWithId` (destination side) and gets :class:`ResponseToKeyRequest`.
 Proactive key supply (clause 8.2): sessions, then :class:`KeyRequestWithSessionId` on the source
 side and :class:`ProactiveKeySupply` pushed by the KM on the destination side.
+ETSI GS QKD 014 Get status (Appendix II maps no message to it): :class:`StatusRequest` and
+:class:`Status`, SDK extensions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from qkdn_sdk.messages._base import (
     non_empty,
     spec,
 )
+from qkdn_sdk.messages._status import STATUS_TABLE, StatusFields
 
 __all__ = [
     "KeyRequest",
@@ -34,6 +37,8 @@ __all__ = [
     "ResponseToSessionCreationRequest",
     "SessionCreationNotification",
     "SessionCreationRequest",
+    "Status",
+    "StatusRequest",
 ]
 
 _EXTENSION = "Extension"
@@ -269,3 +274,32 @@ class ResponseToProactiveKeySupply(
     key_id: str = attrs.field(metadata=spec("Key ID"), validator=identifier)
     response: str = attrs.field(metadata=spec("Response", "success or failure reason"))
     extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class StatusRequest(
+    Message,
+    code=0x2188,
+    name="Status request",
+    table=STATUS_TABLE,
+    response="Status",
+    claims=("application_source_id",),
+):
+    """The ETSI GS QKD 014 Get status method as a message (SDK extension): the master
+    application asks its KM what keys it can have for ``application_destination_id`` (the slave
+    SAE of the 014 URL ``/api/v1/keys/{slave_SAE_ID}/status``)."""
+
+    application_source_id: str | None = attrs.field(
+        default=None,
+        metadata=spec("Application source ID", "the master SAE; over 014 its certificate"),
+        validator=identifier,
+    )
+    application_destination_id: str = attrs.field(
+        metadata=spec("Application destination ID", "the slave SAE"), validator=identifier
+    )
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class Status(StatusFields, Message, code=0x1289, name="Status", table=STATUS_TABLE):
+    """The ETSI GS QKD 014 Status data format (SDK extension), the answer to
+    :class:`StatusRequest`: the KM is the KME, the applications are the SAEs."""

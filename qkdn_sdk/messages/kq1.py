@@ -3,6 +3,9 @@
 Command codes are those of Q.4162 Table I.1: "31" QKD module -> KM, "13" KM -> QKD module.
 Proactive key supply (clause 8.1): the module pushes each QKD-key with :class:`KeySupply`.
 Key supply upon request (clause 8.2): the KM asks with :class:`KeyRequest`.
+Over ETSI GS QKD 014 (Appendix II: the KM is the SAE, the module the KME), the SDK adds the 014
+methods Appendix II leaves out: :class:`KeyRequestWithKeyIds` (Get key with key IDs) and
+:class:`StatusRequest` / :class:`Status` (Get status), extension codes.
 """
 
 from __future__ import annotations
@@ -13,13 +16,24 @@ from qkdn_sdk.errors import InvalidMessage
 from qkdn_sdk.messages._base import (
     JSONObject,
     Key,
+    KeyId,
     Message,
     at_least,
     identifier,
+    non_empty,
     spec,
 )
+from qkdn_sdk.messages._status import STATUS_TABLE, StatusFields
 
-__all__ = ["KeyRequest", "KeySupply", "ResponseToKeyRequest", "ResponseToKeySupply"]
+__all__ = [
+    "KeyRequest",
+    "KeyRequestWithKeyIds",
+    "KeySupply",
+    "ResponseToKeyRequest",
+    "ResponseToKeySupply",
+    "Status",
+    "StatusRequest",
+]
 
 _EXTENSION = "Extension"
 
@@ -122,3 +136,44 @@ class ResponseToKeyRequest(
     keys: list[Key] = attrs.field(metadata=spec("Keys", "key data and metadata"))
     response: str = attrs.field(metadata=spec("Response", "result of key supply"))
     extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class KeyRequestWithKeyIds(
+    Message,
+    code=0x1380,
+    name="Key request with key IDs",
+    table="ETSI GS QKD 014 Get key with key IDs (Q.4162 Appendix II)",
+    response="ResponseToKeyRequest",
+):
+    """The ETSI GS QKD 014 Get key with key IDs method as a Kq-1 message (SDK extension): the
+    KM at one end of a QKD link takes from its module the QKD-keys whose IDs the KM at the other
+    end got by a :class:`KeyRequest` (the 014 slave SAE fetching the master's keys)."""
+
+    master_sae_id: str = attrs.field(
+        metadata=spec("master_SAE_ID", "the KM at the other end, which got the keys"),
+        validator=identifier,
+    )
+    key_ids: list[KeyId] = attrs.field(
+        metadata=spec("Key IDs", "as the other end's KM got them"), validator=non_empty
+    )
+    extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class StatusRequest(
+    Message, code=0x1381, name="Status request", table=STATUS_TABLE, response="Status"
+):
+    """The ETSI GS QKD 014 Get status method as a Kq-1 message (SDK extension): the KM asks its
+    QKD module how many QKD-keys it holds for the link."""
+
+    slave_sae_id: str = attrs.field(
+        metadata=spec("slave_SAE_ID", "the KM at the other end of the link"),
+        validator=identifier,
+    )
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class Status(StatusFields, Message, code=0x3182, name="Status", table=STATUS_TABLE):
+    """The ETSI GS QKD 014 Status data format (SDK extension), the answer to
+    :class:`StatusRequest`: the module is the KME, the KMs at the link's ends are the SAEs."""

@@ -32,6 +32,7 @@ from qkdn_sdk.transport._api import (
     Transport,
 )
 from qkdn_sdk.transport._framed import FramedConnection, running
+from qkdn_sdk.transport._listen import open_listeners, tcp_address
 from qkdn_sdk.transport._registry import PluginFailure, TransportRegistry, transport_registry
 from qkdn_sdk.transport.hookspecs import hookimpl
 
@@ -48,9 +49,11 @@ __all__ = [
     "TransportRegistry",
     "connect",
     "hookimpl",
+    "open_listeners",
     "refuse_connection",
     "running",
     "serve",
+    "tcp_address",
     "transport_registry",
 ]
 

@@ -143,6 +143,11 @@ class Transport(abc.ABC):
         """One line saying what the transport carries (for ``qkdn transports``)."""
         return "every message, both directions"
 
+    def as_carried(self, message: Message) -> Message:
+        """``message`` as the peer receives it. A transport that maps messages onto another
+        protocol (ETSI 014) carries only the parameters the mapping has. Default: all of it."""
+        return message
+
     @abc.abstractmethod
     def connect(
         self,

@@ -39,23 +39,15 @@ from qkdn_sdk.transport import (
     Transport,
     TransportRegistry,
     hookimpl,
+    open_listeners,
     refuse_connection,
     running,
+    tcp_address,
 )
 
 __all__ = ["TcpTransport", "qkdn_register_transports"]
 
 logger = logging.getLogger("qkdn_tcp")
-
-
-def _address(url: urllib.parse.SplitResult) -> tuple[str, int]:
-    try:
-        port = url.port
-    except ValueError:
-        port = None
-    if not url.hostname or port is None:
-        raise TransportError(f"{url.geturl()}: expected {url.scheme}://HOST:PORT")
-    return url.hostname, port
 
 
 def _tls_context(
@@ -92,7 +84,7 @@ class TcpTransport(Transport):
         limits: Limits,
         accepts: Collection[type[Message]] | None,
     ) -> AsyncIterator[Connection]:
-        host, port = _address(url)
+        host, port = tcp_address(url)
         context = _tls_context(url, tls, server=False)
         stream: trio.abc.Stream
         peer_id = None
@@ -148,15 +140,9 @@ class TcpTransport(Transport):
         accepts: Collection[type[Message]] | None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        host, port = _address(url)
         context = _tls_context(url, tls, server=True)
         local_id = _own_identity(tls) if context is not None else identity
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as exc:
-            raise TransportError(
-                f"cannot listen on {url.geturl()}: {exc.strerror or exc}"
-            ) from None
+        listeners, bound_url = await open_listeners(url)
 
         admission = Admission(limits)
 
@@ -208,10 +194,8 @@ class TcpTransport(Transport):
             finally:
                 await trio.aclose_forcefully(stream)
 
-        bound_host, bound_port = listeners[0].socket.getsockname()[:2]
-        shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         async with trio.open_nursery() as nursery:
-            task_status.started(ServerInfo(f"{url.scheme}://{shown_host}:{bound_port}"))
+            task_status.started(ServerInfo(bound_url))
             await trio.serve_listeners(serve_one, listeners, handler_nursery=nursery)
 
 
