@@ -62,8 +62,10 @@ def fuzz(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Codec timings and round trips of the SDK beside the bare transport, then a good client
-    beside hostile peers and the server's memory (not run by default)."""
+    beside hostile peers and the server's memory, relays on line3, and ETSI 014 key pairs beside
+    a bare hypercorn handler (not run by default)."""
     install(session)
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
     session.run("python", "benchmarks/bench_hostile.py")
     session.run("python", "benchmarks/bench_relay.py")
+    session.run("python", "benchmarks/bench_etsi014.py")

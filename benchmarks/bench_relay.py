@@ -14,15 +14,14 @@ way), and times, in the same run:
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
 import trio
+from _timing import figures, timed
 
 from qkdn_sdk.client import KeyManagerClient
 from qkdn_sdk.messages import Message, ak, example
@@ -33,23 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 50
 NUMBER, SIZE = 4, 256
 CAROL = '\n[[application]]\nid = "carol"\nkm = "km-a"\n'
-
-
-async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
-    latencies = []
-    for _ in range(count):
-        started = time.perf_counter()
-        await call()
-        latencies.append(time.perf_counter() - started)
-    return sorted(latencies)
-
-
-def figures(name: str, latencies: list[float]) -> None:
-    p99 = latencies[int(0.99 * len(latencies)) - 1]
-    print(
-        f"{name}: p50 {statistics.median(latencies) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms",
-        flush=True,
-    )
 
 
 async def bare_round_trip(network: Network) -> list[float]:

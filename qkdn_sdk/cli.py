@@ -935,6 +935,13 @@ class DemoMode(enum.Enum):
     PROACTIVE = "proactive"
 
 
+class DemoTransport(enum.Enum):
+    """How the demo's applications reach their KMs."""
+
+    TCP_TLS = "tcp+tls"
+    HTTPS = "https"
+
+
 @app.command()
 def demo(
     topology: Annotated[
@@ -959,6 +966,14 @@ def demo(
             "pushes them).",
         ),
     ] = DemoMode.REQUEST,
+    transport: Annotated[
+        DemoTransport,
+        typer.Option(
+            "--transport",
+            help="How the applications reach their KMs: Q.4161 Appendix I frames over mutual "
+            "TLS, or ETSI GS QKD 014 (Appendix II; key supply upon request only).",
+        ),
+    ] = DemoTransport.TCP_TLS,
 ) -> None:
     """Start a QKD network (line3: alice on km-a, bob on km-c, km-b in between), show link keys
     accumulating, relay keys from alice to bob across km-b, and check that both hold the same
@@ -966,6 +981,13 @@ def demo(
     spec = _topology(topology)
     if routing is not None:
         spec = attrs.evolve(spec, routing=routing)
+    if transport is DemoTransport.HTTPS:
+        if mode is DemoMode.PROACTIVE:
+            fail("--mode proactive needs --transport tcp+tls: ETSI 014 has no sessions")
+        try:
+            spec = spec.serving_etsi014()
+        except QkdnError as exc:
+            fail(f"--transport https: {exc}")
     if len(spec.applications) < 2:
         fail("the demo needs two applications in the topology")
     km_options: dict[str, Any] = {"report_interval": 0.1, "sync_interval": 0.1}
@@ -979,14 +1001,16 @@ def demo(
         network = Network(spec, Path(state_dir), km_options=km_options)
         with _logging_to_stderr("qkdn demo", _ROLE_LOGGERS, logging.ERROR):
             try:
-                same = _run(partial(_demo, network, console, number, size, mode))
+                same = _run(partial(_demo, network, console, number, size, mode, transport.value))
             except QkdnError as exc:
                 fail(str(exc))
     if not same:
         fail("alice and bob do not hold the same keys")
 
 
-async def _demo(network: Network, console: Console, number: int, size: int, mode: DemoMode) -> bool:
+async def _demo(
+    network: Network, console: Console, number: int, size: int, mode: DemoMode, transport: str
+) -> bool:
     spec = network.topology
     source, destination = spec.applications[0], spec.applications[-1]
     needed = otp.units_for(otp.MAC_KEY_BYTES + number * size // 8) * otp.UNIT_BITS
@@ -1010,7 +1034,13 @@ async def _demo(network: Network, console: Console, number: int, size: int, mode
         spent_before = {km_id: dict(km.spent_bits) for km_id, km in network.kms.items()}
 
         def ak_url(app: ApplicationSpec) -> str:
-            return str(endpoints["kms"][app.km]["ak"][spec.transport])
+            return str(endpoints["kms"][app.km]["ak"][transport])
+
+        if transport == DemoTransport.HTTPS.value:
+            console.print(
+                f"{source.id} and {destination.id} reach their KMs over ETSI GS QKD 014: "
+                f"{ak_url(source)}, {ak_url(destination)}"
+            )
 
         async with (
             KeyManagerClient.connect(

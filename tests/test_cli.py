@@ -303,7 +303,7 @@ def test_help_lists_the_commands() -> None:
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
-        (("--size", "12"), "size_of_key 12 must be a multiple of 8"),
+        (("--size", "12"), "size_of_key 12 is not a multiple of 8"),
         (("--number", "129"), "max_key_per_request (128)"),
         (("--number", "100", "--size", "8192"), "over the 131072 bits one request may carry"),
     ],
@@ -327,3 +327,17 @@ def test_demo_in_every_mode_and_routing(mode: str, routing: str) -> None:
     assert f"relay route from the controller ({routing}): km-a -> km-b -> km-c" in result.stdout
     assert ("km-c pushed them to bob" in result.stdout) == (mode == "proactive")
     assert result.stdout.rstrip().endswith("alice and bob hold the same keys")
+
+
+def test_demo_over_etsi_014() -> None:
+    """alice and bob speak ETSI GS QKD 014 to their KMs (Q.4161 Appendix II)."""
+    result = qkdn("demo", "--transport", "https")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alice and bob reach their KMs over ETSI GS QKD 014: https://127.0.0.1:" in result.stdout
+    assert result.stdout.rstrip().endswith("alice and bob hold the same keys")
+
+
+def test_demo_over_etsi_014_has_no_sessions() -> None:
+    result = qkdn("demo", "--transport", "https", "--mode", "proactive")
+    assert_one_line_error(result, "--mode proactive needs --transport tcp+tls")
+    assert result.stdout == ""

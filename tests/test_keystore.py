@@ -121,6 +121,13 @@ async def test_key_ids_lists_the_oldest_without_removing(store: KeyStore) -> Non
     assert store.count("p") == 4
 
 
+async def test_pools_of_names_where_each_held_key_is(store: KeyStore) -> None:
+    await store.put([make("a", "app:x:y"), make("b", "app:x:z"), make("c", "app:x:z")])
+    await store.take_ids("app:x:z", ["c"])
+    assert await store.pools_of(["a", "b", "c", "never"]) == {"a": "app:x:y", "b": "app:x:z"}
+    assert await store.pools_of([]) == {}
+
+
 async def test_move_some_keys_all_or_nothing(store: KeyStore) -> None:
     await store.put(make_many("p", 4))
     assert await store.move("p", "r", key_ids=["k2", "k0"]) == 2

@@ -24,8 +24,9 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from qkdn_sdk.codecs import etsi014
 from qkdn_sdk.errors import FailureResponse, TransportError
-from qkdn_sdk.messages import Message, Role, kq1, received_by
+from qkdn_sdk.messages import KeyId, Message, Role, kq1, received_by
 from qkdn_sdk.roles.qkd_module import (
     Kq1Mode,
     LinkKey,
@@ -444,6 +445,146 @@ async def test_only_the_configured_km_may_request_keys(
             response = await km.request(kq1.KeyRequest(number_of_keys=4))
         assert isinstance(response, kq1.ResponseToKeyRequest)
         assert len(response.keys) == 4
+        nursery.cancel_scope.cancel()
+
+
+# --- the ETSI GS QKD 014 methods (Q.4162 Appendix II: the KMs are the SAEs) --------------------
+
+B_URL = "memory://qkd-b"
+
+
+def b_config(**changes: Any) -> QKDModuleConfig:
+    """The module at the other end of :func:`make_config`'s link, serving km-b."""
+    values: dict[str, Any] = {
+        "module_id": "qkd-b",
+        "matching_module_id": "qkd-a",
+        "listen_url": B_URL,
+        "km_id": "km-b",
+        "peer_km_id": "km-a",
+    }
+    return make_config(**(values | changes))
+
+
+def same(got: Message, expected: Message) -> bool:
+    assert isinstance(got, kq1.ResponseToKeyRequest)
+    assert isinstance(expected, kq1.ResponseToKeyRequest)
+    return [(k.key_id, k.key) for k in got.keys] == [(k.key_id, k.key) for k in expected.keys]
+
+
+async def test_get_key_with_key_ids_fetches_the_keys_the_other_end_got(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """km-a gets keys from qkd-a by Get key naming km-b as slave; km-b takes the same keys from
+    qkd-b by their IDs, each once; qkd-b's next Get key skips them."""
+    clock = WallClock()
+    qkd_a = QKDModule(make_config(km_id="km-a", peer_km_id="km-b"), clock=clock)
+    qkd_b = QKDModule(b_config(), clock=clock)
+    async with trio.open_nursery() as nursery:
+        await start_module(nursery, qkd_a)
+        await start_module(nursery, qkd_b)
+        await trio.sleep(2.1)  # keys 0..7 ready at both ends
+        async with (
+            connect(MODULE_URL, identity="km-a") as km_a,
+            connect(B_URL, identity="km-b") as km_b,
+        ):
+            skip = await km_a.request(kq1.KeyRequest(extension=[{etsi014.SLAVE: "km-b"}]))
+            got = await km_a.request(
+                kq1.KeyRequest(number_of_keys=2, extension=[{etsi014.SLAVE: "km-b"}])
+            )
+            assert isinstance(got, kq1.ResponseToKeyRequest)
+            ids = [KeyId(key_id=key.key_id) for key in got.keys]
+            assert [key.key_id for key in got.keys] == [qkd_a.key(i).key_id for i in (1, 2)]
+            unknown = [*ids, KeyId(key_id=str(uuid.uuid4()))]
+            with pytest.raises(FailureResponse, match="key IDs are not buffered by QKD module"):
+                await km_b.request(kq1.KeyRequestWithKeyIds(master_sae_id="km-a", key_ids=unknown))
+            with pytest.raises(FailureResponse, match="master SAE 'km-c' is not the KM at the"):
+                await km_b.request(kq1.KeyRequestWithKeyIds(master_sae_id="km-c", key_ids=ids))
+            fetched = await km_b.request(
+                kq1.KeyRequestWithKeyIds(master_sae_id="km-a", key_ids=ids[::-1])
+            )
+            assert isinstance(fetched, kq1.ResponseToKeyRequest)
+            assert [key.key_id for key in fetched.keys] == [key.key_id for key in got.keys[::-1]]
+            assert same(fetched, attrs.evolve(got, keys=got.keys[::-1]))
+            with pytest.raises(FailureResponse, match="2 of the 2 key IDs are not buffered"):
+                await km_b.request(kq1.KeyRequestWithKeyIds(master_sae_id="km-a", key_ids=ids))
+            # qkd-b still holds key 0 (km-a got it, km-b did not ask) and 3..7, not 1 and 2
+            rest = await km_b.request(
+                kq1.KeyRequest(number_of_keys=10, extension=[{etsi014.SLAVE: "km-a"}])
+            )
+            assert isinstance(rest, kq1.ResponseToKeyRequest)
+            assert [key.key_id for key in rest.keys] == [
+                qkd_b.key(i).key_id for i in (0, 3, 4, 5, 6, 7)
+            ]
+            assert same(skip, attrs.evolve(rest, keys=rest.keys[:1]))
+        for module in (qkd_a, qkd_b):
+            stats = module.stats
+            assert stats.produced == stats.delivered + stats.dropped + stats.buffered
+        assert qkd_b.stats.delivered == 8
+        nursery.cancel_scope.cancel()
+
+
+async def test_keys_taken_by_id_are_not_counted_as_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    clock = WallClock()
+    qkd_b = QKDModule(b_config(buffer_keys=4), clock=clock)
+    async with trio.open_nursery() as nursery:
+        await start_module(nursery, qkd_b)
+        await trio.sleep(1.1)  # keys 0..3: the buffer is full
+        async with connect(B_URL, identity="km-b") as km_b:
+            ids = [KeyId(key_id=qkd_b.key(i).key_id) for i in (1, 2)]
+            await km_b.request(kq1.KeyRequestWithKeyIds(master_sae_id="km-a", key_ids=ids))
+            await trio.sleep(1.0)  # keys 4..7: 0, 3 and 4 go (2 slots were free)
+        assert qkd_b.stats == attrs.evolve(
+            qkd_b.stats, produced=8, delivered=2, dropped=2, buffered=4
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_status_and_the_014_refusals_of_a_module(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    module = QKDModule(make_config(km_id="km-a", peer_km_id="km-b"), clock=WallClock())
+    async with trio.open_nursery() as nursery:
+        await start_module(nursery, module)
+        await trio.sleep(1.1)
+        async with connect(MODULE_URL, identity="km-a") as km:
+            status = await km.request(kq1.StatusRequest(slave_sae_id="km-b"))
+            assert status == kq1.Status(
+                source_kme_id="qkd-a",
+                target_kme_id="qkd-b",
+                master_sae_id="km-a",
+                slave_sae_id="km-b",
+                key_size=KEY_SIZE,
+                stored_key_count=4,
+                max_key_count=256,
+                max_key_per_request=module.max_keys_per_response,
+                max_key_size=KEY_SIZE,
+                min_key_size=KEY_SIZE,
+                max_sae_id_count=0,
+            )
+            refusals = [
+                (
+                    kq1.StatusRequest(slave_sae_id="km-c"),
+                    "slave SAE 'km-c' is not the KM at the other end of this link",
+                ),
+                (
+                    kq1.KeyRequest(extension=[{etsi014.SLAVE: "km-c"}]),
+                    "slave SAE 'km-c' is not the KM at the other end",
+                ),
+                (
+                    kq1.KeyRequest(extension=[{etsi014.MANDATORY: [{"abc_route": "x"}]}]),
+                    "supports no extension_mandatory parameter",
+                ),
+                (
+                    kq1.KeyRequest(extension=[{etsi014.ADDITIONAL_SLAVES: ["km-c"]}]),
+                    "max_SAE_ID_count is 0",
+                ),
+            ]
+            for request, reason in refusals:
+                with pytest.raises(FailureResponse, match=reason):
+                    await km.request(request)
+        assert module.stats.buffered == 4  # no refusal took a key
         nursery.cancel_scope.cancel()
 
 

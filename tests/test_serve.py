@@ -113,7 +113,7 @@ def test_files_read_back_into_the_roles_of_the_topology(deployment: dict[str, Pa
     ]
     ports = [int(url.rsplit(":", 1)[1]) for url in urls]
     assert 0 not in ports
-    assert len(set(ports)) == len(ports) == 3 * 4 + 1 + 2
+    assert len(set(ports)) == len(ports) == 3 * 5 + 1 + 2  # KMs: 4 interfaces, ETSI 014
     # both modules of a link share its secret and start time; each serves its own KM
     a_b, b_a = roles["km-a.km-b"].config, roles["km-b.km-a"].config
     assert isinstance(a_b, QKDModuleConfig)

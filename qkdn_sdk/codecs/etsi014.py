@@ -63,6 +63,7 @@ __all__ = [
     "UNAUTHORIZED",
     "Etsi014Error",
     "HttpRequest",
+    "KeyRequestOptions",
     "as_carried",
     "decode_request",
     "decode_response",
@@ -71,6 +72,7 @@ __all__ = [
     "encode_response",
     "extension_list",
     "extension_object",
+    "key_request_options",
 ]
 
 API_PREFIX = "/api/v1/keys/"
@@ -189,21 +191,55 @@ def _key_to_json(key: Key) -> JSONObject:
     return item
 
 
+@attrs.frozen
+class KeyRequestOptions:
+    """What the ``extension`` of a key request asks, in ETSI 014 terms (the SDK convention of
+    this module): the ``extension_mandatory`` and ``extension_optional`` entries, the
+    ``additional_slave_SAE_IDs``, and (Kq-1) the slave SAE."""
+
+    mandatory: list[Any] = attrs.Factory(list)
+    optional: list[Any] = attrs.Factory(list)
+    additional_slaves: list[Any] = attrs.Factory(list)
+    slave: str | None = None
+
+
+def key_request_options(message: ak.KeyRequest | kq1.KeyRequest) -> KeyRequestOptions:
+    """Sort the entries of ``message.extension`` into a :class:`KeyRequestOptions`. The lists
+    hold what the peer sent (check their members before use)."""
+    options = KeyRequestOptions()
+    lists = {
+        MANDATORY: options.mandatory,
+        OPTIONAL: options.optional,
+        ADDITIONAL_SLAVES: options.additional_slaves,
+    }
+    for entry in message.extension or ():
+        name = next(iter(entry)) if len(entry) == 1 else None
+        if name == SLAVE and isinstance(message, kq1.KeyRequest):
+            named = entry[name]
+            options = attrs.evolve(
+                options, slave=named if isinstance(named, str) and named else None
+            )
+        elif name in lists and isinstance(entry[name], list):
+            lists[name].extend(entry[name])
+        else:
+            options.optional.append(entry)
+    return options
+
+
 def _request_entries(
     message: ak.KeyRequest | kq1.KeyRequest, body: JSONObject
 ) -> tuple[str | None, bool]:
     """Put a key request's extension entries into the 014 ``body``; return the slave SAE its
     entries name (Kq-1) and whether anything but ``number``/``size`` went in."""
-    slave: str | None = None
-    for entry in message.extension or ():
-        name = next(iter(entry)) if len(entry) == 1 else None
-        if name == SLAVE and isinstance(message, kq1.KeyRequest):
-            slave = entry[name] if isinstance(entry[name], str) and entry[name] else None
-        elif name in (MANDATORY, ADDITIONAL_SLAVES, OPTIONAL) and isinstance(entry[name], list):
-            body.setdefault(name, []).extend(entry[name])
-        else:
-            body.setdefault(OPTIONAL, []).append(entry)
-    return slave, bool(body.keys() - {"number", "size"})
+    options = key_request_options(message)
+    for name, values in (
+        (MANDATORY, options.mandatory),
+        (ADDITIONAL_SLAVES, options.additional_slaves),
+        (OPTIONAL, options.optional),
+    ):
+        if values:
+            body[name] = values
+    return options.slave, bool(body.keys() - {"number", "size"})
 
 
 # --- client side --------------------------------------------------------------------------------

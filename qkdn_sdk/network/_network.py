@@ -123,7 +123,7 @@ class Network:
                 return await nursery.start(module.run)  # type: ignore[no-any-return]
 
             for link in topology.links:
-                if link.mode is Kq1Mode.ON_REQUEST:
+                if link.mode is Kq1Mode.ON_REQUEST and not link.kmes:  # KMEs: already there
                     for km, neighbour in (link.kms, link.kms[::-1]):
                         listen = topology.module_listen(km, neighbour)
                         url = await start_module(km, neighbour, link, listen_url=listen)
@@ -225,10 +225,7 @@ class Network:
         return {
             "ca": str(pki / CA_CERT_FILE) if self.uses_tls else None,
             "controller": {"id": controller_id, "ck": {scheme: self._urls[controller_id]["ck"]}},
-            "kms": {
-                km.id: {interface: {scheme: url} for interface, url in self._urls[km.id].items()}
-                for km in self.topology.kms
-            },
+            "kms": {km.id: self._km_endpoints(km.id) for km in self.topology.kms},
             "apps": {
                 app.id: {
                     "km": app.km,
@@ -238,6 +235,16 @@ class Network:
                 for app in self.topology.applications
             },
         }
+
+    def _km_endpoints(self, km_id: str) -> dict[str, dict[str, str]]:
+        """A KM's URLs per interface and scheme; Ak served as ETSI 014 is Ak's ``https``."""
+        urls: dict[str, dict[str, str]] = {}
+        for interface, url in self._urls[km_id].items():
+            if interface == "etsi014":
+                urls.setdefault("ak", {})["https"] = url
+            else:
+                urls.setdefault(interface, {})[self.topology.transport] = url
+        return urls
 
     def _write_endpoints(self, endpoints: dict[str, Any]) -> None:
         data = orjson.dumps(endpoints, option=orjson.OPT_INDENT_2) + b"\n"

@@ -67,7 +67,7 @@ from qkdn_sdk.network.topology import Topology, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
 from qkdn_sdk.roles.keystore import SQLiteKeyStore
-from qkdn_sdk.roles.km import INTERFACES, KeyManager, KMConfig, KMLink, Routing
+from qkdn_sdk.roles.km import LISTEN_KEYS, KeyManager, KMConfig, KMLink, Routing
 from qkdn_sdk.roles.qkd_module import LINK_SECRET_SIZE, Kq1Mode, QKDModule, QKDModuleConfig
 from qkdn_sdk.tls import TLSConfig
 
@@ -122,7 +122,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
     module_urls = {
         module_id(km, neighbour): _fixed(topology.module_listen(km, neighbour), ports)
         for link in topology.links
-        if link.mode is Kq1Mode.ON_REQUEST
+        if link.mode is Kq1Mode.ON_REQUEST and not link.kmes
         for km, neighbour in (link.kms, link.kms[::-1])
     }
 
@@ -170,10 +170,13 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                     "mode": link.mode.value,
                 }
                 | ({"module_url": link.module_url} if link.module_url else {})
+                | _kme_entries(link)
                 for link in km_config.links
             ],
         }
     for link in topology.links:
+        if link.kmes:  # external ETSI 014 KMEs: no module of ours
+            continue
         secret, epoch = secrets.token_bytes(LINK_SECRET_SIZE), time.time()
         for km, neighbour in (link.kms, link.kms[::-1]):
             module = topology.module_config(
@@ -194,6 +197,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                 "id": module.module_id,
                 "matching_id": module.matching_module_id,
                 "km_id": module.km_id,
+                "peer_km_id": module.peer_km_id,
                 "mode": module.mode.value,
                 **where,
                 "secret_key_rate": module.secret_key_rate,
@@ -313,15 +317,28 @@ def load_role_config(path: Path, role: str) -> RoleConfig:
         raise RoleConfigError(f"{path}: {exc}") from None
 
 
-def _tls(data: Mapping[str, Any], here: Path) -> TLSConfig | None:
-    table = get(data, "tls", dict, "top level", None)
+def _kme_entries(link: KMLink) -> dict[str, Any]:
+    """What a KM file says of a link whose keys come from a pair of ETSI 014 KMEs."""
+    if not link.kme_pair:
+        return {}
+    entries: dict[str, Any] = {"kme_pair": True, "peer_sae_id": link.sae_of_neighbour}
+    if link.tls is not None:
+        files = {"ca": link.tls.ca, "cert": link.tls.cert, "key": link.tls.key}
+        entries["kme_tls"] = {
+            name: str(Path(path).absolute()) for name, path in files.items() if path is not None
+        }
+    return entries
+
+
+def _tls(data: Mapping[str, Any], here: Path, key: str = "tls") -> TLSConfig | None:
+    table = get(data, key, dict, "top level", None)
     if table is None:
         return None
-    known_keys(table, {"ca", "cert", "key"}, "tls")
+    known_keys(table, {"ca", "cert", "key"}, key)
     return TLSConfig(
-        ca=_path(here, get(table, "ca", str, "tls")),
-        cert=_path(here, get(table, "cert", str, "tls")),
-        key=_path(here, get(table, "key", str, "tls")),
+        ca=_path(here, get(table, "ca", str, key)),
+        cert=_path(here, get(table, "cert", str, key)),
+        key=_path(here, get(table, "key", str, key)),
     )
 
 
@@ -356,7 +373,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
     )
     km_id = identifier(get(data, "id", str, "top level"), "id")
     listen = get(data, "listen", dict, "top level")
-    known_keys(listen, set(INTERFACES), "listen")
+    known_keys(listen, set(LISTEN_KEYS), "listen")
     controller = get(data, "controller", dict, "top level")
     known_keys(controller, {"id", "url"}, "controller")
     controller_id = get(controller, "id", str, "controller")
@@ -364,7 +381,12 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
     links = []
     for index, table in enumerate(tables(data, "link"), 1):
         where = f"link {index}"
-        known_keys(table, {"neighbour", "url", "module", "mode", "module_url"}, where)
+        known_keys(
+            table,
+            {"neighbour", "url", "module", "mode", "module_url", "kme_pair", "peer_sae_id"}
+            | {"kme_tls"},
+            where,
+        )
         neighbour = get(table, "neighbour", str, where)
         directory[neighbour] = get(table, "url", str, where)
         links.append(
@@ -373,6 +395,9 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
                 module_id=get(table, "module", str, where),
                 mode=choice(table, "mode", Kq1Mode, where),
                 module_url=get(table, "module_url", str, where, None),
+                kme_pair=get(table, "kme_pair", bool, where, False),
+                peer_sae_id=get(table, "peer_sae_id", str, where, None),
+                tls=_tls(table, here, "kme_tls"),
             )
         )
     table = get(data, "options", dict, "top level", {})
@@ -420,6 +445,7 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "id",
             "matching_id",
             "km_id",
+            "peer_km_id",
             "mode",
             "km_url",
             "listen",
@@ -446,5 +472,6 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
         km_url=get(data, "km_url", str, where, None),
         listen_url=get(data, "listen", str, where, None),
         km_id=get(data, "km_id", str, where, None),
+        peer_km_id=get(data, "peer_km_id", str, where, None),
     )
     return RoleConfig(role="qkd-module", config=config, tls=_tls(data, here))

@@ -5,6 +5,7 @@
     transport = "tcp+tls"        # scheme of every interface (tcp+tls, or memory in tests)
     host = "127.0.0.1"           # where roles listen; ports are chosen at start-up
     routing = "distributed"      # Q.4164 clause 7.1 (next hop per KM) or "centralized" (7.2)
+    etsi014 = true               # KMs also serve Ak as ETSI GS QKD 014 (https://), optional
 
     [controller]
     id = "controller"
@@ -17,6 +18,12 @@
     secret_key_rate = 256_000    # bits per second
     mode = "proactive"           # Kq-1 mode: "proactive" (Q.4162 7.1) or "on-request" (7.2)
     key_size = 4096              # bits per QKD-key (optional)
+    etsi014 = true               # on-request: the modules serve Kq-1 as ETSI 014 (optional)
+
+    [[link]]                     # a QKD link whose keys come from two ETSI 014 KMEs (devices)
+    kms = ["km-b", "km-c"]
+    kme.km-b = {url = "https://qkd-b:443", sae_id = "km-b", ca = "..", cert = "..", key = ".."}
+    kme.km-c = {url = "https://qkd-c:443"}   # sae_id: the KM's ID; TLS: the network's PKI
 
     [[application]]
     id = "alice"
@@ -38,11 +45,13 @@ import attrs
 from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
 from qkdn_sdk.roles.controller import ControllerConfig
-from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink, Routing
+from qkdn_sdk.roles.km import INTERFACES, LISTEN_KEYS, KMConfig, KMLink, Routing
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
+from qkdn_sdk.tls import TLSConfig
 
 __all__ = [
     "ApplicationSpec",
+    "KMESpec",
     "KMSpec",
     "LinkSpec",
     "Topology",
@@ -68,7 +77,21 @@ def module_id(km: str, neighbour: str) -> str:
 class KMSpec:
     id: str
     listen: Mapping[str, str]
-    """URL per interface (``ak``, ``ck``, ``kq1``, ``kx``)."""
+    """URL per interface (``ak``, ``ck``, ``kq1``, ``kx``, and ``etsi014`` when Ak is served
+    as ETSI GS QKD 014 too)."""
+
+
+@attrs.frozen
+class KMESpec:
+    """An ETSI GS QKD 014 KME (a QKD device) at one end of a link: the KM there is its SAE."""
+
+    url: str
+    sae_id: str
+    """The KM's SAE ID at the KME (the ID in the certificate it presents there)."""
+    id: str | None = None
+    """The KME's ID, for the logs; ``None``: the module ID of that end."""
+    tls: TLSConfig | None = None
+    """The CA of the KME and the KM's certificate and key for it; ``None``: the network's."""
 
 
 @attrs.frozen
@@ -77,6 +100,11 @@ class LinkSpec:
     secret_key_rate: float
     mode: Kq1Mode
     key_size: int
+    etsi014: bool = False
+    """On-request links: the QKD modules serve Kq-1 as ETSI GS QKD 014 (``https://``)."""
+    kmes: Mapping[str, KMESpec] = attrs.Factory(dict)
+    """When set (both ends): the link's keys come from these external ETSI 014 KMEs, not from
+    simulated QKD modules."""
 
     @property
     def name(self) -> str:
@@ -121,7 +149,18 @@ class Topology:
         keys (on-request links): on ``host``, any port."""
         if self.transport == "memory":
             return f"memory://{module_id(km, neighbour)}/kq1"
-        return f"{self.transport}://{self.host}:0"
+        link = next(link for other, link in self.links_of(km) if other == neighbour)
+        return f"{'https' if link.etsi014 else self.transport}://{self.host}:0"
+
+    def serving_etsi014(self) -> Topology:
+        """This topology with every KM serving Ak as ETSI GS QKD 014 too (on ``https://`` at
+        ``host``, any port, unless the KM names its URL). Raises :class:`TopologyError` for a
+        ``memory`` topology."""
+        if self.transport == "memory":
+            raise TopologyError("ETSI 014 needs a network transport (tcp+tls), not memory")
+        default = {"etsi014": f"https://{self.host}:0"}
+        kms = tuple(attrs.evolve(km, listen=default | dict(km.listen)) for km in self.kms)
+        return attrs.evolve(self, kms=kms)
 
     def controller_config(self) -> ControllerConfig:
         """The controller's configuration: every KM, link and application of the topology."""
@@ -138,7 +177,9 @@ class Topology:
         module (by ID) that serves on-request keys; ``options`` are further
         :class:`~qkdn_sdk.roles.km.KMConfig` fields (timeouts, intervals, limits)."""
         links = tuple(
-            KMLink(
+            _kme_link(km_id, neighbour, link.kmes)
+            if link.kmes
+            else KMLink(
                 neighbour=neighbour,
                 module_id=module_id(km_id, neighbour),
                 mode=link.mode,
@@ -180,17 +221,62 @@ class Topology:
             km_url=km_url,
             listen_url=listen_url,
             km_id=km,
+            peer_km_id=neighbour,
         )
 
     def entities(self) -> list[str]:
-        """Every ID that needs a certificate: controller, KMs, QKD modules, applications."""
-        modules = [module_id(a, b) for link in self.links for a, b in (link.kms, link.kms[::-1])]
+        """Every ID that needs a certificate: controller, KMs, (simulated) QKD modules,
+        applications."""
+        modules = [
+            module_id(a, b)
+            for link in self.links
+            if not link.kmes
+            for a, b in (link.kms, link.kms[::-1])
+        ]
         return [
             self.controller_id,
             *(km.id for km in self.kms),
             *modules,
             *(app.id for app in self.applications),
         ]
+
+
+def _kme_link(km: str, neighbour: str, kmes: Mapping[str, KMESpec]) -> KMLink:
+    ours = kmes[km]
+    return KMLink(
+        neighbour=neighbour,
+        module_id=ours.id or module_id(km, neighbour),
+        mode=Kq1Mode.ON_REQUEST,
+        module_url=ours.url,
+        kme_pair=True,
+        peer_sae_id=kmes[neighbour].sae_id,
+        tls=ours.tls,
+    )
+
+
+def _kmes(value: Any, pair: list[str], where: str) -> dict[str, KMESpec]:
+    """The ``kme`` table of a link: one ETSI 014 KME per end."""
+    if not isinstance(value, dict) or set(value) != set(pair):
+        raise Problem(f"{where}: kme names one KME for each of {pair}")
+    kmes = {}
+    for km in pair:
+        table = get(value, km, dict, where)
+        here = f"{where} kme {km}"
+        known_keys(table, {"url", "sae_id", "id", "ca", "cert", "key"}, here)
+        url = get(table, "url", str, here)
+        if not url.startswith("https://"):
+            raise Problem(f"{here}: url must be https://HOST:PORT (an ETSI 014 KME)")
+        files = [get(table, name, str, here, None) for name in ("ca", "cert", "key")]
+        if any(files) and not all(files):
+            raise Problem(f"{here}: give ca, cert and key together (or none: the network's)")
+        ca, cert, key = files
+        kmes[km] = KMESpec(
+            url=url,
+            sae_id=get(table, "sae_id", str, here, km),
+            id=get(table, "id", str, here, None),
+            tls=TLSConfig(ca=ca, cert=cert, key=key) if ca and cert and key else None,
+        )
+    return kmes
 
 
 def load_topology(path: Path) -> Topology:
@@ -216,13 +302,16 @@ def parse_topology(text: str, *, source: str = "topology") -> Topology:
 
 def _topology(data: Mapping[str, Any]) -> Topology:
     known_keys(
-        data, {"transport", "host", "routing", "controller", "km", "link", "application"}, None
+        data,
+        {"transport", "host", "routing", "etsi014", "controller", "km", "link", "application"},
+        None,
     )
     transport = get(data, "transport", str, "top level", "tcp+tls")
     if transport not in _SCHEMES:
         raise Problem(f"transport must be one of {list(_SCHEMES)}, not {transport!r}")
     host = get(data, "host", str, "top level", "127.0.0.1")
     routing = choice(data, "routing", Routing, None, Routing.DISTRIBUTED.value)
+    etsi014 = get(data, "etsi014", bool, "top level", False)
 
     def default_url(name: str) -> str:
         if transport == "memory":
@@ -243,7 +332,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         km_id = identifier(get(table, "id", str, where), where)
         listen = dict(get(table, "listen", dict, f"km {km_id}", {}))
         for interface in listen:
-            if interface not in INTERFACES:
+            if interface not in LISTEN_KEYS:
                 raise Problem(f"km {km_id}: unknown interface {interface!r} in listen")
         for interface in INTERFACES:
             listen.setdefault(interface, default_url(f"{km_id}/{interface}"))
@@ -258,15 +347,30 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         pair = get(table, "kms", list, where)
         if len(pair) != 2 or pair[0] == pair[1] or any(km not in km_ids for km in pair):
             raise Problem(f"{where}: kms must name two different KMs of [[km]], not {pair!r}")
-        rate = get(table, "secret_key_rate", float, where)
+        kmes = _kmes(table["kme"], pair, where) if "kme" in table else {}
+        rate = get(table, "secret_key_rate", float, where, 1.0 if kmes else ...)
         if not rate > 0:
             raise Problem(f"{where}: secret_key_rate must be > 0 bits/s")
         mode = choice(table, "mode", Kq1Mode, where, Kq1Mode.PROACTIVE.value)
+        if kmes:
+            if transport == "memory":
+                raise Problem(f"{where}: a link with ETSI 014 KMEs needs tcp+tls, not memory")
+            mode = Kq1Mode.ON_REQUEST  # the KMs ask the KMEs for keys
         key_size = get(table, "key_size", int, where, 4096)
         if key_size < 256 or key_size % 256:
             raise Problem(f"{where}: key_size must be a positive multiple of 256 bits")
+        link_014 = get(table, "etsi014", bool, where, False)
+        if link_014 and (mode is not Kq1Mode.ON_REQUEST or transport == "memory"):
+            raise Problem(f'{where}: etsi014 = true needs mode = "on-request" and tcp+tls')
         links.append(
-            LinkSpec(kms=(pair[0], pair[1]), secret_key_rate=rate, mode=mode, key_size=key_size)
+            LinkSpec(
+                kms=(pair[0], pair[1]),
+                secret_key_rate=rate,
+                mode=mode,
+                key_size=key_size,
+                etsi014=link_014,
+                kmes=kmes,
+            )
         )
     names = [frozenset(link.kms) for link in links]
     if len(set(names)) != len(names):
@@ -291,6 +395,11 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         links=tuple(links),
         applications=tuple(applications),
     )
+    if etsi014:
+        try:
+            topology = topology.serving_etsi014()
+        except TopologyError as exc:
+            raise Problem(f"etsi014 = true: {exc}") from None
     entities = topology.entities()
     twice = sorted({entity for entity in entities if entities.count(entity) > 1})
     if twice:

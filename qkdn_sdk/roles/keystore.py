@@ -226,6 +226,10 @@ class KeyStore(Protocol):
         """Which of ``key_ids`` were ever stored (present now or not)."""
         ...
 
+    async def pools_of(self, key_ids: Sequence[str]) -> dict[str, str]:
+        """The pool of each of ``key_ids`` the store holds now (the others are left out)."""
+        ...
+
     def count(self, pool: str) -> int:
         """How many keys ``pool`` holds now, in O(1), without I/O."""
         ...
@@ -459,6 +463,16 @@ class MemoryKeyStore(_ClosedOnExit):
         await self._enter()
         return {key_id for key_id in key_ids if key_id in self._ever}
 
+    async def pools_of(self, key_ids: Sequence[str]) -> dict[str, str]:
+        await self._enter()
+        wanted = set(key_ids)
+        return {
+            key_id: pool
+            for pool, keys in self._pools.items()
+            for key_id in keys
+            if key_id in wanted
+        }
+
     def count(self, pool: str) -> int:
         self._check_open()
         return len(self._pools.get(pool, ()))
@@ -491,6 +505,16 @@ def _ever_stored(db: sqlite3.Connection, key_ids: Sequence[str]) -> set[str]:
             f"SELECT key_id FROM ever WHERE key_id IN ({_placeholders(chunk)})", chunk
         )
         found.update(row[0] for row in rows)
+    return found
+
+
+def _pools_of(db: sqlite3.Connection, key_ids: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for chunk in _chunks(key_ids):
+        rows = db.execute(
+            f"SELECT key_id, pool FROM keys WHERE key_id IN ({_placeholders(chunk)})", chunk
+        )
+        found.update((row[0], row[1]) for row in rows)
     return found
 
 
@@ -777,6 +801,10 @@ class SQLiteKeyStore(_ClosedOnExit):
     async def seen(self, key_ids: Sequence[str]) -> set[str]:
         key_ids = list(key_ids)
         return await self._transaction(lambda db: _ever_stored(db, key_ids))
+
+    async def pools_of(self, key_ids: Sequence[str]) -> dict[str, str]:
+        key_ids = list(key_ids)
+        return await self._transaction(lambda db: _pools_of(db, key_ids))
 
     def count(self, pool: str) -> int:
         self._check_open()

@@ -61,7 +61,15 @@ from typing import Any
 import attrs
 import trio
 
-from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError, quoted
+from qkdn_sdk.codecs import etsi014
+from qkdn_sdk.errors import (
+    FailureResponse,
+    NotAuthorized,
+    QkdnError,
+    RequestRefused,
+    TransportError,
+    quoted,
+)
 from qkdn_sdk.messages import (
     Key,
     KeyId,
@@ -90,6 +98,8 @@ from qkdn_sdk.transport import Connection, Limits, ServerInfo, serve
 
 __all__ = [
     "INTERFACES",
+    "LISTEN_KEYS",
+    "ROUTE_TYPE_EXTENSION",
     "STATUS_PARAMETERS",
     "KMConfig",
     "KMLink",
@@ -102,11 +112,20 @@ logger = logging.getLogger("qkdn_sdk.roles.km")
 
 INTERFACES = ("ak", "ck", "kq1", "kx")
 """The interfaces a KM serves, each on its own URL."""
+LISTEN_KEYS = (*INTERFACES, "etsi014")
+"""What :attr:`KMConfig.listen` may name: the interfaces, and ``etsi014``, a second URL
+(``https://``) serving Ak as ETSI GS QKD 014 (Q.4161 Appendix II)."""
+ROUTE_TYPE_EXTENSION = "route_type"
+"""The ``extension_mandatory`` parameter of an ETSI 014 Get key a KM supports:
+``{"route_type": "direct"}`` asks for keys no trusted node relays (the slave's KM is this KM
+or a neighbour); ``"any"`` is the default."""
+_MIN_SIZE_OF_KEY = 8
 STATUS_PARAMETERS = ("key_amount", "key_generation_rate", "key_consumption_rate", "status")
 """The parameters of a KM link in this KM's status table (D2.3 Table 8-2)."""
 
 _SENDER_BY_INTERFACE = {
     "ak": Role.APPLICATION,
+    "etsi014": Role.APPLICATION,
     "ck": Role.CONTROLLER,
     "kq1": Role.QKD_MODULE,
     "kx": Role.KM,
@@ -116,6 +135,8 @@ _SYNC_BATCH = 256
 """QKD-key IDs in one key ID synchronisation request."""
 _ACQUIRE_BATCH = 64
 """QKD-keys asked of a module in one Kq-1 key request."""
+_KME_BATCH = 32
+"""QKD-keys asked by ID of an ETSI 014 KME in one Get key with key IDs."""
 _MAX_REROUTES = 4
 """Times a relay is tried again around an unreachable KM."""
 _UNREACHABLE = re.compile(r"neighbour KM (.+?) is unreachable while")
@@ -167,10 +188,26 @@ class KMLink:
     """Q.4162 mode: the module pushes keys to our Kq-1 URL, or we ask the module for them."""
     module_url: str | None = None
     """Where the module serves, when we ask it for keys (:attr:`Kq1Mode.ON_REQUEST`)."""
+    kme_pair: bool = False
+    """The link's key source is a pair of ETSI GS QKD 014 KMEs (QKD devices; Q.4162 Appendix
+    II: the KMs are the SAEs) at ``module_url`` and at the neighbour: the KM whose ID sorts first
+    gets keys with Get key, names them in the key ID synchronisation, and the neighbour fetches
+    the same keys from its own KME with Get key with key IDs."""
+    peer_sae_id: str | None = None
+    """The neighbour's SAE ID at the KMEs (the slave of our Get key, the master of our Get key
+    with key IDs); ``None``: the neighbour's KM ID."""
+    tls: TLSConfig | None = None
+    """TLS settings for the module or KME, when not the KM's own (a device with its own CA)."""
+
+    @property
+    def sae_of_neighbour(self) -> str:
+        return self.peer_sae_id or self.neighbour
 
     def __attrs_post_init__(self) -> None:
         if self.mode is Kq1Mode.ON_REQUEST and self.module_url is None:
             raise ValueError(f"link to {self.neighbour}: on-request mode needs the module's URL")
+        if self.kme_pair and self.mode is not Kq1Mode.ON_REQUEST:
+            raise ValueError(f"link to {self.neighbour}: a KME pair is asked for keys (on-request)")
 
 
 @attrs.frozen
@@ -183,6 +220,8 @@ class _Batch:
     keys: list[bytes] = attrs.field(repr=False)
     size: int
     session_id: str | None = None
+    direct: bool = False
+    """Relay only to a neighbour (ETSI 014 ``{"route_type": "direct"}``): no trusted node."""
 
     def supplied(self) -> list[Key]:
         """The keys as a response to the source application carries them."""
@@ -226,7 +265,8 @@ class KMConfig:
 
     km_id: str
     listen: Mapping[str, str]
-    """URL per interface: ``{"ak": ..., "ck": ..., "kq1": ..., "kx": ...}`` (port 0: any)."""
+    """URL per interface: ``{"ak": ..., "ck": ..., "kq1": ..., "kx": ...}`` (port 0: any), and
+    optionally ``"etsi014"``: Ak served as ETSI GS QKD 014 too (an ``https://`` URL)."""
     controller_id: str
     links: tuple[KMLink, ...] = ()
     applications: frozenset[str] = frozenset()
@@ -249,6 +289,11 @@ class KMConfig:
     default_size_of_key: int = 256
     max_key_per_request: int = 128
     max_size_of_key: int = 8192
+    max_key_count: int = 100_000
+    """The ETSI 014 ``max_key_count`` this KM reports: the most keys its status ever says it
+    can supply to one pair of applications (``stored_key_count`` is never above it)."""
+    max_sae_id_count: int = 4
+    """The most ``additional_slave_SAE_IDs`` of an ETSI 014 Get key (key multicast); 0: none."""
     relay_timeout: float = 10.0
     """Seconds a hop waits for the next KM (and the controller) to answer."""
     pending_timeout: float = 60.0
@@ -261,26 +306,31 @@ class KMConfig:
     """Seconds between two Kq-1 key requests to a module that supplies upon request."""
 
     def check_amount(self, number: int, size: int) -> None:
-        """Raise :class:`KeyManagerError` saying why ``number`` keys of ``size`` bits are more
-        than one key request may ask of this KM."""
+        """Raise :class:`~qkdn_sdk.errors.RequestRefused` saying why ``number`` keys of
+        ``size`` bits are more than one key request may ask of this KM."""
         if number > self.max_key_per_request:
-            raise KeyManagerError(
+            raise RequestRefused(
                 f"number_of_keys {number} is over this KM's max_key_per_request "
                 f"({self.max_key_per_request})"
             )
-        if size % 8 or size > self.max_size_of_key:
-            raise KeyManagerError(
-                f"size_of_key {size} must be a multiple of 8 and at most "
+        if size % 8:
+            raise RequestRefused(
+                f"size_of_key {size} is not a multiple of 8",
+                etsi014_message=etsi014.SIZE_NOT_MULTIPLE_OF_8,
+            )
+        if not _MIN_SIZE_OF_KEY <= size <= self.max_size_of_key:
+            raise RequestRefused(
+                f"size_of_key {size} is outside this KM's {_MIN_SIZE_OF_KEY} to "
                 f"{self.max_size_of_key} bits"
             )
         if number * size > _MAX_RELAY_BITS:
-            raise KeyManagerError(
+            raise RequestRefused(
                 f"{number} keys of {size} bits are over the {_MAX_RELAY_BITS} bits one request "
                 "may carry"
             )
 
     def __attrs_post_init__(self) -> None:
-        unknown = set(self.listen) - set(INTERFACES)
+        unknown = set(self.listen) - set(LISTEN_KEYS)
         if unknown:
             raise ValueError(f"{self.km_id}: unknown interfaces {sorted(unknown)}")
         neighbours = [link.neighbour for link in self.links]
@@ -346,6 +396,7 @@ class KeyManager:
         self._link_ready: set[str] = set()
         self._handlers: dict[str, Callable[[Message, Connection], Awaitable[Message | None]]] = {
             "ak": self._handle_ak,
+            "etsi014": self._handle_ak,
             "ck": self._handle_ck,
             "kq1": self._handle_kq1,
             "kx": self._handle_kx,
@@ -398,17 +449,21 @@ class KeyManager:
                 nursery.start_soon(self._hello, link.neighbour)
                 if self.km_id < link.neighbour:
                     nursery.start_soon(self._synchronise, link.neighbour)
-                if link.mode is Kq1Mode.ON_REQUEST:
+                if link.mode is Kq1Mode.ON_REQUEST and (
+                    not link.kme_pair or self.km_id < link.neighbour
+                ):  # of a KME pair, the neighbour fetches by ID what we name
                     nursery.start_soon(self._acquire, link)
             nursery.start_soon(self._report_status)
             task_status.started(urls)
 
     def _make_dialers(self, nursery: trio.Nursery) -> None:
-        def dial(peer: str, interface: str, url: str | None = None) -> Dialer:
+        def dial(
+            peer: str, interface: str, url: str | None = None, tls: TLSConfig | None = None
+        ) -> Dialer:
             return Dialer(
                 nursery,
                 url=url or self._directory.get(peer),
-                tls=self._tls,
+                tls=tls or self._tls,
                 identity=self.km_id,
                 handler=self._handlers[interface],
                 accepts=_accepted(interface),
@@ -420,7 +475,9 @@ class KeyManager:
         for link in self.config.links:
             self._neighbours[link.neighbour] = dial(link.neighbour, "kx")
             if link.mode is Kq1Mode.ON_REQUEST:
-                self._modules[link.neighbour] = dial(link.module_id, "kq1", link.module_url)
+                self._modules[link.neighbour] = dial(
+                    link.module_id, "kq1", link.module_url, link.tls
+                )
 
     def _dialer(self, peer: str) -> Dialer:
         dialer = self._neighbours.get(peer, self._controller)
@@ -471,7 +528,38 @@ class KeyManager:
             return await self._key_deletion(message, connection)
         if isinstance(message, mgmt.KeySupplyCommand):
             return await self._key_supply_command(message, connection)
+        if isinstance(message, ak.StatusRequest):
+            return await self._status(message, connection)
         return _not_supported(message)
+
+    async def _status(self, request: ak.StatusRequest, connection: Connection) -> ak.Status:
+        """ETSI 014 Get status (Q.4161 Appendix II): what this KM can supply to the caller for
+        keys shared with ``application_destination_id``. For an application of this KM keys
+        are made on demand (``max_key_count``); for another, as many keys of ``key_size`` as
+        the link key towards the first hop pays for (the controller names the hop and the
+        slave's KM). Nothing is spent."""
+        master = self._application(request.application_source_id, connection)
+        slave = request.application_destination_id
+        size = self.config.default_size_of_key
+        if slave in self.config.applications:
+            target_km, count = self.km_id, self.config.max_key_count
+        else:
+            target_km, next_km = await self._next_hop(application=slave, bits=otp.UNIT_BITS)
+            units = self.store.count(_out_pool(next_km))
+            count = max(0, (units - 2) * otp.UNIT_BYTES // (size // 8))
+        return ak.Status(
+            source_kme_id=self.km_id,
+            target_kme_id=target_km,
+            master_sae_id=master,
+            slave_sae_id=slave,
+            key_size=size,
+            stored_key_count=min(count, self.config.max_key_count),
+            max_key_count=self.config.max_key_count,
+            max_key_per_request=self.config.max_key_per_request,
+            max_key_size=self.config.max_size_of_key,
+            min_key_size=_MIN_SIZE_OF_KEY,
+            max_sae_id_count=self.config.max_sae_id_count,
+        )
 
     async def _key_supply_command(
         self, command: mgmt.KeySupplyCommand, connection: Connection
@@ -532,9 +620,7 @@ class KeyManager:
         if application is None:
             raise KeyManagerError("say which application sends this (its ID)")
         if application not in self.config.applications:
-            raise KeyManagerError(
-                f"application {quoted(application)} is not served by {self.km_id}"
-            )
+            raise NotAuthorized(f"application {quoted(application)} is not served by {self.km_id}")
         return application
 
     async def _key_request(
@@ -547,17 +633,81 @@ class KeyManager:
         number = request.number_of_keys or self.config.default_number_of_keys
         size = request.size_of_key or self.config.default_size_of_key
         self.config.check_amount(number, size)
-        if destination == source:
-            raise KeyManagerError("the destination application is the source application")
-        batch = _Batch(source, destination, *_fresh_keys(number, size), size)
-        if destination in self.config.applications:
-            await self._hold(batch, _app_pool(source, destination))
-        else:
-            await self._relay(batch)
+        options = etsi014.key_request_options(request)
+        direct = self._route_type(options.mandatory)
+        destinations = [destination, *self._additional_slaves(options.additional_slaves)]
+        if source in destinations:
+            raise RequestRefused("the destination application is the source application")
+        key_ids, keys = _fresh_keys(number, size)
+        if len(destinations) > 1:
+            await self._check_multicast(destinations, direct=direct)
+        for slave in destinations:  # the same keys for every slave (ETSI 014 key multicast)
+            batch = _Batch(source, slave, key_ids, keys, size, direct=direct)
+            if slave in self.config.applications:
+                await self._hold(batch, _app_pool(source, slave))
+            else:
+                await self._relay(batch)
         logger.info(
-            "%s: %d keys of %d bits for %s -> %s", self.km_id, number, size, source, destination
+            "%s: %d keys of %d bits for %s -> %s",
+            self.km_id,
+            number,
+            size,
+            source,
+            ", ".join(destinations),
         )
         return ak.ResponseToKeyRequest(keys=batch.supplied(), response="success")
+
+    def _route_type(self, mandatory: list[Any]) -> bool:
+        """Whether the ``extension_mandatory`` of an ETSI 014 Get key asks for a direct route
+        (:data:`ROUTE_TYPE_EXTENSION`); any parameter this KM does not support is refused."""
+        direct = False
+        for parameter in mandatory:
+            if not isinstance(parameter, dict) or set(parameter) != {ROUTE_TYPE_EXTENSION}:
+                raise RequestRefused(
+                    f"this KM supports only {{{ROUTE_TYPE_EXTENSION!r}: 'direct' or 'any'}} in "
+                    f"extension_mandatory, not {quoted(str(parameter), 80)}",
+                    etsi014_message=etsi014.MANDATORY_EXTENSION_UNSUPPORTED,
+                )
+            value = parameter[ROUTE_TYPE_EXTENSION]
+            if value not in ("direct", "any"):
+                raise RequestRefused(
+                    f"{ROUTE_TYPE_EXTENSION} {quoted(str(value))} is not 'direct' or 'any'",
+                    etsi014_message=etsi014.MANDATORY_EXTENSION_UNSUPPORTED,
+                )
+            direct = direct or value == "direct"
+        return direct
+
+    def _additional_slaves(self, slaves: list[Any]) -> list[str]:
+        """The ``additional_slave_SAE_IDs`` of an ETSI 014 Get key, checked."""
+        if len(slaves) > self.config.max_sae_id_count:
+            raise RequestRefused(
+                f"{len(slaves)} additional_slave_SAE_IDs are over this KM's max_SAE_ID_count "
+                f"({self.config.max_sae_id_count})"
+            )
+        if not all(isinstance(slave, str) and slave for slave in slaves):
+            raise RequestRefused("additional_slave_SAE_IDs must be application IDs")
+        return slaves
+
+    async def _check_multicast(self, slaves: list[str], *, direct: bool) -> None:
+        """Refuse a key multicast this KM cannot make, before any key is made: a slave named
+        twice, or two slaves served by one KM (a KM holds a key ID once). Asks the controller
+        where each remote slave is (nothing is spent)."""
+        if len(set(slaves)) != len(slaves):
+            raise RequestRefused("a slave application is named twice")
+        at: dict[str, str] = {}
+        for slave in slaves:
+            if slave in self.config.applications:
+                km = self.km_id
+            else:
+                km, next_km = await self._next_hop(application=slave, bits=otp.UNIT_BITS)
+                if direct and km != next_km:
+                    raise _not_direct(slave, km)
+            if km in at:
+                raise RequestRefused(
+                    f"slaves {quoted(at[km])} and {quoted(slave)} are both served by {km}: one "
+                    "KM holds a key ID once, so they cannot share keys by multicast"
+                )
+            at[km] = slave
 
     async def _key_request_with_id(
         self, request: ak.KeyRequestWithId, connection: Connection
@@ -567,7 +717,7 @@ class KeyManager:
         destination = self._application(request.application_destination_id, connection)
         key_ids = [key_id.key_id for key_id in request.key_ids]
         if len(key_ids) > self.config.max_key_per_request:
-            raise KeyManagerError(
+            raise RequestRefused(
                 f"{len(key_ids)} key IDs are over this KM's max_key_per_request "
                 f"({self.config.max_key_per_request})"
             )
@@ -575,10 +725,19 @@ class KeyManager:
         try:
             stored = await self.store.take_ids(pool, key_ids)
         except UnknownKeys as exc:
-            raise KeyManagerError(
+            held = await self.store.pools_of(exc.missing)
+            if any(
+                pool.startswith("app:") and not pool.endswith(f":{destination}")
+                for pool in held.values()
+            ):
+                raise NotAuthorized(  # ETSI 014: 401 to a caller that is not the keys' slave
+                    f"{quoted(destination)} is not the application the keys were made for"
+                ) from None
+            raise RequestRefused(
                 f"{len(exc.missing)} of the {len(key_ids)} keys are not held for "
                 f"{quoted(destination)} from {quoted(request.application_source_id)} (unknown, "
-                "already supplied, or for another application)"
+                "or already supplied)",
+                etsi014_message=etsi014.KEYS_NOT_FOUND,
             ) from None
         logger.info(
             "%s: %d keys supplied to %s from %s",
@@ -649,7 +808,7 @@ class KeyManager:
                 destination_km=destination_km,
                 max_keys=max_keys,
             )
-        except (KeyManagerError, SessionError) as exc:  # Table 5 says why, with an ID
+        except (KeyManagerError, NotAuthorized, SessionError) as exc:  # Table 5: why, with an ID
             logger.info("%s: no session: %s", self.km_id, exc)
             return ak.ResponseToSessionCreationRequest(
                 session_id=session_id,
@@ -911,6 +1070,8 @@ class KeyManager:
                 destination_km, next_km = await self._next_hop(
                     application=destination, bits=bits, avoid=avoid
                 )
+            if batch.direct and (transit or [next_km]) != [destination_km]:
+                raise _not_direct(destination, destination_km)
             relay = kx.KeyRelay(
                 key_relay_request_id=relay_id,
                 sender_kma_id=self.km_id,
@@ -940,7 +1101,7 @@ class KeyManager:
             self.relays["started"] += 1
             if central is not None:
                 central.outcome = "success"
-        except KeyManagerError as exc:
+        except QkdnError as exc:
             if central is not None:
                 central.outcome = f"failure: {exc}"
             raise
@@ -1306,10 +1467,14 @@ class KeyManager:
     async def _acquire(self, link: KMLink) -> None:
         """Q.4162 clause 7.2: ask the module for its keys, again and again."""
         dialer = self._modules[link.neighbour]
+        # the slave SAE of an ETSI 014 Get key (Q.4162 Appendix II): the KM at the other end
+        request = kq1.KeyRequest(
+            number_of_keys=_ACQUIRE_BATCH, extension=[{etsi014.SLAVE: link.sae_of_neighbour}]
+        )
         failing = False
         while True:
             try:
-                response = await dialer.request(kq1.KeyRequest(number_of_keys=_ACQUIRE_BATCH))
+                response = await dialer.request(request)
                 assert isinstance(response, kq1.ResponseToKeyRequest)
                 for key in response.keys:
                     try:
@@ -1457,11 +1622,47 @@ class KeyManager:
             raise KeyManagerError(f"at most {_SYNC_BATCH} key IDs per synchronisation")
         asked = [key.key_id for key in request.key_ids]
         held = await self.store.seen(asked)  # here now, or cut into link units before
+        link = self._link(neighbour)
+        if link.kme_pair:
+            await self._fetch_from_kme(link, [key_id for key_id in asked if key_id not in held])
+            held = await self.store.seen(asked)
         both = [key_id for key_id in asked if key_id in held]
         await self._adopt(neighbour, both)
         return kx.ResponseToKeyIdSynchronizationRequest(
             key_ids=[KeyId(key_id=key_id) for key_id in both], response="success"
         )
+
+    async def _fetch_from_kme(self, link: KMLink, key_ids: list[str]) -> None:
+        """Get the QKD-keys ``key_ids``, which the neighbour got from its KME, from ours (ETSI
+        014 Get key with key IDs, in batches). A batch with a key our KME lacks (it dropped it)
+        fails whole (014): then each of its keys is asked alone, and those it lacks are left
+        out, as the synchronisation expects."""
+        dialer = self._modules[link.neighbour]
+
+        async def fetch(batch: list[str]) -> bool:
+            request = kq1.KeyRequestWithKeyIds(
+                master_sae_id=link.sae_of_neighbour,
+                key_ids=[KeyId(key_id=key_id) for key_id in batch],
+            )
+            try:
+                response = await dialer.request(request, timeout=self.config.relay_timeout)
+            except FailureResponse:
+                return False
+            except QkdnError as exc:
+                logger.warning("%s: KME %s: %s", self.km_id, link.module_id, exc)
+                return True  # nothing to try key by key: the KME is out of reach
+            assert isinstance(response, kq1.ResponseToKeyRequest)
+            await self._store_qkd_keys(link, [(key.key_id, key.key, None) for key in response.keys])
+            return True
+
+        for start in range(0, len(key_ids), _KME_BATCH):
+            batch = key_ids[start : start + _KME_BATCH]
+            if not await fetch(batch) and len(batch) > 1:
+                for key_id in batch:
+                    await fetch([key_id])
+
+    def _link(self, neighbour: str) -> KMLink:
+        return next(link for link in self.config.links if link.neighbour == neighbour)
 
     async def _adopt(self, neighbour: str, qkd_key_ids: list[str]) -> None:
         """Cut those of the QKD-keys both ends hold that are still whole into link units."""
@@ -1814,6 +2015,14 @@ def _avoided(extension: list[dict[str, Any]] | None) -> list[str]:
         if isinstance(value, list) and all(isinstance(km, str) for km in value):
             return list(value[:_MAX_REROUTES])
     return []
+
+
+def _not_direct(slave: str, km: str) -> RequestRefused:
+    return RequestRefused(
+        f"{quoted(slave)} is served by {km}, which is no neighbour: its keys would be relayed "
+        "by a trusted node, and extension_mandatory asks for a direct route",
+        etsi014_message=etsi014.MANDATORY_EXTENSION_UNMET,
+    )
 
 
 def _fresh_keys(number: int, size: int) -> tuple[list[str], list[bytes]]:

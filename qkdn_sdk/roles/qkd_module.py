@@ -55,10 +55,13 @@ import attrs
 import trio
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from qkdn_sdk.codecs import etsi014
 from qkdn_sdk.codecs.payload import encode_payload
 from qkdn_sdk.errors import (
     FailureResponse,
+    NotAuthorized,
     RemoteProtocolError,
+    RequestRefused,
     TransportError,
     quoted,
     shorten,
@@ -182,6 +185,10 @@ class QKDModuleConfig:
     other peer: a PROACTIVE module supplies nothing to a server of another identity, and an
     ON_REQUEST module refuses key requests of any other peer (or of an unauthenticated one).
     ``None``: any peer the transport admits."""
+    peer_km_id: str | None = None
+    """The KM at the other end of the link: over ETSI GS QKD 014 (Q.4162 Appendix II: the KMs
+    are the SAEs) the only slave SAE a Get key may name, and the master of the keys a Get key
+    with key IDs fetches. ``None``: any."""
 
     def __attrs_post_init__(self) -> None:
         if self.module_id == self.matching_module_id:
@@ -364,10 +371,12 @@ class QKDModule:
             raise ValueError(
                 f"a key of {config.key_size} bits with its metadata does not fit one Kq-1 frame"
             )
-        # The buffer is the index range [_oldest, _next); _pending is a key taken out of it and
-        # being supplied (PROACTIVE), until the KM acknowledges it.
+        # The buffer is the index range [_oldest, _next) less the indices in _taken (keys
+        # handed out by ID, ON_REQUEST); _pending is a key taken out of it and being supplied
+        # (PROACTIVE), until the KM acknowledges it.
         self._next = self._ready_count(clock())
         self._oldest = self._next
+        self._taken: set[int] = set()
         self._pending: int | None = None
         self._delivered = 0
         self._dropped = 0
@@ -403,7 +412,7 @@ class QKDModule:
     def stats(self) -> QKDModuleStats:
         """The key counts now (the buffer first catches up with the clock)."""
         self._catch_up()
-        buffered = self._next - self._oldest + int(self._pending is not None)
+        buffered = self._next - self._oldest - len(self._taken) + int(self._pending is not None)
         return QKDModuleStats(
             produced=self._next - self._start,
             delivered=self._delivered,
@@ -427,9 +436,9 @@ class QKDModule:
             self._next = ready
             excess = self._next - self._oldest - self._config.buffer_keys
             if excess > 0:
-                self._oldest += excess
-                self._dropped += excess
-                self._unreported_drops += excess
+                dropped = self._advance_oldest(self._oldest + excess)
+                self._dropped += dropped
+                self._unreported_drops += dropped
         if self._unreported_drops and (
             self._last_drop_warning is None
             or now - self._last_drop_warning >= _DROP_WARNING_INTERVAL
@@ -444,20 +453,61 @@ class QKDModule:
             self._unreported_drops = 0
             self._last_drop_warning = now
 
-    def _take(self, count: int) -> list[LinkKey]:
-        """Remove up to ``count`` of the oldest buffered keys and return them."""
+    def _advance_oldest(self, index: int) -> int:
+        """Move the start of the buffer to ``index``; return how many buffered keys that
+        removed (indices already taken by ID are no longer buffered)."""
+        passed = range(self._oldest, index)
+        holes = {taken for taken in self._taken if taken in passed}
+        self._taken -= holes
+        self._oldest = index
+        return len(passed) - len(holes)
+
+    def _take(self, count: int) -> list[int]:
+        """Remove up to ``count`` of the oldest buffered keys and return their indices."""
         self._catch_up()
-        taken = range(self._oldest, min(self._next, self._oldest + count))
-        self._oldest = taken.stop
-        return [self.key(index) for index in taken]
+        indices: list[int] = []
+        index = self._oldest
+        while len(indices) < count and index < self._next:
+            if index not in self._taken:
+                indices.append(index)
+            index += 1
+        self._advance_oldest(index)
+        return indices
+
+    def _take_ids(self, key_ids: list[str]) -> list[LinkKey]:
+        """Remove exactly the buffered keys ``key_ids`` and return them, in the order asked;
+        :class:`~qkdn_sdk.errors.RequestRefused` (ETSI 014: keys not found) and nothing
+        removed when one is not buffered (or is asked twice)."""
+        self._catch_up()
+        wanted = set(key_ids)
+        found: dict[str, LinkKey] = {}
+        for index in range(self._oldest, self._next):
+            if index not in self._taken:
+                key = self.key(index)
+                if key.key_id in wanted:
+                    found[key.key_id] = key
+        missing = [key_id for key_id in key_ids if key_id not in found]
+        if missing or len(wanted) != len(key_ids):
+            raise RequestRefused(
+                f"{len(missing) or 'some'} of the {len(key_ids)} key IDs are not buffered by "
+                f"QKD module {self._config.module_id} (unknown, delivered, dropped, or asked "
+                "twice)",
+                etsi014_message=etsi014.KEYS_NOT_FOUND,
+            )
+        self._taken.update(key.index for key in found.values())
+        if self._oldest in self._taken:
+            start = self._oldest
+            while start in self._taken:
+                start += 1
+            self._advance_oldest(start)
+        return [found[key_id] for key_id in key_ids]
 
     async def _wait_for_key(self) -> int:
         """Take the oldest buffered key's index, waiting until one is ready."""
         while True:
-            self._catch_up()
-            if self._oldest < self._next:
-                self._oldest += 1
-                return self._oldest - 1
+            taken = self._take(1)
+            if taken:
+                return taken[0]
             delay = self.ready_time(self._next) - self._clock()
             await trio.sleep(min(max(delay, _MIN_WAIT), _WATCH_INTERVAL))
 
@@ -637,7 +687,7 @@ class QKDModule:
     async def _handle(self, message: Message, connection: Connection) -> Message | None:
         """Answer what the KM sends: key requests (ON_REQUEST); anything else is refused."""
         config = self._config
-        if isinstance(message, kq1.KeyRequest):
+        if isinstance(message, (kq1.KeyRequest, kq1.KeyRequestWithKeyIds, kq1.StatusRequest)):
             if config.mode is not Kq1Mode.ON_REQUEST:
                 return _refusal(
                     message,
@@ -645,8 +695,12 @@ class QKDModule:
                     "key requests are not supported",
                 )
             if config.km_id is not None and connection.peer_id != config.km_id:
-                return _refusal(message, f"only the KM {config.km_id!r} may request keys")
-            return self._answer_key_request(message)
+                raise NotAuthorized(f"only the KM {config.km_id!r} may request keys")
+            if isinstance(message, kq1.KeyRequest):
+                return self._answer_key_request(message)
+            if isinstance(message, kq1.KeyRequestWithKeyIds):
+                return self._answer_key_ids(message)
+            return self._status(message, connection)
         response_type = type(message).response_type()
         if response_type is None:
             if isinstance(message, ErrorIndication):
@@ -663,11 +717,18 @@ class QKDModule:
         :attr:`max_keys_per_response`) of the oldest buffered keys, removed from the buffer."""
         config = self._config
         if request.size_of_key is not None and request.size_of_key != config.key_size:
-            return kq1.ResponseToKeyRequest(
-                keys=[], response=f"failure: this module makes keys of {config.key_size} bits"
+            raise RequestRefused(f"this module makes keys of {config.key_size} bits")
+        options = etsi014.key_request_options(request)
+        if options.mandatory:
+            raise RequestRefused(
+                "a QKD module supports no extension_mandatory parameter",
+                etsi014_message=etsi014.MANDATORY_EXTENSION_UNSUPPORTED,
             )
+        if options.additional_slaves:
+            raise RequestRefused("a QKD module supplies one KM: its max_SAE_ID_count is 0")
+        self._check_peer("slave", options.slave)
         wanted = min(request.number_of_keys or 1, self._max_keys)
-        keys = self._take(wanted)
+        keys = [self.key(index) for index in self._take(wanted)]
         if not keys:
             return kq1.ResponseToKeyRequest(
                 keys=[], response="failure: insufficient keys (0 ready)"
@@ -680,6 +741,52 @@ class QKDModule:
             ],
             response="success",
         )
+
+    def _answer_key_ids(self, request: kq1.KeyRequestWithKeyIds) -> kq1.ResponseToKeyRequest:
+        """ETSI 014 Get key with key IDs (Q.4162 Appendix II, SDK extension): the KM at this
+        end takes the keys whose IDs the KM at the other end got from the matching module."""
+        self._check_peer("master", request.master_sae_id)
+        if len(request.key_ids) > self._max_keys:
+            raise RequestRefused(
+                f"{len(request.key_ids)} key IDs are over this module's max_key_per_request "
+                f"({self._max_keys})"
+            )
+        keys = self._take_ids([key_id.key_id for key_id in request.key_ids])
+        self._delivered += len(keys)
+        return kq1.ResponseToKeyRequest(
+            keys=[
+                Key(key=key.key, key_id=key.key_id, key_extension=_key_extension(self._config, key))
+                for key in keys
+            ],
+            response="success",
+        )
+
+    def _status(self, request: kq1.StatusRequest, connection: Connection) -> kq1.Status:
+        """ETSI 014 Get status (SDK extension): the keys buffered for the KM."""
+        config = self._config
+        self._check_peer("slave", request.slave_sae_id)
+        return kq1.Status(
+            source_kme_id=config.module_id,
+            target_kme_id=config.matching_module_id,
+            master_sae_id=connection.peer_id or config.km_id or "km",
+            slave_sae_id=request.slave_sae_id,
+            key_size=config.key_size,
+            stored_key_count=min(self.stats.buffered, config.buffer_keys),
+            max_key_count=config.buffer_keys,
+            max_key_per_request=self._max_keys,
+            max_key_size=config.key_size,
+            min_key_size=config.key_size,
+            max_sae_id_count=0,
+        )
+
+    def _check_peer(self, role: str, sae_id: str | None) -> None:
+        """Refuse an ETSI 014 request naming as ``role`` SAE another KM than the one at the
+        other end of the link."""
+        peer = self._config.peer_km_id
+        if sae_id is not None and peer is not None and sae_id != peer:
+            raise RequestRefused(
+                f"{role} SAE {quoted(sae_id)} is not the KM at the other end of this link ({peer})"
+            )
 
 
 def _refusal(request: Message, reason: str) -> Message:

@@ -154,6 +154,13 @@ class Etsi014Client:
                 request.method, request.path, content=request.content(), headers=headers
             ) as response:
                 self._check_peer(response)
+                announced = response.headers.get("content-length", "")
+                if announced.isdigit() and int(announced) > MAX_RESPONSE_SIZE:
+                    # refused before reading: stopping httpx's byte iterator half-way leaves
+                    # its async generators to the garbage collector (a ResourceWarning on trio)
+                    raise RemoteProtocolError(
+                        f"the KME's answer is over {MAX_RESPONSE_SIZE} bytes ({announced} bytes)"
+                    )
                 body = bytearray()
                 async for chunk in response.aiter_raw():
                     body += chunk

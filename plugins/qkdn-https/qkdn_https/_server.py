@@ -87,11 +87,21 @@ def _cannot_push(message: Message) -> NotCarried:
     )
 
 
+class _TCPServer(TCPServer):
+    """hypercorn's ``TCPServer``, which ends when the client closes its connection. (hypercorn
+    leaves its keep-alive timer running once the client is gone, so the connection, and its
+    place under the connection limits, lasted until the idle timeout.)"""
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+
+
 def _config(limits: Limits) -> Config:
     config = Config()
     config.keep_alive_timeout = limits.idle_timeout or math.inf
     config.keep_alive_max_requests = 2**62  # a KM's clients keep one connection for ever
-    config.read_timeout = int(limits.idle_timeout) if limits.idle_timeout else None
+    config.read_timeout = math.ceil(limits.idle_timeout) if limits.idle_timeout else None
     config.include_server_header = False
     config.graceful_timeout = 0
     config.h11_max_incomplete_size = 16 * 1024
@@ -105,27 +115,52 @@ def _interface(accepts: Collection[type[Message]] | None) -> Interface:
     return Interface.KQ1 if accepts is not None and kq1.KeyRequest in accepts else Interface.AK
 
 
-async def _respond(send: Send, status: int, body: dict[str, Any] | None) -> None:
+async def _respond(
+    send: Send,
+    status: int,
+    body: dict[str, Any] | None,
+    *,
+    kind: str = "http.response",
+    close: bool = False,
+) -> None:
+    """Send the answer: ``kind`` is ``"websocket.http.response"`` to answer a WebSocket
+    handshake with a plain HTTP response (the ASGI extension hypercorn offers); ``close`` tells
+    the client that the connection ends with it."""
     content = b"" if body is None else orjson.dumps(body)
     headers = [(b"content-length", str(len(content)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send(
         {
-            "type": "http.response.start",
+            "type": f"{kind}.start",
             "status": status,
             "headers": headers + (_JSON if body is not None else []),
         }
     )
-    await send({"type": "http.response.body", "body": content})
+    await send({"type": f"{kind}.body", "body": content})
+
+
+async def _refuse_websocket(send: Send, status: int, body: dict[str, Any] | None) -> None:
+    """014 has no WebSocket: a handshake gets ``status`` and ``body`` as a plain HTTP answer
+    (an app that answers nothing makes hypercorn send a 500)."""
+    await _respond(send, status, body, kind="websocket.http.response")
+
+
+class _ClientLeft(Exception):
+    """The client left before its request was complete: the request never reaches the
+    handler (a truncated body can still be valid JSON, and a Get key would spend keys that
+    nobody receives)."""
 
 
 async def _read_body(receive: Receive) -> bytes | None:
-    """The request body, or ``None`` once it grows over :data:`etsi014.MAX_BODY_SIZE`."""
+    """The request body, or ``None`` once it grows over :data:`etsi014.MAX_BODY_SIZE`.
+    Raises :class:`_ClientLeft` when the client left before the body was complete."""
     chunks: list[bytes] = []
     size = 0
     while True:
         event = await receive()
         if event["type"] != "http.request":
-            return b"".join(chunks)  # the client left; the answer goes nowhere
+            raise _ClientLeft
         chunk = event.get("body", b"")
         size += len(chunk)
         if size > etsi014.MAX_BODY_SIZE:
@@ -144,13 +179,26 @@ def _app(
     """The ASGI app of one connection: every request goes to ``handler`` as ``connection``'s."""
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            reason = "ETSI 014 has no WebSocket: send the request without Upgrade"
+            await _refuse_websocket(
+                send, 400, {"message": etsi014.BAD_REQUEST, "details": [{"reason": reason}]}
+            )
+            return
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive)
+        except _ClientLeft:
+            return
         if body is None:
             too_big = f"the body is over {etsi014.MAX_BODY_SIZE} bytes"
+            # the rest of the body is never read: the connection ends, and the client is told
             await _respond(
-                send, 400, {"message": etsi014.BAD_REQUEST, "details": [{"reason": too_big}]}
+                send,
+                400,
+                {"message": etsi014.BAD_REQUEST, "details": [{"reason": too_big}]},
+                close=True,
             )
             return
         status, answer = await _answer(handler, connection, interface, accepts, scope, body)
@@ -201,8 +249,13 @@ def _refusal_app(
     )
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await _read_body(receive)
+        if scope["type"] == "websocket":
+            await _refuse_websocket(send, status, body)
+        elif scope["type"] == "http":
+            try:
+                await _read_body(receive)
+            except _ClientLeft:
+                return
             await _respond(send, status, body)
 
     return app
@@ -255,13 +308,16 @@ async def serve_connections(
                 return
             with trio.CancelScope() as connection_scope:
                 connection = ServerSide(peer_id, local_id, connection_scope)
-                await _serve_http(stream, _app(handler, connection, interface, accepts))
+                try:
+                    await _serve_http(stream, _app(handler, connection, interface, accepts))
+                finally:
+                    connection_scope.cancel()  # ServerSide.closed from now on
 
     async def _serve_http(
         stream: trio.SSLStream[trio.SocketStream],
         app: Callable[[dict[str, Any], Receive, Send], Awaitable[None]],
     ) -> None:
-        server = TCPServer(ASGIWrapper(app), config, worker, ConnectionState({}), stream)  # type: ignore[arg-type]
+        server = _TCPServer(ASGIWrapper(app), config, worker, ConnectionState({}), stream)  # type: ignore[arg-type]
         await server.run()
 
     await trio.serve_listeners(serve_one, listeners)

@@ -1,0 +1,108 @@
+"""Topology files (qkdn_sdk.network.topology): ETSI 014 at the KMs, on a link's modules, and
+external ETSI 014 KMEs as a link's key source; every mistake is one line naming the entry."""
+
+from __future__ import annotations
+
+import pytest
+
+from qkdn_sdk.network import parse_topology
+from qkdn_sdk.network.topology import TopologyError
+from qkdn_sdk.roles.qkd_module import Kq1Mode
+from qkdn_sdk.tls import TLSConfig
+
+BASE = """
+transport = "tcp+tls"
+{top}
+[controller]
+id = "controller"
+
+[[km]]
+id = "km-b"
+
+[[km]]
+id = "km-c"
+
+[[link]]
+kms = ["km-b", "km-c"]
+{link}
+"""
+KMES = (
+    'kme.km-b = {url = "https://qkd-b:443", id = "qkd-b", sae_id = "sae-b", ca = "d/ca.pem", '
+    'cert = "d/km-b.pem", key = "d/km-b.key"}\n'
+    'kme.km-c = {url = "https://qkd-c:443"}'
+)
+
+
+def topology(top: str = "", link: str = 'secret_key_rate = 1000\nmode = "on-request"') -> str:
+    return BASE.format(top=top, link=link)
+
+
+def test_etsi014_adds_an_https_url_to_every_km() -> None:
+    spec = parse_topology(topology("etsi014 = true", link="secret_key_rate = 1000"))
+    assert [km.listen["etsi014"] for km in spec.kms] == ["https://127.0.0.1:0"] * 2
+    assert spec.km_config("km-b", {}).listen["etsi014"] == "https://127.0.0.1:0"
+    assert "etsi014" not in parse_topology(topology()).kms[0].listen
+
+
+def test_a_link_of_014_modules() -> None:
+    spec = parse_topology(
+        topology(link='secret_key_rate = 1000\nmode = "on-request"\netsi014 = true')
+    )
+    assert spec.module_listen("km-b", "km-c") == "https://127.0.0.1:0"
+    module = spec.module_config("km-b", "km-c", bytes(32), 0.0, listen_url="https://x:1")
+    assert (module.km_id, module.peer_km_id) == ("km-b", "km-c")
+
+
+def test_a_link_of_external_kmes() -> None:
+    spec = parse_topology(topology(link=KMES))
+    (link,) = spec.links
+    assert link.mode is Kq1Mode.ON_REQUEST
+    assert "km-b.km-c" not in spec.entities()  # no simulated module, no certificate for one
+    (b_side,) = spec.km_config("km-b", {}).links
+    assert (b_side.module_url, b_side.module_id, b_side.kme_pair) == (
+        "https://qkd-b:443",
+        "qkd-b",
+        True,
+    )
+    assert b_side.sae_of_neighbour == "km-c"  # km-c's KME gave no sae_id: its KM ID
+    assert b_side.tls == TLSConfig(ca="d/ca.pem", cert="d/km-b.pem", key="d/km-b.key")
+    (c_side,) = spec.km_config("km-c", {}).links
+    assert (c_side.sae_of_neighbour, c_side.tls) == ("sae-b", None)
+
+
+@pytest.mark.parametrize(
+    ("top", "link", "problem"),
+    [
+        ('etsi014 = "yes"', "secret_key_rate = 1", "etsi014 must be a bool"),
+        (
+            'etsi014 = true\ntransport = "memory"',
+            "secret_key_rate = 1",
+            "etsi014 = true: ETSI 014 needs a network transport",
+        ),
+        ("", "secret_key_rate = 1\netsi014 = true", 'needs mode = "on-request"'),
+        ("", 'kme.km-b = {url = "https://b:1"}', "kme names one KME for each of"),
+        (
+            "",
+            'kme.km-b = {url = "http://b:1"}\nkme.km-c = {url = "https://c:1"}',
+            "kme km-b: url must be https://",
+        ),
+        (
+            "",
+            'kme.km-b = {url = "https://b:1", ca = "ca.pem"}\nkme.km-c = {url = "https://c:1"}',
+            "give ca, cert and key together",
+        ),
+        (
+            "",
+            'kme.km-b = {url = "https://b:1", colour = 1}\nkme.km-c = {url = "https://c:1"}',
+            "unknown keys ['colour']",
+        ),
+    ],
+)
+def test_mistakes_are_one_line(top: str, link: str, problem: str) -> None:
+    text = topology(top, link)
+    if 'transport = "memory"' in top:
+        text = text.replace('transport = "tcp+tls"\n', "")
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(text)
+    assert problem in str(caught.value)
+    assert "\n" not in str(caught.value)
