@@ -985,7 +985,7 @@ def demo(
         if mode is DemoMode.PROACTIVE:
             fail("--mode proactive needs --transport tcp+tls: ETSI 014 has no sessions")
         try:
-            spec = spec.serving_etsi014()
+            spec = spec.serving_also({"ak": ["https"]})
         except QkdnError as exc:
             fail(f"--transport https: {exc}")
     if len(spec.applications) < 2:

@@ -41,7 +41,7 @@ LINE3 = (Path(__file__).parent.parent / "examples" / "topologies" / "line3.toml"
 TRANSPORTS = ["memory", "tcp+tls"]
 AK_TRANSPORTS = [*TRANSPORTS, "https"]
 """For the tests of key supply upon request: ``https`` is tcp+tls with Ak served as ETSI GS QKD
-014 too (``etsi014 = true``), which the applications use."""
+014 too (``also = {ak = ["https"]}``), which the applications use."""
 ROUTINGS = ["distributed", "centralized"]
 """Q.4164 clause 7.1 (every KM asks the controller for its next hop) and 7.2 (the source KM gets
 the whole route)."""
@@ -74,10 +74,12 @@ def topology_text(
     extra: str = "",
     replace: Iterable[tuple[str, str]] = (),
 ) -> str:
-    text = re.sub(r"^(routing|etsi014) = .*$", "", base, flags=re.MULTILINE)  # the test chooses
-    scheme, etsi014 = ("tcp+tls", "\netsi014 = true") if transport == "https" else (transport, "")
+    text = re.sub(r"^(routing|also) = .*$", "", base, flags=re.MULTILINE)  # the test chooses
+    scheme, also = (
+        ("tcp+tls", '\nalso = {ak = ["https"]}') if transport == "https" else (transport, "")
+    )
     text = text.replace(
-        'transport = "tcp+tls"', f'transport = "{scheme}"\nrouting = "{routing}"{etsi014}'
+        'transport = "tcp+tls"', f'transport = "{scheme}"\nrouting = "{routing}"{also}'
     )
     assert f'transport = "{scheme}"' in text
     for old, new in replace:

@@ -148,7 +148,7 @@ def test_module_files_hold_a_secret_and_are_private(deployment: dict[str, Path])
         ),
         (
             lambda text: text.replace("[listen]", "[listen]\nqkd = 'x'"),
-            "listen: unknown keys ['qkd']",
+            "listen: unknown interface 'qkd'",
         ),
         (lambda text: text.replace("[controller]", "[nope]"), "top level: unknown keys ['nope']"),
         (lambda text: text + "\n[options]\nrelay_timeout = 'soon'\n", "relay_timeout"),

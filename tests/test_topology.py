@@ -37,11 +37,18 @@ def topology(top: str = "", link: str = 'secret_key_rate = 1000\nmode = "on-requ
     return BASE.format(top=top, link=link)
 
 
-def test_etsi014_adds_an_https_url_to_every_km() -> None:
-    spec = parse_topology(topology("etsi014 = true", link="secret_key_rate = 1000"))
-    assert [km.listen["etsi014"] for km in spec.kms] == ["https://127.0.0.1:0"] * 2
-    assert spec.km_config("km-b", {}).listen["etsi014"] == "https://127.0.0.1:0"
-    assert "etsi014" not in parse_topology(topology()).kms[0].listen
+def test_also_serves_interfaces_by_other_transports() -> None:
+    spec = parse_topology(
+        topology('also = {ak = ["https", "grpcs"], ck = ["grpcs"]}', link="secret_key_rate = 1")
+    )
+    assert [km.listen["ak@https"] for km in spec.kms] == ["https://127.0.0.1:0"] * 2
+    config = spec.km_config("km-b", {})
+    assert {key: config.listen[key] for key in ("ak@grpcs", "ck@grpcs")} == {
+        "ak@grpcs": "grpcs://127.0.0.1:0",
+        "ck@grpcs": "grpcs://127.0.0.1:0",
+    }
+    assert spec.controller_config().also_listen == ("grpcs://127.0.0.1:0",)
+    assert set(parse_topology(topology()).kms[0].listen) == {"ak", "ck", "kq1", "kx"}
 
 
 def test_a_link_of_014_modules() -> None:
@@ -73,11 +80,13 @@ def test_a_link_of_external_kmes() -> None:
 @pytest.mark.parametrize(
     ("top", "link", "problem"),
     [
-        ('etsi014 = "yes"', "secret_key_rate = 1", "etsi014 must be a bool"),
+        ('also = "https"', "secret_key_rate = 1", "also must be a dict"),
+        ('also = {ak = "https"}', "secret_key_rate = 1", "also: ak must be a list of schemes"),
+        ('also = {az = ["https"]}', "secret_key_rate = 1", "unknown interface 'az@https'"),
         (
-            'etsi014 = true\ntransport = "memory"',
+            'also = {ak = ["https"]}\ntransport = "memory"',
             "secret_key_rate = 1",
-            "etsi014 = true: ETSI 014 needs a network transport",
+            "also: other transports need a network transport",
         ),
         ("", "secret_key_rate = 1\netsi014 = true", 'needs mode = "on-request"'),
         ("", 'kme.km-b = {url = "https://b:1"}', "kme names one KME for each of"),

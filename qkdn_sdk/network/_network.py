@@ -35,7 +35,7 @@ from qkdn_sdk.network.topology import LinkSpec, Topology, module_id
 from qkdn_sdk.pki import CA_CERT_FILE, dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller
 from qkdn_sdk.roles.keystore import KeyStore, MemoryKeyStore, SQLiteKeyStore
-from qkdn_sdk.roles.km import KeyManager, KMConfig
+from qkdn_sdk.roles.km import KeyManager, KMConfig, listen_interface
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule
 from qkdn_sdk.tls import TLSConfig
 
@@ -73,6 +73,7 @@ class Network:
         self.modules: dict[str, QKDModule] = {}
         self._urls: dict[str, dict[str, str]] = {}
         self._module_urls: dict[str, str] = {}
+        self._controller_urls: list[str] = []
         self._running: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._memory_stores: dict[str, KeyStore] = {}
         self._nursery: trio.Nursery | None = None
@@ -102,7 +103,7 @@ class Network:
             self.controller = controller
             url = await nursery.start(self._run_controller, controller)
             self.directory[topology.controller_id] = url
-            self._urls[topology.controller_id] = {"ck": url}
+            self._controller_urls = list(controller.urls)
 
             shared = {link.name: (secrets.token_bytes(32), time.time()) for link in topology.links}
 
@@ -219,12 +220,14 @@ class Network:
         """What ``endpoints.json`` holds: the CA, the controller's and KMs' URLs (per interface,
         per scheme) and every application's KM, certificate and key (paths relative to the
         state directory)."""
-        scheme = self.topology.transport
         controller_id = self.topology.controller_id
         pki = Path(_PKI_DIR)
         return {
             "ca": str(pki / CA_CERT_FILE) if self.uses_tls else None,
-            "controller": {"id": controller_id, "ck": {scheme: self._urls[controller_id]["ck"]}},
+            "controller": {
+                "id": controller_id,
+                "ck": {url.split("://", 1)[0]: url for url in self._controller_urls},
+            },
             "kms": {km.id: self._km_endpoints(km.id) for km in self.topology.kms},
             "apps": {
                 app.id: {
@@ -237,13 +240,10 @@ class Network:
         }
 
     def _km_endpoints(self, km_id: str) -> dict[str, dict[str, str]]:
-        """A KM's URLs per interface and scheme; Ak served as ETSI 014 is Ak's ``https``."""
+        """A KM's URLs per interface and scheme (``ak@https`` is Ak's ``https`` URL)."""
         urls: dict[str, dict[str, str]] = {}
-        for interface, url in self._urls[km_id].items():
-            if interface == "etsi014":
-                urls.setdefault("ak", {})["https"] = url
-            else:
-                urls.setdefault(interface, {})[self.topology.transport] = url
+        for key, url in self._urls[km_id].items():
+            urls.setdefault(listen_interface(key), {})[url.split("://", 1)[0]] = url
         return urls
 
     def _write_endpoints(self, endpoints: dict[str, Any]) -> None:

@@ -67,7 +67,7 @@ from qkdn_sdk.network.topology import Topology, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
 from qkdn_sdk.roles.keystore import SQLiteKeyStore
-from qkdn_sdk.roles.km import LISTEN_KEYS, KeyManager, KMConfig, KMLink, Routing
+from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink, Routing, listen_interface
 from qkdn_sdk.roles.qkd_module import LINK_SECRET_SIZE, Kq1Mode, QKDModule, QKDModuleConfig
 from qkdn_sdk.tls import TLSConfig
 
@@ -146,6 +146,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
         "role": "controller",
         "id": controller.controller_id,
         "listen": controller.listen_url,
+        **({"also_listen": list(controller.also_listen)} if controller.also_listen else {}),
         "kms": sorted(controller.kms),
         "links": sorted(sorted(link) for link in controller.links),
         "applications": dict(sorted(controller.applications.items())),
@@ -245,6 +246,7 @@ def _fixed_ports(topology: Topology, ports: Iterator[int]) -> Topology:
     return attrs.evolve(
         topology,
         controller_listen=_fixed(topology.controller_listen, ports),
+        controller_also=tuple(_fixed(url, ports) for url in topology.controller_also),
         kms=tuple(
             attrs.evolve(
                 km, listen={interface: _fixed(url, ports) for interface, url in km.listen.items()}
@@ -373,7 +375,11 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
     )
     km_id = identifier(get(data, "id", str, "top level"), "id")
     listen = get(data, "listen", dict, "top level")
-    known_keys(listen, set(LISTEN_KEYS), "listen")
+    for key in listen:
+        try:
+            listen_interface(key)
+        except ValueError as exc:
+            raise Problem(f"listen: {exc}") from None
     controller = get(data, "controller", dict, "top level")
     known_keys(controller, {"id", "url"}, "controller")
     controller_id = get(controller, "id", str, "controller")
@@ -423,12 +429,17 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
 
 
 def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
-    known_keys(data, {"role", "id", "listen", "kms", "links", "applications", "tls"}, "top level")
+    known_keys(
+        data,
+        {"role", "id", "listen", "also_listen", "kms", "links", "applications", "tls"},
+        "top level",
+    )
     applications = get(data, "applications", dict, "top level", {})
     links = get(data, "links", list, "top level", [])
     config = ControllerConfig(
         controller_id=identifier(get(data, "id", str, "top level"), "id"),
         listen_url=get(data, "listen", str, "top level"),
+        also_listen=tuple(_strings(data, "also_listen", "top level")),
         kms=_strings(data, "kms", "top level"),
         links=links,
         applications=applications,

@@ -5,7 +5,8 @@
     transport = "tcp+tls"        # scheme of every interface (tcp+tls, or memory in tests)
     host = "127.0.0.1"           # where roles listen; ports are chosen at start-up
     routing = "distributed"      # Q.4164 clause 7.1 (next hop per KM) or "centralized" (7.2)
-    etsi014 = true               # KMs also serve Ak as ETSI GS QKD 014 (https://), optional
+    also = {ak = ["https"]}      # interfaces also served by other transports (optional):
+                                 # Ak as ETSI GS QKD 014 on https://; "grpcs" for gRPC
 
     [controller]
     id = "controller"
@@ -36,7 +37,7 @@ naming the file and the entry.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ import attrs
 from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
 from qkdn_sdk.roles.controller import ControllerConfig
-from qkdn_sdk.roles.km import INTERFACES, LISTEN_KEYS, KMConfig, KMLink, Routing
+from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink, Routing, listen_interface
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
 from qkdn_sdk.tls import TLSConfig
 
@@ -77,8 +78,8 @@ def module_id(km: str, neighbour: str) -> str:
 class KMSpec:
     id: str
     listen: Mapping[str, str]
-    """URL per interface (``ak``, ``ck``, ``kq1``, ``kx``, and ``etsi014`` when Ak is served
-    as ETSI GS QKD 014 too)."""
+    """URL per interface (``ak``, ``ck``, ``kq1``, ``kx``), and ``<interface>@<scheme>`` for
+    an interface served by another transport too (``ak@https``: ETSI GS QKD 014)."""
 
 
 @attrs.frozen
@@ -129,6 +130,8 @@ class Topology:
     kms: tuple[KMSpec, ...]
     links: tuple[LinkSpec, ...]
     applications: tuple[ApplicationSpec, ...]
+    controller_also: tuple[str, ...] = ()
+    """Further Ck URLs of the controller, by other transports."""
 
     def km(self, km_id: str) -> KMSpec:
         return next(km for km in self.kms if km.id == km_id)
@@ -152,21 +155,39 @@ class Topology:
         link = next(link for other, link in self.links_of(km) if other == neighbour)
         return f"{'https' if link.etsi014 else self.transport}://{self.host}:0"
 
-    def serving_etsi014(self) -> Topology:
-        """This topology with every KM serving Ak as ETSI GS QKD 014 too (on ``https://`` at
-        ``host``, any port, unless the KM names its URL). Raises :class:`TopologyError` for a
-        ``memory`` topology."""
+    def serving_also(self, also: Mapping[str, Sequence[str]]) -> Topology:
+        """This topology with interfaces also served by other transports: ``also`` maps an
+        interface to schemes (``{"ak": ["https"]}``: every KM serves Ak as ETSI GS QKD 014 too;
+        ``{"ck": ["grpcs"]}``: the KMs and the controller serve Ck over gRPC too), each on
+        ``host``, any port, unless a KM names its URL. Raises :class:`TopologyError` for an
+        unknown interface or a ``memory`` topology."""
         if self.transport == "memory":
-            raise TopologyError("ETSI 014 needs a network transport (tcp+tls), not memory")
-        default = {"etsi014": f"https://{self.host}:0"}
-        kms = tuple(attrs.evolve(km, listen=default | dict(km.listen)) for km in self.kms)
-        return attrs.evolve(self, kms=kms)
+            raise TopologyError("other transports need a network transport (tcp+tls), not memory")
+        kms = []
+        for km in self.kms:
+            listen = dict(km.listen)
+            for interface, schemes in also.items():
+                for scheme in schemes:
+                    key = f"{interface}@{scheme}"
+                    try:
+                        listen_interface(key)
+                    except ValueError as exc:
+                        raise TopologyError(str(exc)) from None
+                    listen.setdefault(key, f"{scheme}://{self.host}:0")
+            kms.append(attrs.evolve(km, listen=listen))
+        extra = tuple(f"{scheme}://{self.host}:0" for scheme in also.get("ck", ()))
+        return attrs.evolve(
+            self,
+            kms=tuple(kms),
+            controller_also=(*self.controller_also, *extra),
+        )
 
     def controller_config(self) -> ControllerConfig:
         """The controller's configuration: every KM, link and application of the topology."""
         return ControllerConfig(
             controller_id=self.controller_id,
             listen_url=self.controller_listen,
+            also_listen=self.controller_also,
             kms=frozenset(km.id for km in self.kms),
             links=frozenset(frozenset(link.kms) for link in self.links),
             applications={app.id: app.km for app in self.applications},
@@ -303,7 +324,7 @@ def parse_topology(text: str, *, source: str = "topology") -> Topology:
 def _topology(data: Mapping[str, Any]) -> Topology:
     known_keys(
         data,
-        {"transport", "host", "routing", "etsi014", "controller", "km", "link", "application"},
+        {"transport", "host", "routing", "also", "controller", "km", "link", "application"},
         None,
     )
     transport = get(data, "transport", str, "top level", "tcp+tls")
@@ -311,7 +332,10 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         raise Problem(f"transport must be one of {list(_SCHEMES)}, not {transport!r}")
     host = get(data, "host", str, "top level", "127.0.0.1")
     routing = choice(data, "routing", Routing, None, Routing.DISTRIBUTED.value)
-    etsi014 = get(data, "etsi014", bool, "top level", False)
+    also = get(data, "also", dict, "top level", {})
+    for interface, schemes in also.items():
+        if not isinstance(schemes, list) or not all(isinstance(item, str) for item in schemes):
+            raise Problem(f"also: {interface} must be a list of schemes, not {schemes!r}")
 
     def default_url(name: str) -> str:
         if transport == "memory":
@@ -331,9 +355,11 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         where = f"km {index}"
         km_id = identifier(get(table, "id", str, where), where)
         listen = dict(get(table, "listen", dict, f"km {km_id}", {}))
-        for interface in listen:
-            if interface not in LISTEN_KEYS:
-                raise Problem(f"km {km_id}: unknown interface {interface!r} in listen")
+        for key in listen:
+            try:
+                listen_interface(key)
+            except ValueError as exc:
+                raise Problem(f"km {km_id}: listen: {exc}") from None
         for interface in INTERFACES:
             listen.setdefault(interface, default_url(f"{km_id}/{interface}"))
         kms.append(KMSpec(id=km_id, listen=listen))
@@ -395,11 +421,11 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         links=tuple(links),
         applications=tuple(applications),
     )
-    if etsi014:
+    if also:
         try:
-            topology = topology.serving_etsi014()
+            topology = topology.serving_also(also)
         except TopologyError as exc:
-            raise Problem(f"etsi014 = true: {exc}") from None
+            raise Problem(f"also: {exc}") from None
     entities = topology.entities()
     twice = sorted({entity for entity in entities if entities.count(entity) > 1})
     if twice:

@@ -169,6 +169,8 @@ class ControllerConfig:
     applications: Mapping[str, str] = attrs.field(
         factory=dict, converter=_frozen_applications, validator=_check_applications, hash=False
     )
+    also_listen: tuple[str, ...] = ()
+    """Further Ck URLs served, by other transports (``grpcs://...``)."""
 
 
 def link_cost(bits: int) -> float:
@@ -260,22 +262,30 @@ class Controller:
         self._reports: dict[str, int] = {}
         self._reported = trio.Event()
         self._quiet = _QuietLog()
+        self.urls: list[str] = []
+        """The URLs that reach the controller once it listens: ``listen_url``'s first."""
 
     # --- running ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve ``config.listen_url`` until cancelled, accepting the messages a QKDN controller
-        receives (``received_by(Role.CONTROLLER)``). Use ``await nursery.start(controller.run)``
-        to get the URL that reaches it once it listens (with the real port when asked for 0).
-        Raises :class:`~qkdn_sdk.errors.TransportError` when the URL cannot be served."""
+        """Serve ``config.listen_url`` (and ``config.also_listen``) until cancelled, accepting
+        the messages a QKDN controller receives (``received_by(Role.CONTROLLER)``). Use
+        ``await nursery.start(controller.run)`` to get the URL that reaches it once it listens
+        (with the real port when asked for 0; :attr:`urls` has them all). Raises
+        :class:`~qkdn_sdk.errors.TransportError` when a URL cannot be served."""
+        self.urls.clear()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            info = await nursery.start(self._serve)
-            task_status.started(info.url)
+            for url in (self.config.listen_url, *self.config.also_listen):
+                info = await nursery.start(self._serve, url)
+                self.urls.append(info.url)
+            task_status.started(self.urls[0])
 
-    async def _serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve(
+        self, url: str, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         await serve(
-            self.config.listen_url,
+            url,
             self.handle,
             tls=self._tls,
             identity=self.config.controller_id,

@@ -98,7 +98,6 @@ from qkdn_sdk.transport import Connection, Limits, ServerInfo, serve
 
 __all__ = [
     "INTERFACES",
-    "LISTEN_KEYS",
     "ROUTE_TYPE_EXTENSION",
     "STATUS_PARAMETERS",
     "KMConfig",
@@ -106,15 +105,13 @@ __all__ = [
     "KeyManager",
     "KeyManagerError",
     "Routing",
+    "listen_interface",
 ]
 
 logger = logging.getLogger("qkdn_sdk.roles.km")
 
 INTERFACES = ("ak", "ck", "kq1", "kx")
 """The interfaces a KM serves, each on its own URL."""
-LISTEN_KEYS = (*INTERFACES, "etsi014")
-"""What :attr:`KMConfig.listen` may name: the interfaces, and ``etsi014``, a second URL
-(``https://``) serving Ak as ETSI GS QKD 014 (Q.4161 Appendix II)."""
 ROUTE_TYPE_EXTENSION = "route_type"
 """The ``extension_mandatory`` parameter of an ETSI 014 Get key a KM supports:
 ``{"route_type": "direct"}`` asks for keys no trusted node relays (the slave's KM is this KM
@@ -125,7 +122,6 @@ STATUS_PARAMETERS = ("key_amount", "key_generation_rate", "key_consumption_rate"
 
 _SENDER_BY_INTERFACE = {
     "ak": Role.APPLICATION,
-    "etsi014": Role.APPLICATION,
     "ck": Role.CONTROLLER,
     "kq1": Role.QKD_MODULE,
     "kx": Role.KM,
@@ -265,8 +261,9 @@ class KMConfig:
 
     km_id: str
     listen: Mapping[str, str]
-    """URL per interface: ``{"ak": ..., "ck": ..., "kq1": ..., "kx": ...}`` (port 0: any), and
-    optionally ``"etsi014"``: Ak served as ETSI GS QKD 014 too (an ``https://`` URL)."""
+    """URL per interface: ``{"ak": ..., "ck": ..., "kq1": ..., "kx": ...}`` (port 0: any); an
+    interface served by another transport too has a second key ``"<interface>@<scheme>"``
+    (``"ak@https": "https://..."``: Ak as ETSI GS QKD 014, Q.4161 Appendix II)."""
     controller_id: str
     links: tuple[KMLink, ...] = ()
     applications: frozenset[str] = frozenset()
@@ -330,12 +327,23 @@ class KMConfig:
             )
 
     def __attrs_post_init__(self) -> None:
-        unknown = set(self.listen) - set(LISTEN_KEYS)
-        if unknown:
-            raise ValueError(f"{self.km_id}: unknown interfaces {sorted(unknown)}")
+        for key in self.listen:
+            listen_interface(key)
         neighbours = [link.neighbour for link in self.links]
         if len(set(neighbours)) != len(neighbours):
             raise ValueError(f"{self.km_id}: two links to the same neighbour")
+
+
+def listen_interface(key: str) -> str:
+    """The interface a key of :attr:`KMConfig.listen` serves: ``"ak"`` and ``"ak@https"`` both
+    serve Ak. Raises :class:`ValueError` for anything else."""
+    interface, at, scheme = key.partition("@")
+    if interface not in INTERFACES or (at and not scheme):
+        raise ValueError(
+            f"unknown interface {key!r}: expected one of {list(INTERFACES)}, or "
+            "<interface>@<scheme> for a second transport"
+        )
+    return interface
 
 
 def _accepted(interface: str) -> frozenset[type[Message]]:
@@ -396,7 +404,6 @@ class KeyManager:
         self._link_ready: set[str] = set()
         self._handlers: dict[str, Callable[[Message, Connection], Awaitable[Message | None]]] = {
             "ak": self._handle_ak,
-            "etsi014": self._handle_ak,
             "ck": self._handle_ck,
             "kq1": self._handle_kq1,
             "kx": self._handle_kx,
@@ -432,7 +439,8 @@ class KeyManager:
             self._nursery = nursery
             self._make_dialers(nursery)
             urls: dict[str, str] = {}
-            for interface, url in self.config.listen.items():
+            for key, url in self.config.listen.items():
+                interface = listen_interface(key)
                 info: ServerInfo = await nursery.start(
                     partial(
                         serve,
@@ -444,7 +452,7 @@ class KeyManager:
                         accepts=_accepted(interface),
                     )
                 )
-                urls[interface] = info.url
+                urls[key] = info.url
             for link in self.config.links:
                 nursery.start_soon(self._hello, link.neighbour)
                 if self.km_id < link.neighbour:
