@@ -1,7 +1,8 @@
 """ETSI GS QKD 014 through the KMs of line3, beside a bare hypercorn handler, in one run.
 
 Every figure is mutual TLS on loopback with one HTTP/1.1 keep-alive connection per client
-(httpx), in this process:
+(httpx), in this process; the two bare figures first, before the network runs (nothing else on
+the event loop), then the network's:
 
 - bare hypercorn: hypercorn's own trio server and an ASGI app that answers every request with
   the same 014 key container of 1 key (no SDK at all): what HTTP/1.1 over mTLS costs here;
@@ -34,6 +35,7 @@ from qkdn_https import Etsi014Client
 
 from qkdn_sdk.messages import Message, ak, example
 from qkdn_sdk.network import Network, parse_topology
+from qkdn_sdk.pki import write_dev_pki
 from qkdn_sdk.transport import Connection, ServerInfo, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,13 +147,15 @@ async def main() -> None:
             store="sqlite",
             km_options={"report_interval": 0.05, "sync_interval": 0.05},
         )
+        # the network's PKI, made first, so the bare figures are taken on a quiet event loop
+        write_dev_pki(Path(state_dir) / "pki", "qkdn-dev-ca", network.topology.entities())
+        await bare_hypercorn(network)
+        await bare_transport(network)
         async with trio.open_nursery() as nursery:
             await nursery.start(network.run)
             await network.wait_for_keys()
             for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-c")):
                 await network.kms[km_id].wait_link_key(neighbour, otp_bits(2 * PAIRS))
-            await bare_hypercorn(network)
-            await bare_transport(network)
             await pairs(network, "erin")
             await pairs(network, "bob")
             nursery.cancel_scope.cancel()
