@@ -37,7 +37,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict on the package and the plugins."""
-    install(session, "mypy>=1.11", "ruff>=0.6")
+    install(session, "mypy>=1.11", "ruff>=0.6", "types-grpcio")
     session.run("ruff", "check", ".")
     session.run("mypy")
 

@@ -163,7 +163,7 @@ async def test_messages_a_transport_cannot_carry_are_refused_before_sending() ->
         NotCarried,
         match=(
             r"nopush cannot carry Proactive key supply from the serving side; "
-            r"transports that can: memory://, tcp://, tcp\+tls://"
+            r"transports that can: grpc://, grpcs://, memory://, tcp://, tcp\+tls://"
         ),
     ):
         await server.request(example(ak.ProactiveKeySupply))
