@@ -940,6 +940,7 @@ class DemoTransport(enum.Enum):
 
     TCP_TLS = "tcp+tls"
     HTTPS = "https"
+    GRPCS = "grpcs"
 
 
 @app.command()
@@ -971,7 +972,8 @@ def demo(
         typer.Option(
             "--transport",
             help="How the applications reach their KMs: Q.4161 Appendix I frames over mutual "
-            "TLS, or ETSI GS QKD 014 (Appendix II; key supply upon request only).",
+            "TLS, ETSI GS QKD 014 (Appendix II; key supply upon request only), or gRPC with "
+            "mutual TLS.",
         ),
     ] = DemoTransport.TCP_TLS,
 ) -> None:
@@ -981,13 +983,13 @@ def demo(
     spec = _topology(topology)
     if routing is not None:
         spec = attrs.evolve(spec, routing=routing)
-    if transport is DemoTransport.HTTPS:
-        if mode is DemoMode.PROACTIVE:
-            fail("--mode proactive needs --transport tcp+tls: ETSI 014 has no sessions")
+    if transport is DemoTransport.HTTPS and mode is DemoMode.PROACTIVE:
+        fail("--mode proactive needs --transport tcp+tls or grpcs: ETSI 014 has no sessions")
+    if transport is not DemoTransport.TCP_TLS:
         try:
-            spec = spec.serving_also({"ak": ["https"]})
+            spec = spec.serving_also({"ak": [transport.value]})
         except QkdnError as exc:
-            fail(f"--transport https: {exc}")
+            fail(f"--transport {transport.value}: {exc}")
     if len(spec.applications) < 2:
         fail("the demo needs two applications in the topology")
     km_options: dict[str, Any] = {"report_interval": 0.1, "sync_interval": 0.1}
@@ -1036,9 +1038,10 @@ async def _demo(
         def ak_url(app: ApplicationSpec) -> str:
             return str(endpoints["kms"][app.km]["ak"][transport])
 
-        if transport == DemoTransport.HTTPS.value:
+        if transport != DemoTransport.TCP_TLS.value:
+            over = {"https": "ETSI GS QKD 014", "grpcs": "gRPC"}[transport]
             console.print(
-                f"{source.id} and {destination.id} reach their KMs over ETSI GS QKD 014: "
+                f"{source.id} and {destination.id} reach their KMs over {over}: "
                 f"{ak_url(source)}, {ak_url(destination)}"
             )
 

@@ -339,5 +339,13 @@ def test_demo_over_etsi_014() -> None:
 
 def test_demo_over_etsi_014_has_no_sessions() -> None:
     result = qkdn("demo", "--transport", "https", "--mode", "proactive")
-    assert_one_line_error(result, "--mode proactive needs --transport tcp+tls")
+    assert_one_line_error(result, "--mode proactive needs --transport tcp+tls or grpcs")
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("mode", ["request", "proactive"])
+def test_demo_over_grpc(mode: str) -> None:
+    result = qkdn("demo", "--transport", "grpcs", "--mode", mode)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alice and bob reach their KMs over gRPC: grpcs://127.0.0.1:" in result.stdout
+    assert result.stdout.rstrip().endswith("alice and bob hold the same keys")

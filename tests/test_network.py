@@ -38,7 +38,7 @@ from qkdn_sdk.transport import connect
 LINE3 = (Path(__file__).parent.parent / "examples" / "topologies" / "line3.toml").read_text(
     encoding="utf-8"
 )
-TRANSPORTS = ["memory", "tcp+tls"]
+TRANSPORTS = ["memory", "tcp+tls", "grpcs"]
 AK_TRANSPORTS = [*TRANSPORTS, "https"]
 """For the tests of key supply upon request: ``https`` is tcp+tls with Ak served as ETSI GS QKD
 014 too (``also = {ak = ["https"]}``), which the applications use."""

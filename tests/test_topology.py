@@ -86,7 +86,7 @@ def test_a_link_of_external_kmes() -> None:
         (
             'also = {ak = ["https"]}\ntransport = "memory"',
             "secret_key_rate = 1",
-            "also: other transports need a network transport",
+            "also: other transports need a TLS transport (tcp+tls or grpcs), not memory",
         ),
         ("", "secret_key_rate = 1\netsi014 = true", 'needs mode = "on-request"'),
         ("", 'kme.km-b = {url = "https://b:1"}', "kme names one KME for each of"),

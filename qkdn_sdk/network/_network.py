@@ -80,7 +80,7 @@ class Network:
 
     @property
     def uses_tls(self) -> bool:
-        return self.topology.transport == "tcp+tls"
+        return self.topology.uses_tls
 
     def tls(self, entity: str) -> TLSConfig | None:
         """The TLS settings of ``entity`` (``None`` when the transport has no TLS)."""

@@ -114,7 +114,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
         config_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RoleConfigError(f"cannot make {config_dir}: {exc.strerror or exc}") from None
-    uses_tls = topology.transport == "tcp+tls"
+    uses_tls = topology.uses_tls
     if uses_tls:
         write_dev_pki(directory / _PKI_DIR, "qkdn-dev-ca", topology.entities())
     ports = _free_ports(first_port)

@@ -62,7 +62,8 @@ __all__ = [
     "parse_topology",
 ]
 
-_SCHEMES = ("tcp+tls", "tcp", "memory")
+_SCHEMES = ("tcp+tls", "tcp", "grpcs", "grpc", "memory")
+_TLS_SCHEMES = ("tcp+tls", "grpcs", "https")
 
 
 class TopologyError(QkdnError):
@@ -133,6 +134,11 @@ class Topology:
     controller_also: tuple[str, ...] = ()
     """Further Ck URLs of the controller, by other transports."""
 
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the roles speak TLS (and need the network's PKI)."""
+        return self.transport in _TLS_SCHEMES
+
     def km(self, km_id: str) -> KMSpec:
         return next(km for km in self.kms if km.id == km_id)
 
@@ -161,8 +167,10 @@ class Topology:
         ``{"ck": ["grpcs"]}``: the KMs and the controller serve Ck over gRPC too), each on
         ``host``, any port, unless a KM names its URL. Raises :class:`TopologyError` for an
         unknown interface or a ``memory`` topology."""
-        if self.transport == "memory":
-            raise TopologyError("other transports need a network transport (tcp+tls), not memory")
+        if not self.uses_tls:
+            raise TopologyError(
+                f"other transports need a TLS transport (tcp+tls or grpcs), not {self.transport}"
+            )
         kms = []
         for km in self.kms:
             listen = dict(km.listen)

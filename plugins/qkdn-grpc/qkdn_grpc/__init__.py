@@ -130,20 +130,18 @@ async def _await_answer(
     return _checked(request, response)
 
 
-async def _envelopes(stream: ByteStream) -> AsyncIterator[tuple[int, Message]]:
-    """The (MessageID, message) of each envelope the peer sends on ``stream`` until it ends;
-    an envelope that does not decode is logged and skipped (the stream goes on)."""
+async def _next_envelope(stream: ByteStream) -> tuple[int, Message] | None:
+    """The (MessageID, message) of the next envelope the peer sends on ``stream``; ``None``
+    once the stream ended. An envelope that does not decode is logged and skipped."""
     while True:
         try:
             data = await stream.receive()
         except QkdnError:
-            return
+            return None
         try:
-            envelope = decode_envelope(data)
+            return decode_envelope(data)
         except PayloadError as exc:
             logger.info("a bad message on a reverse stream: %s", exc)
-            continue
-        yield envelope
 
 
 def _checked(request: Message, response: Message) -> Message:
@@ -277,14 +275,20 @@ class _ClientConnection(Connection):
         if self._end is not None:
             raise type(self._end)(str(self._end))
         stream = await self._reverse()
-        await stream.send(encode_envelope(0, message))
+        try:
+            await stream.send(encode_envelope(0, message))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._end = self._end or ConnectionBroken("the connection's stream ended")
+            raise self._end from None
 
     async def _reverse(self) -> ByteStream:
         """The reverse stream, opened now if the connection has none yet."""
         if self._stream is None:
             assert self._nursery is not None
             await self._nursery.start(self.run_reverse)
-        assert self._stream is not None
+        if self._stream is None:
+            self._end = self._end or ConnectionBroken("the connection's stream ended")
+            raise self._end
         return self._stream
 
     def _path(self, message: Message, *, request: bool) -> str:
@@ -312,17 +316,27 @@ class _ClientConnection(Connection):
             raise FailureResponse(reason, ErrorIndication(reason=reason)) from exc
 
     async def run_reverse(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """Open the reverse stream and answer what the server sends on it, until cancelled."""
-        stream = self._stream = await self._channel.open_stream(REVERSE)
+        """Open the reverse stream and answer what the server sends on it until it ends (then
+        the connection is broken) or the task is cancelled. Raises nothing."""
+        try:
+            stream = await self._channel.open_stream(REVERSE)
+        except QkdnError as exc:
+            logger.info("no reverse stream: %s", exc)
+            task_status.started()
+            return
+        self._stream = stream
         task_status.started()
         in_flight = trio.Semaphore(self._limits.max_in_flight)
         try:
-            async with stream, trio.open_nursery() as nursery:
-                async for message_id, message in _envelopes(stream):
+            async with trio.open_nursery() as nursery:
+                while (envelope := await _next_envelope(stream)) is not None:
                     await in_flight.acquire()
-                    nursery.start_soon(self._serve, stream, in_flight, message_id, message)
+                    nursery.start_soon(self._serve, stream, in_flight, *envelope)
         finally:
             self._stream = None
+            self._end = self._end or ConnectionBroken("the server ended the connection's stream")
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
     async def _serve(
         self, stream: ByteStream, in_flight: trio.Semaphore, message_id: int, message: Message
@@ -331,7 +345,7 @@ class _ClientConnection(Connection):
             response = await _answer(self._handler, self._accepts, self.peer_id, message, self)
             if response is not None:
                 await stream.send(encode_envelope(message_id, response))
-        except QkdnError as exc:
+        except (QkdnError, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
             logger.info("could not answer %s: %s", type(message).__name__, exc)
         finally:
             in_flight.release()
@@ -501,7 +515,8 @@ class _Server:
         one_way: trio.MemorySendChannel[Message],
     ) -> None:
         """Deliver the client's answers to our requests, and its one-way messages."""
-        async for message_id, message in _envelopes(stream):
+        while (envelope := await _next_envelope(stream)) is not None:
+            message_id, message = envelope
             if connection.answers.deliver(message_id, message):
                 continue  # the answer to one of our requests (HELLO answers HELLO)
             if message.response_type() is not None:
@@ -553,15 +568,21 @@ class GrpcTransport(Transport):
             connection = _ClientConnection(
                 channel, local_id=local_id, handler=handler, accepts=accepts, limits=limits
             )
-            async with trio.open_nursery() as nursery:
-                connection._nursery = nursery
-                if handler is not None:
-                    await nursery.start(connection.run_reverse)
-                try:
-                    yield connection
-                finally:
-                    nursery.cancel_scope.cancel()
-                    await connection.aclose()
+            try:
+                async with trio.open_nursery() as nursery:
+                    connection._nursery = nursery
+                    if handler is not None:
+                        await nursery.start(connection.run_reverse)
+                    try:
+                        yield connection
+                    finally:
+                        nursery.cancel_scope.cancel()
+                        await connection.aclose()
+            except BaseExceptionGroup as group:  # the reverse stream's task raises nothing:
+                if len(group.exceptions) != 1:  # the block's error comes out as itself
+                    raise
+                error = group.exceptions[0]
+                raise error from error.__cause__
 
     async def serve(
         self,

@@ -64,6 +64,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import queue
 import re
 import ssl
@@ -74,6 +75,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
 import attrs
+
+# grpcio's C core logs to stderr at INFO (every GOAWAY of a closed connection); the SDK says
+# what matters itself. A user who wants the core's log sets GRPC_VERBOSITY before importing.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import grpc
 import outcome
 import trio
