@@ -30,6 +30,7 @@ from qkdn_sdk.transport._api import (
     Limits,
     ServerInfo,
     Transport,
+    check_claims,
 )
 from qkdn_sdk.transport._framed import FramedConnection, running
 from qkdn_sdk.transport._listen import open_listeners, tcp_address
@@ -47,6 +48,7 @@ __all__ = [
     "ServerInfo",
     "Transport",
     "TransportRegistry",
+    "check_claims",
     "connect",
     "hookimpl",
     "open_listeners",

@@ -12,10 +12,19 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from qkdn_sdk.errors import IdentityMismatch, quoted
 from qkdn_sdk.messages import Message
 from qkdn_sdk.tls import TLSConfig
 
-__all__ = ["DEFAULT_TIMEOUT", "Connection", "Handler", "Limits", "ServerInfo", "Transport"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Connection",
+    "Handler",
+    "Limits",
+    "ServerInfo",
+    "Transport",
+    "check_claims",
+]
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds :meth:`Connection.request` waits for a response unless told otherwise."""
@@ -70,6 +79,21 @@ class Connection(abc.ABC):
     async def aclose(self) -> None:
         """Close the connection. Pending requests fail with
         :class:`~qkdn_sdk.errors.ConnectionBroken`. Closing twice is harmless."""
+
+
+def check_claims(message: Message, identity: str | None) -> None:
+    """Raise :class:`~qkdn_sdk.errors.IdentityMismatch` when ``message`` names as its sender
+    (``Message.claims``) another ID than ``identity``, the one its sender authenticated with
+    (``None``: nobody authenticated, nothing to check). Every transport checks what it
+    receives so; one that cannot carry the claim checks what it sends."""
+    if identity is None:
+        return
+    for name in message.claims:
+        claimed = getattr(message, name)
+        if claimed is not None and claimed != identity:
+            raise IdentityMismatch(
+                f"{name} {quoted(claimed)} is not the authenticated peer {identity!r}"
+            )
 
 
 Handler = Callable[[Message, Connection], Awaitable[Message | None]]

@@ -67,7 +67,6 @@ from qkdn_sdk.errors import (
     RemoteProtocolError,
     RequestTimeout,
     TransportError,
-    quoted,
 )
 from qkdn_sdk.messages import (
     Message,
@@ -80,7 +79,14 @@ from qkdn_sdk.messages import (
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.tls import explain_tls_failure
 from qkdn_sdk.transport._admission import close_gracefully
-from qkdn_sdk.transport._api import DEFAULT_TIMEOUT, Connection, Handler, Limits, Transport
+from qkdn_sdk.transport._api import (
+    DEFAULT_TIMEOUT,
+    Connection,
+    Handler,
+    Limits,
+    Transport,
+    check_claims,
+)
 from qkdn_sdk.transport._registry import transport_registry
 
 __all__ = ["FramedConnection", "running"]
@@ -378,7 +384,7 @@ class FramedConnection(Connection):
             await self._refuse(message_id, code, refused, {}, indication=True)
             return
         try:
-            self._check_claims(message)
+            check_claims(message, self._peer_id)
         except IdentityMismatch as exc:
             await self._refuse(message_id, code, exc, attrs.asdict(message, recurse=False))
             return
@@ -528,16 +534,6 @@ class FramedConnection(Connection):
         else:
             answer = self._failure(expected, error.response_text, echo, code)
         await self._reply_quietly(message_id, answer)
-
-    def _check_claims(self, message: Message) -> None:
-        if self._peer_id is None:
-            return
-        for name in message.claims:
-            claimed = getattr(message, name)
-            if claimed is not None and claimed != self._peer_id:
-                raise IdentityMismatch(
-                    f"{name} {quoted(claimed)} is not the authenticated peer {self._peer_id!r}"
-                )
 
 
 _A_ROLE = {

@@ -35,6 +35,7 @@ from qkdn_grpc._schema import services
 from qkdn_sdk.errors import (
     ConnectionBroken,
     FailureResponse,
+    IdentityMismatch,
     InvalidMessage,
     LocalProtocolError,
     PayloadError,
@@ -42,7 +43,6 @@ from qkdn_sdk.errors import (
     RemoteProtocolError,
     RequestTimeout,
     TransportError,
-    quoted,
 )
 from qkdn_sdk.messages import (
     Message,
@@ -60,6 +60,7 @@ from qkdn_sdk.transport import (
     ServerInfo,
     Transport,
     TransportRegistry,
+    check_claims,
     hookimpl,
     tcp_address,
 )
@@ -171,9 +172,15 @@ async def _answer(
     """What a handler answers ``message`` with, as every transport does: a refusal when it is
     not accepted or claims another ID, a failure response when the handler fails."""
     response_type = type(message).response_type()
+    try:
+        check_claims(message, peer_id)
+    except IdentityMismatch as exc:
+        claim: str | None = exc.response_text
+    else:
+        claim = None
     if accepts is not None and type(message) not in accepts:
         reason = f"{message.spec_name} (0x{message.code:04X}) is not accepted here"
-    elif (claim := _false_claim(message, peer_id)) is not None:
+    elif claim is not None:
         reason = claim
     elif handler is None:
         reason = "this side takes no requests"
@@ -205,16 +212,6 @@ def _echo(message: Message) -> dict[str, object]:
     """The IDs of a request its failure response repeats (as the framed transports do)."""
     names = ("session_id", "key_id", "keys")
     return {name: getattr(message, name) for name in names if hasattr(message, name)}
-
-
-def _false_claim(message: Message, peer_id: str | None) -> str | None:
-    if peer_id is None:
-        return None
-    for name in message.claims:
-        claimed = getattr(message, name, None)
-        if claimed is not None and claimed != peer_id:
-            return f"failure: {name} {quoted(claimed)} is not the authenticated peer {peer_id!r}"
-    return None
 
 
 # --- client ---------------------------------------------------------------------------------

@@ -28,12 +28,10 @@ from qkdn_sdk.codecs import etsi014
 from qkdn_sdk.errors import (
     ConnectionBroken,
     FailureResponse,
-    IdentityMismatch,
     NotCarried,
     RemoteProtocolError,
     RequestTimeout,
     TransportError,
-    quoted,
 )
 from qkdn_sdk.messages import Message, ak, failure_response, kq1
 from qkdn_sdk.tls import TLSConfig
@@ -45,6 +43,7 @@ from qkdn_sdk.transport import (
     ServerInfo,
     Transport,
     TransportRegistry,
+    check_claims,
     hookimpl,
     open_listeners,
     tcp_address,
@@ -113,7 +112,9 @@ class HttpsConnection(Connection):
             raise _not_carried(type(message))
         if self._end is not None:
             raise type(self._end)(str(self._end))
-        self._check_claims(message)
+        # 014 takes the sender's ID from its certificate and has no place for a claimed one:
+        # a message claiming another ID is refused here rather than sent without it
+        check_claims(message, self._local_id)
         try:
             with trio.fail_after(timeout if timeout is not None else float("inf")):
                 return await self._client.exchange(message)
@@ -135,17 +136,6 @@ class HttpsConnection(Connection):
         if self._end is None:
             self._end = ConnectionBroken("the connection was closed")
         await self._client.aclose()
-
-    def _check_claims(self, message: Message) -> None:
-        """014 takes the sender's ID from its certificate and has no place for a claimed one:
-        a message claiming another ID is refused here rather than sent without it."""
-        for name in message.claims:
-            claimed = getattr(message, name, None)
-            if claimed is not None and self._local_id is not None and claimed != self._local_id:
-                raise IdentityMismatch(
-                    f"{name} {quoted(claimed)} is not the authenticated peer {self._local_id!r} "
-                    "(014 sends the ID in our certificate)"
-                )
 
 
 def _not_carried(message_type: type[Message]) -> NotCarried:
