@@ -82,9 +82,10 @@ def test_files_read_back_into_the_roles_of_the_topology(deployment: dict[str, Pa
     roles = {role_id: load_role_config(path, role_of(path)) for role_id, path in deployment.items()}
     controller = roles["controller"].config
     assert isinstance(controller, ControllerConfig)
-    assert attrs.evolve(controller, listen_url="x") == attrs.evolve(
-        topology.controller_config(), listen_url="x"
+    assert attrs.evolve(controller, listen_url="x", also_listen=()) == attrs.evolve(
+        topology.controller_config(), listen_url="x", also_listen=()
     )
+    assert [url.split(":")[0] for url in controller.also_listen] == ["grpcs"]  # Ck on gRPC
     km_b = roles["km-b"]
     assert isinstance(km_b.config, KMConfig)
     # a KM reaches its controller and neighbours at the URLs where they listen
@@ -105,6 +106,7 @@ def test_files_read_back_into_the_roles_of_the_topology(deployment: dict[str, Pa
             for url in role.config.listen.values()
         ),
         controller.listen_url,
+        *controller.also_listen,
         *(
             role.config.listen_url
             for role in roles.values()
@@ -113,7 +115,8 @@ def test_files_read_back_into_the_roles_of_the_topology(deployment: dict[str, Pa
     ]
     ports = [int(url.rsplit(":", 1)[1]) for url in urls]
     assert 0 not in ports
-    assert len(set(ports)) == len(ports) == 3 * 5 + 1 + 2  # KMs: 4 interfaces, ETSI 014
+    # KMs: 4 interfaces, Ak on https and grpcs, Ck on grpcs; the controller's Ck twice
+    assert len(set(ports)) == len(ports) == 3 * 7 + 2 + 2
     # both modules of a link share its secret and start time; each serves its own KM
     a_b, b_a = roles["km-a.km-b"].config, roles["km-b.km-a"].config
     assert isinstance(a_b, QKDModuleConfig)
