@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import typing
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -45,6 +46,7 @@ import orjson
 
 from qkdn_sdk.errors import LocalProtocolError, QkdnError, RemoteProtocolError, quoted, shorten
 from qkdn_sdk.messages import Interface, JSONObject, Key, KeyId, Message, ak, failure_reason, kq1
+from qkdn_sdk.messages._status import StatusFields
 
 __all__ = [
     "ADDITIONAL_SLAVES",
@@ -98,21 +100,24 @@ SLAVE = "slave_SAE_ID"
 
 _BODY_ONLY = (ADDITIONAL_SLAVES, MANDATORY, OPTIONAL)
 _STATUS, _ENC_KEYS, _DEC_KEYS = "status", "enc_keys", "dec_keys"
-_STATUS_NAMES = {
-    "source_kme_id": "source_KME_ID",
-    "target_kme_id": "target_KME_ID",
-    "master_sae_id": "master_SAE_ID",
-    "slave_sae_id": "slave_SAE_ID",
-    "key_size": "key_size",
-    "stored_key_count": "stored_key_count",
-    "max_key_count": "max_key_count",
-    "max_key_per_request": "max_key_per_request",
-    "max_key_size": "max_key_size",
-    "min_key_size": "min_key_size",
-    "max_sae_id_count": "max_SAE_ID_count",
-    "status_extension": "status_extension",
-}
-_INTEGERS = frozenset(name for name in _STATUS_NAMES if name.endswith(("size", "count", "request")))
+
+
+def _status_fields() -> tuple[tuple[str, str, type, bool], ...]:
+    """``(attribute, 014 name, JSON type, mandatory)`` of each Status parameter, read from the
+    table (:class:`~qkdn_sdk.messages._status.StatusFields`: its spec names are the 014 names)."""
+    fields = []
+    for field in attrs.fields(attrs.resolve_types(StatusFields)):
+        args = typing.get_args(field.type) or (field.type,)  # X | None: X
+        (kind,) = [arg for arg in args if arg is not type(None)]
+        kind = typing.get_origin(kind) or kind  # dict[str, Any]: dict
+        fields.append(
+            (field.name, field.metadata["spec"].name, kind, field.default is attrs.NOTHING)
+        )
+    return tuple(fields)
+
+
+_STATUS_FIELDS = _status_fields()
+_JSON_TYPES = {int: "an integer", str: "a string", dict: "an object"}
 
 
 class Etsi014Error(QkdnError):
@@ -384,18 +389,16 @@ def _key_from_json(index: int, item: Any) -> Key:
 
 def _status_from_json(status_type: type[ak.Status | kq1.Status], document: JSONObject) -> Message:
     values: dict[str, Any] = {}
-    for name, json_name in _STATUS_NAMES.items():
+    for name, json_name, kind, mandatory in _STATUS_FIELDS:
         value = document.get(json_name)
         if value is None:
-            if name != "status_extension":
+            if mandatory:
                 raise RemoteProtocolError(f"the status has no {json_name}")
             continue
-        if name in _INTEGERS and (type(value) is not int):
-            raise RemoteProtocolError(f"{json_name}: expected an integer, got {quoted(str(value))}")
-        if name == "status_extension" and not isinstance(value, dict):
-            raise RemoteProtocolError("status_extension: expected an object")
-        if name not in _INTEGERS and name != "status_extension" and not isinstance(value, str):
-            raise RemoteProtocolError(f"{json_name}: expected a string")
+        if type(value) is not kind:  # a bool is not an integer
+            raise RemoteProtocolError(
+                f"{json_name}: expected {_JSON_TYPES[kind]}, got {quoted(str(value))}"
+            )
         values[name] = value
     try:
         return status_type(**values)
@@ -595,7 +598,7 @@ def encode_response(response: Message) -> tuple[int, JSONObject]:
         return 503, {"message": shorten(reason)}
     if isinstance(response, (ak.Status, kq1.Status)):
         body = {}
-        for name, json_name in _STATUS_NAMES.items():
+        for name, json_name, _kind, _mandatory in _STATUS_FIELDS:
             value = getattr(response, name)
             if value is not None:
                 body[json_name] = value
