@@ -33,7 +33,7 @@ from qkdn_sdk.transport._api import (
     check_claims,
 )
 from qkdn_sdk.transport._framed import FramedConnection, running
-from qkdn_sdk.transport._listen import open_listeners, tcp_address
+from qkdn_sdk.transport._listen import bound_url, open_listeners, tcp_address
 from qkdn_sdk.transport._registry import PluginFailure, TransportRegistry, transport_registry
 from qkdn_sdk.transport.hookspecs import hookimpl
 
@@ -48,6 +48,7 @@ __all__ = [
     "ServerInfo",
     "Transport",
     "TransportRegistry",
+    "bound_url",
     "check_claims",
     "connect",
     "hookimpl",

@@ -8,7 +8,7 @@ import trio
 
 from qkdn_sdk.errors import TransportError
 
-__all__ = ["open_listeners", "tcp_address"]
+__all__ = ["bound_url", "open_listeners", "tcp_address"]
 
 
 def tcp_address(url: urllib.parse.SplitResult) -> tuple[str, int]:
@@ -33,5 +33,10 @@ async def open_listeners(url: urllib.parse.SplitResult) -> tuple[list[trio.Socke
     except OSError as exc:
         raise TransportError(f"cannot listen on {url.geturl()}: {exc.strerror or exc}") from None
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
-    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return listeners, f"{url.scheme}://{shown_host}:{bound_port}"
+    return listeners, bound_url(url.scheme, bound_host, bound_port)
+
+
+def bound_url(scheme: str, host: str, port: int) -> str:
+    """The URL that reaches a server listening on ``host`` (an IPv6 address in brackets)."""
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown_host}:{port}"

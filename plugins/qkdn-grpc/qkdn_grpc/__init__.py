@@ -31,7 +31,7 @@ import trio
 
 from qkdn_grpc._bridge import ByteStream, CallInfo, ConnectionEnded, GrpcChannel, serve_grpc
 from qkdn_grpc._codec import decode, decode_envelope, encode, encode_envelope, rpc_path
-from qkdn_grpc._schema import services
+from qkdn_grpc._schema import PACKAGE, services
 from qkdn_sdk.errors import (
     ConnectionBroken,
     FailureResponse,
@@ -60,6 +60,7 @@ from qkdn_sdk.transport import (
     ServerInfo,
     Transport,
     TransportRegistry,
+    bound_url,
     check_claims,
     hookimpl,
     tcp_address,
@@ -69,7 +70,7 @@ __all__ = ["REVERSE", "GrpcTransport", "qkdn_register_transports"]
 
 logger = logging.getLogger("qkdn_grpc")
 
-REVERSE = "/qkdn.v1.Peer/Reverse"
+REVERSE = f"/{PACKAGE}.Peer/Reverse"
 """The bidirectional stream on which the serving side sends its own requests."""
 
 _RPCS: dict[type[Message], str] = {
@@ -113,7 +114,7 @@ class _Answers:
 async def _await_answer(
     request: Message,
     answers: _Answers,
-    send: trio.abc.SendChannel[bytes] | ByteStream,
+    send: ByteStream,
     timeout: float | None,
 ) -> Message:
     message_id, answer = answers.new()
@@ -609,8 +610,7 @@ class GrpcTransport(Transport):
                     limits=limits,
                 )
             )
-            shown = f"[{host}]" if ":" in host else host
-            task_status.started(ServerInfo(f"{url.scheme}://{shown}:{bound}"))
+            task_status.started(ServerInfo(bound_url(url.scheme, host, bound)))
 
 
 @hookimpl
