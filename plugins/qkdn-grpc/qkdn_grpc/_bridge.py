@@ -76,9 +76,10 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-# grpcio's C core logs to stderr at INFO (every GOAWAY of a closed connection); the SDK says
-# what matters itself. A user who wants the core's log sets GRPC_VERBOSITY before importing.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# grpcio's C core logs to stderr (every GOAWAY of a closed connection, a port it cannot bind);
+# the SDK reports what matters itself, in one line. A user who wants the core's log sets
+# GRPC_VERBOSITY before importing.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 import outcome
