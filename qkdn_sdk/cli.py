@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
+from qkdn_sdk.bench import DEFAULT_TRANSPORTS, Figure, run_bench
 from qkdn_sdk.catalogue import (
     SELECTIONS,
     catalogue,
@@ -1120,6 +1121,80 @@ async def _show_link_keys(network: Network, console: Console, needed: int) -> No
             if ready == len(tasks):
                 return
             await trio.sleep(0.05)  # screen refresh
+
+
+@app.command()
+def bench(
+    transports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--transport",
+            metavar="SCHEME",
+            help="A scheme whose round trips to measure (repeat for several); default: "
+            + ", ".join(DEFAULT_TRANSPORTS)
+            + " (those installed).",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="Half a second per measurement and fewer relays (under 2 minutes)."
+        ),
+    ] = False,
+    json_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help='Also write {"figures": [{name, transport, value, unit, baseline, ratio, '
+            "...}]} to this file.",
+        ),
+    ] = None,
+) -> None:
+    """Measure the SDK beside the bare transports, in one run: the codec, round trips per
+    transport, keys a KM delivers, relay latency over 1 to 8 hops, QKD-key ingest and the key
+    store. Each figure's baseline is the bare stack doing the same work; ratio = SDK / bare."""
+    registry = transport_registry()
+    installed = {scheme for entry in registry.entries() for scheme in type(entry.transport).schemes}
+    if transports is None:
+        transports = [scheme for scheme in DEFAULT_TRANSPORTS if scheme in installed]
+    for scheme in transports:
+        if scheme not in installed:
+            fail(
+                f"--transport {scheme}: no installed transport serves {scheme}:// "
+                "(see qkdn transports)"
+            )
+    console = Console(stderr=True)
+    typer.echo(f"{'figure':<24} {'transport':<9} {'SDK':>18} {'bare':>12} {'ratio':>6}  case")
+
+    def report(figure: Figure) -> None:
+        baseline = "" if figure.baseline is None else f"{figure.baseline:,.4g}"
+        ratio = "" if figure.ratio is None else f"{figure.ratio:.2f}"
+        value = f"{figure.value:,.4g} {figure.unit}"
+        latency = (
+            "" if figure.p50 is None else f" (p50 {figure.p50:.3g} ms, p99 {figure.p99:.3g} ms)"
+        )
+        typer.echo(
+            f"{figure.name:<24} {figure.transport or '':<9} {value:>18} {baseline:>12} {ratio:>6}"
+            f"  {figure.case or ''}{latency}"
+        )
+
+    def progress(step: str) -> None:
+        console.print(f"[dim]measuring {step}...[/dim]", highlight=False)
+
+    started = time.perf_counter()
+    try:
+        figures = _run(
+            partial(run_bench, transports, quick=quick, report=report, progress=progress)
+        )
+    except QkdnError as exc:
+        fail(str(exc))
+    console.print(f"[dim]{len(figures)} figures in {time.perf_counter() - started:.0f} s[/dim]")
+    if json_path is not None:
+        document = {"figures": [figure.to_json() for figure in figures]}
+        try:
+            json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            fail(f"--json {json_path}: cannot write it ({exc.strerror or exc})")
 
 
 def _fingerprint(key: bytes) -> str:

@@ -92,6 +92,7 @@ def test_every_cli_command_is_documented(command: str) -> None:
 
 def test_the_cli_has_the_commands_the_docs_promise() -> None:
     assert _commands() == [
+        "bench",
         "certs",
         "decode",
         "demo",

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
+import copy
+import dataclasses
 import enum
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import attrs
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qkdn_sdk.catalogue import message_entry
+from qkdn_sdk.codecs import payload as payload_codec
 from qkdn_sdk.codecs.payload import (
     MAX_DEPTH,
     decode_payload,
@@ -21,9 +28,17 @@ from qkdn_sdk.codecs.payload import (
     message_from_dict,
     message_to_dict,
 )
-from qkdn_sdk.errors import FrameError, LocalProtocolError, PayloadError, RemoteProtocolError
+from qkdn_sdk.errors import (
+    FrameError,
+    InvalidMessage,
+    LocalProtocolError,
+    PayloadError,
+    RemoteProtocolError,
+)
 from qkdn_sdk.messages import Key, KeyId, Message, ak, all_messages, ck, kq1, kx, mgmt
-from tests.strategies import json_values, messages
+from qkdn_sdk.messages._base import identifier
+from tests.fuzzing import DrawSource, example_payloads, mutate_json
+from tests.strategies import json_objects, json_values, messages
 
 MESSAGES = all_messages()
 PROPERTY = settings(max_examples=40, deadline=None)
@@ -578,3 +593,304 @@ def test_payload_nested_deeper_than_the_encoder_goes_is_refused(depth: int) -> N
 def test_a_message_that_is_not_json_is_a_local_protocol_error(message: Message) -> None:
     with pytest.raises(LocalProtocolError, match="Key request"):
         encode_payload(message)
+
+
+# --- the fast path: the converter's outcome, sooner --------------------------------------------
+# The codec tries a fast path first and, where it gives up, the cattrs converter. These tests hold
+# the fast path to the converter: on valid messages it is taken and gives the same result; on
+# anything else the codec's outcome (message, bytes, error text) is the converter's alone.
+
+
+@contextlib.contextmanager
+def _converter_alone() -> Iterator[None]:
+    """The codec with its fast path switched off: what the cattrs converter alone makes of it."""
+    with (
+        mock.patch.object(payload_codec, "_fast_message", return_value=None),
+        mock.patch.object(payload_codec, "_fast_payload", return_value=None),
+    ):
+        yield
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the exact type of everything in it (``==`` alone takes
+    ``ResultCode.SUCCESS`` for ``1``, and ``True`` for ``1``)."""
+    if attrs.has(type(value)):
+        fields = attrs.fields(type(value))
+        return type(value), [(field.name, _typed(getattr(value, field.name))) for field in fields]
+    if type(value) is list:
+        return list, [_typed(item) for item in value]
+    if type(value) is dict:
+        return dict, {name: _typed(item) for name, item in value.items()}
+    return type(value), value
+
+
+def _decoded(cls: type[Message], payload: Any) -> Any:
+    """What :func:`message_from_dict` makes of ``payload``: the message (exact types), or the
+    texts of the :class:`PayloadError` (any other exception fails the test)."""
+    try:
+        return _typed(message_from_dict(cls, payload))
+    except PayloadError as exc:
+        return "PayloadError", exc.errors, str(exc)
+
+
+def _encoded(message: Message) -> Any:
+    """What :func:`encode_payload` makes of ``message``: the bytes, or the text of the
+    :class:`LocalProtocolError` (any other exception fails the test)."""
+    try:
+        return encode_payload(message)
+    except LocalProtocolError as exc:
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@PROPERTY
+@given(data=st.data())
+def test_the_fast_path_takes_valid_messages_to_the_converters_result(
+    cls: type[Message], data: st.DataObject
+) -> None:
+    message = data.draw(messages(cls, full=data.draw(st.booleans())))
+    payload = payload_codec._fast_payload(message)
+    assert payload is not None, "the fast path gave up on a valid message"
+    assert payload == orjson.dumps(message_to_dict(message))  # the converter's bytes
+    as_object = orjson.loads(payload)
+    decoded = payload_codec._fast_message(cls, as_object)
+    assert decoded is not None, "the fast path gave up on a valid payload"
+    assert _typed(decoded) == _typed(payload_codec._CONVERTER.structure(as_object, cls))
+    assert _typed(decoded) == _typed(message)
+
+
+def _bad_payloads(cls: type[Message]) -> st.SearchStrategy[Any]:
+    """An example payload of ``cls`` mutated in one to four places (tests/fuzzing.py), or any
+    JSON object of its field names."""
+
+    @st.composite
+    def mutated(draw: st.DrawFn) -> Any:
+        source = DrawSource(draw)
+        return mutate_json(source.choice(example_payloads(cls)), source)
+
+    names = [field.name for field in attrs.fields(cls)]
+    return mutated() | st.dictionaries(st.sampled_from(names), json_values, max_size=len(names))
+
+
+_BAD_PAYLOADS = {cls: _bad_payloads(cls) for cls in MESSAGES}
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_a_bad_payload_gets_the_converters_error_text(
+    cls: type[Message], data: st.DataObject
+) -> None:
+    payload = data.draw(_BAD_PAYLOADS[cls])
+    outcome = _decoded(cls, payload)
+    with _converter_alone():
+        assert _decoded(cls, payload) == outcome
+
+
+_KEY_DATA = st.binary(max_size=4).map(lambda data: base64.b64encode(data).decode("ascii"))
+_KEY_ITEMS = st.fixed_dictionaries(
+    {
+        "key": _KEY_DATA | st.text(alphabet="AQg+/=-_ \n\u00e9", max_size=6) | json_values,
+        "key_id": st.text(max_size=3) | json_values,
+    },
+    optional={"key_extension": st.none() | json_objects | json_values, "key_size": json_values},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.lists(_KEY_ITEMS | json_values, max_size=3),
+    cls=st.sampled_from([ak.ResponseToKeyRequest, kq1.ResponseToKeyRequest]),
+)
+def test_keys_read_by_the_fast_path_are_the_converters(keys: list[Any], cls: type[Message]) -> None:
+    payload = {"keys": keys, "response": "success"}
+    outcome = _decoded(cls, payload)
+    with _converter_alone():
+        assert _decoded(cls, payload) == outcome
+
+
+def test_keys_are_built_with_exactly_the_checks_of_key() -> None:
+    # The fast path builds keys without Key.__init__, repeating its checks: these, and no other.
+    checks = [(field.name, field.validator) for field in attrs.fields(Key)]
+    assert checks == [("key", None), ("key_id", identifier), ("key_extension", None)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=3), key_id=st.text(max_size=3), extension=st.none() | json_objects)
+def test_a_key_the_fast_path_builds_is_one_key_would_build(
+    data: bytes, key_id: str, extension: dict[str, Any] | None
+) -> None:
+    item = {"key": base64.b64encode(data).decode("ascii"), "key_id": key_id}
+    if extension is not None:
+        item["key_extension"] = extension
+    try:
+        expected = Key(key=data, key_id=key_id, key_extension=extension)
+    except InvalidMessage:
+        with pytest.raises(payload_codec._GiveUp):
+            payload_codec._keys_from_payload([item])
+    else:
+        assert _typed(payload_codec._keys_from_payload([item])) == _typed([expected])
+
+
+def _attempt(call: Callable[[], bytes]) -> bytes | type[BaseException]:
+    try:
+        return call()
+    except (binascii.Error, ValueError) as exc:
+        return type(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="AQg+/=-_ \n\x00\u00e9", max_size=10) | st.text(max_size=10))
+def test_key_data_is_read_as_b64decode_with_validate_reads_it(text: str) -> None:
+    assert _attempt(lambda: payload_codec._from_base64(text)) == _attempt(
+        lambda: base64.b64decode(text, validate=True)
+    )
+
+
+class _Text(str):
+    """A str subclass: orjson writes it as a string, and the converter might read it otherwise."""
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int = 0
+
+
+def _key_holding(**values: Any) -> Key:
+    """A key whose fields hold ``values``, types unchecked (as a careless caller can build)."""
+    key = Key(key=b"k", key_id="k-1")
+    for name, value in values.items():
+        object.__setattr__(key, name, value)
+    return key
+
+
+_ODD_VALUES = st.sampled_from(
+    [
+        None,
+        True,
+        0,
+        5,
+        2**64,
+        1.5,
+        "",
+        "abc",
+        "\ud800",
+        _Text("abc"),
+        b"key",
+        bytearray(b"key"),
+        (),
+        ("a",),
+        {1, 2},
+        [],
+        ["a"],
+        [1],
+        [None],
+        [{"a": 1}],
+        [{"a": b"x"}],
+        [{"a": (1, 2)}],
+        [{"a": _Point()}],
+        [{"a": [_Text("b")]}],
+        [_Text("a")],
+        {},
+        {"a": b"x"},
+        {"a": {1, 2}},
+        {"a": _Point()},
+        {"a": uuid.UUID(int=7)},
+        {"a": mgmt.ResultCode.FAILURE},
+        {"a": [_Text("b")]},
+        {_Text("a"): 1},
+        {1: 1},
+        _Point(),
+        mgmt.ResultCode.SUCCESS,
+        mgmt.KeySupplyResponseCode.STATUS_TABLE,
+        mgmt.ApplicationCode.DECRYPTION,
+        KeyId(key_id="k-1"),
+        [KeyId(key_id="k-1")],
+        [Key(key=b"k", key_id="k-1")],
+        [_key_holding(key="a2V5")],
+        [_key_holding(key=bytearray(b"k"))],
+        [_key_holding(key_id=5)],
+        [_key_holding(key_extension=[1])],
+        [_key_holding(key_extension={"a": b"x"})],
+        [_key_holding(key_extension={})],
+        kx.RelayMetadata(kma_key_metadata={"a": 1}),
+    ]
+)
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=_id)
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_a_mistyped_message_gets_the_converters_bytes_or_error(
+    cls: type[Message], data: st.DataObject
+) -> None:
+    message = copy.copy(data.draw(messages(cls)))
+    names = [field.name for field in attrs.fields(cls)]
+    for name in data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True)):
+        object.__setattr__(message, name, data.draw(_ODD_VALUES | json_values))
+    outcome = _encoded(message)
+    with _converter_alone():
+        assert _encoded(message) == outcome
+
+
+@pytest.mark.parametrize("closing", [False, 0, 0.0, True, 1, "yes"], ids=repr)
+def test_a_value_equal_to_its_default_is_left_out_as_the_converter_leaves_it(
+    closing: Any,
+) -> None:
+    # omit_if_default compares with != : closing=0 is False there, and left out.
+    message = mgmt.ErrorIndication(reason="r", closing=closing)
+    outcome = _encoded(message)
+    with _converter_alone():
+        assert _encoded(message) == outcome
+
+
+@attrs.frozen
+class _FactoryDefault:
+    names: list[str] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class _Converted:
+    count: int = attrs.field(default=0, converter=int)
+
+
+@attrs.frozen
+class _NotInit:
+    name: str = "a"
+    derived: str = attrs.field(init=False, default="b")
+
+
+@attrs.frozen
+class _UnknownType:
+    ratio: float = 0.5
+
+
+@pytest.mark.parametrize(
+    ("instance", "gives_up"),
+    [
+        (_FactoryDefault(), True),  # the converter leaves out names == [], a new list each time
+        (_FactoryDefault(names=["x"]), True),
+        (_Converted(), False),  # equal to its default: left out, as the converter does
+        (_Converted(count=2), True),
+        (_NotInit(name="c"), False),
+        (_UnknownType(ratio=1.5), True),
+    ],
+    ids=repr,
+)
+def test_what_the_tables_do_not_use_is_left_to_the_converter(instance: Any, gives_up: bool) -> None:
+    unstructure = payload_codec._unstructure_fields(type(instance))
+    if gives_up:
+        with pytest.raises(payload_codec._GiveUp):
+            unstructure(instance)
+    else:
+        assert unstructure(instance) == payload_codec._CONVERTER.unstructure(instance)
+
+
+def test_a_type_the_fast_path_does_not_know_is_read_by_the_converter() -> None:
+    with pytest.raises(payload_codec._GiveUp):
+        payload_codec._structure_fields(_UnknownType)({"ratio": 1.5})
+    assert payload_codec._CONVERTER.structure({"ratio": 1.5}, _UnknownType) == _UnknownType(1.5)

@@ -16,6 +16,19 @@ A bad payload costs about what a good one does: a list stops being checked after
 :data:`MAX_ERRORS` bad items, only the first :data:`MAX_ERRORS` problems are worded, and a name
 or value the peer chose is shortened before it is quoted, so neither the work nor the text grows
 with what a hostile peer sends.
+
+The converter's generic hooks cost several times what orjson does, so a fast path goes first.
+Each class gets, built once from its attrs fields and their types, a structure function that
+takes orjson's output on trust and checks it cheaply (``type(value) is int``: no bool, no
+subclass), then builds the message by its own class call, so every validator and table rule runs
+as for any caller (the keys of a key response alone are built without ``Key.__init__``, after
+its very checks); and an unstructure function that writes the payload object in table order and
+leaves the contents of JSON objects (extensions) to orjson, under options that refuse whatever
+the converter would rewrite first. Neither words an error: at the first thing it cannot vouch
+for (a type, a missing or unknown field, a rule broken, a value orjson refuses) it gives up, and
+the converter does the work again, so the outcome, errors and their texts included, is the
+converter's. A bad payload costs what it did before, plus what the fast path spent on it before
+giving up: no more than the payload would have cost had it been good.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import types
 import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -40,7 +54,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError, quoted
-from qkdn_sdk.messages import Message
+from qkdn_sdk.messages import JSONObject, Key, Message
 
 __all__ = [
     "MAX_DEPTH",
@@ -195,6 +209,9 @@ def encode_payload(message: Message) -> bytes:
     nesting deeper than :data:`MAX_DEPTH`) or is not of its field's type (attrs does not check
     types: ``ResponseToKeyRequest(keys="abc")`` can be built, and is refused here).
     """
+    payload = _fast_payload(message)
+    if payload is not None:
+        return payload
     try:
         return orjson.dumps(message_to_dict(message))
     except orjson.JSONEncodeError as exc:
@@ -222,6 +239,9 @@ def _structure(cls: type[M], payload: Any, *, may_be_too_deep: bool) -> M:
             [f"payload: nested deeper than {MAX_DEPTH} arrays and objects"],
             message_name=cls.spec_name,
         )
+    message = _fast_message(cls, payload)
+    if message is not None:
+        return message
     try:
         return _CONVERTER.structure(payload, cls)
     except InvalidMessage as exc:  # a rule of the whole message (EitherMandatory, key_length)
@@ -248,10 +268,14 @@ def decode_payload(cls: type[M], data: bytes) -> M:
         raise PayloadError(
             [f"payload: not valid JSON ({exc})"], message_name=cls.spec_name
         ) from None
-    # Each level of nesting opens a bracket: with no more brackets than the limit allows, the
-    # walk of the decoded tree (a third of the decoding time of a 100-key response) is not needed.
-    brackets = data.count(b"[") + data.count(b"{")
-    return _structure(cls, payload, may_be_too_deep=brackets > MAX_DEPTH)
+    # orjson writes MAX_DEPTH levels and no more: a payload it writes back is not too deep, and
+    # writing it (in C) costs less than counting its brackets, and a tenth of walking the decoded
+    # tree (in Python), which is left to decide for the payloads orjson refuses.
+    try:
+        orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return _structure(cls, payload, may_be_too_deep=True)
+    return _structure(cls, payload, may_be_too_deep=False)
 
 
 def _deeper_than(payload: Any, limit: int) -> bool:
@@ -296,3 +320,320 @@ def _readable(error: str) -> str:
         _, field, rule = text.split("\0", 2)
         return f"{path}.{field}: {rule}" if path else f"{field}: {rule}"
     return f"{path or 'payload'}: {text}"
+
+
+# --- the fast path ----------------------------------------------------------------------------
+# Per attrs class, built on first use: a structure function (JSON object -> instance) and an
+# unstructure function (instance -> JSON object), made of one hook per field. A hook takes a value
+# and returns it (un)structured, or raises: _GiveUp where it does not vouch for the value, or
+# whatever a class call or orjson raised. The callers catch everything and take the converter's
+# path instead, so a hook may refuse more than the converter does (that costs time only) but must
+# never accept what it refuses, nor return anything it would not.
+
+_Hook = Callable[[Any], Any]
+
+_PLAIN_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+"""orjson options that make it refuse the values the converter rewrites, or may read otherwise,
+before orjson sees them (a dataclass: without its default fields; a subclass of str, int, dict or
+list): whatever orjson writes under them, it writes alike from the converter's output."""
+
+
+class _GiveUp(Exception):
+    """The fast path does not vouch for a value: the converter decides."""
+
+
+def _fast_message(cls: type[M], payload: dict[str, Any]) -> M | None:
+    """``cls`` built from ``payload`` by the fast path, or ``None`` where it gives up."""
+    try:
+        message: M = _structure_fields(cls)(payload)
+    except Exception:  # anything at all: the converter decides, and words the errors
+        return None
+    return message
+
+
+def _fast_payload(message: Message) -> bytes | None:
+    """The payload of ``message`` by the fast path, or ``None`` where it gives up."""
+    try:
+        return orjson.dumps(_unstructure_fields(type(message))(message), option=_PLAIN_JSON)
+    except Exception:  # anything at all, orjson's refusals included: the converter decides
+        return None
+
+
+# --- the fast path: structure ------------------------------------------------------------------
+
+_STRUCTURE_FIELDS: dict[type[Any], Callable[[dict[str, Any]], Any]] = {}
+
+
+def _structure_fields(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+    """The fast structure function of the attrs class ``cls`` (built once)."""
+    structure = _STRUCTURE_FIELDS.get(cls)
+    if structure is None:
+        structure = _STRUCTURE_FIELDS[cls] = _make_structure_fields(cls)
+    return structure
+
+
+def _make_structure_fields(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+    """Each field from its JSON value (``null`` is ``None`` where the type allows it), every
+    mandatory field there and no field the table does not have, then ``cls(**fields)``: its
+    validators and rules run as for any caller."""
+    plan: list[tuple[str, bool, bool, _Hook]] = []
+    for field in attrs.fields(attrs.resolve_types(cls)):
+        annotation, nullable = _without_none(field.type)
+        mandatory = field.default is attrs.NOTHING
+        plan.append((field.name, mandatory, nullable, _structure_hook(annotation)))
+
+    def structure(payload: dict[str, Any]) -> Any:
+        fields: dict[str, Any] = {}
+        for name, mandatory, nullable, hook in plan:
+            if name in payload:
+                value = payload[name]
+                fields[name] = None if value is None and nullable else hook(value)
+            elif mandatory:
+                raise _GiveUp
+        if len(fields) != len(payload):  # a field the table does not have
+            raise _GiveUp
+        return cls(**fields)
+
+    return structure
+
+
+def _structure_hook(annotation: Any) -> _Hook:
+    """The fast structure hook of a field's type (``X | None`` taken off): the converter's rules,
+    checked on orjson's output."""
+    if annotation in (str, int, bool):
+        return _exact(annotation)
+    if annotation == JSONObject:
+        return _exact(dict)
+    if annotation is bytes:
+        return _from_base64
+    if isinstance(annotation, type) and issubclass(annotation, enum.IntEnum):
+        return _int_enum_member(annotation)
+    if annotation == list[Key]:
+        return _keys_from_payload
+    if typing.get_origin(annotation) is list:
+        (item_type,) = typing.get_args(annotation)
+        return _list_of(_structure_hook(item_type))
+    if attrs.has(annotation):
+        structure_fields = _structure_fields(annotation)
+
+        def structure_object(value: Any) -> Any:
+            if type(value) is not dict:
+                raise _GiveUp
+            return structure_fields(value)
+
+        return structure_object
+    return _give_up
+
+
+def _from_base64(value: Any) -> bytes:
+    """Key data. ``base64.b64decode(value, validate=True)`` is this very call after
+    ``value.encode("ascii")`` (CPython 3.11 to 3.13), which ``a2b_base64`` does itself, refusing
+    the same strings; a test holds the two to the same outcome."""
+    if type(value) is not str:
+        raise _GiveUp
+    return binascii.a2b_base64(value, strict_mode=True)
+
+
+def _int_enum_member(enum_type: type[enum.IntEnum]) -> _Hook:
+    """A result code: an integer (not a bool) that is a value of ``enum_type``, as its member."""
+    members = enum_type._value2member_map_
+
+    def member(value: Any) -> Any:
+        if type(value) is not int:
+            raise _GiveUp
+        return members[value]
+
+    return member
+
+
+_new_object = object.__new__
+_set_key = vars(Key)["key"].__set__
+_set_key_id = vars(Key)["key_id"].__set__
+_set_key_extension = vars(Key)["key_extension"].__set__
+
+
+def _keys_from_payload(value: Any) -> list[Key]:
+    """The ``keys`` of the key responses, most of the bytes of the busiest messages.
+
+    ``Key.__init__`` costs a microsecond a key, so the keys are built without it, their slots
+    set from values checked as it checks them and no less: a ``key_id`` that is a non-empty string
+    (its ``identifier`` validator) and a ``key`` of at least one byte (its
+    ``__attrs_post_init__``); a test holds ``Key`` to exactly these checks. A key that fails one
+    gives up, and the converter's call of ``Key`` raises the error.
+    """
+    if type(value) is not list:
+        raise _GiveUp
+    keys = []
+    for item in value:
+        if type(item) is not dict:
+            raise _GiveUp
+        if len(item) == 2:
+            extension = None
+        elif len(item) == 3 and "key_extension" in item:
+            extension = item["key_extension"]
+            if extension is not None and type(extension) is not dict:
+                raise _GiveUp
+        else:
+            raise _GiveUp
+        encoded, key_id = item["key"], item["key_id"]  # with the length: no other field
+        if type(encoded) is not str or type(key_id) is not str or not key_id:
+            raise _GiveUp
+        data = binascii.a2b_base64(encoded, strict_mode=True)  # as _from_base64
+        if not data:
+            raise _GiveUp
+        key: Key = _new_object(Key)
+        _set_key(key, data)
+        _set_key_id(key, key_id)
+        _set_key_extension(key, extension)
+        keys.append(key)
+    return keys
+
+
+# --- the fast path: unstructure ----------------------------------------------------------------
+
+_UNSTRUCTURE_FIELDS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
+
+_FACTORY = typing.cast(type[Any], attrs.Factory)  # a class, which attrs' stubs type a function
+
+
+def _unstructure_fields(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """The fast unstructure function of the attrs class ``cls`` (built once)."""
+    unstructure = _UNSTRUCTURE_FIELDS.get(cls)
+    if unstructure is None:
+        unstructure = _UNSTRUCTURE_FIELDS[cls] = _make_unstructure_fields(cls)
+    return unstructure
+
+
+def _make_unstructure_fields(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """The fields in table order, each as the converter writes it; a field with a default is left
+    out as ``omit_if_default`` leaves it, when ``value != default`` is false (``None``; ``False``
+    for ``closing``)."""
+    plan: list[tuple[str, Any, _Hook | None]] = []
+    for field in attrs.fields(attrs.resolve_types(cls)):
+        if not field.init:  # the converter leaves these out
+            continue
+        hook = _unstructure_hook(_without_none(field.type)[0])
+        if isinstance(field.default, _FACTORY) or field.converter is not None:
+            hook = _give_up  # the converter compares with a default made or converted anew
+        plan.append((field.name, field.default, hook))
+
+    def unstructure(instance: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = {}
+        for name, default, hook in plan:
+            value = getattr(instance, name)
+            if default is attrs.NOTHING or value != default:
+                payload[name] = value if hook is None else hook(value)
+        return payload
+
+    return unstructure
+
+
+def _unstructure_hook(annotation: Any) -> _Hook | None:
+    """The fast unstructure hook of a field's type (``X | None`` taken off), or ``None`` for the
+    value as it is: the converter passes strings, integers and booleans through, whatever they
+    hold, and orjson writes or refuses that same object either way."""
+    if annotation in (str, int, bool):
+        return None
+    if annotation == JSONObject:
+        return _exact(dict)  # its contents are orjson's to write or refuse (_PLAIN_JSON)
+    if annotation is bytes:
+        return _to_base64
+    if isinstance(annotation, type) and issubclass(annotation, enum.IntEnum):
+        return _int_enum_value(annotation)
+    if annotation == list[Key]:
+        return _keys_to_payload
+    if typing.get_origin(annotation) is list:
+        (item_type,) = typing.get_args(annotation)
+        item_hook = _unstructure_hook(item_type)
+        return _exact(list) if item_hook is None else _list_of(item_hook)
+    if attrs.has(annotation):
+        unstructure_fields = _unstructure_fields(annotation)
+
+        def unstructure_object(value: Any) -> Any:
+            if type(value) is not annotation:
+                raise _GiveUp
+            return unstructure_fields(value)
+
+        return unstructure_object
+    return _give_up
+
+
+def _to_base64(value: Any) -> str:
+    """Key data as base64 text (``base64.b64encode`` is this call)."""
+    if type(value) is not bytes:
+        raise _GiveUp
+    return binascii.b2a_base64(value, newline=False).decode("ascii")
+
+
+def _int_enum_value(enum_type: type[enum.IntEnum]) -> _Hook:
+    """A member of ``enum_type`` as its integer."""
+
+    def value_of(value: Any) -> Any:
+        if type(value) is not enum_type:
+            raise _GiveUp
+        return value._value_
+
+    return value_of
+
+
+def _keys_to_payload(value: Any) -> list[dict[str, Any]]:
+    """The ``keys`` of the key responses as :func:`_unstructure_fields` writes them, unrolled:
+    ``key`` as base64, ``key_id`` as it is, ``key_extension`` unless ``None``."""
+    if type(value) is not list:
+        raise _GiveUp
+    payloads = []
+    for key in value:
+        if type(key) is not Key or type(key.key) is not bytes:
+            raise _GiveUp
+        payload: dict[str, Any] = {
+            "key": binascii.b2a_base64(key.key, newline=False).decode("ascii"),
+            "key_id": key.key_id,
+        }
+        extension = key.key_extension
+        if extension is not None:
+            if type(extension) is not dict:
+                raise _GiveUp
+            payload["key_extension"] = extension
+        payloads.append(payload)
+    return payloads
+
+
+# --- the fast path: shared hooks ---------------------------------------------------------------
+
+
+def _give_up(_value: Any) -> Any:
+    """The hook of a type the fast path does not know: the converter codes it."""
+    raise _GiveUp
+
+
+def _without_none(annotation: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, ``(annotation, False)`` for any other annotation."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 2:
+        if args[1] is type(None):
+            return args[0], True
+        if args[0] is type(None):
+            return args[1], True
+    return annotation, False
+
+
+def _exact(python_type: type[Any]) -> _Hook:
+    """A value of ``python_type`` exactly (``True`` is not an integer), as it is."""
+
+    def check(value: Any) -> Any:
+        if type(value) is not python_type:
+            raise _GiveUp
+        return value
+
+    return check
+
+
+def _list_of(item_hook: _Hook) -> _Hook:
+    """A list (not a tuple, not a string), each item through ``item_hook``, as a new list."""
+
+    def each(value: Any) -> list[Any]:
+        if type(value) is not list:
+            raise _GiveUp
+        return [item_hook(item) for item in value]
+
+    return each

@@ -25,6 +25,7 @@ from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport._admission import Admission, refuse_connection
 from qkdn_sdk.transport._api import (
     DEFAULT_TIMEOUT,
+    BareExchange,
     Connection,
     Handler,
     Limits,
@@ -40,6 +41,7 @@ from qkdn_sdk.transport.hookspecs import hookimpl
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Admission",
+    "BareExchange",
     "Connection",
     "FramedConnection",
     "Handler",

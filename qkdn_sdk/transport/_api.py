@@ -18,6 +18,7 @@ from qkdn_sdk.tls import TLSConfig
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "BareExchange",
     "Connection",
     "Handler",
     "Limits",
@@ -144,6 +145,41 @@ class ServerInfo:
     url: str
 
 
+_Call = Callable[[], Awaitable[None]]
+
+
+class BareExchange(abc.ABC):
+    """A transport's own stack exchanging one request and its answer as bytes, without the SDK:
+    no message layer, no validation, no MessageID matching beyond what the stack itself needs.
+    ``qkdn bench`` measures the SDK beside it in the same run (:meth:`Transport.bare_exchange`).
+    """
+
+    description: ClassVar[str]
+    """What the bare stack is, in a few words (``"trio exchanging frames"``)."""
+
+    @abc.abstractmethod
+    async def serve(
+        self,
+        request: Message,
+        answer: Message,
+        tls: TLSConfig | None,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on loopback (a port the system chooses) and answer every ``request`` (its
+        type says where it arrives, for a transport with a path per request) with the bytes
+        that carry ``answer``, encoded once, without reading what arrives beyond where it
+        ends; report the URL with ``task_status.started(url)``; serve until cancelled."""
+
+    @abc.abstractmethod
+    def connect(
+        self, url: str, request: Message, tls: TLSConfig | None
+    ) -> AbstractAsyncContextManager[_Call]:
+        """One connection to ``url``: the call sends the bytes that carry ``request`` (encoded
+        once) and returns when an answer has arrived. Several tasks may call at once: the
+        requests are then in flight together on the one connection."""
+
+
 class Transport(abc.ABC):
     """A transport plugin: the schemes it serves and how it connects and serves.
 
@@ -171,6 +207,11 @@ class Transport(abc.ABC):
         """``message`` as the peer receives it. A transport that maps messages onto another
         protocol (ETSI 014) carries only the parameters the mapping has. Default: all of it."""
         return message
+
+    def bare_exchange(self, scheme: str) -> BareExchange | None:
+        """The bare stack under ``scheme`` (the baseline of ``qkdn bench``), or ``None`` when the
+        plugin offers none. Default: none."""
+        return None
 
     @abc.abstractmethod
     def connect(

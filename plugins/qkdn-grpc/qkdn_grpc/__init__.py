@@ -29,6 +29,7 @@ from functools import partial
 
 import trio
 
+from qkdn_grpc._bare import BareGrpc
 from qkdn_grpc._bridge import ByteStream, CallInfo, ConnectionEnded, GrpcChannel, serve_grpc
 from qkdn_grpc._codec import decode, decode_envelope, encode, encode_envelope, rpc_path
 from qkdn_grpc._schema import PACKAGE, services
@@ -54,6 +55,7 @@ from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import (
     DEFAULT_TIMEOUT,
+    BareExchange,
     Connection,
     Handler,
     Limits,
@@ -547,6 +549,10 @@ class GrpcTransport(Transport):
 
     def capabilities(self) -> str:
         return "every message, both directions (qkdn.proto; the server's requests on a stream)"
+
+    def bare_exchange(self, scheme: str) -> BareExchange:
+        """grpcio echoing canned protobuf through the same bridge (:mod:`qkdn_grpc._bare`)."""
+        return BareGrpc(scheme)
 
     @asynccontextmanager
     async def connect(

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from qkdn_https._bare import BareHttps
 from qkdn_https._client import MAX_RESPONSE_SIZE, Etsi014Client, KeyContainer
 from qkdn_https._server import serve_connections
 from qkdn_sdk.codecs import etsi014
@@ -37,6 +38,7 @@ from qkdn_sdk.messages import Message, ak, failure_response, kq1
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import (
     DEFAULT_TIMEOUT,
+    BareExchange,
     Connection,
     Handler,
     Limits,
@@ -161,6 +163,10 @@ class HttpsTransport(Transport):
 
     def as_carried(self, message: Message) -> Message:
         return etsi014.as_carried(message)
+
+    def bare_exchange(self, scheme: str) -> BareExchange:
+        """hypercorn answering a canned 014 body, and httpx (:mod:`qkdn_https._bare`)."""
+        return BareHttps()
 
     @asynccontextmanager
     async def connect(

@@ -66,7 +66,7 @@ class Etsi014Client:
         self._peer_id: str | None = None
         self._http = httpx.AsyncClient(
             base_url=self.url,
-            verify=_context(tls),
+            verify=client_context(tls),
             timeout=timeout,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -188,7 +188,8 @@ class Etsi014Client:
         self._peer_id = peer
 
 
-def _context(tls: TLSConfig) -> ssl.SSLContext:
+def client_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The client TLS context of a 014 connection (HTTP/1.1 by ALPN)."""
     context = tls.client_context()
     context.set_alpn_protocols(["http/1.1"])
     return context

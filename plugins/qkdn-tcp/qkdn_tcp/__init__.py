@@ -31,6 +31,7 @@ from qkdn_sdk.messages import Message
 from qkdn_sdk.tls import TLSConfig, explain_tls_failure, peer_identity
 from qkdn_sdk.transport import (
     Admission,
+    BareExchange,
     Connection,
     FramedConnection,
     Handler,
@@ -44,6 +45,7 @@ from qkdn_sdk.transport import (
     running,
     tcp_address,
 )
+from qkdn_tcp._bare import BareFrames
 
 __all__ = ["TcpTransport", "qkdn_register_transports"]
 
@@ -72,6 +74,10 @@ class TcpTransport(Transport):
     name = "tcp"
     schemes = ("tcp", "tcp+tls")
     secure_schemes = ("tcp+tls",)
+
+    def bare_exchange(self, scheme: str) -> BareExchange:
+        """trio exchanging frames of the same bytes, over the same TLS (:mod:`qkdn_tcp._bare`)."""
+        return BareFrames(scheme)
 
     @asynccontextmanager
     async def connect(
