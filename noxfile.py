@@ -61,13 +61,12 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Codec timings and round trips of the SDK beside the bare transport, then a good client
-    beside hostile peers and the server's memory, relays on line3, ETSI 014 key pairs beside
-    a bare hypercorn handler, and gRPC round trips beside a bare grpcio echo (not run by
-    default)."""
+    """``qkdn bench`` (every figure beside its bare baseline; ``nox -s bench -- --quick --json
+    bench.json`` passes options on), then a good client beside hostile peers and the server's
+    memory, relays on line3 in both routings, and ETSI 014 key pairs through the KMs beside a
+    bare hypercorn handler (not run by default)."""
     install(session)
-    session.run("python", "benchmarks/bench_transport.py", *session.posargs)
+    session.run("qkdn", "bench", *session.posargs)
     session.run("python", "benchmarks/bench_hostile.py")
     session.run("python", "benchmarks/bench_relay.py")
     session.run("python", "benchmarks/bench_etsi014.py")
-    session.run("python", "benchmarks/bench_grpc.py")
