@@ -1164,17 +1164,17 @@ def bench(
                 "(see qkdn transports)"
             )
     console = Console(stderr=True)
-    typer.echo(f"{'figure':<24} {'transport':<9} {'SDK':>18} {'bare':>12} {'ratio':>6}  case")
+    typer.echo(f"{'figure':<24} {'transport':<9} {'SDK':>22} {'bare':>10} {'ratio':>6}  case")
 
     def report(figure: Figure) -> None:
-        baseline = "" if figure.baseline is None else f"{figure.baseline:,.4g}"
+        baseline = "" if figure.baseline is None else _figure(figure.baseline)
         ratio = "" if figure.ratio is None else f"{figure.ratio:.2f}"
-        value = f"{figure.value:,.4g} {figure.unit}"
-        latency = (
-            "" if figure.p50 is None else f" (p50 {figure.p50:.3g} ms, p99 {figure.p99:.3g} ms)"
-        )
+        value = f"{_figure(figure.value)} {figure.unit}"
+        latency = ""
+        if figure.p50 is not None and figure.p99 is not None:
+            latency = f" (p50 {figure.p50:.3g} ms, p99 {figure.p99:.3g} ms)"
         typer.echo(
-            f"{figure.name:<24} {figure.transport or '':<9} {value:>18} {baseline:>12} {ratio:>6}"
+            f"{figure.name:<24} {figure.transport or '':<9} {value:>22} {baseline:>10} {ratio:>6}"
             f"  {figure.case or ''}{latency}"
         )
 
@@ -1195,6 +1195,11 @@ def bench(
             json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         except OSError as exc:
             fail(f"--json {json_path}: cannot write it ({exc.strerror or exc})")
+
+
+def _figure(value: float) -> str:
+    """A measured value to three significant digits, thousands separated (``12,345``)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _fingerprint(key: bytes) -> str:

@@ -32,6 +32,10 @@ def _largest_response() -> ak.ResponseToKeyRequest:
     return key_response(number)
 
 
+def _keys(number: int) -> str:
+    return f"{number} key" if number == 1 else f"{number} keys"
+
+
 def _round_trip(message: Message) -> None:
     decoder = FrameDecoder()
     decoder.receive_data(encode_message(message, 1))
@@ -63,7 +67,7 @@ def codec_figures(seconds: float) -> list[Figure]:
                 value=value * 1e6,
                 unit="µs",
                 baseline=baseline * 1e6,
-                case=f"{len(message.keys)} keys of 256 bits, {len(encode_payload(message))} B",
+                case=f"{_keys(len(message.keys))} of 256 bits, {len(encode_payload(message))} B",
                 baseline_is="orjson dumps + loads of the payload",
             )
         )

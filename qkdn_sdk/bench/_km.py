@@ -180,7 +180,7 @@ async def kq1_ingest(directory: Path, seconds: float, report: Report) -> None:
     """``kq1_ingest``: QKD-key bits a KM turns into link key per second, asking its QKD module
     for batches of keys (Q.4162 clause 7.2) as fast as the module has them, the module making
     them faster than anyone takes them."""
-    text = _topology(2, {}, rate=10**10)
+    text = _topology(2, {}, rate=200_000_000)
     async with _network(directory / "ingest", text) as network:
         km = network.kms["km-0"]
         await km.wait_link_key("km-1", 1)
