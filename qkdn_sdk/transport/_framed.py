@@ -2,10 +2,30 @@
 
 Theory of operation
 -------------------
-One reader task feeds a sans-IO :class:`~qkdn_sdk.codecs.frame.FrameDecoder` and dispatches each
-frame; writers take turns on a lock and write whole frames (a write is shielded from
-cancellation and bounded by ``Limits.send_timeout``, so a cancelled request never leaves half a
-frame on the wire).
+A connection is four kinds of task, all under :meth:`FramedConnection.run`:
+
+- The *reader* (``run``'s own task) reads up to 64 KiB at a time into a sans-IO
+  :class:`~qkdn_sdk.codecs.frame.FrameDecoder` and dispatches every whole frame at once, without
+  waiting: a response wakes the request that waits for it, a peer message goes to a worker, and
+  the answer to a frame we refuse is queued for the writer. The read is all it awaits, so one
+  cancel scope bounds all its reads by the idle timeout (its deadline is only brought forward;
+  one that came too early is checked, and reading goes on); when answers back up it stops
+  reading until the writer catches up (backpressure).
+- *Workers* run the handler, one peer message at a time each. Idle ones wait to be woken; when
+  none is idle another is started, so a slow handler (a KM relaying a request) never holds up
+  the reader or another message, and a cheap one costs a wake-up rather than a task. Up to
+  :data:`_SPARE_WORKERS` idle ones are kept.
+- The *writer* writes every frame, ours and our answers alike, from one queue: whatever is
+  waiting goes out in one ``send_all``, so requests and answers pipelined on one connection share
+  writes (and TLS records). It runs in a shielded cancel scope of its own, so a frame is written
+  whole or the connection is dropped: cancelling a request or a handler never cuts a frame.
+  :meth:`~FramedConnection.request` queues its frame and waits for the response;
+  :meth:`~FramedConnection.send` waits until its frame is written.
+- The *timer* keeps the deadlines: each request's timeout (:class:`~qkdn_sdk.errors.RequestTimeout`
+  on time) and ``Limits.send_timeout`` on the write under way. It sleeps until the earliest
+  deadline, brought forward only when a sooner one comes; a deadline that was met wakes it once
+  for nothing. So neither a request nor a write needs a cancel scope of its own (in trio, a cancel
+  scope per frame costs more than all the rest of the connection's bookkeeping).
 
 A received frame is a *response* when its MessageID is that of one of our pending requests and
 its message is of the type that request expects (or an error indication); anything else comes
@@ -35,6 +55,7 @@ Used by the in-memory transport and the TCP plugin; other stream transports can 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -95,10 +116,17 @@ logger = logging.getLogger("qkdn_sdk.transport")
 
 _READ_SIZE = 65536
 
+_WRITE_SIZE = 65536
+"""Bytes the writer task joins into one ``send_all`` at most (a frame over it goes alone)."""
+
+_SPARE_WORKERS = 4
+"""Idle worker tasks a connection keeps for the next peer messages; more end (after a burst of
+handlers that wait, say)."""
+
 _MAX_QUEUED_REPLIES = 8
-"""Answers waiting for the writer before the reader stops taking frames: a peer that does not
-read its answers stops being read, so it holds a few answers in memory, not ``max_in_flight``
-of them, until ``Limits.send_timeout`` cuts it off."""
+"""Answers queued for the writer (or being written) before the reader stops taking frames: a
+peer that does not read its answers stops being read, so it holds a few answers in memory, not
+``max_in_flight`` of them, until ``Limits.send_timeout`` cuts it off."""
 
 _CLOSED_BEFORE_ANY_FRAME = (
     "the peer closed the connection before sending anything (a TLS endpoint does this to a "
@@ -118,27 +146,78 @@ class _Ending:
     """An error indication to send after those answers (lost framing), with its MessageID."""
 
 
-@attrs.define
-class _Pending:
-    """One of our requests waiting for its response."""
+class _Sleeper:
+    """Where one task sleeps until another wakes it: trio's :class:`~trio.Event` without the
+    event (nothing to reset, no parking lot), for the waits taken once per frame."""
 
-    expected: type[Message]
-    done: trio.Event = attrs.field(factory=trio.Event)
-    response: Message | None = None
-    error: QkdnError | None = None
+    __slots__ = ("_task",)
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+
+    async def sleep(self) -> None:
+        """Sleep until :meth:`wake` (or cancellation)."""
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> bool:
+        """Wake the sleeping task; ``False`` when none sleeps (any more)."""
+        task, self._task = self._task, None
+        if task is None:
+            return False
+        trio.lowlevel.reschedule(task)
+        return True
+
+
+class _Pending(_Sleeper):
+    """One of our requests waiting for its response (or its error, or its deadline)."""
+
+    __slots__ = ("deadline", "done", "error", "expected", "response", "timed_out")
+
+    def __init__(self, expected: type[Message], deadline: float) -> None:
+        super().__init__()
+        self.expected = expected
+        self.deadline = deadline
+        self.done = False
+        self.response: Message | None = None
+        self.error: QkdnError | None = None
+        self.timed_out = False
 
     def finish(self, response: Message | None = None, error: QkdnError | None = None) -> None:
-        if not self.done.is_set():
+        if not self.done:
+            self.done = True
             self.response, self.error = response, error
-            self.done.set()
+            self.wake()
+
+    def expire(self) -> None:
+        if not self.done:
+            self.done = self.timed_out = True
+            self.wake()
+
+
+# What a frame waiting for the writer is, for the counts kept when it has been written.
+_OURS = 0
+"""One of our requests or one-way messages."""
+_ANSWER = 1
+"""An answer of ours that is not a handler's (a refusal, an error indication): counted in
+``_replies_queued`` until written."""
+_REPLY = 2
+"""A handler's answer to a peer request: counted in ``_replies_queued`` and ``_in_flight``."""
+
+_Job = tuple[int | None, Message]
+"""A peer message for a worker: its MessageID when it is a request (``None``: one-way)."""
 
 
 class FramedConnection(Connection):
     """A message connection over ``stream`` (already connected, and TLS-authenticated if any).
 
     Call :meth:`run` in a nursery: it reads until the connection ends, and runs the handler of
-    every peer request in tasks of its own. ``is_client`` says which side connected (odd or even
-    MessageIDs, and the direction :meth:`Transport.carries` is asked about).
+    every peer message in worker tasks of its own. ``is_client`` says which side connected (odd or
+    even MessageIDs, and the direction :meth:`Transport.carries` is asked about).
     """
 
     def __init__(
@@ -162,20 +241,38 @@ class FramedConnection(Connection):
         self._local_id = local_id
         self._accepts = None if accepts is None else frozenset(accepts)
         self._next_id = 1 if is_client else 2
-        self._pending: dict[int, _Pending] = {}
-        self._send_lock = trio.Lock()
-        self._in_flight = 0
         self._end: QkdnError | None = None  # why the connection ended, once it has
         self._input_end: QkdnError | None = None  # why the peer sends no more, once it does
-        self._last_frame_at = 0.0  # trio time of the last complete frame in either direction
-        self._frames_received = 0
-        self._closing_reason: str | None = None  # from the peer's last error indication
-        self._replies_queued = 0  # answers built and waiting for (or being written by) the writer
-        self._reply_written = trio.lowlevel.ParkingLot()
-        self._read_scope: trio.CancelScope | None = None  # the pending read, bounded by idleness
         self._cancel_scope = trio.CancelScope()
         self._running = False
         self._finished = trio.Event()
+        # Our requests.
+        self._pending: dict[int, _Pending] = {}
+        # Deadlines: the requests' and the write's, kept by one timer task.
+        self._next_check = math.inf  # no deadline comes before this
+        self._timer_scope: trio.CancelScope | None = None  # the timer's sleep until then
+        # Reading.
+        self._last_frame_at = 0.0  # trio time of the last complete frame in either direction
+        self._frames_received = 0
+        self._closing_reason: str | None = None  # from the peer's last error indication
+        self._read_scope: trio.CancelScope | None = None  # the reading, bounded by idleness
+        # Peer messages, for the workers.
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._idle_workers: list[_Sleeper] = []
+        self._waking = 0  # workers woken or started that have not looked at the jobs yet
+        self._in_flight = 0  # peer requests taken whose answer is not written yet
+        self._one_way_running = 0  # peer one-way messages taken and not handled yet
+        # Writing: every frame goes through _outgoing to the writer task.
+        self._outgoing: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._queued_total = 0  # frames ever put in _outgoing
+        self._written_total = 0  # of which written
+        self._replies_queued = 0  # answers queued or being written
+        self._writer_wakeup = _Sleeper()
+        self._writer_scope: trio.CancelScope | None = None
+        self._writing = False  # the writer task is in send_all
+        self._write_deadline = math.inf  # of the write under way
+        self._writer_stopping = False
+        self._wrote = trio.lowlevel.ParkingLot()  # unparked after every write and at the end
 
     # --- Connection ---------------------------------------------------------------------------
 
@@ -201,21 +298,28 @@ class FramedConnection(Connection):
             raise LocalProtocolError(
                 f"{type(message).__name__} is not a request (it expects no response): use send()"
             )
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout}")
         self._check_carried(type(message))
         if self._input_end is not None:  # the peer sends no more: no response could come
             raise type(self._input_end)(str(self._input_end))
+        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled already: send nothing
         message_id = self._take_message_id()
         data = encode_message(message, message_id)
-        pending = _Pending(expected)
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        pending = _Pending(expected, deadline)
         self._pending[message_id] = pending
+        if deadline < self._next_check:
+            self._check_at(deadline)
+        queued = self._queue(data)
         try:
-            with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-                await self._send_frame(data)
-                await pending.done.wait()
+            await pending.sleep()  # (nothing can have answered it yet)
         finally:
             del self._pending[message_id]
+            if pending.response is None:  # timed out, cancelled, failed: unsent, it stays so
+                self._unqueue(queued)
             self._rearm_idle()
-        if scope.cancelled_caught:
+        if pending.timed_out:
             raise RequestTimeout(
                 f"no response to {message.spec_name} (message ID {message_id}) within {timeout} s"
             )
@@ -240,7 +344,8 @@ class FramedConnection(Connection):
                 f"{type(message).__name__} is a request (it expects a response): use request()"
             )
         self._check_carried(type(message))
-        await self._send_frame(encode_message(message, self._take_message_id()))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await self._wait_written(self._queue(encode_message(message, self._take_message_id())))
 
     async def aclose(self) -> None:
         self._finish(ConnectionBroken("the connection was closed locally"))
@@ -261,10 +366,18 @@ class FramedConnection(Connection):
         self._last_frame_at = trio.current_time()
         try:
             with self._cancel_scope:
-                ending = await self._serve_frames()
-                if ending.last_word is not None:
-                    await self._reply_quietly(*ending.last_word)
-                    await close_gracefully(self._stream)
+                async with trio.open_nursery() as helpers:
+                    helpers.start_soon(self._write_queued)
+                    helpers.start_soon(self._keep_deadlines)
+                    try:
+                        ending = await self._serve_frames()
+                        if ending.last_word is not None:
+                            with contextlib.suppress(TransportError):
+                                await self._wait_written(self._answer(*ending.last_word))
+                            await close_gracefully(self._stream)
+                    finally:  # the writer is shielded: it stops when told (cancelled, too)
+                        self._stop_writer()
+                        helpers.cancel_scope.cancel()
         except Exception:  # a bug, not the peer: end this connection, never the server
             logger.exception("a connection failed")
             self._finish(ConnectionBroken("the connection failed (internal error)"))
@@ -275,17 +388,18 @@ class FramedConnection(Connection):
             self._finished.set()
 
     async def _serve_frames(self) -> _Ending:
-        """Read until the peer stops sending, running handlers in a nursery; return once the
-        handlers owed an answer are done (or cut off at the drain timeout)."""
-        async with trio.open_nursery() as handlers:
-            ending = await self._read_frames(handlers)
+        """Read until the peer stops sending, with the workers in a nursery; return once what is
+        owed to the peer is written (or cut off at the drain timeout)."""
+        async with trio.open_nursery() as workers:
+            ending = await self._read_frames(workers)
             self._input_end = ending.error
             for pending in self._pending.values():
                 pending.finish(error=ending.error)
             if ending.answer_requests:
-                handlers.cancel_scope.deadline = trio.current_time() + self._limits.drain_timeout
-            else:
-                handlers.cancel_scope.cancel()
+                with trio.move_on_after(self._limits.drain_timeout):
+                    while self._in_flight or self._one_way_running or self._replies_queued:
+                        await self._wrote.park()
+            workers.cancel_scope.cancel()
         return ending
 
     def _finish(self, reason: QkdnError) -> None:
@@ -294,7 +408,44 @@ class FramedConnection(Connection):
             self._end = reason
             for pending in self._pending.values():
                 pending.finish(error=reason)
+            self._wrote.unpark_all()  # whoever waits for a frame to be written: it will not be
+        self._stop_writer()
         self._cancel_scope.cancel()
+
+    async def _keep_deadlines(self) -> None:
+        """The timer task: fail our requests whose deadline has come, and cut a write that
+        outlasts ``Limits.send_timeout``. It sleeps until the earliest deadline, which is only
+        brought forward (a request or a write whose deadline comes sooner): a deadline of a
+        request since answered or of a write since done wakes it for nothing once, and it sleeps
+        again until the next that holds. So no request or write needs a timer of its own."""
+        while True:
+            with trio.CancelScope(deadline=self._next_check) as scope:
+                self._timer_scope = scope
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._timer_scope = None
+            now = trio.current_time()
+            next_check = math.inf
+            if self._writing:
+                if self._write_deadline <= now:
+                    self._cut_write()
+                else:
+                    next_check = self._write_deadline
+            for pending in self._pending.values():
+                if pending.deadline <= now:
+                    pending.expire()
+                else:
+                    next_check = min(next_check, pending.deadline)
+            self._next_check = next_check
+
+    def _check_at(self, deadline: float) -> None:
+        """Bring the timer forward to ``deadline``."""
+        self._next_check = deadline
+        if self._timer_scope is not None:
+            self._timer_scope.deadline = deadline
+
+    # --- reading --------------------------------------------------------------------------------
 
     def _idle_deadline(self) -> float:
         """When the connection counts as idle: ``idle_timeout`` after the last complete frame
@@ -305,29 +456,59 @@ class FramedConnection(Connection):
         return self._last_frame_at + self._limits.idle_timeout
 
     def _rearm_idle(self) -> None:
-        """Move the pending read's deadline after a frame was sent or a request was answered."""
-        if self._read_scope is not None:
-            self._read_scope.deadline = self._idle_deadline()
+        """Bring the reading's deadline forward after a request was answered or a frame was
+        sent, if idleness may now come sooner. A deadline that has become too early is not
+        moved back: when it expires, the reader checks and reads on (once per idle timeout)."""
+        scope = self._read_scope
+        if scope is not None:
+            deadline = self._idle_deadline()
+            if deadline < scope.deadline:
+                scope.deadline = deadline
 
-    async def _read_frames(self, handlers: trio.Nursery) -> _Ending:
+    async def _read_frames(self, workers: trio.Nursery) -> _Ending:
         decoder = FrameDecoder()
         while True:
+            ending = None
             with trio.CancelScope(deadline=self._idle_deadline()) as scope:
                 self._read_scope = scope
+                try:
+                    ending = await self._take_frames(decoder, workers)
+                finally:
+                    self._read_scope = None
+            if ending is not None:
+                return ending
+            if scope.cancelled_caught:
+                if self._idle_deadline() > trio.current_time():  # not idle after all
+                    continue
+                idle = self._limits.idle_timeout
+                logger.info("closing a connection idle for %s s", idle)
+                return _Ending(ConnectionBroken(f"connection idle for {idle} s"), False)
+            while self._replies_queued >= _MAX_QUEUED_REPLIES:  # backpressure
+                await self._wrote.park()
+
+    async def _take_frames(self, decoder: FrameDecoder, workers: trio.Nursery) -> _Ending | None:
+        """Read and dispatch frames until the peer stops sending (return why), or until answers
+        back up (return ``None``: wait for the writer, then call again). The read is the only
+        thing awaited here, so the idle deadline around this can only ever cancel the read."""
+        try:
+            while True:
+                while True:  # the frames already read
+                    if self._replies_queued >= _MAX_QUEUED_REPLIES:
+                        return None  # backpressure
+                    frame = decoder.next_frame()
+                    if frame is None:
+                        break
+                    self._frames_received += 1
+                    self._last_frame_at = trio.current_time()
+                    self._dispatch(frame, workers)
+                    if self._closing_reason is not None:  # its last word: it reads no more
+                        why = f"the peer closed the connection: {self._closing_reason}"
+                        return _Ending(PeerClosed(why), answer_requests=False)
                 try:
                     data = await self._stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     why = f"connection broken: {_why(exc)}"
                     return _Ending(ConnectionBroken(why), answer_requests=False)
-                finally:
-                    self._read_scope = None
-            if scope.cancelled_caught:
-                if self._idle_deadline() > trio.current_time():  # a request began meanwhile
-                    continue
-                idle = self._limits.idle_timeout
-                logger.info("closing a connection idle for %s s", idle)
-                return _Ending(ConnectionBroken(f"connection idle for {idle} s"), False)
-            try:
                 if not data:
                     decoder.receive_eof()
                     if not self._frames_received:
@@ -336,25 +517,18 @@ class FramedConnection(Connection):
                         why = "the peer closed the connection"
                     return _Ending(PeerClosed(why), True)
                 decoder.receive_data(data)
-                while (frame := decoder.next_frame()) is not None:
-                    while self._replies_queued >= _MAX_QUEUED_REPLIES:  # backpressure
-                        await self._reply_written.park()
-                    self._frames_received += 1
-                    self._last_frame_at = trio.current_time()
-                    await self._dispatch(frame, handlers)
-                    if self._closing_reason is not None:  # its last word: it reads no more
-                        why = f"the peer closed the connection: {self._closing_reason}"
-                        return _Ending(PeerClosed(why), answer_requests=False)
-            except FrameError as exc:  # framing lost: answer what was read, say so, then close
-                logger.info("closing a connection: %s", exc)
-                indication = ErrorIndication(reason=exc.response_text, closing=True)
-                return _Ending(
-                    ConnectionBroken(f"framing lost: {exc}"),
-                    answer_requests=True,
-                    last_word=(exc.message_id or 0, indication),
-                )
+        except FrameError as exc:  # framing lost: answer what was read, say so, then close
+            logger.info("closing a connection: %s", exc)
+            indication = ErrorIndication(reason=exc.response_text, closing=True)
+            return _Ending(
+                ConnectionBroken(f"framing lost: {exc}"),
+                answer_requests=True,
+                last_word=(exc.message_id or 0, indication),
+            )
 
-    async def _dispatch(self, frame: Frame, nursery: trio.Nursery) -> None:
+    def _dispatch(self, frame: Frame, workers: trio.Nursery) -> None:
+        """Route one frame: a response to its request, a peer message to a worker, anything we
+        will not handle to its refusal. Never waits."""
         message_id, code = frame.message_id, frame.command_code
         pending = self._pending.get(message_id)
         try:
@@ -363,12 +537,12 @@ class FramedConnection(Connection):
             if pending is not None and code in (pending.expected.code, ErrorIndication.code):
                 pending.finish(error=exc)  # our request got an invalid response
             else:
-                await self._refuse(message_id, code, exc, _raw_fields(frame.payload))
+                self._refuse(message_id, code, exc, _raw_fields(frame.payload))
             return
         except FrameError as exc:  # unknown command code; the frame itself was read
-            await self._refuse(message_id, code, exc, {})
+            self._refuse(message_id, code, exc, {})
             return
-        if pending is not None and isinstance(message, pending.expected | ErrorIndication):
+        if pending is not None and isinstance(message, (pending.expected, ErrorIndication)):
             pending.finish(response=message)
             return
         if isinstance(message, ErrorIndication):
@@ -381,56 +555,97 @@ class FramedConnection(Connection):
                 f"0x{code:04X} {message.spec_name} is sent by {_A_ROLE[message.sender]} to "
                 f"{_A_ROLE[message.receiver]}; this peer does not accept it"
             )
-            await self._refuse(message_id, code, refused, {}, indication=True)
+            self._refuse(message_id, code, refused, {}, indication=True)
             return
         try:
             check_claims(message, self._peer_id)
         except IdentityMismatch as exc:
-            await self._refuse(message_id, code, exc, attrs.asdict(message, recurse=False))
+            self._refuse(message_id, code, exc, attrs.asdict(message, recurse=False))
             return
         if type(message).response_type() is None:
-            nursery.start_soon(self._handle_one_way, message)
+            self._one_way_running += 1
+            self._give_job((None, message), workers)
         elif self._in_flight >= self._limits.max_in_flight:
             limit = self._limits.max_in_flight
             busy = TransportError(f"too many requests in flight on this connection (limit {limit})")
-            await self._refuse(message_id, code, busy, attrs.asdict(message, recurse=False))
+            self._refuse(message_id, code, busy, attrs.asdict(message, recurse=False))
         else:
             self._in_flight += 1
-            nursery.start_soon(self._handle_request, message_id, message)
+            self._give_job((message_id, message), workers)
+
+    # --- handling peer messages -----------------------------------------------------------------
+
+    def _give_job(self, job: _Job, workers: trio.Nursery) -> None:
+        """Queue a peer message for the workers, and make sure a worker will look at it."""
+        self._jobs.append(job)
+        if not self._waking:
+            self._wake_worker(workers)
+
+    def _wake_worker(self, workers: trio.Nursery) -> None:
+        """Wake an idle worker, or start one when none is idle."""
+        self._waking += 1
+        while self._idle_workers:
+            if self._idle_workers.pop().wake():
+                return
+        workers.start_soon(self._work, workers)
+
+    async def _work(self, workers: trio.Nursery) -> None:
+        """A worker: handle the peer messages waiting, one after the other; then wait to be
+        woken, or end when enough other workers wait already.
+
+        Before it starts a handler, a worker that leaves messages waiting makes sure another
+        worker is awake to take the next one, so a handler that waits holds up no other
+        message; while handlers return without waiting, one worker takes them all, and the
+        other one it woke finds nothing to do."""
+        jobs = self._jobs
+        idle = self._idle_workers
+        sleeper = _Sleeper()
+        while True:
+            self._waking -= 1  # it looks at the jobs now
+            while jobs:
+                message_id, message = jobs.popleft()
+                if jobs and not self._waking:
+                    self._wake_worker(workers)
+                if message_id is None:
+                    await self._handle_one_way(message)
+                else:
+                    await self._handle_request(message_id, message)
+            if len(idle) >= _SPARE_WORKERS:
+                return
+            idle.append(sleeper)
+            await sleeper.sleep()  # (cancelled only when the connection ends)
 
     async def _handle_request(self, message_id: int, message: Message) -> None:
         expected = type(message).response_type()
         assert expected is not None
-        echo = attrs.asdict(message, recurse=False)
         try:
-            try:
-                response = await self._handler(message, self) if self._handler else None
-            except QkdnError as exc:
-                response = self._failure(expected, exc.response_text, echo, message.code)
-            except Exception:  # a handler bug must not end the connection or the server
-                logger.exception("the handler failed on %s", message.spec_name)
-                response = self._failure(expected, "internal error", echo, message.code)
-            if response is None:
-                response = self._failure(
-                    expected, "no handler answers this request", echo, message.code
-                )
-            elif not isinstance(response, expected | ErrorIndication):
-                logger.error(
-                    "the handler answered %s with %s", message.spec_name, type(response).__name__
-                )
-                response = self._failure(expected, "internal error", echo, message.code)
-            await self._reply_quietly(message_id, response)
-        finally:
+            response = await self._handler(message, self) if self._handler else None
+        except QkdnError as exc:
+            response = self._failure(expected, exc.response_text, message)
+        except Exception:  # a handler bug must not end the connection or the server
+            logger.exception("the handler failed on %s", message.spec_name)
+            response = self._failure(expected, "internal error", message)
+        except BaseException:  # cancelled (the connection ends): no answer will be written
             self._in_flight -= 1
-            self._rearm_idle()
+            raise
+        if response is None:
+            response = self._failure(expected, "no handler answers this request", message)
+        elif not isinstance(response, (expected, ErrorIndication)):
+            logger.error(
+                "the handler answered %s with %s", message.spec_name, type(response).__name__
+            )
+            response = self._failure(expected, "internal error", message)
+        self._answer(message_id, response, _REPLY)
 
     async def _handle_one_way(self, message: Message) -> None:
-        if self._handler is None:
-            return
         try:
-            await self._handler(message, self)
+            if self._handler is not None:
+                await self._handler(message, self)
         except Exception:
             logger.exception("the handler failed on %s", message.spec_name)
+        finally:
+            self._one_way_running -= 1
+            self._wrote.unpark_all()  # the drain waits for this too
 
     # --- sending --------------------------------------------------------------------------------
 
@@ -459,44 +674,110 @@ class FramedConnection(Connection):
                 f"transports that can: {', '.join(f'{scheme}://' for scheme in able) or 'none'}"
             )
 
-    async def _send_frame(self, data: bytes) -> None:
-        async with self._send_lock:
-            self._raise_if_ended()
-            # Shielded: a frame is written whole or the connection is dropped.
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(self._limits.send_timeout) as scope,
-            ):
-                try:
-                    await self._stream.send_all(data)
-                    self._last_frame_at = trio.current_time()
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    error = ConnectionBroken(f"connection broken: {_why(exc)}")
-                    self._finish(error)
-                    raise error from None
-            if scope.cancelled_caught:
-                error = ConnectionBroken(
-                    f"the peer read nothing for {self._limits.send_timeout} s; disconnected"
-                )
-                self._finish(error)
-                raise error
+    def _queue(self, data: bytes, kind: int = _OURS) -> int:
+        """Queue a frame for the writer task; return its number (see :meth:`_wait_written`)."""
+        self._outgoing.append((data, kind))
+        self._queued_total += 1
+        if not self._writing:
+            self._writer_wakeup.wake()
+        return self._queued_total - 1
 
-    async def _reply_quietly(self, message_id: int, message: Message) -> None:
-        """Send a response or error indication; never raises. An answer that cannot be encoded
-        (too large, a value of the wrong type) is replaced by a failure saying so; a connection
-        that already ended is not an error here (the peer that broke it will not read it)."""
+    def _unqueue(self, queued: int) -> None:
+        """Make frame number ``queued`` an empty one if the writer has not taken it yet."""
+        position = queued - (self._queued_total - len(self._outgoing))
+        if position >= 0:
+            self._outgoing[position] = (b"", _OURS)
+
+    def _answer(self, message_id: int, message: Message, kind: int = _ANSWER) -> int:
+        """Queue a response or error indication. One that cannot be encoded (too large, a value
+        of the wrong type) is replaced by a failure saying so."""
         try:
             data = encode_message(message, message_id)
         except LocalProtocolError as exc:  # the handler built an answer that cannot be sent
             logger.error("cannot send %s: %s", message.spec_name, exc)
             data = self._encode_failure(type(message), exc.response_text, message_id)
         self._replies_queued += 1
-        try:
-            with contextlib.suppress(TransportError):
-                await self._send_frame(data)
-        finally:
-            self._replies_queued -= 1
-            self._reply_written.unpark_all()
+        return self._queue(data, kind)
+
+    async def _wait_written(self, queued: int) -> None:
+        """Wait until frame number ``queued`` is written; raise why the connection ended if it
+        ends first."""
+        while self._written_total <= queued:
+            self._raise_if_ended()
+            await self._wrote.park()
+
+    async def _write_queued(self) -> None:
+        """The writer task: write what waits, as many frames as there are (up to
+        :data:`_WRITE_SIZE` bytes) in one ``send_all``.
+
+        It runs in a shielded cancel scope of its own, so a frame is written whole or the
+        connection is dropped. What ends it is :meth:`_stop_writer` (at once when it waits, after
+        the write under way otherwise) or the timer, which cuts a write that outlasts
+        ``Limits.send_timeout`` (:meth:`_cut_write`)."""
+        with trio.CancelScope(shield=True) as scope:
+            self._writer_scope = scope
+            try:
+                await self._write_batches()
+            finally:
+                self._writer_scope = None
+        if self._writing:  # cut at its deadline
+            self._writing = False
+            timeout = self._limits.send_timeout
+            self._finish(ConnectionBroken(f"the peer read nothing for {timeout} s; disconnected"))
+
+    async def _write_batches(self) -> None:
+        outgoing = self._outgoing
+        send_timeout = self._limits.send_timeout
+        while not self._writer_stopping:
+            if not outgoing:
+                await self._writer_wakeup.sleep()
+                continue
+            batch = [outgoing.popleft()]
+            size = len(batch[0][0])
+            while outgoing and size + len(outgoing[0][0]) <= _WRITE_SIZE:
+                batch.append(outgoing.popleft())
+                size += len(batch[-1][0])
+            if size:  # (not only requests given up before they were written)
+                self._writing = True
+                self._write_deadline = trio.current_time() + send_timeout
+                if self._write_deadline < self._next_check:
+                    self._check_at(self._write_deadline)
+                try:
+                    await self._stream.send_all(
+                        batch[0][0] if len(batch) == 1 else b"".join(data for data, _ in batch)
+                    )
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._writing = False
+                    self._finish(ConnectionBroken(f"connection broken: {_why(exc)}"))
+                    return
+                self._writing = False
+            self._wrote_frames(batch)
+
+    def _wrote_frames(self, batch: list[tuple[bytes, int]]) -> None:
+        self._last_frame_at = trio.current_time()
+        self._written_total += len(batch)
+        for _data, kind in batch:
+            if kind != _OURS:
+                self._replies_queued -= 1
+                if kind == _REPLY:
+                    self._in_flight -= 1
+        if self._wrote:
+            self._wrote.unpark_all()
+        self._rearm_idle()
+
+    def _cut_write(self) -> None:
+        """End the write under way (at its deadline)."""
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
+
+    def _stop_writer(self) -> None:
+        """Stop the writer task: now when it waits, after its write when it writes."""
+        self._writer_stopping = True
+        if self._writer_scope is not None:
+            if self._writing:  # the timer may be stopping too: the write keeps its deadline
+                self._writer_scope.deadline = self._write_deadline
+            else:
+                self._writer_scope.cancel()
 
     def _encode_failure(self, response_type: type[Message], reason: str, message_id: int) -> bytes:
         """The frame of a failure of ``response_type`` (or an error indication) with ``reason``."""
@@ -506,14 +787,16 @@ class FramedConnection(Connection):
         except LocalProtocolError:  # our own ID cannot be sent, say: fall back on a constant
             return encode_message(ErrorIndication(reason="failure: internal error"), message_id)
 
-    def _failure(
-        self, response_type: type[Message], reason: str, echo: dict[str, Any], code: int
-    ) -> Message:
+    def _failure(self, response_type: type[Message], reason: str, request: Message) -> Message:
         return failure_response(
-            response_type, reason, echo=echo, sender_id=self._local_id, command_code=code
+            response_type,
+            reason,
+            echo=attrs.asdict(request, recurse=False),
+            sender_id=self._local_id,
+            command_code=request.code,
         )
 
-    async def _refuse(
+    def _refuse(
         self,
         message_id: int,
         code: int,
@@ -532,8 +815,14 @@ class FramedConnection(Connection):
         if expected is None:
             answer: Message = ErrorIndication(reason=error.response_text, command_code=code)
         else:
-            answer = self._failure(expected, error.response_text, echo, code)
-        await self._reply_quietly(message_id, answer)
+            answer = failure_response(
+                expected,
+                error.response_text,
+                echo=echo,
+                sender_id=self._local_id,
+                command_code=code,
+            )
+        self._answer(message_id, answer)
 
 
 _A_ROLE = {

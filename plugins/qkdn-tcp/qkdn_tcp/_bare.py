@@ -1,10 +1,11 @@
 """The bare baseline of ``tcp://`` and ``tcp+tls://``: trio exchanging frames, nothing more.
 
 The server reads frames (only their headers: the 10-byte header says where a frame ends) and
-answers each with the same frame bytes, encoded once; the client writes the bytes of one request
-frame and counts the frames that come back. Over ``tcp+tls://`` both sides use the same
-:class:`~qkdn_sdk.tls.TLSConfig` contexts as the SDK. No payload is decoded, no MessageID
-matched: answers come back in the order the requests went.
+answers each with the same frame bytes, encoded once; the client writes the bytes of one
+request frame and counts the frames that come back; requests made together (by several tasks
+at once) go out in one write, as a client that pipelines sends them. Over ``tcp+tls://`` both
+sides use the same :class:`~qkdn_sdk.tls.TLSConfig` contexts as the SDK. No payload is
+decoded, no MessageID matched: answers come back in the order the requests went.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class BareFrames(BareExchange):
             stream = trio.SSLStream(stream, tls.client_context(), server_hostname=host)
         request_frame = encode_message(request, 1)
         waiting: collections.deque[trio.Event] = collections.deque()
-        sending = trio.Lock()
+        outbox = bytearray()
+        queued = trio.Event()
 
         async def read_answers() -> None:
             decoder = FrameDecoder()
@@ -88,14 +90,24 @@ class BareFrames(BareExchange):
                 while decoder.next_frame() is not None:
                     waiting.popleft().set()
 
+        async def write_requests() -> None:
+            nonlocal queued
+            while True:
+                await queued.wait()
+                queued = trio.Event()
+                data = bytes(outbox)
+                outbox.clear()
+                await stream.send_all(data)
+
         async def call() -> None:
             answered = trio.Event()
             waiting.append(answered)
-            async with sending:
-                await stream.send_all(request_frame)
+            outbox.extend(request_frame)
+            queued.set()
             await answered.wait()
 
         async with stream, trio.open_nursery() as nursery:
             nursery.start_soon(read_answers)
+            nursery.start_soon(write_requests)
             yield call
             nursery.cancel_scope.cancel()
