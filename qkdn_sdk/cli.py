@@ -1178,10 +1178,12 @@ def bench(
             f"  {figure.case or ''}{latency}"
         )
 
-    def progress(step: str) -> None:
-        console.print(f"[dim]measuring {step}...[/dim]", highlight=False)
-
     started = time.perf_counter()
+
+    def progress(step: str) -> None:
+        elapsed = time.perf_counter() - started
+        console.print(f"[dim]{elapsed:4.0f} s: measuring {step}...[/dim]", highlight=False)
+
     try:
         figures = _run(
             partial(run_bench, transports, quick=quick, report=report, progress=progress)
