@@ -21,7 +21,7 @@ import trio.testing
 from qkdn_sdk.errors import FailureResponse
 from qkdn_sdk.messages import KeyId, kq1, kx
 from qkdn_sdk.roles import relay as otp
-from qkdn_sdk.roles.keystore import MemoryKeyStore, StoredKey
+from qkdn_sdk.roles.keystore import MemoryKeyStore, Splitter, StoredKey
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
 from qkdn_sdk.transport import connect
 
@@ -47,6 +47,13 @@ class GatedStore(MemoryKeyStore):
         if keys and keys[0].pool.startswith("link:"):
             await self.gate.wait()
         await super().put(keys)
+
+    async def take_present(
+        self, pool: str, key_ids: Sequence[str], *, split: Splitter | None = None
+    ) -> list[StoredKey]:
+        if split is not None:  # QKD-keys cut into link units
+            await self.gate.wait()
+        return await super().take_present(pool, key_ids, split=split)
 
 
 @asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,28 @@ async def test_take_present_skips_what_the_pool_does_not_hold(store: KeyStore) -
     assert await store.take_present("qkd:km-b", ["k2", "nope"]) == []
     assert await store.take_present("empty", ["k1"]) == []
     assert store.counts() == {"qkd:km-b": 2, "qkd:km-c": 1}
+
+
+def halves(key: StoredKey) -> list[StoredKey]:
+    """The two halves of a key, each to its own pool."""
+    half = len(key.key) // 2
+    return [
+        StoredKey(f"{key.key_id}.{n}", f"half:{n}", part, {"of": key.key_id})
+        for n, part in enumerate((key.key[:half], key.key[half:]))
+    ]
+
+
+async def test_take_present_can_split_what_it_takes_at_once(store: KeyStore) -> None:
+    await store.put(make_many("qkd:km-b", 3))
+    taken = await store.take_present("qkd:km-b", ["k2", "nope", "k0"], split=halves)
+    assert ids(taken) == ["k2", "k0"]
+    assert store.counts() == {"qkd:km-b": 1, "half:0": 2, "half:1": 2}
+    assert await store.take("half:1", 2) == [halves(make(k, "qkd:km-b"))[1] for k in ("k2", "k0")]
+    assert await store.take_present("qkd:km-b", ["k2"], split=halves) == []
+    with pytest.raises(DuplicateKey, match=r"'k2\.0' was stored before"):  # nothing changes
+        await store.take_present("qkd:km-b", ["k1"], split=lambda _: [make("k2.0", "half:0")])
+    assert store.counts() == {"qkd:km-b": 1, "half:0": 2}
+    assert ids(await store.take("qkd:km-b", 1)) == ["k1"]
 
 
 # --- move, discard, counts ------------------------------------------------------------------
@@ -501,6 +524,188 @@ async def test_a_file_in_use_cannot_be_opened_twice(tmp_path: Path) -> None:
         assert store.count("p") == 1
     async with await SQLiteKeyStore.open(path) as store:
         assert store.count("p") == 1
+
+
+async def test_a_file_of_schema_version_1_is_brought_to_version_2(tmp_path: Path) -> None:
+    """A store written by version 1 (a UNIQUE index of key IDs in ``keys``, IDs alone in
+    ``ever``) opens with its keys, its counters and every ID it ever stored, and gives no seq
+    it gave before."""
+    path = tmp_path / "keys.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE keys (seq INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT UNIQUE NOT NULL,"
+        " pool TEXT NOT NULL, key BLOB NOT NULL, metadata TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX keys_pool_seq ON keys (pool, seq)")
+    db.execute("CREATE TABLE ever (key_id TEXT PRIMARY KEY)")
+    db.execute("PRAGMA user_version=1")
+    for key in make_many("p", 6):
+        db.execute("INSERT INTO ever (key_id) VALUES (?)", (key.key_id,))
+        db.execute(
+            "INSERT INTO keys (key_id, pool, key, metadata) VALUES (?, ?, ?, ?)",
+            (key.key_id, key.pool, key.key, f'{{"id": "{key.key_id}", "bits": [1, 2]}}'),
+        )
+    db.execute("DELETE FROM keys WHERE key_id IN ('k0', 'k5')")  # taken: seqs 1 and 6
+    db.close()
+    async with await SQLiteKeyStore.open(path) as store:
+        assert store.counts() == {"p": 4}
+        for taken in ("k0", "k5", "k1"):
+            with pytest.raises(DuplicateKey, match="was stored before"):
+                await store.put([make(taken, "p")])
+        assert await store.seen(["k0", "k3", "k9"]) == {"k0", "k3"}
+        assert await store.pools_of(["k0", "k3"]) == {"k3": "p"}
+        with pytest.raises(UnknownKeys):
+            await store.take_ids("p", ["k5"])
+        await store.put([make("k6", "p")])
+        assert await store.take_ids("p", ["k3"]) == [make("k3", "p")]
+        assert await store.take("p", 4) == [make(f"k{i}", "p") for i in (1, 2, 4, 6)]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("SELECT seq FROM ever WHERE key_id = 'k6'").fetchone() == (7,)
+    db.close()
+
+
+@attrs.define
+class HeldTransactions:
+    """Holds each transaction of a SQLite store in its worker thread until :meth:`release`
+    lets it go on; ``batches`` lists how many operations each transaction ran."""
+
+    permits: threading.Semaphore = attrs.Factory(lambda: threading.Semaphore(0))
+    batches: list[int] = attrs.Factory(list)
+    changed: trio.Event = attrs.Factory(trio.Event)
+
+    def entered(self, operations: int) -> None:
+        self.batches.append(operations)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_for(self, transactions: int) -> None:
+        """Return once ``transactions`` transactions started (each is held)."""
+        with trio.fail_after(10):  # a guard against a hang, never a wait
+            while len(self.batches) < transactions:
+                await self.changed.wait()
+
+    def release(self) -> None:
+        self.permits.release()
+
+
+@pytest.fixture
+async def held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[SQLiteKeyStore, HeldTransactions]]:
+    hold = HeldTransactions()
+    run = SQLiteKeyStore._transaction_sync
+
+    def held_transaction(self: SQLiteKeyStore, db: sqlite3.Connection, batch: Any) -> Any:
+        trio.from_thread.run_sync(hold.entered, len(batch))
+        assert hold.permits.acquire(timeout=10)  # a guard against a hang, never a wait
+        return run(self, db, batch)
+
+    async with await SQLiteKeyStore.open(tmp_path / "keys.db") as store:
+        await store.put(make_many("p", 6))
+        monkeypatch.setattr(SQLiteKeyStore, "_transaction_sync", held_transaction)
+        yield store, hold
+        monkeypatch.undo()
+
+
+async def test_operations_that_wait_share_one_transaction(
+    held: tuple[SQLiteKeyStore, HeldTransactions], tmp_path: Path
+) -> None:
+    """Group commit: what arrives while a transaction runs goes, in the order it arrived, into
+    the next one; an operation that fails there undoes only itself."""
+    store, hold = held
+    outcomes: dict[str, Any] = {}
+
+    async def run(name: str, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            outcomes[name] = await call()
+        except KeyStoreError as error:
+            outcomes[name] = error
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "first", lambda: store.take("p", 1))
+        await hold.wait_for(1)
+        for name, call in [
+            ("put", lambda: store.put([make("n0", "q")])),
+            ("twice", lambda: store.put([make("n1", "q"), make("k0", "q")])),
+            ("take", lambda: store.take("p", 2)),
+            ("short", lambda: store.take("p", 9)),
+            ("move", lambda: store.move("q", "r")),
+        ]:
+            nursery.start_soon(run, name, call)
+            await trio.testing.wait_all_tasks_blocked()
+        hold.release()
+        hold.release()
+    assert hold.batches == [1, 5]
+    assert ids(outcomes["first"]) == ["k0"]
+    assert outcomes["put"] is None
+    assert isinstance(outcomes["twice"], DuplicateKey)
+    assert ids(outcomes["take"]) == ["k1", "k2"]
+    assert isinstance(outcomes["short"], InsufficientKeys)
+    assert outcomes["move"] == 1
+    assert store.counts() == {"p": 3, "r": 1}
+    hold.release()
+    assert await store.seen(["n0", "n1"]) == {"n0"}
+    await store.aclose()
+    async with await SQLiteKeyStore.open(tmp_path / "keys.db") as reopened:
+        assert reopened.counts() == {"p": 3, "r": 1}
+
+
+async def test_cancelled_while_it_waits_an_operation_does_nothing(
+    held: tuple[SQLiteKeyStore, HeldTransactions],
+) -> None:
+    store, hold = held
+    taken: list[list[StoredKey]] = []
+
+    async def take(count: int, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            taken.append(await store.take("p", count))
+            await trio.sleep_forever()  # a cancellation lands here, after the keys arrived
+
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(take, 1)
+        await hold.wait_for(1)
+        waiting = await nursery.start(take, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        waiting.cancel()  # still queued: it leaves the queue
+        await trio.testing.wait_all_tasks_blocked()
+        running.cancel()  # in its transaction: it ends and hands its keys over
+        hold.release()
+    assert hold.batches == [1]
+    assert [ids(batch) for batch in taken] == [["k0"]]
+    assert store.count("p") == 5
+
+
+async def test_cancelled_in_a_shared_transaction_an_operation_still_gets_its_keys(
+    held: tuple[SQLiteKeyStore, HeldTransactions],
+) -> None:
+    store, hold = held
+    taken: list[list[str]] = []
+
+    async def take(count: int, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            taken.append(ids(await store.take("p", count)))
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(take, 1)
+        await hold.wait_for(1)
+        second = await nursery.start(take, 2)
+        third = await nursery.start(take, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        hold.release()  # the first transaction ends; the next, of both others, is held
+        await hold.wait_for(2)
+        second.cancel()
+        third.cancel()
+        hold.release()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert hold.batches == [1, 2]
+    assert sorted(taken) == [["k0"], ["k1", "k2"], ["k3"]]
+    assert store.count("p") == 2
 
 
 # --- both stores against a model ------------------------------------------------------------

@@ -21,8 +21,12 @@ lock while open), loads the counters when it opens and updates them after each c
 
 :class:`SQLiteKeyStore` keeps one file per KM: one sqlite3 connection, WAL journal, every
 operation run in a worker thread (``trio.to_thread.run_sync``) under a :class:`trio.Lock`, so the
-event loop never waits on the disk and operations never interleave. :class:`MemoryKeyStore` has
-the same semantics in dicts, for tests.
+event loop never waits on the disk and operations never interleave. Operations that arrive while
+a transaction runs wait and then share the next one (group commit: one fsync for all of them),
+each in its own savepoint, so each still happens whole or not at all. A key's ID is indexed
+once, in ``ever``, beside the key's row number: an index of random IDs costs a page write per
+key, the largest cost of storing a key. :class:`MemoryKeyStore` has the same semantics in dicts,
+for tests.
 
 Key bytes never appear in a ``repr``, an exception text or a log line. Errors of the database
 (a corrupt file, a full disk) are turned into :class:`KeyStoreError` with one line naming the
@@ -38,7 +42,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, Self, TypeVar
 
 import attrs
 import orjson
@@ -53,23 +57,52 @@ __all__ = [
     "KeyStoreError",
     "MemoryKeyStore",
     "SQLiteKeyStore",
+    "Splitter",
     "StoredKey",
     "UnknownKeys",
 ]
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of a key store file written by this module."""
+Splitter = Callable[["StoredKey"], Sequence["StoredKey"]]
+"""What :meth:`KeyStore.take_present` makes of each key it takes, when asked to split them."""
+
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of a key store file written by this module (a file of version 1 is
+brought to it when opened)."""
 
 _CHUNK = 500
 """Most key IDs bound in one SQL ``IN (...)`` (SQLite limits the number of parameters)."""
 
 _SCHEMA = (
+    # A key's row; its ID is found through ``ever``, so no second index of random IDs is kept.
     "CREATE TABLE IF NOT EXISTS keys (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " key_id TEXT UNIQUE NOT NULL, pool TEXT NOT NULL, key BLOB NOT NULL, metadata TEXT NOT NULL)",
+    " key_id TEXT NOT NULL, pool TEXT NOT NULL, key BLOB NOT NULL, metadata TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS keys_pool_seq ON keys (pool, seq)",
-    "CREATE TABLE IF NOT EXISTS ever (key_id TEXT PRIMARY KEY)",
+    # Every key ID ever stored, with the seq its row had: AUTOINCREMENT never gives a seq twice,
+    # so once the row is gone (the key taken) the ID finds no key again.
+    "CREATE TABLE IF NOT EXISTS ever (key_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+_FROM_VERSION_1 = (
+    # Version 1 kept a UNIQUE index of key IDs in ``keys`` and the IDs alone in ``ever``.
+    "CREATE TABLE ever_2 (key_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO ever_2 (key_id, seq) SELECT ever.key_id, coalesce(keys.seq, 0)"
+    " FROM ever LEFT JOIN keys ON keys.key_id = ever.key_id",
+    "INSERT OR IGNORE INTO ever_2 (key_id, seq) SELECT key_id, seq FROM keys",
+    "DROP TABLE ever",
+    "ALTER TABLE ever_2 RENAME TO ever",
+    "CREATE TABLE keys_2 (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " key_id TEXT NOT NULL, pool TEXT NOT NULL, key BLOB NOT NULL, metadata TEXT NOT NULL)",
+    "INSERT INTO keys_2 (seq, key_id, pool, key, metadata)"
+    " SELECT seq, key_id, pool, key, metadata FROM keys ORDER BY seq",
+    # every seq version 1 gave, so that none is given again
+    "DELETE FROM sqlite_sequence WHERE name = 'keys_2'",
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'keys_2', max("
+    "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'keys'), 0),"
+    " coalesce((SELECT max(seq) FROM keys_2), 0))",
+    "DROP TABLE keys",
+    "ALTER TABLE keys_2 RENAME TO keys",
 )
 
 
@@ -187,9 +220,18 @@ class KeyStore(Protocol):
         """
         ...
 
-    async def take_present(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+    async def take_present(
+        self, pool: str, key_ids: Sequence[str], *, split: Splitter | None = None
+    ) -> list[StoredKey]:
         """Remove and return those of ``key_ids`` that ``pool`` holds, in the order asked (an ID
-        asked twice once), in one transaction; the others are skipped, never an error."""
+        asked twice once), in one transaction; the others are skipped, never an error.
+
+        With ``split``, each key taken is replaced, in the same transaction, by the keys
+        ``split`` makes of it (to cut QKD-keys into link units): :class:`DuplicateKey` as
+        :meth:`put` raises it, and nothing changes, when one of those breaks its rule.
+        ``split`` must be a pure function: :class:`SQLiteKeyStore` calls it in its worker
+        thread.
+        """
         ...
 
     async def move(
@@ -252,15 +294,18 @@ def _check_keys(keys: Sequence[StoredKey]) -> list[bytes]:
     """The metadata of each key as JSON; raises TypeError when one is not a StoredKey or its
     metadata is not JSON-serialisable."""
     encoded = []
+    last: tuple[dict[str, Any], bytes] | None = None  # keys of a batch often share their metadata
     for key in keys:
         if not isinstance(key, StoredKey):
             raise TypeError(f"expected a StoredKey, got {type(key).__name__}")
-        try:
-            encoded.append(orjson.dumps(key.metadata))
-        except orjson.JSONEncodeError as exc:
-            raise TypeError(
-                f"metadata of key ID {quoted(key.key_id)} is not JSON-serialisable: {exc}"
-            ) from None
+        if last is None or last[0] is not key.metadata:
+            try:
+                last = (key.metadata, orjson.dumps(key.metadata))
+            except orjson.JSONEncodeError as exc:
+                raise TypeError(
+                    f"metadata of key ID {quoted(key.key_id)} is not JSON-serialisable: {exc}"
+                ) from None
+        encoded.append(last[1])
     return encoded
 
 
@@ -298,6 +343,14 @@ def _add(counts: dict[str, int], pool: str, delta: int) -> None:
         counts[pool] = value
     else:
         counts.pop(pool, None)
+
+
+def _pool_sizes(keys: Iterable[StoredKey]) -> dict[str, int]:
+    """How many of ``keys`` go to each pool."""
+    sizes: dict[str, int] = {}
+    for key in keys:
+        sizes[key.pool] = sizes.get(key.pool, 0) + 1
+    return sizes
 
 
 def _counts(counts: dict[str, int], prefix: str) -> dict[str, int]:
@@ -406,11 +459,21 @@ class MemoryKeyStore(_ClosedOnExit):
         self._add_keys(replace_with, metadata)
         return taken
 
-    async def take_present(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+    async def take_present(
+        self, pool: str, key_ids: Sequence[str], *, split: Splitter | None = None
+    ) -> list[StoredKey]:
         await self._enter()
         entries = self._pools.get(pool, {})
         present = [key_id for key_id in dict.fromkeys(key_ids) if key_id in entries]
-        return self._pop(pool, present) if present else []
+        if split is None:
+            return self._pop(pool, present) if present else []
+        held = [entries[key_id].stored_key(key_id) for key_id in present]
+        pieces = [piece for key in held for piece in split(key)]
+        metadata = _check_keys(pieces)
+        _check_duplicates((piece.key_id for piece in pieces), self._ever.__contains__)
+        taken = self._pop(pool, present) if present else []
+        self._add_keys(pieces, metadata)
+        return taken
 
     async def move(
         self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
@@ -512,20 +575,30 @@ def _pools_of(db: sqlite3.Connection, key_ids: Sequence[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for chunk in _chunks(key_ids):
         rows = db.execute(
-            f"SELECT key_id, pool FROM keys WHERE key_id IN ({_placeholders(chunk)})", chunk
+            "SELECT ever.key_id, keys.pool FROM ever JOIN keys ON keys.seq = ever.seq "
+            f"WHERE ever.key_id IN ({_placeholders(chunk)})",
+            chunk,
         )
         found.update((row[0], row[1]) for row in rows)
     return found
 
 
 def _insert(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
-    """Insert keys whose IDs were checked against the duplicate rule."""
-    db.executemany("INSERT INTO ever (key_id) VALUES (?)", [(key.key_id,) for key in keys])
+    """Insert keys whose IDs were checked against the duplicate rule, with the seqs after every
+    seq ever given (AUTOINCREMENT's ``sqlite_sequence``, which these inserts advance)."""
+    if not keys:
+        return
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'keys'").fetchone()
+    first = (row[0] if row else 0) + 1
     db.executemany(
-        "INSERT INTO keys (key_id, pool, key, metadata) VALUES (?, ?, ?, ?)",
+        "INSERT INTO ever (key_id, seq) VALUES (?, ?)",
+        [(key.key_id, seq) for seq, key in enumerate(keys, first)],
+    )
+    db.executemany(
+        "INSERT INTO keys (seq, key_id, pool, key, metadata) VALUES (?, ?, ?, ?, ?)",
         [
-            (key.key_id, key.pool, key.key, encoded.decode())
-            for key, encoded in zip(keys, metadata, strict=True)
+            (seq, key.key_id, key.pool, key.key, encoded.decode())
+            for seq, (key, encoded) in enumerate(zip(keys, metadata, strict=True), first)
         ],
     )
 
@@ -536,22 +609,87 @@ def _put(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes
     _insert(db, keys, metadata)
 
 
-def _held(db: sqlite3.Connection, pool: str, key_ids: Sequence[str]) -> dict[str, StoredKey]:
-    """Those of ``key_ids`` that ``pool`` holds, by ID."""
-    found: dict[str, StoredKey] = {}
+def _held(
+    db: sqlite3.Connection, pool: str, key_ids: Sequence[str]
+) -> dict[str, tuple[int, StoredKey]]:
+    """Those of ``key_ids`` that ``pool`` holds, by ID: their seq and key."""
+    found: dict[str, tuple[int, StoredKey]] = {}
     for chunk in _chunks(key_ids):
         rows = db.execute(
-            "SELECT key_id, pool, key, metadata FROM keys "
-            f"WHERE pool = ? AND key_id IN ({_placeholders(chunk)})",
-            (pool, *chunk),
+            "SELECT keys.seq, keys.key_id, keys.pool, keys.key, keys.metadata "
+            "FROM ever JOIN keys ON keys.seq = ever.seq "
+            f"WHERE ever.key_id IN ({_placeholders(chunk)}) AND keys.pool = ?",
+            (*chunk, pool),
         )
-        found.update((row[0], _row_key(row)) for row in rows)
+        found.update((row[1], (row[0], _row_key(row[1:]))) for row in rows)
     return found
+
+
+def _delete(db: sqlite3.Connection, found: Iterable[tuple[int, StoredKey]]) -> None:
+    db.executemany("DELETE FROM keys WHERE seq = ?", [(seq,) for seq, _ in found])
 
 
 def _row_key(row: tuple[Any, ...]) -> StoredKey:
     key_id, pool, key, metadata = row
     return StoredKey(key_id, pool, bytes(key), orjson.loads(metadata))
+
+
+@attrs.frozen
+class _Done(Generic[_T]):
+    value: _T
+
+    def unwrap(self) -> _T:
+        return self.value
+
+
+@attrs.frozen
+class _Failed:
+    error: BaseException
+
+    def unwrap(self) -> NoReturn:
+        raise self.error
+
+
+_Result = _Done[_T] | _Failed
+
+
+@attrs.define(eq=False)
+class _Operation(Generic[_T]):
+    """One operation of :class:`SQLiteKeyStore` waiting for, or in, a transaction."""
+
+    work: Callable[[sqlite3.Connection], _T]
+    committed: Callable[[_T], None] | None
+    queued: bool = True
+    result: _Result[_T] | None = None
+    finished: trio.Event = attrs.Factory(trio.Event)
+
+
+def _run_one(db: sqlite3.Connection, op: _Operation[_T], *, alone: bool) -> _Result[_T]:
+    """Run ``op`` in the open transaction; what it raised (but an error of the database, which
+    ends the whole transaction) is its result, and undoes what it did."""
+    if alone:
+        try:
+            return _Done(op.work(db))
+        except sqlite3.Error:
+            raise
+        except Exception as exc:
+            return _Failed(exc)
+    db.execute("SAVEPOINT operation")
+    try:
+        value = op.work(db)
+    except sqlite3.Error:
+        raise
+    except Exception as exc:
+        db.execute("ROLLBACK TO operation")
+        db.execute("RELEASE operation")
+        return _Failed(exc)
+    db.execute("RELEASE operation")
+    return _Done(value)
+
+
+def _batch_error(path: Path, exc: BaseException) -> KeyStoreError:
+    """What the other operations of a transaction that ended with ``exc`` raise."""
+    return KeyStoreError(f"key store {str(path)!r}: the transaction failed ({type(exc).__name__})")
 
 
 class SQLiteKeyStore(_ClosedOnExit):
@@ -568,6 +706,7 @@ class SQLiteKeyStore(_ClosedOnExit):
         self._db: sqlite3.Connection | None = db
         self._counts = counts
         self._lock = trio.Lock()
+        self._queue: list[_Operation[Any]] = []
 
     @property
     def path(self) -> Path:
@@ -613,6 +752,9 @@ class SQLiteKeyStore(_ClosedOnExit):
                     f"cannot open key store {str(path)!r}: schema version {version} is newer "
                     f"than this SDK's ({SCHEMA_VERSION})"
                 )
+            if version == 1:
+                for statement in _FROM_VERSION_1:
+                    db.execute(statement)
             for statement in _SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -629,43 +771,103 @@ class SQLiteKeyStore(_ClosedOnExit):
 
     def _check_open(self) -> sqlite3.Connection:
         if self._db is None:
-            raise KeyStoreError(f"the key store {str(self._path)!r} is closed")
+            raise self._closed()
         return self._db
 
-    async def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` in one transaction in a worker thread, one operation at a time.
+    def _closed(self) -> KeyStoreError:
+        return KeyStoreError(f"the key store {str(self._path)!r} is closed")
 
-        Cancellation cannot split a transaction from its counters: once the thread started,
-        ``to_thread.run_sync`` waits for it and hands back its result.
+    async def _transaction(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        committed: Callable[[_T], None] | None = None,
+    ) -> _T:
+        """Run ``work`` in a worker thread as one transaction, and ``committed`` with its result
+        in the event loop once it is durable (to update the counters).
+
+        Group commit: operations that arrive while a transaction is in the thread wait, and then
+        run together in the next one, each in its own savepoint (one failing undoes only itself)
+        and in the order they arrived, with one commit and one fsync for all. Cancelled while it
+        waits, an operation leaves the queue and does nothing; once its transaction started, it
+        completes and hands back its result (the caller sees the cancellation at its next
+        checkpoint), so no key is lost between the store and its caller.
         """
         self._check_open()
-        async with self._lock:
-            db = self._check_open()
-            return await trio.to_thread.run_sync(self._transaction_sync, db, work)
+        op: _Operation[_T] = _Operation(work, committed)
+        self._queue.append(op)
+        try:
+            async with self._lock:
+                if op.result is None:  # not run by the transaction of an operation before it
+                    await self._run_queued()
+        except trio.Cancelled:
+            if op.result is None and op.queued:
+                self._queue.remove(op)
+                raise
+            if op.result is None:  # in the transaction now: wait for it, whatever happens
+                with trio.CancelScope(shield=True):
+                    await op.finished.wait()
+        assert op.result is not None
+        return op.result.unwrap()
+
+    async def _run_queued(self) -> None:
+        """Run every queued operation in one transaction (the caller holds the lock)."""
+        batch, self._queue = self._queue, []
+        for op in batch:
+            op.queued = False
+        if self._db is None:  # closed while they waited
+            for op in batch:
+                op.result = _Failed(self._closed())
+                op.finished.set()
+            return
+        try:
+            with trio.CancelScope(shield=True):  # the transaction of others, too, must end
+                results = await trio.to_thread.run_sync(self._transaction_sync, self._db, batch)
+        except BaseException as exc:
+            for op in batch:
+                op.result = _Failed(_batch_error(self._path, exc))
+                op.finished.set()
+            raise
+        # The counters change with the commit, before any other task runs.
+        for op, result in zip(batch, results, strict=True):
+            op.result = result
+        for op, result in zip(batch, results, strict=True):
+            if op.committed is not None and isinstance(result, _Done):
+                op.committed(result.value)
+            op.finished.set()
 
     def _transaction_sync(
-        self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]
-    ) -> _T:
+        self, db: sqlite3.Connection, batch: Sequence[_Operation[Any]]
+    ) -> list[_Result[Any]]:
+        results: list[_Result[Any]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                result = work(db)
-                db.execute("COMMIT")
+                for op in batch:
+                    results.append(_run_one(db, op, alone=len(batch) == 1))
+                if any(isinstance(result, _Done) for result in results):
+                    db.execute("COMMIT")
+                else:
+                    db.execute("ROLLBACK")
             except BaseException:
                 if db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise KeyStoreError(f"key store {str(self._path)!r}: {exc}") from None
-        return result
+            error = f"key store {str(self._path)!r}: {exc}"
+            return [_Failed(KeyStoreError(error)) for _ in batch]
+        return results
 
     async def put(self, keys: Sequence[StoredKey]) -> None:
         metadata = _check_keys(keys)
         keys = list(keys)
-        await self._transaction(lambda db: _put(db, keys, metadata))
-        for key in keys:
-            _add(self._counts, key.pool, 1)
+        added = _pool_sizes(keys)
+
+        def committed(_: None) -> None:
+            for pool, n in added.items():
+                _add(self._counts, pool, n)
+
+        await self._transaction(lambda db: _put(db, keys, metadata), committed)
 
     async def take(self, pool: str, count: int) -> list[StoredKey]:
         _check_count("count", count)
@@ -683,9 +885,7 @@ class SQLiteKeyStore(_ClosedOnExit):
                 db.execute("DELETE FROM keys WHERE pool = ? AND seq <= ?", (pool, rows[-1][0]))
             return [_row_key(row[1:]) for row in rows]
 
-        taken = await self._transaction(work)
-        _add(self._counts, pool, -len(taken))
-        return taken
+        return await self._transaction(work, lambda taken: _add(self._counts, pool, -len(taken)))
 
     async def take_ids(
         self, pool: str, key_ids: Sequence[str], *, replace_with: Sequence[StoredKey] = ()
@@ -699,27 +899,41 @@ class SQLiteKeyStore(_ClosedOnExit):
             missing = _missing(key_ids, found.__contains__)
             if missing:
                 raise UnknownKeys(pool, missing)
-            db.executemany("DELETE FROM keys WHERE key_id = ?", [(k,) for k in key_ids])
+            _delete(db, found.values())
             _put(db, replace_with, metadata)
-            return [found[key_id] for key_id in key_ids]
+            return [found[key_id][1] for key_id in key_ids]
 
-        taken = await self._transaction(work)
-        _add(self._counts, pool, -len(taken))
-        for key in replace_with:
-            _add(self._counts, key.pool, 1)
-        return taken
+        added = _pool_sizes(replace_with)
 
-    async def take_present(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+        def committed(taken: list[StoredKey]) -> None:
+            _add(self._counts, pool, -len(taken))
+            for into, n in added.items():
+                _add(self._counts, into, n)
+
+        return await self._transaction(work, committed)
+
+    async def take_present(
+        self, pool: str, key_ids: Sequence[str], *, split: Splitter | None = None
+    ) -> list[StoredKey]:
         key_ids = list(dict.fromkeys(key_ids))
+        added: dict[str, int] = {}
 
         def work(db: sqlite3.Connection) -> list[StoredKey]:
             found = _held(db, pool, key_ids)
-            db.executemany("DELETE FROM keys WHERE key_id = ?", [(k,) for k in found])
-            return [found[key_id] for key_id in key_ids if key_id in found]
+            taken = [found[key_id][1] for key_id in key_ids if key_id in found]
+            _delete(db, found.values())
+            if split is not None:
+                pieces = [piece for key in taken for piece in split(key)]
+                _put(db, pieces, _check_keys(pieces))
+                added.update(_pool_sizes(pieces))
+            return taken
 
-        taken = await self._transaction(work)
-        _add(self._counts, pool, -len(taken))
-        return taken
+        def committed(taken: list[StoredKey]) -> None:
+            _add(self._counts, pool, -len(taken))
+            for into, n in added.items():
+                _add(self._counts, into, n)
+
+        return await self._transaction(work, committed)
 
     async def move(
         self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
@@ -737,23 +951,22 @@ class SQLiteKeyStore(_ClosedOnExit):
             if missing:
                 raise UnknownKeys(source_pool, missing)
             db.executemany(
-                "UPDATE keys SET pool = ? WHERE key_id = ?",
-                [(destination_pool, key_id) for key_id in wanted],
+                "UPDATE keys SET pool = ? WHERE seq = ?",
+                [(destination_pool, found[key_id][0]) for key_id in wanted],
             )
             return len(wanted)
 
-        moved = await self._transaction(work)
-        _add(self._counts, source_pool, -moved)
-        _add(self._counts, destination_pool, moved)
-        return moved
+        def committed(moved: int) -> None:
+            _add(self._counts, source_pool, -moved)
+            _add(self._counts, destination_pool, moved)
+
+        return await self._transaction(work, committed)
 
     async def discard(self, pool: str) -> int:
         def work(db: sqlite3.Connection) -> int:
             return db.execute("DELETE FROM keys WHERE pool = ?", (pool,)).rowcount
 
-        discarded = await self._transaction(work)
-        _add(self._counts, pool, -discarded)
-        return discarded
+        return await self._transaction(work, lambda discarded: _add(self._counts, pool, -discarded))
 
     async def discard_prefix(self, prefix: str) -> int:
         # substr, not LIKE: a prefix may hold "%" or "_".
@@ -767,10 +980,11 @@ class SQLiteKeyStore(_ClosedOnExit):
             db.execute(f"DELETE FROM keys WHERE {where}", params)
             return {pool: n for pool, n in rows}
 
-        discarded = await self._transaction(work)
-        for pool, n in discarded.items():
-            _add(self._counts, pool, -n)
-        return sum(discarded.values())
+        def committed(discarded: dict[str, int]) -> None:
+            for pool, n in discarded.items():
+                _add(self._counts, pool, -n)
+
+        return sum((await self._transaction(work, committed)).values())
 
     async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
         _check_count("limit", limit)

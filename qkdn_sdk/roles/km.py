@@ -50,6 +50,7 @@ import datetime
 import enum
 import hashlib
 import logging
+import os
 import re
 import secrets
 import uuid
@@ -1293,22 +1294,57 @@ class KeyManager:
         relay_id = relay.key_relay_request_id
         if relay_id in self._routes or relay_id in self._pending:
             raise KeyManagerError(f"relay {quoted(relay_id)} came back to {self.km_id} (a loop)")
+        if relay.destination_kma_id == self.km_id:
+            plaintext = await self._unseal(sender, relay)
+            return await self._receive_relayed(relay, plaintext)
+        if relay.transit_kma_ids is not None:  # centralized: the route came with the relay
+            plaintext = await self._unseal(sender, relay)
+            next_km = self._after(self.km_id, relay.transit_kma_ids)
+        else:
+            plaintext, next_km = await self._unseal_and_route(sender, relay)
+        self._remember(self._routes, relay_id, next_km)
+        await self._forward(relay, plaintext, next_km)
+        self.relays["forwarded"] += 1
+        return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
+
+    async def _unseal(self, sender: str, relay: kx.KeyRelay) -> bytes:
+        """The plaintext of a hop from ``sender``, whose link units it takes."""
         units = await self._take_received_units(sender, relay.link_key_ids)
-        plaintext = otp.unseal(relay, [unit.key for unit in units])
-        if relay.destination_kma_id != self.km_id:
-            if relay.transit_kma_ids is not None:  # centralized: the route came with the relay
-                next_km = self._after(self.km_id, relay.transit_kma_ids)
-            else:
+        return otp.unseal(relay, [unit.key for unit in units])
+
+    async def _unseal_and_route(self, sender: str, relay: kx.KeyRelay) -> tuple[bytes, str]:
+        """:meth:`_unseal` and, meanwhile, the controller's next hop towards the relay's
+        destination KM (Q.4164 clause 7.1): the round trip to the controller costs no time of
+        its own. A failure to unseal is the one raised when both fail."""
+        routed: list[str] = []
+        refused: list[Exception] = []
+
+        async def route() -> None:
+            try:
                 _, next_km = await self._next_hop(
                     km=relay.destination_kma_id,
-                    bits=len(units) * otp.UNIT_BITS,
+                    bits=len(relay.link_key_ids) * otp.UNIT_BITS,
                     avoid=_avoided(relay.extension),
                 )
-            self._remember(self._routes, relay_id, next_km)
-            await self._forward(relay, plaintext, next_km)
-            self.relays["forwarded"] += 1
-            return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
-        return await self._receive_relayed(relay, plaintext)
+            except Exception as exc:
+                refused.append(exc)
+            else:
+                routed.append(next_km)
+
+        failed: Exception | None = None
+        plaintext = b""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(route)
+            try:
+                plaintext = await self._unseal(sender, relay)
+            except Exception as exc:  # raised below, not in an exception group
+                failed = exc
+                nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+        if refused:
+            raise refused[0]
+        return plaintext, routed[0]
 
     def _after(self, km_id: str, route: list[str]) -> str:
         """The KM after ``km_id`` on a centralized relay's route: one of our neighbours."""
@@ -1452,8 +1488,14 @@ class KeyManager:
         )
 
     async def _store_qkd_keys(
-        self, link: KMLink, keys: list[tuple[str, bytes, str | None]]
+        self,
+        link: KMLink,
+        keys: list[tuple[str, bytes, str | None]],
+        *,
+        drop_duplicates: bool = False,
     ) -> None:
+        """Store QKD-keys of ``link`` in one transaction. A key ID supplied before (or twice)
+        fails them all, or with ``drop_duplicates`` is logged and left out."""
         stored = []
         for key_id, key, hash_value in keys:
             if hash_value is not None and hash_value != hashlib.sha256(key).hexdigest():
@@ -1466,14 +1508,39 @@ class KeyManager:
                     metadata={"qkd_module_id": link.module_id, "key_length": 8 * len(key)},
                 )
             )
-        try:
-            await self.store.put(stored)
-        except DuplicateKey as exc:
-            raise KeyManagerError(f"key ID {quoted(exc.key_id)} was supplied before") from None
-        self._sync_wanted[link.neighbour].set()
+        while stored:
+            try:
+                await self.store.put(stored)
+            except DuplicateKey as exc:
+                if not drop_duplicates:
+                    raise KeyManagerError(
+                        f"key ID {quoted(exc.key_id)} was supplied before"
+                    ) from None
+                stored = await self._without_duplicates(stored)
+            else:
+                self._sync_wanted[link.neighbour].set()
+                return
+
+    async def _without_duplicates(self, keys: list[StoredKey]) -> list[StoredKey]:
+        """``keys`` without those stored before and the repeats of one given twice, each logged
+        as a key supplied before."""
+        before = await self.store.seen([key.key_id for key in keys])
+        kept: dict[str, StoredKey] = {}
+        for key in keys:
+            if key.key_id in before or key.key_id in kept:
+                logger.warning(
+                    "%s: %s",
+                    self.km_id,
+                    KeyManagerError(f"key ID {quoted(key.key_id)} was supplied before"),
+                )
+            else:
+                kept[key.key_id] = key
+        return list(kept.values())
 
     async def _acquire(self, link: KMLink) -> None:
-        """Q.4162 clause 7.2: ask the module for its keys, again and again."""
+        """Q.4162 clause 7.2: ask the module for its keys, again and again: at once after a
+        response of several keys (more may be ready), else after ``acquire_interval`` (a
+        response of one key is all a module that makes keys slower than it is asked had)."""
         dialer = self._modules[link.neighbour]
         # the slave SAE of an ETSI 014 Get key (Q.4162 Appendix II): the KM at the other end
         request = kq1.KeyRequest(
@@ -1484,13 +1551,13 @@ class KeyManager:
             try:
                 response = await dialer.request(request)
                 assert isinstance(response, kq1.ResponseToKeyRequest)
-                for key in response.keys:
-                    try:
-                        await self._store_qkd_keys(link, [(key.key_id, key.key, None)])
-                    except KeyManagerError as exc:
-                        logger.warning("%s: %s", self.km_id, exc)
+                await self._store_qkd_keys(
+                    link,
+                    [(key.key_id, key.key, None) for key in response.keys],
+                    drop_duplicates=True,
+                )
                 failing = False
-                if response.keys:  # more may be ready: ask again at once
+                if len(response.keys) > 1:  # more may be ready: ask again at once
                     continue
             except FailureResponse:
                 pass  # no key ready yet
@@ -1565,6 +1632,8 @@ class KeyManager:
             if self._dialer(neighbour).url is None:  # not started yet
                 continue
             waiting = self.store.count(_qkd_pool(neighbour))
+            if not waiting:
+                continue
             ids = await self.store.key_ids(_qkd_pool(neighbour), _SYNC_BATCH, newest=newest)
             if not ids:
                 continue
@@ -1676,23 +1745,15 @@ class KeyManager:
         """Cut those of the QKD-keys both ends hold that are still whole into link units."""
         if not qkd_key_ids:
             return
-        qkd_keys = await self.store.take_present(_qkd_pool(neighbour), qkd_key_ids)
         first = self.km_id < neighbour
-        units = [
-            StoredKey(
-                key_id=unit_id,
-                pool=_out_pool(neighbour)
-                if otp.spent_by_first(index) == first
-                else _in_pool(neighbour),
-                key=unit,
-                metadata={"qkd_key_id": qkd_key.key_id},
-            )
-            for qkd_key in qkd_keys
-            for index, unit_id, unit in otp.split_qkd_key(qkd_key.key_id, qkd_key.key)
-        ]
-        await self.store.put(units)
+        qkd_keys = await self.store.take_present(
+            _qkd_pool(neighbour), qkd_key_ids, split=partial(_link_units, neighbour, first)
+        )
         self.generated_bits[neighbour] += otp.UNIT_BITS * sum(
-            1 for unit in units if unit.pool == _out_pool(neighbour)
+            1
+            for qkd_key in qkd_keys
+            for index in range(len(qkd_key.key) // otp.UNIT_BYTES)
+            if otp.spent_by_first(index) == first
         )
         self._notify_link_change()
         if neighbour not in self._link_ready:
@@ -2033,12 +2094,51 @@ def _not_direct(slave: str, km: str) -> RequestRefused:
     )
 
 
+_UUID_VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+"""Byte 6 of a UUID with its version bits set to 4 (RFC 4122 clause 4.4)."""
+_UUID_VARIANT = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+"""Byte 8 of a UUID with its variant bits set to RFC 4122's."""
+
+
+def _fresh_key_ids(number: int) -> list[str]:
+    """``number`` random (version 4) UUIDs, as :func:`uuid.uuid4` makes them (from
+    :func:`os.urandom`), made from one draw for the batch."""
+    raw = bytearray(os.urandom(16 * number))
+    raw[6::16] = raw[6::16].translate(_UUID_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_UUID_VARIANT)
+    hex_ = raw.hex()
+    return [
+        f"{hex_[i : i + 8]}-{hex_[i + 8 : i + 12]}-{hex_[i + 12 : i + 16]}-"
+        f"{hex_[i + 16 : i + 20]}-{hex_[i + 20 : i + 32]}"
+        for i in range(0, 32 * number, 32)
+    ]
+
+
 def _fresh_keys(number: int, size: int) -> tuple[list[str], list[bytes]]:
-    """``number`` new keys of ``size`` bits and their IDs (UUIDs)."""
-    return (
-        [str(uuid.uuid4()) for _ in range(number)],
-        [secrets.token_bytes(size // 8) for _ in range(number)],
-    )
+    """``number`` new keys of ``size`` bits (from one :func:`os.urandom` draw, as
+    :func:`secrets.token_bytes` makes them) and their IDs (version 4 UUIDs)."""
+    length = size // 8
+    keys = os.urandom(number * length)
+    return _fresh_key_ids(number), [
+        keys[start : start + length] for start in range(0, number * length, length)
+    ]
+
+
+def _link_units(neighbour: str, first: bool, qkd_key: StoredKey) -> list[StoredKey]:
+    """The link units of a QKD-key both ends of the link to ``neighbour`` hold: those this KM
+    spends (``first``: its ID sorts first on the link) and those it receives."""
+    metadata = {"qkd_key_id": qkd_key.key_id}
+    return [
+        StoredKey(
+            key_id=unit_id,
+            pool=_out_pool(neighbour)
+            if otp.spent_by_first(index) == first
+            else _in_pool(neighbour),
+            key=unit,
+            metadata=metadata,
+        )
+        for index, unit_id, unit in otp.split_qkd_key(qkd_key.key_id, qkd_key.key)
+    ]
 
 
 def _ksa_metadata(source: str, destination: str, size: int) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""A KM taking QKD-keys from a module that supplies upon request (Q.4162 clause 7.2), and the
+keys it makes for applications (qkdn_sdk.roles.km).
+
+The test plays the QKD module over ``memory://``: it answers the KM's key requests with the
+batches it is given, then says no key is ready. Nothing sleeps to wait: the test waits on the
+store seeing the keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+
+import pytest
+import trio
+
+from qkdn_sdk.messages import Key, Message, Role, kq1, received_by
+from qkdn_sdk.roles import km as km_module
+from qkdn_sdk.roles.keystore import MemoryKeyStore, StoredKey
+from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
+from qkdn_sdk.roles.qkd_module import Kq1Mode
+from qkdn_sdk.transport import Connection, serve
+
+WAIT = 10.0  # seconds a test may wait for an event before it fails (it never needs them)
+MODULE_URL = "memory://acquire/module"
+
+
+class RecordingStore(MemoryKeyStore):
+    """A memory store that records every put that stored keys, and wakes waiters after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: list[list[str]] = []
+        self.changed = trio.Event()
+
+    async def put(self, keys: Sequence[StoredKey]) -> None:
+        await super().put(keys)
+        self.puts.append([key.key_id for key in keys])
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_for(self, pool: str, count: int) -> None:
+        with trio.fail_after(WAIT):
+            while self.count(pool) < count:
+                await self.changed.wait()
+
+
+def qkd_key(key_id: str) -> Key:
+    return Key(key=secrets.token_bytes(512), key_id=key_id)
+
+
+async def test_a_batch_of_qkd_keys_is_stored_at_once_without_its_duplicates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each response is stored in one transaction; a key ID supplied before, or twice in the
+    batch, is logged and left out, and the other keys of the batch are kept."""
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    batches = [
+        [qkd_key(ids[0]), qkd_key(ids[1]), qkd_key(ids[0]), qkd_key(ids[2])],
+        [qkd_key(ids[1]), qkd_key(ids[3]), qkd_key(ids[4])],
+    ]
+
+    async def module(message: Message, _connection: Connection) -> Message:
+        assert isinstance(message, kq1.KeyRequest)
+        if batches:
+            return kq1.ResponseToKeyRequest(keys=batches.pop(0), response="success")
+        return kq1.ResponseToKeyRequest(keys=[], response="failure: insufficient keys (0 ready)")
+
+    store = RecordingStore()
+    config = KMConfig(
+        km_id="km-a",
+        listen={},
+        controller_id="controller",
+        links=(
+            KMLink(
+                neighbour="km-b",
+                module_id="module",
+                mode=Kq1Mode.ON_REQUEST,
+                module_url=MODULE_URL,
+            ),
+        ),
+        acquire_interval=0.01,
+        report_interval=60,
+    )
+    caplog.set_level(logging.WARNING, logger="qkdn_sdk.roles.km")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                serve, MODULE_URL, module, identity="module", accepts=received_by(Role.QKD_MODULE)
+            )
+        )
+        await nursery.start(KeyManager(config, store).run)
+        await store.wait_for("qkd:km-b", 5)
+        nursery.cancel_scope.cancel()
+    assert store.puts == [[ids[0], ids[1], ids[2]], [ids[3], ids[4]]]
+    assert await store.key_ids("qkd:km-b", 10) == ids
+    logged = [record.getMessage() for record in caplog.records]
+    supplied_before = [line for line in logged if "supplied before" in line]
+    assert supplied_before == [
+        f"km-a: key ID '{ids[0]}' was supplied before",
+        f"km-a: key ID '{ids[1]}' was supplied before",
+    ]
+
+
+def test_fresh_key_ids_are_distinct_version_4_uuids() -> None:
+    key_ids, keys = km_module._fresh_keys(1000, 256)
+    assert len(set(key_ids)) == len(key_ids) == 1000
+    for key_id in key_ids:
+        parsed = uuid.UUID(key_id)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == key_id
+    assert len(set(keys)) == 1000
+    assert {len(key) for key in keys} == {32}
+    assert km_module._fresh_keys(0, 256) == ([], [])
