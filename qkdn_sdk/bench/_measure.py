@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-__all__ = ["Sample", "measure", "resident_bytes", "time_per_call"]
+__all__ = ["Call", "Sample", "measure", "resident_bytes", "time_per_call"]
 
 Call = Callable[[], Awaitable[object]]
 

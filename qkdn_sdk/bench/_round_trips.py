@@ -4,7 +4,7 @@ over a transport, beside the transport's bare stack doing the same exchange
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ import trio
 
 from qkdn_sdk.bench._codec import key_response
 from qkdn_sdk.bench._figure import Figure
-from qkdn_sdk.bench._measure import Sample, measure
+from qkdn_sdk.bench._measure import Call, Sample, measure
 from qkdn_sdk.messages import Message, ak
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.tls import TLSConfig
@@ -32,8 +32,6 @@ IN_FLIGHT = 16
 """Requests in flight together on one connection, for ``ak_round_trip_pipelined``."""
 
 REQUEST = ak.KeyRequest(application_destination_id="app-b", number_of_keys=4, size_of_key=256)
-
-Call = Callable[[], Awaitable[object]]
 
 
 @asynccontextmanager
