@@ -17,76 +17,41 @@ the event loop), then the network's:
 from __future__ import annotations
 
 import logging
-import ssl
 import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import httpx
-import orjson
 import trio
 from _timing import figures, timed
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 from qkdn_https import Etsi014Client
 
-from qkdn_sdk.messages import Message, ak, example
+from qkdn_sdk.messages import Key, Message, ak, example
 from qkdn_sdk.network import Network, parse_topology
 from qkdn_sdk.pki import write_dev_pki
-from qkdn_sdk.transport import Connection, ServerInfo, serve
+from qkdn_sdk.transport import Connection, ServerInfo, serve, transport_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = 100
 CONCURRENT = 8
 ERIN = '\n[[application]]\nid = "erin"\nkm = "km-a"\n'
-CONTAINER = orjson.dumps(
-    {"keys": [{"key_ID": "6f1c2a3e-1d2b-4c5d-8e9f-0a1b2c3d4e5f", "key": "A" * 43 + "="}]}
-)
 
 
 async def bare_hypercorn(network: Network) -> None:
-    """hypercorn and an ASGI app answering a fixed key container: no SDK."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                await send({"type": event["type"] + ".complete"})
-                if event["type"] == "lifespan.shutdown":
-                    return
-        if scope["type"] != "http":
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": CONTAINER})
-
-    tls = network.tls("km-a")
-    assert tls is not None
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.certfile, config.keyfile, config.ca_certs = str(tls.cert), str(tls.key), str(tls.ca)
-    config.verify_mode = ssl.CERT_REQUIRED
-    config.keep_alive_max_requests = 10**9
-    config.accesslog = config.errorlog = None
+    """The https transport's bare exchange: hypercorn answering a canned key container of 1 key
+    through an ASGI app, and httpx (no SDK)."""
+    bare = transport_registry().lookup("https").bare_exchange("https")
+    assert bare is not None
+    request = ak.KeyRequest(application_destination_id="bob")
+    answer = ak.ResponseToKeyRequest(
+        keys=[Key(key=bytes(32), key_id="6f1c2a3e-1d2b-4c5d-8e9f-0a1b2c3d4e5f")],
+        response="success",
+    )
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))  # type: ignore[arg-type]
-        client_tls = network.tls("alice")
-        assert client_tls is not None
-        async with httpx.AsyncClient(base_url=binds[0], verify=client_tls.client_context()) as http:
-
-            async def get() -> None:
-                response = await http.get("/api/v1/keys/bob/enc_keys")
-                assert response.status_code == 200
-
-            latencies = await timed(get, 2 * PAIRS)
+        url = await nursery.start(bare.serve, request, answer, network.tls("km-a"))
+        async with bare.connect(url, request, network.tls("alice")) as call:
+            latencies = await timed(call, 2 * PAIRS)
             figures("bare hypercorn, GET enc_keys (fixed answer)", latencies, "requests")
         nursery.cancel_scope.cancel()
 

@@ -103,19 +103,8 @@ def _print_json(value: object) -> None:
 
 
 def _json(value: object, *, indent: bool = False) -> str:
-    """``value`` as JSON text. A message's ``payload`` (a key of ``value``) is written on its own
-    and put in place: a payload may nest as deep as orjson writes (MAX_DEPTH levels), and the
-    object around it would be one level too many."""
-    option = orjson.OPT_INDENT_2 if indent else 0
-    if not isinstance(value, dict) or "payload" not in value:
-        return orjson.dumps(value, option=option).decode()
-    text = orjson.dumps({**value, "payload": None}, option=option).decode()
-    payload = orjson.dumps(value["payload"], option=option).decode()
-    if indent:  # the payload's own lines sit one level in
-        payload = payload.replace("\n", "\n  ")
-    # No other value can hold this text: a quote inside a JSON string is written \".
-    placeholder = '"payload": null' if indent else '"payload":null'
-    return text.replace(placeholder, placeholder.removesuffix("null") + payload, 1)
+    """``value`` as JSON text."""
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0).decode()
 
 
 def _interrupted() -> NoReturn:

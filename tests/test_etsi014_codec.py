@@ -220,6 +220,14 @@ _BAD_REQUESTS = [
     ("GET", "/api/v1/keys/a/dec_keys", b"", b"", 400, "names one key"),
     ("POST", "/api/v1/keys/a/dec_keys", b"", b'{"key_IDs": []}', 400, "non-empty array"),
     ("POST", "/api/v1/keys/a/dec_keys", b"", b'{"key_IDs": [{"key_ID": 7}]}', 400, "key_ID"),
+    (
+        "POST",
+        "/api/v1/keys/b/enc_keys",
+        b"",
+        b'{"extension_optional": [{"a": ' + b"[" * 63 + b"]" * 63 + b"}]}",
+        400,
+        "nested deeper than 64",
+    ),
     ("GET", "/api/v1/keys/b/status", b"number=1", b"", 400, "takes no parameters"),
     ("POST", "/api/v1/keys/b/status", b"", b"", 405, "status takes GET"),
     ("PUT", "/api/v1/keys/b/enc_keys", b"", b"", 405, "enc_keys takes GET or POST"),
@@ -356,6 +364,7 @@ def test_error_answers_read_as_typed_errors(
         b'{"keys": [{"key_ID": "", "key": "AA=="}]}',
         b'{"keys": [{"key_ID": "k", "key": ""}]}',
         b'{"keys": [], "key_container_extension": 3}',
+        b'{"keys": [], "key_container_extension": {"a": ' + b"[" * 63 + b"]" * 63 + b"}}",
     ],
 )
 def test_a_bad_key_container_is_the_peers_error(body: bytes) -> None:

@@ -8,6 +8,9 @@ import contextlib
 import copy
 import dataclasses
 import enum
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -575,10 +578,82 @@ def test_payload_nested_as_deep_as_the_encoder_goes_round_trips() -> None:
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 400, 1000])
 def test_payload_nested_deeper_than_the_encoder_goes_is_refused(depth: int) -> None:
-    # orjson reads 1024 levels but writes 254: a payload that decodes must encode back.
+    # orjson reads 1024 levels: a payload that decodes must encode back.
     with pytest.raises(PayloadError) as caught:
         decode_payload(ak.KeyRequest, _nested_extension(depth))
     assert caught.value.errors == [f"payload: nested deeper than {MAX_DEPTH} arrays and objects"]
+
+
+def test_a_key_extension_nested_too_deep_is_refused_both_ways() -> None:
+    # The payload, "keys", the key, its extension: four levels, then MAX_DEPTH - 4 of lists.
+    deep: Any = []
+    for _ in range(MAX_DEPTH - 5):
+        deep = [deep]
+    key = Key(key=b"k", key_id="1", key_extension={"a": deep})
+    fits = ak.ResponseToKeyRequest(keys=[key], response="success")
+    assert decode_payload(ak.ResponseToKeyRequest, encode_payload(fits)) == fits
+    too_deep = attrs.evolve(fits, keys=[attrs.evolve(fits.keys[0], key_extension={"a": [deep]})])
+    with pytest.raises(LocalProtocolError, match=f"nested deeper than {MAX_DEPTH} arrays"):
+        encode_payload(too_deep)
+    with pytest.raises(PayloadError) as caught:
+        decode_payload(ak.ResponseToKeyRequest, orjson.dumps(message_to_dict(too_deep)))
+    assert caught.value.errors == [f"payload: nested deeper than {MAX_DEPTH} arrays and objects"]
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 300])
+def test_a_message_nested_deeper_than_a_payload_may_be_is_not_encoded(depth: int) -> None:
+    message = ak.KeyRequest(application_destination_id="b", extension=[{"a": []}])
+    inner = message.extension[0]["a"]  # type: ignore[index]
+    for _ in range(depth - 4):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(LocalProtocolError, match=f"nested deeper than {MAX_DEPTH} arrays"):
+        encode_payload(message)
+    with pytest.raises(LocalProtocolError, match="nested deeper"):  # the converter's path too
+        encode_payload(attrs.evolve(message, extension=(message.extension[0],)))  # type: ignore[index]
+
+
+def test_deeper_than_counts_the_value_itself_and_what_orjson_writes_as_arrays() -> None:
+    assert not payload_codec.deeper_than("text", 0)
+    assert not payload_codec.deeper_than({}, 1)
+    assert payload_codec.deeper_than({"a": []}, 1)
+    assert not payload_codec.deeper_than({"a": [], "b": {"c": 1}}, 2)
+    assert payload_codec.deeper_than([(), ((),)], 2)
+
+
+_ORJSON_OVERRUN = """
+import orjson, sys
+from qkdn_sdk.codecs.payload import decode_payload
+from qkdn_sdk.errors import PayloadError
+from qkdn_sdk.messages import ak
+child = b"[" * 204 + b"9007199254740993" + b"]" * 204
+deep = b"[" * 47 + b",".join([child] * 50) + b"]" * 47
+for payload in [deep, b'{"application_destination_id":"b","extension":[{"a":' + deep + b"}]}"]:
+    try:
+        decode_payload(ak.KeyRequest, payload)
+    except PayloadError as exc:
+        print(exc.errors)
+"""
+
+
+def test_a_payload_that_overran_orjsons_writer_is_refused_before_it_is_written() -> None:
+    """The fuzzer's finding: a payload 251 levels deep (orjson 3.13 reads 1,024 and writes 254)
+    made orjson's writer overrun its buffer and abort the process, when the decoder checked the
+    depth by writing the payload back. Python's debug allocator checks every
+    buffer's bounds when it is freed, so an overrun fails this test every time."""
+    env = {**os.environ, "PYTHONMALLOC": "debug"}
+    done = subprocess.run(
+        [sys.executable, "-c", _ORJSON_OVERRUN],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "['payload: expected a JSON object']",
+        f"['payload: nested deeper than {MAX_DEPTH} arrays and objects']",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -731,9 +806,9 @@ def test_a_key_the_fast_path_builds_is_one_key_would_build(
         expected = Key(key=data, key_id=key_id, key_extension=extension)
     except InvalidMessage:
         with pytest.raises(payload_codec._GiveUp):
-            payload_codec._keys_from_payload([item])
+            payload_codec._keys_from_payload(2)([item])
     else:
-        assert _typed(payload_codec._keys_from_payload([item])) == _typed([expected])
+        assert _typed(payload_codec._keys_from_payload(2)([item])) == _typed([expected])
 
 
 def _attempt(call: Callable[[], bytes]) -> bytes | type[BaseException]:
@@ -882,7 +957,7 @@ class _UnknownType:
     ids=repr,
 )
 def test_what_the_tables_do_not_use_is_left_to_the_converter(instance: Any, gives_up: bool) -> None:
-    unstructure = payload_codec._unstructure_fields(type(instance))
+    unstructure = payload_codec._unstructure_fields(type(instance), 1)
     if gives_up:
         with pytest.raises(payload_codec._GiveUp):
             unstructure(instance)
@@ -892,5 +967,5 @@ def test_what_the_tables_do_not_use_is_left_to_the_converter(instance: Any, give
 
 def test_a_type_the_fast_path_does_not_know_is_read_by_the_converter() -> None:
     with pytest.raises(payload_codec._GiveUp):
-        payload_codec._structure_fields(_UnknownType)({"ratio": 1.5})
+        payload_codec._structure_fields(_UnknownType, 1)({"ratio": 1.5})
     assert payload_codec._CONVERTER.structure({"ratio": 1.5}, _UnknownType) == _UnknownType(1.5)

@@ -44,6 +44,7 @@ from typing import Any
 import attrs
 import orjson
 
+from qkdn_sdk.codecs.payload import MAX_DEPTH, deeper_than
 from qkdn_sdk.errors import LocalProtocolError, QkdnError, RemoteProtocolError, quoted, shorten
 from qkdn_sdk.messages import Interface, JSONObject, Key, KeyId, Message, ak, failure_reason, kq1
 from qkdn_sdk.messages._status import StatusFields
@@ -357,6 +358,10 @@ def _json_object(body: bytes, what: str) -> JSONObject:
         raise RemoteProtocolError(f"the {what} is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise RemoteProtocolError(f"the {what} is not a JSON object")
+    if deeper_than(document, MAX_DEPTH):
+        raise RemoteProtocolError(
+            f"the {what} is nested deeper than {MAX_DEPTH} arrays and objects"
+        )
     return document
 
 
@@ -491,6 +496,8 @@ def _body(body: bytes) -> JSONObject:
         raise _bad(f"the body is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise _bad("the body is not a JSON object")
+    if deeper_than(document, MAX_DEPTH):
+        raise _bad(f"the body is nested deeper than {MAX_DEPTH} arrays and objects")
     return {name: value for name, value in document.items() if value is not None}
 
 

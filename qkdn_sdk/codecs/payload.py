@@ -60,6 +60,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_ERRORS",
     "decode_payload",
+    "deeper_than",
     "encode_payload",
     "make_converter",
     "message_from_dict",
@@ -68,9 +69,12 @@ __all__ = [
 
 M = TypeVar("M", bound=Message)
 
-MAX_DEPTH = 254
-"""The deepest nesting of arrays and objects in a payload. orjson reads 1,024 levels but writes
-only 254: a deeper payload is refused when decoded, so every decoded message encodes back."""
+MAX_DEPTH = 64
+"""The deepest nesting of arrays and objects in a payload, counting the payload object: a deeper
+payload is refused when decoded, and a message nested deeper is refused when encoded. orjson reads
+1,024 levels and refuses to write more than 254, but its writer (3.13) overran its buffer on a
+payload 251 levels deep, aborting the process; whatever a peer sends must never reach it that
+deep, and 64 levels is far more than any table's extensions need."""
 
 
 MAX_ERRORS = 5
@@ -209,11 +213,13 @@ def encode_payload(message: Message) -> bytes:
     nesting deeper than :data:`MAX_DEPTH`) or is not of its field's type (attrs does not check
     types: ``ResponseToKeyRequest(keys="abc")`` can be built, and is refused here).
     """
-    payload = _fast_payload(message)
-    if payload is not None:
-        return payload
+    data = _fast_payload(message)
+    if data is not None:
+        return data
     try:
-        return orjson.dumps(message_to_dict(message))
+        payload = message_to_dict(message)
+        if not deeper_than(payload, MAX_DEPTH):
+            return orjson.dumps(payload)
     except orjson.JSONEncodeError as exc:
         raise LocalProtocolError(f"{message.spec_name} cannot be encoded as JSON: {exc}") from None
     except Exception as exc:  # a value of the wrong type, found by cattrs or by orjson
@@ -221,6 +227,9 @@ def encode_payload(message: Message) -> bytes:
             f"{message.spec_name} cannot be encoded: a parameter is not of its table's type "
             f"({type(exc).__name__})"
         ) from None
+    raise LocalProtocolError(
+        f"{message.spec_name} cannot be encoded: nested deeper than {MAX_DEPTH} arrays and objects"
+    )
 
 
 def message_from_dict(cls: type[M], payload: Any) -> M:
@@ -228,20 +237,17 @@ def message_from_dict(cls: type[M], payload: Any) -> M:
 
     Raises :class:`~qkdn_sdk.errors.PayloadError` naming every field that breaks the table.
     """
-    return _structure(cls, payload, may_be_too_deep=True)
-
-
-def _structure(cls: type[M], payload: Any, *, may_be_too_deep: bool) -> M:
     if type(payload) is not dict:
         raise PayloadError(["payload: expected a JSON object"], message_name=cls.spec_name)
-    if may_be_too_deep and _deeper_than(payload, MAX_DEPTH):
+    # The fast path refuses a JSON object nested too deep (its typed fields nest a few levels).
+    message = _fast_message(cls, payload)
+    if message is not None:
+        return message
+    if deeper_than(payload, MAX_DEPTH):
         raise PayloadError(
             [f"payload: nested deeper than {MAX_DEPTH} arrays and objects"],
             message_name=cls.spec_name,
         )
-    message = _fast_message(cls, payload)
-    if message is not None:
-        return message
     try:
         return _CONVERTER.structure(payload, cls)
     except InvalidMessage as exc:  # a rule of the whole message (EitherMandatory, key_length)
@@ -268,31 +274,29 @@ def decode_payload(cls: type[M], data: bytes) -> M:
         raise PayloadError(
             [f"payload: not valid JSON ({exc})"], message_name=cls.spec_name
         ) from None
-    # orjson writes MAX_DEPTH levels and no more: a payload it writes back is not too deep, and
-    # writing it (in C) costs less than counting its brackets, and a tenth of walking the decoded
-    # tree (in Python), which is left to decide for the payloads orjson refuses.
-    try:
-        orjson.dumps(payload)
-    except orjson.JSONEncodeError:
-        return _structure(cls, payload, may_be_too_deep=True)
-    return _structure(cls, payload, may_be_too_deep=False)
+    return message_from_dict(cls, payload)
 
 
-def _deeper_than(payload: Any, limit: int) -> bool:
-    """Whether ``payload`` nests more than ``limit`` arrays and objects (iterative: no recursion
-    limit to hit)."""
-    stack: list[tuple[Any, int]] = [(payload, 1)]
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` arrays and objects (dicts, lists and tuples, as
+    orjson writes them), itself counted: ``deeper_than([[]], 1)`` is true. Iterative: no
+    recursion limit is hit however deep ``value`` goes."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        value, depth = stack.pop()
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
         if depth > limit:
             return True
-        if isinstance(value, dict):
-            stack.extend(
-                (item, depth + 1) for item in value.values() if isinstance(item, dict | list)
-            )
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
     return False
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def _describe(exc: BaseException, _type: Any) -> str:
@@ -345,7 +349,7 @@ class _GiveUp(Exception):
 def _fast_message(cls: type[M], payload: dict[str, Any]) -> M | None:
     """``cls`` built from ``payload`` by the fast path, or ``None`` where it gives up."""
     try:
-        message: M = _structure_fields(cls)(payload)
+        message: M = _structure_fields(cls, 1)(payload)
     except Exception:  # anything at all: the converter decides, and words the errors
         return None
     return message
@@ -354,25 +358,28 @@ def _fast_message(cls: type[M], payload: dict[str, Any]) -> M | None:
 def _fast_payload(message: Message) -> bytes | None:
     """The payload of ``message`` by the fast path, or ``None`` where it gives up."""
     try:
-        return orjson.dumps(_unstructure_fields(type(message))(message), option=_PLAIN_JSON)
+        return orjson.dumps(_unstructure_fields(type(message), 1)(message), option=_PLAIN_JSON)
     except Exception:  # anything at all, orjson's refusals included: the converter decides
         return None
 
 
 # --- the fast path: structure ------------------------------------------------------------------
 
-_STRUCTURE_FIELDS: dict[type[Any], Callable[[dict[str, Any]], Any]] = {}
+# Hooks know the level their value sits at (the payload object is level 1, its fields' values level
+# 2): a JSON object (an extension) that would take the payload past MAX_DEPTH is not vouched for.
+
+_STRUCTURE_FIELDS: dict[tuple[type[Any], int], Callable[[dict[str, Any]], Any]] = {}
 
 
-def _structure_fields(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
-    """The fast structure function of the attrs class ``cls`` (built once)."""
-    structure = _STRUCTURE_FIELDS.get(cls)
+def _structure_fields(cls: type[Any], level: int) -> Callable[[dict[str, Any]], Any]:
+    """The fast structure function of the attrs class ``cls`` at ``level`` (built once)."""
+    structure = _STRUCTURE_FIELDS.get((cls, level))
     if structure is None:
-        structure = _STRUCTURE_FIELDS[cls] = _make_structure_fields(cls)
+        structure = _STRUCTURE_FIELDS[cls, level] = _make_structure_fields(cls, level)
     return structure
 
 
-def _make_structure_fields(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+def _make_structure_fields(cls: type[Any], level: int) -> Callable[[dict[str, Any]], Any]:
     """Each field from its JSON value (``null`` is ``None`` where the type allows it), every
     mandatory field there and no field the table does not have, then ``cls(**fields)``: its
     validators and rules run as for any caller."""
@@ -380,7 +387,7 @@ def _make_structure_fields(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
     for field in attrs.fields(attrs.resolve_types(cls)):
         annotation, nullable = _without_none(field.type)
         mandatory = field.default is attrs.NOTHING
-        plan.append((field.name, mandatory, nullable, _structure_hook(annotation)))
+        plan.append((field.name, mandatory, nullable, _structure_hook(annotation, level + 1)))
 
     def structure(payload: dict[str, Any]) -> Any:
         fields: dict[str, Any] = {}
@@ -397,24 +404,24 @@ def _make_structure_fields(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
     return structure
 
 
-def _structure_hook(annotation: Any) -> _Hook:
-    """The fast structure hook of a field's type (``X | None`` taken off): the converter's rules,
-    checked on orjson's output."""
+def _structure_hook(annotation: Any, level: int) -> _Hook:
+    """The fast structure hook of a field's type (``X | None`` taken off) for a value at
+    ``level``: the converter's rules, checked on orjson's output."""
     if annotation in (str, int, bool):
         return _exact(annotation)
     if annotation == JSONObject:
-        return _exact(dict)
+        return _json_object(level)
     if annotation is bytes:
         return _from_base64
     if isinstance(annotation, type) and issubclass(annotation, enum.IntEnum):
         return _int_enum_member(annotation)
     if annotation == list[Key]:
-        return _keys_from_payload
+        return _keys_from_payload(level)
     if typing.get_origin(annotation) is list:
         (item_type,) = typing.get_args(annotation)
-        return _list_of(_structure_hook(item_type))
+        return _list_of(_structure_hook(item_type, level + 1))
     if attrs.has(annotation):
-        structure_fields = _structure_fields(annotation)
+        structure_fields = _structure_fields(annotation, level)
 
         def structure_object(value: Any) -> Any:
             if type(value) is not dict:
@@ -452,8 +459,9 @@ _set_key_id = vars(Key)["key_id"].__set__
 _set_key_extension = vars(Key)["key_extension"].__set__
 
 
-def _keys_from_payload(value: Any) -> list[Key]:
-    """The ``keys`` of the key responses, most of the bytes of the busiest messages.
+def _keys_from_payload(level: int) -> _Hook:
+    """The hook of the ``keys`` of the key responses (at ``level``), most of the bytes of the
+    busiest messages.
 
     ``Key.__init__`` costs a microsecond a key, so the keys are built without it, their slots
     set from values checked as it checks them and no less: a ``key_id`` that is a non-empty string
@@ -461,50 +469,57 @@ def _keys_from_payload(value: Any) -> list[Key]:
     ``__attrs_post_init__``); a test holds ``Key`` to exactly these checks. A key that fails one
     gives up, and the converter's call of ``Key`` raises the error.
     """
-    if type(value) is not list:
-        raise _GiveUp
-    keys = []
-    for item in value:
-        if type(item) is not dict:
+    extension_depth = MAX_DEPTH - (level + 2) + 1  # the levels a key's extension may take
+
+    def keys_from_payload(value: Any) -> list[Key]:
+        if type(value) is not list:
             raise _GiveUp
-        if len(item) == 2:
-            extension = None
-        elif len(item) == 3 and "key_extension" in item:
-            extension = item["key_extension"]
-            if extension is not None and type(extension) is not dict:
+        keys = []
+        for item in value:
+            if type(item) is not dict:
                 raise _GiveUp
-        else:
-            raise _GiveUp
-        encoded, key_id = item["key"], item["key_id"]  # with the length: no other field
-        if type(encoded) is not str or type(key_id) is not str or not key_id:
-            raise _GiveUp
-        data = binascii.a2b_base64(encoded, strict_mode=True)  # as _from_base64
-        if not data:
-            raise _GiveUp
-        key: Key = _new_object(Key)
-        _set_key(key, data)
-        _set_key_id(key, key_id)
-        _set_key_extension(key, extension)
-        keys.append(key)
-    return keys
+            if len(item) == 2:
+                extension = None
+            elif len(item) == 3 and "key_extension" in item:
+                extension = item["key_extension"]
+                if extension is not None and (
+                    type(extension) is not dict or deeper_than(extension, extension_depth)
+                ):
+                    raise _GiveUp
+            else:
+                raise _GiveUp
+            encoded, key_id = item["key"], item["key_id"]  # with the length: no other field
+            if type(encoded) is not str or type(key_id) is not str or not key_id:
+                raise _GiveUp
+            data = binascii.a2b_base64(encoded, strict_mode=True)  # as _from_base64
+            if not data:
+                raise _GiveUp
+            key: Key = _new_object(Key)
+            _set_key(key, data)
+            _set_key_id(key, key_id)
+            _set_key_extension(key, extension)
+            keys.append(key)
+        return keys
+
+    return keys_from_payload
 
 
 # --- the fast path: unstructure ----------------------------------------------------------------
 
-_UNSTRUCTURE_FIELDS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
+_UNSTRUCTURE_FIELDS: dict[tuple[type[Any], int], Callable[[Any], dict[str, Any]]] = {}
 
 _FACTORY = typing.cast(type[Any], attrs.Factory)  # a class, which attrs' stubs type a function
 
 
-def _unstructure_fields(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
-    """The fast unstructure function of the attrs class ``cls`` (built once)."""
-    unstructure = _UNSTRUCTURE_FIELDS.get(cls)
+def _unstructure_fields(cls: type[Any], level: int) -> Callable[[Any], dict[str, Any]]:
+    """The fast unstructure function of the attrs class ``cls`` at ``level`` (built once)."""
+    unstructure = _UNSTRUCTURE_FIELDS.get((cls, level))
     if unstructure is None:
-        unstructure = _UNSTRUCTURE_FIELDS[cls] = _make_unstructure_fields(cls)
+        unstructure = _UNSTRUCTURE_FIELDS[cls, level] = _make_unstructure_fields(cls, level)
     return unstructure
 
 
-def _make_unstructure_fields(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+def _make_unstructure_fields(cls: type[Any], level: int) -> Callable[[Any], dict[str, Any]]:
     """The fields in table order, each as the converter writes it; a field with a default is left
     out as ``omit_if_default`` leaves it, when ``value != default`` is false (``None``; ``False``
     for ``closing``)."""
@@ -512,7 +527,7 @@ def _make_unstructure_fields(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     for field in attrs.fields(attrs.resolve_types(cls)):
         if not field.init:  # the converter leaves these out
             continue
-        hook = _unstructure_hook(_without_none(field.type)[0])
+        hook = _unstructure_hook(_without_none(field.type)[0], level + 1)
         if isinstance(field.default, _FACTORY) or field.converter is not None:
             hook = _give_up  # the converter compares with a default made or converted anew
         plan.append((field.name, field.default, hook))
@@ -528,26 +543,28 @@ def _make_unstructure_fields(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     return unstructure
 
 
-def _unstructure_hook(annotation: Any) -> _Hook | None:
-    """The fast unstructure hook of a field's type (``X | None`` taken off), or ``None`` for the
-    value as it is: the converter passes strings, integers and booleans through, whatever they
-    hold, and orjson writes or refuses that same object either way."""
+def _unstructure_hook(annotation: Any, level: int) -> _Hook | None:
+    """The fast unstructure hook of a field's type (``X | None`` taken off) for a value at
+    ``level``, or ``None`` for the value as it is: the converter passes strings, integers and
+    booleans through, whatever they hold, and orjson writes or refuses that same object either
+    way."""
     if annotation in (str, int, bool):
         return None
     if annotation == JSONObject:
-        return _exact(dict)  # its contents are orjson's to write or refuse (_PLAIN_JSON)
+        # Its contents are orjson's to write or refuse (_PLAIN_JSON), within MAX_DEPTH.
+        return _json_object(level)
     if annotation is bytes:
         return _to_base64
     if isinstance(annotation, type) and issubclass(annotation, enum.IntEnum):
         return _int_enum_value(annotation)
     if annotation == list[Key]:
-        return _keys_to_payload
+        return _keys_to_payload(level)
     if typing.get_origin(annotation) is list:
         (item_type,) = typing.get_args(annotation)
-        item_hook = _unstructure_hook(item_type)
+        item_hook = _unstructure_hook(item_type, level + 1)
         return _exact(list) if item_hook is None else _list_of(item_hook)
     if attrs.has(annotation):
-        unstructure_fields = _unstructure_fields(annotation)
+        unstructure_fields = _unstructure_fields(annotation, level)
 
         def unstructure_object(value: Any) -> Any:
             if type(value) is not annotation:
@@ -576,26 +593,30 @@ def _int_enum_value(enum_type: type[enum.IntEnum]) -> _Hook:
     return value_of
 
 
-def _keys_to_payload(value: Any) -> list[dict[str, Any]]:
-    """The ``keys`` of the key responses as :func:`_unstructure_fields` writes them, unrolled:
-    ``key`` as base64, ``key_id`` as it is, ``key_extension`` unless ``None``."""
-    if type(value) is not list:
-        raise _GiveUp
-    payloads = []
-    for key in value:
-        if type(key) is not Key or type(key.key) is not bytes:
+def _keys_to_payload(level: int) -> _Hook:
+    """The hook of the ``keys`` of the key responses (at ``level``) as
+    :func:`_unstructure_fields` writes them, unrolled: ``key`` as base64, ``key_id`` as it is,
+    ``key_extension`` unless ``None``."""
+    write_extension = _json_object(level + 2)
+
+    def keys_to_payload(value: Any) -> list[dict[str, Any]]:
+        if type(value) is not list:
             raise _GiveUp
-        payload: dict[str, Any] = {
-            "key": binascii.b2a_base64(key.key, newline=False).decode("ascii"),
-            "key_id": key.key_id,
-        }
-        extension = key.key_extension
-        if extension is not None:
-            if type(extension) is not dict:
+        payloads = []
+        for key in value:
+            if type(key) is not Key or type(key.key) is not bytes:
                 raise _GiveUp
-            payload["key_extension"] = extension
-        payloads.append(payload)
-    return payloads
+            payload: dict[str, Any] = {
+                "key": binascii.b2a_base64(key.key, newline=False).decode("ascii"),
+                "key_id": key.key_id,
+            }
+            extension = key.key_extension
+            if extension is not None:
+                payload["key_extension"] = write_extension(extension)
+            payloads.append(payload)
+        return payloads
+
+    return keys_to_payload
 
 
 # --- the fast path: shared hooks ---------------------------------------------------------------
@@ -615,6 +636,19 @@ def _without_none(annotation: Any) -> tuple[Any, bool]:
         if args[0] is type(None):
             return args[1], True
     return annotation, False
+
+
+def _json_object(level: int) -> _Hook:
+    """A JSON object (a ``dict`` exactly) at ``level`` that keeps the payload within
+    :data:`MAX_DEPTH`, as it is."""
+    depth = MAX_DEPTH - level + 1  # the levels the object may take, itself counted
+
+    def check(value: Any) -> Any:
+        if type(value) is not dict or deeper_than(value, depth):
+            raise _GiveUp
+        return value
+
+    return check
 
 
 def _exact(python_type: type[Any]) -> _Hook:

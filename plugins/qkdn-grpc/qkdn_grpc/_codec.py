@@ -56,7 +56,7 @@ from qkdn_grpc._schema import (
     rename_text,
     services,
 )
-from qkdn_sdk.codecs.payload import MAX_DEPTH, MAX_ERRORS
+from qkdn_sdk.codecs.payload import MAX_DEPTH, MAX_ERRORS, deeper_than
 from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError, shorten
 from qkdn_sdk.messages import KeyId, Message
 
@@ -478,21 +478,9 @@ def _json_value(text: str) -> dict[str, Any]:
     if type(value) is not dict:
         raise _Bad("expected the text of a JSON object")
     # Each level of nesting opens a bracket: with few brackets, the tree need not be walked.
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and deeper_than(value, MAX_JSON_DEPTH):
         raise _Bad(f"nested deeper than {MAX_JSON_DEPTH} arrays and objects")
     return value
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests more than ``limit`` arrays and objects (iteratively)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
 
 
 def _code_converter(codes: type[enum.IntEnum]) -> Callable[[int], Any]:
