@@ -299,6 +299,13 @@ class _ClientStream(ByteStream):
         self._channel._saw_thread()
         _call_soon(self._token, self._call_ended)
 
+    def _reader_finished(self) -> None:
+        super()._reader_finished()
+        # The responses end when the call does, and grpcio may run the done callback later:
+        # once receive() said the server ended the stream, send() must say so too.
+        if self._call.done():
+            self._call_ended()
+
     def _call_ended(self) -> None:
         code = self._call.code()
         if code is grpc.StatusCode.OK:
