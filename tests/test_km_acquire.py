@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -105,14 +106,18 @@ async def test_a_batch_of_qkd_keys_is_stored_at_once_without_its_duplicates(
     ]
 
 
-def test_fresh_key_ids_are_distinct_version_4_uuids() -> None:
+def test_fresh_key_ids_are_distinct_version_7_uuids_of_now() -> None:
+    before = time.time_ns() // 1_000_000
     key_ids, keys = km_module._fresh_keys(1000, 256)
+    after = time.time_ns() // 1_000_000
     assert len(set(key_ids)) == len(key_ids) == 1000
     for key_id in key_ids:
         parsed = uuid.UUID(key_id)
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == key_id
+        assert before <= parsed.int >> 80 <= after  # unix_ts_ms, the first 48 bits
+    assert len({uuid.UUID(key_id).int & (2**80 - 1) for key_id in key_ids}) == 1000
     assert len(set(keys)) == 1000
     assert {len(key) for key in keys} == {32}
     assert km_module._fresh_keys(0, 256) == ([], [])
