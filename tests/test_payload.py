@@ -38,7 +38,7 @@ from qkdn_sdk.errors import (
     PayloadError,
     RemoteProtocolError,
 )
-from qkdn_sdk.messages import Key, KeyId, Message, ak, all_messages, ck, kq1, kx, mgmt
+from qkdn_sdk.messages import Key, KeyId, Message, ak, all_messages, ck, example, kq1, kx, mgmt
 from qkdn_sdk.messages._base import identifier
 from tests.fuzzing import DrawSource, example_payloads, mutate_json
 from tests.strategies import json_objects, json_values, messages
@@ -809,6 +809,52 @@ def test_a_key_the_fast_path_builds_is_one_key_would_build(
             payload_codec._keys_from_payload(2)([item])
     else:
         assert _typed(payload_codec._keys_from_payload(2)([item])) == _typed([expected])
+
+
+_KEY_ID_ITEMS = st.fixed_dictionaries(
+    {"key_id": st.text(max_size=3) | json_values},
+    optional={"key_id_extension": st.none() | json_objects | json_values, "key": json_values},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key_ids=st.lists(_KEY_ID_ITEMS | json_values, max_size=3),
+    cls=st.sampled_from(
+        [ak.KeyRequestWithId, kq1.KeyRequestWithKeyIds, kx.KeyIdSynchronizationRequest]
+    ),
+)
+def test_key_ids_read_by_the_fast_path_are_the_converters(
+    key_ids: list[Any], cls: type[Message]
+) -> None:
+    payload = message_to_dict(example(cls))
+    payload["key_ids"] = key_ids
+    outcome = _decoded(cls, payload)
+    with _converter_alone():
+        assert _decoded(cls, payload) == outcome
+
+
+def test_key_ids_are_built_with_exactly_the_checks_of_key_id() -> None:
+    # The fast path builds key IDs without KeyId.__init__, repeating its checks: these only.
+    checks = [(field.name, field.validator) for field in attrs.fields(KeyId)]
+    assert checks == [("key_id", identifier), ("key_id_extension", None)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(key_id=st.text(max_size=3), extension=st.none() | json_objects)
+def test_a_key_id_the_fast_path_builds_is_one_key_id_would_build(
+    key_id: str, extension: dict[str, Any] | None
+) -> None:
+    item: dict[str, Any] = {"key_id": key_id}
+    if extension is not None:
+        item["key_id_extension"] = extension
+    try:
+        expected = KeyId(key_id=key_id, key_id_extension=extension)
+    except InvalidMessage:
+        with pytest.raises(payload_codec._GiveUp):
+            payload_codec._key_ids_from_payload(2)([item])
+    else:
+        assert payload_codec._key_ids_from_payload(2)([item]) == [expected]
 
 
 def _attempt(call: Callable[[], bytes]) -> bytes | type[BaseException]:

@@ -54,7 +54,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError, quoted
-from qkdn_sdk.messages import JSONObject, Key, Message
+from qkdn_sdk.messages import JSONObject, Key, KeyId, Message
 
 __all__ = [
     "MAX_DEPTH",
@@ -417,6 +417,8 @@ def _structure_hook(annotation: Any, level: int) -> _Hook:
         return _int_enum_member(annotation)
     if annotation == list[Key]:
         return _keys_from_payload(level)
+    if annotation == list[KeyId]:
+        return _key_ids_from_payload(level)
     if typing.get_origin(annotation) is list:
         (item_type,) = typing.get_args(annotation)
         return _list_of(_structure_hook(item_type, level + 1))
@@ -457,6 +459,8 @@ _new_object = object.__new__
 _set_key = vars(Key)["key"].__set__
 _set_key_id = vars(Key)["key_id"].__set__
 _set_key_extension = vars(Key)["key_extension"].__set__
+_set_id_of_key_id = vars(KeyId)["key_id"].__set__
+_set_key_id_extension = vars(KeyId)["key_id_extension"].__set__
 
 
 def _keys_from_payload(level: int) -> _Hook:
@@ -469,7 +473,7 @@ def _keys_from_payload(level: int) -> _Hook:
     ``__attrs_post_init__``); a test holds ``Key`` to exactly these checks. A key that fails one
     gives up, and the converter's call of ``Key`` raises the error.
     """
-    extension_depth = MAX_DEPTH - (level + 2) + 1  # the levels a key's extension may take
+    check_extension = _json_object(level + 2)
 
     def keys_from_payload(value: Any) -> list[Key]:
         if type(value) is not list:
@@ -482,10 +486,8 @@ def _keys_from_payload(level: int) -> _Hook:
                 extension = None
             elif len(item) == 3 and "key_extension" in item:
                 extension = item["key_extension"]
-                if extension is not None and (
-                    type(extension) is not dict or deeper_than(extension, extension_depth)
-                ):
-                    raise _GiveUp
+                if extension is not None:
+                    check_extension(extension)
             else:
                 raise _GiveUp
             encoded, key_id = item["key"], item["key_id"]  # with the length: no other field
@@ -502,6 +504,42 @@ def _keys_from_payload(level: int) -> _Hook:
         return keys
 
     return keys_from_payload
+
+
+def _key_ids_from_payload(level: int) -> _Hook:
+    """The hook of a list of key IDs (at ``level``): requests name up to hundreds of them.
+
+    Built without ``KeyId.__init__`` as :func:`_keys_from_payload` builds keys, after its checks
+    and no less: a ``key_id`` that is a non-empty string (its ``identifier`` validator); a test
+    holds ``KeyId`` to exactly this check.
+    """
+    check_extension = _json_object(level + 2)
+
+    def key_ids_from_payload(value: Any) -> list[KeyId]:
+        if type(value) is not list:
+            raise _GiveUp
+        key_ids = []
+        for item in value:
+            if type(item) is not dict:
+                raise _GiveUp
+            if len(item) == 1:
+                extension = None
+            elif len(item) == 2 and "key_id_extension" in item:
+                extension = item["key_id_extension"]
+                if extension is not None:
+                    check_extension(extension)
+            else:
+                raise _GiveUp
+            key_id = item["key_id"]  # with the length: no other field
+            if type(key_id) is not str or not key_id:
+                raise _GiveUp
+            built: KeyId = _new_object(KeyId)
+            _set_id_of_key_id(built, key_id)
+            _set_key_id_extension(built, extension)
+            key_ids.append(built)
+        return key_ids
+
+    return key_ids_from_payload
 
 
 # --- the fast path: unstructure ----------------------------------------------------------------
@@ -644,8 +682,13 @@ def _json_object(level: int) -> _Hook:
     depth = MAX_DEPTH - level + 1  # the levels the object may take, itself counted
 
     def check(value: Any) -> Any:
-        if type(value) is not dict or deeper_than(value, depth):
+        if type(value) is not dict:
             raise _GiveUp
+        for item in value.values():  # most objects hold no array or object: no walk
+            if isinstance(item, _CONTAINERS):
+                if deeper_than(value, depth):
+                    raise _GiveUp
+                break
         return value
 
     return check

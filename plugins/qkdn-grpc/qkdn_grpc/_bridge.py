@@ -303,7 +303,7 @@ class _ClientStream(ByteStream):
         super()._reader_finished()
         # The responses end when the call does, and grpcio may run the done callback later:
         # once receive() said the server ended the stream, send() must say so too.
-        if self._call.done():
+        if self._call.done():  # type: ignore[attr-defined]  # a grpc.Future too
             self._call_ended()
 
     def _call_ended(self) -> None:
