@@ -33,7 +33,7 @@ from qkdn_sdk.errors import (
     UnknownCommandCode,
     UnsupportedVersion,
 )
-from qkdn_sdk.messages import Key, Message, ak, all_messages, ck, kq1, kx, mgmt
+from qkdn_sdk.messages import Key, Message, ak, all_messages, ck, example, kq1, kx, mgmt
 from tests.strategies import any_message
 
 KEY_1 = bytes.fromhex("00112233445566778899aabbccddeeff")  # base64 ABEiM0RVZneImaq7zN3u/w==
@@ -158,6 +158,22 @@ def test_payload_of_65535_bytes_is_accepted() -> None:
     decoded = decoder.next_frame()
     assert decoded is not None
     assert decode_message(decoded) == message
+
+
+@pytest.mark.parametrize("message_id", [-1, 0, 0xFFFF_FFFF, 0x1_0000_0000])
+def test_a_message_encodes_as_its_frame(message_id: int) -> None:
+    message = example(ak.KeyRequest)
+    try:
+        expected: bytes | str = encode_frame(
+            Frame(message_id, message.code, encode_payload(message))
+        )
+    except LocalProtocolError as exc:
+        expected = str(exc)
+    try:
+        encoded: bytes | str = encode_message(message, message_id)
+    except LocalProtocolError as exc:
+        encoded = str(exc)
+    assert encoded == expected
 
 
 def test_payload_over_65535_bytes_is_refused_not_truncated() -> None:

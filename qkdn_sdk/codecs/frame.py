@@ -95,9 +95,16 @@ def encode_frame(frame: Frame) -> bytes:
 def encode_message(message: Message, message_id: int) -> bytes:
     """The frame bytes of ``message`` sent with ``message_id``.
 
-    Raises :class:`~qkdn_sdk.errors.PayloadTooLarge` when the JSON payload exceeds 65,535 bytes.
+    Raises :class:`~qkdn_sdk.errors.PayloadTooLarge` when the JSON payload exceeds 65,535 bytes,
+    and :class:`~qkdn_sdk.errors.LocalProtocolError` for a message ID that does not fit 4 bytes
+    (as :func:`encode_frame` does, without building the :class:`Frame`).
     """
-    return encode_frame(Frame(message_id, message.code, encode_payload(message)))
+    payload = encode_payload(message)
+    if len(payload) > MAX_PAYLOAD_SIZE:
+        raise PayloadTooLarge(len(payload), MAX_PAYLOAD_SIZE)
+    if not 0 <= message_id <= MAX_MESSAGE_ID:
+        raise LocalProtocolError(f"message ID {message_id} does not fit 4 bytes")
+    return _HEADER.pack(VERSION, message_id, message.code, len(payload)) + payload
 
 
 def decode_message(frame: Frame) -> Message:
@@ -167,15 +174,16 @@ class FrameDecoder:
         if self._broken is not None:
             raise self._broken
         buffer = self._buffer
-        if len(buffer) >= 2:
-            version = int.from_bytes(buffer[:2], "big")
-            if version != VERSION:
+        if len(buffer) < HEADER_SIZE:
+            if len(buffer) >= 2 and (version := int.from_bytes(buffer[:2], "big")) != VERSION:
                 message_id = int.from_bytes(buffer[2:6], "big") if len(buffer) >= 6 else None
                 self._broken = UnsupportedVersion(version, message_id=message_id)
                 raise self._broken
-        if len(buffer) < HEADER_SIZE:
             return None
         version, message_id, command_code, length = _HEADER.unpack_from(buffer)
+        if version != VERSION:  # seen from two bytes, as above; the MessageID is whole here
+            self._broken = UnsupportedVersion(version, message_id=message_id)
+            raise self._broken
         end = HEADER_SIZE + length
         if len(buffer) < end:
             return None

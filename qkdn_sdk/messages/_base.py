@@ -280,10 +280,18 @@ class Message:
     def response_type(cls) -> type[Message] | None:
         """The message class a peer answers this message with, or ``None`` for a response or a
         one-way message."""
-        if cls._response_name is None:
-            return None
-        response: type[Message] = getattr(sys.modules[cls.__module__], cls._response_name)
+        try:
+            return _RESPONSE_TYPES[cls]
+        except KeyError:  # the first call: the class is looked up by its name once
+            pass
+        response: type[Message] | None = None
+        if cls._response_name is not None:
+            response = getattr(sys.modules[cls.__module__], cls._response_name)
+        _RESPONSE_TYPES[cls] = response
         return response
+
+
+_RESPONSE_TYPES: dict[type[Message], type[Message] | None] = {}
 
 
 def message_class(code: int) -> type[Message]:
