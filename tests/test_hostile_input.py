@@ -66,7 +66,7 @@ def test_key_ids_of_text_get_a_failure_that_names_the_problem() -> None:
 
 
 def test_a_mistyped_message_cannot_be_encoded_and_says_so() -> None:
-    with pytest.raises(LocalProtocolError, match="not of its table's type"):
+    with pytest.raises(LocalProtocolError, match="keys: expected a list, got str"):
         encode_payload(ak.ResponseToKeyRequest(keys="abc", response="success"))  # type: ignore[arg-type]
 
 

@@ -670,6 +670,39 @@ def test_a_message_that_is_not_json_is_a_local_protocol_error(message: Message) 
         encode_payload(message)
 
 
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        (ak.ResponseToKeyRequest(keys=[], response=5), "response: expected a string, got int"),  # type: ignore[arg-type]
+        (mgmt.ErrorIndication(reason="r", closing=1), "closing: expected true or false, got int"),  # type: ignore[arg-type]
+        (
+            ck.ResponseToKeyRelayNextHopRequest(next_kma_ids="abc"),  # type: ignore[arg-type]
+            "next_kma_ids: expected a list, got str",
+        ),
+        (
+            ak.KeyRequest(application_destination_id="b", number_of_keys=True),
+            "number_of_keys: expected an integer, got bool",
+        ),
+        (
+            ak.ResponseToKeyRequest(keys=[Key(key=b"k", key_id="1"), 7], response="success"),  # type: ignore[list-item]
+            "keys[1]: expected a Key, got int",
+        ),
+        (
+            ak.KeyRequest(application_destination_id=None),
+            "application_destination_id: expected a value, got null",
+        ),  # type: ignore[arg-type]
+    ],
+    ids=["str", "bool", "list", "bool for int", "list item", "mandatory null"],
+)
+def test_a_value_not_of_its_fields_type_is_refused_naming_the_field(
+    message: Message, problem: str
+) -> None:
+    """attrs checks no types: a message built with the wrong ones must not reach the wire."""
+    with pytest.raises(LocalProtocolError) as caught:
+        encode_payload(message)
+    assert str(caught.value) == f"{message.spec_name} cannot be encoded: {problem}"
+
+
 # --- the fast path: the converter's outcome, sooner --------------------------------------------
 # The codec tries a fast path first and, where it gives up, the cattrs converter. These tests hold
 # the fast path to the converter: on valid messages it is taken and gives the same result; on

@@ -211,15 +211,21 @@ def encode_payload(message: Message) -> bytes:
     Raises :class:`~qkdn_sdk.errors.LocalProtocolError`, and nothing else, when a value cannot
     be JSON (a lone surrogate in a string; in a JSON object: an integer beyond 64 bits, a set,
     nesting deeper than :data:`MAX_DEPTH`) or is not of its field's type (attrs does not check
-    types: ``ResponseToKeyRequest(keys="abc")`` can be built, and is refused here).
+    types: ``ResponseToKeyRequest(keys="abc")`` or ``response=5`` can be built, and is refused
+    here, naming the field).
     """
     data = _fast_payload(message)
     if data is not None:
         return data
     try:
+        problem = _type_problem(message, type(message), "")
+        if problem is not None:
+            raise LocalProtocolError(f"{message.spec_name} cannot be encoded: {problem}")
         payload = message_to_dict(message)
         if not deeper_than(payload, MAX_DEPTH):
             return orjson.dumps(payload)
+    except LocalProtocolError:
+        raise
     except orjson.JSONEncodeError as exc:
         raise LocalProtocolError(f"{message.spec_name} cannot be encoded as JSON: {exc}") from None
     except Exception as exc:  # a value of the wrong type, found by cattrs or by orjson
@@ -230,6 +236,58 @@ def encode_payload(message: Message) -> bytes:
     raise LocalProtocolError(
         f"{message.spec_name} cannot be encoded: nested deeper than {MAX_DEPTH} arrays and objects"
     )
+
+
+def _type_problem(value: Any, annotation: Any, path: str) -> str | None:
+    """What makes ``value`` not of its field's type ``annotation`` (the wire's types: ``True``
+    is no integer, a string no list), worded with its ``path``; ``None`` when nothing does."""
+    annotation, nullable = _without_none(annotation)
+    if value is None:
+        return None if nullable else f"{path or 'payload'}: expected a value, got null"
+    expected = None
+    if annotation is str:
+        expected = None if isinstance(value, str) else "a string"
+    elif annotation is int:
+        expected = None if isinstance(value, int) and type(value) is not bool else "an integer"
+    elif annotation is bool:
+        expected = None if type(value) is bool else "true or false"
+    elif annotation is bytes:
+        expected = None if isinstance(value, bytes | bytearray) else "bytes"
+    elif annotation == JSONObject:
+        expected = None if isinstance(value, dict) else "a JSON object (dict)"
+    elif isinstance(annotation, type) and issubclass(annotation, enum.IntEnum):
+        valid = isinstance(value, annotation) or (
+            type(value) is int and value in annotation._value2member_map_
+        )
+        expected = None if valid else f"a {annotation.__name__}"
+    elif typing.get_origin(annotation) is list:
+        if not isinstance(value, list | tuple):
+            expected = "a list"
+        else:
+            (item_type,) = typing.get_args(annotation)
+            for index, item in enumerate(value):
+                problem = _type_problem(item, item_type, f"{path}[{index}]")
+                if problem is not None:
+                    return problem
+    elif attrs.has(annotation):
+        if not isinstance(value, annotation):
+            expected = f"a {annotation.__name__}"
+        else:
+            for field in attrs.fields(attrs.resolve_types(annotation)):
+                if not field.init:  # the converter leaves these out
+                    continue
+                item, default = getattr(value, field.name), field.default
+                if isinstance(default, _FACTORY):
+                    default = attrs.NOTHING if default.takes_self else default.factory()
+                if default is not attrs.NOTHING and not item != default:  # noqa: SIM202 (as omit_if_default)
+                    continue  # left out of the payload, as omit_if_default leaves it
+                name = f"{path}.{field.name}" if path else field.name
+                problem = _type_problem(item, field.type, name)
+                if problem is not None:
+                    return problem
+    if expected is None:
+        return None
+    return f"{path or 'payload'}: expected {expected}, got {type(value).__name__}"
 
 
 def message_from_dict(cls: type[M], payload: Any) -> M:
@@ -561,7 +619,7 @@ def _make_unstructure_fields(cls: type[Any], level: int) -> Callable[[Any], dict
     """The fields in table order, each as the converter writes it; a field with a default is left
     out as ``omit_if_default`` leaves it, when ``value != default`` is false (``None``; ``False``
     for ``closing``)."""
-    plan: list[tuple[str, Any, _Hook | None]] = []
+    plan: list[tuple[str, Any, _Hook]] = []
     for field in attrs.fields(attrs.resolve_types(cls)):
         if not field.init:  # the converter leaves these out
             continue
@@ -575,19 +633,18 @@ def _make_unstructure_fields(cls: type[Any], level: int) -> Callable[[Any], dict
         for name, default, hook in plan:
             value = getattr(instance, name)
             if default is attrs.NOTHING or value != default:
-                payload[name] = value if hook is None else hook(value)
+                payload[name] = hook(value)
         return payload
 
     return unstructure
 
 
-def _unstructure_hook(annotation: Any, level: int) -> _Hook | None:
+def _unstructure_hook(annotation: Any, level: int) -> _Hook:
     """The fast unstructure hook of a field's type (``X | None`` taken off) for a value at
-    ``level``, or ``None`` for the value as it is: the converter passes strings, integers and
-    booleans through, whatever they hold, and orjson writes or refuses that same object either
-    way."""
+    ``level``. A string, integer or boolean of exactly its type goes as it is; any other value
+    gives up, and the slow path says what is wrong with it."""
     if annotation in (str, int, bool):
-        return None
+        return _exact(annotation)
     if annotation == JSONObject:
         # Its contents are orjson's to write or refuse (_PLAIN_JSON), within MAX_DEPTH.
         return _json_object(level)
@@ -599,8 +656,7 @@ def _unstructure_hook(annotation: Any, level: int) -> _Hook | None:
         return _keys_to_payload(level)
     if typing.get_origin(annotation) is list:
         (item_type,) = typing.get_args(annotation)
-        item_hook = _unstructure_hook(item_type, level + 1)
-        return _exact(list) if item_hook is None else _list_of(item_hook)
+        return _list_of(_unstructure_hook(item_type, level + 1))
     if attrs.has(annotation):
         unstructure_fields = _unstructure_fields(annotation, level)
 
@@ -642,7 +698,7 @@ def _keys_to_payload(level: int) -> _Hook:
             raise _GiveUp
         payloads = []
         for key in value:
-            if type(key) is not Key or type(key.key) is not bytes:
+            if type(key) is not Key or type(key.key) is not bytes or type(key.key_id) is not str:
                 raise _GiveUp
             payload: dict[str, Any] = {
                 "key": binascii.b2a_base64(key.key, newline=False).decode("ascii"),
