@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio.testing
 
 from qkdn_sdk.client import KeyManagerClient, SuppliedKey
 from qkdn_sdk.errors import FailureResponse
@@ -66,6 +65,8 @@ async def test_bob_gets_pushed_the_keys_alice_gets(
             first = await session.get_keys(3, 512)
             second = await session.get_keys(3, 512)
             got = await pushed(bob, 6)
+            with trio.fail_after(WAIT):  # bob answered the last one: the KM takes it next
+                await km(network, "km-c").wait_pushed("bob", 6)
         assert same_keys(got, first + second)  # the same IDs and bytes, in order
         assert {key.session_id for key in got + first + second} == {session.session_id}
         assert [key.size for key in got] == [512] * 6
@@ -117,8 +118,7 @@ async def test_session_refusals_say_why(tmp_path: Path, transport: str) -> None:
 
 
 async def test_keys_not_acknowledged_come_again_acknowledged_never(tmp_path: Path) -> None:
-    """On ``memory://``, where waiting until every task is blocked means every message sent was
-    handled: km-c has bob's acknowledgements before bob goes."""
+    """km-c takes each key bob acknowledged, and pushes the others to his next connection."""
     async with running(tmp_path, "memory") as network:
         await ready(network, 3 * relay_bits(2, 256))
         km_c = km(network, "km-c")
@@ -127,7 +127,8 @@ async def test_keys_not_acknowledged_come_again_acknowledged_never(tmp_path: Pat
                 session = await alice.create_session("bob")
                 first = await session.get_keys(2)
                 assert same_keys(await pushed(bob, 2), first)
-                await trio.testing.wait_all_tasks_blocked()
+                with trio.fail_after(WAIT):
+                    await km_c.wait_pushed("bob", 2)
                 assert km_c.store.counts("session:") == {}  # acknowledged: deleted
             # bob is gone: km-c keeps what it cannot push
             second = await session.get_keys(2)
@@ -137,6 +138,8 @@ async def test_keys_not_acknowledged_come_again_acknowledged_never(tmp_path: Pat
                 assert same_keys(again, second)  # the keys it missed, not the first ones
                 third = await session.get_keys(1)
                 assert same_keys(await pushed(bob, 1), third)
+                with trio.fail_after(WAIT):
+                    await km_c.wait_pushed("bob", 5)
         assert km_c.store.counts("session:") == {}
 
 

@@ -421,6 +421,9 @@ class KeyManager:
         self._report_period: float = config.report_interval
         self._report_wanted = trio.Event()
         self.relays = {"started": 0, "forwarded": 0, "received": 0}
+        self.pushed: dict[str, int] = {}
+        """Session keys each application acknowledged, each taken from the store since."""
+        self._pushed_more = trio.Event()
         """Relays this KM started (source), forwarded (transit) and received (destination)."""
 
     @property
@@ -503,6 +506,12 @@ class KeyManager:
         """Return once this KM can spend ``bits`` towards ``neighbour``."""
         while self.link_key_bits(neighbour) < bits:
             await self._link_changed.wait()
+
+    async def wait_pushed(self, application: str, count: int) -> None:
+        """Return once ``application`` acknowledged ``count`` session keys pushed to it, and
+        each was taken from the store (Q.4161 clause 7.2.4)."""
+        while self.pushed.get(application, 0) < count:
+            await self._pushed_more.wait()
 
     async def wait_link_change(self) -> None:
         """Return at the next change of this KM's link keys (units cut, spent, reserved,
@@ -986,7 +995,11 @@ class KeyManager:
                             key.key_id,
                         )
                         break
-                    acknowledged += len(await self.store.take_present(pool, [key.key_id]))
+                    taken = len(await self.store.take_present(pool, [key.key_id]))
+                    acknowledged += taken
+                    self.pushed[application] = self.pushed.get(application, 0) + taken
+                    self._pushed_more.set()
+                    self._pushed_more = trio.Event()
             if not (acknowledged and self.store.counts(prefix)):
                 await wanted.wait()  # new keys, or another connection of the application
 
