@@ -400,6 +400,9 @@ class KeyManager:
         """The latest authenticated connection of each application: where session creation
         notifications and proactive key supply go."""
         self._push_wanted: dict[str, trio.Event] = {}
+        self._pushing: dict[str, trio.Lock] = {}
+        """Per application: held by a push loop from peeking keys until it took those pushed, so
+        the loop of its next connection never pushes again a key acknowledged meanwhile."""
         self._sync_wanted = {link.neighbour: trio.Event() for link in config.links}
         self._sync_rounds: dict[str, trio.Event] = {}
         """Per neighbour, the latest key ID synchronisation we sent: set once it ended."""
@@ -959,47 +962,51 @@ class KeyManager:
         the store only once the application acknowledged it: keys not acknowledged are pushed
         again to its next authenticated connection, acknowledged ones never."""
         prefix = session_pool(application, "")
+        pushing = self._pushing.setdefault(application, trio.Lock())
         while self._applications.get(application) is connection:
             wanted = self._push_wanted[application] = trio.Event()
             acknowledged = 0
-            for pool in sorted(self.store.counts(prefix)):
-                session_id = pool.rpartition(":")[2]
-                for key in await self.store.peek(pool, _PUSH_BATCH):
-                    supply = ak.ProactiveKeySupply(
-                        session_id=session_id, keys=[Key(key=key.key, key_id=key.key_id)]
-                    )
-                    try:
-                        response = await connection.request(
-                            supply, timeout=self.config.relay_timeout
+            async with pushing:  # after the loop of an earlier connection took what it pushed
+                if self._applications.get(application) is not connection:
+                    return
+                for pool in sorted(self.store.counts(prefix)):
+                    session_id = pool.rpartition(":")[2]
+                    for key in await self.store.peek(pool, _PUSH_BATCH):
+                        supply = ak.ProactiveKeySupply(
+                            session_id=session_id, keys=[Key(key=key.key, key_id=key.key_id)]
                         )
-                    except FailureResponse as exc:  # kept, and pushed again when woken
-                        logger.warning(
-                            "%s: %s refused a key of session %s: %s",
-                            self.km_id,
-                            application,
-                            session_id,
-                            exc.reason,
-                        )
-                        break
-                    except QkdnError:  # gone: its next connection gets the keys
-                        if self._applications.get(application) is connection:
-                            del self._applications[application]
-                        return
-                    assert isinstance(response, ak.ResponseToProactiveKeySupply)
-                    if response.key_id != key.key_id:
-                        logger.warning(
-                            "%s: %s acknowledged key %s for key %s",
-                            self.km_id,
-                            application,
-                            quoted(response.key_id),
-                            key.key_id,
-                        )
-                        break
-                    taken = len(await self.store.take_present(pool, [key.key_id]))
-                    acknowledged += taken
-                    self.pushed[application] = self.pushed.get(application, 0) + taken
-                    self._pushed_more.set()
-                    self._pushed_more = trio.Event()
+                        try:
+                            response = await connection.request(
+                                supply, timeout=self.config.relay_timeout
+                            )
+                        except FailureResponse as exc:  # kept, and pushed again when woken
+                            logger.warning(
+                                "%s: %s refused a key of session %s: %s",
+                                self.km_id,
+                                application,
+                                session_id,
+                                exc.reason,
+                            )
+                            break
+                        except QkdnError:  # gone: its next connection gets the keys
+                            if self._applications.get(application) is connection:
+                                del self._applications[application]
+                            return
+                        assert isinstance(response, ak.ResponseToProactiveKeySupply)
+                        if response.key_id != key.key_id:
+                            logger.warning(
+                                "%s: %s acknowledged key %s for key %s",
+                                self.km_id,
+                                application,
+                                quoted(response.key_id),
+                                key.key_id,
+                            )
+                            break
+                        taken = len(await self.store.take_present(pool, [key.key_id]))
+                        acknowledged += taken
+                        self.pushed[application] = self.pushed.get(application, 0) + taken
+                        self._pushed_more.set()
+                        self._pushed_more = trio.Event()
             if not (acknowledged and self.store.counts(prefix)):
                 await wanted.wait()  # new keys, or another connection of the application
 
