@@ -337,20 +337,20 @@ def decode_payload(cls: type[M], data: bytes) -> M:
 
 def deeper_than(value: Any, limit: int) -> bool:
     """Whether ``value`` nests more than ``limit`` arrays and objects (dicts, lists and tuples, as
-    orjson writes them), itself counted: ``deeper_than([[]], 1)`` is true. Iterative: no
-    recursion limit is hit however deep ``value`` goes."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
+    orjson writes them), itself counted: ``deeper_than([[]], 1)`` is true. Level by level, with no
+    recursion limit to hit however deep ``value`` goes."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
+        inner = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, _CONTAINERS):
+                    inner.append(child)
+        level = inner
+        depth += 1
     return False
 
 
