@@ -82,29 +82,27 @@ def encode_frame(frame: Frame) -> bytes:
     truncated) and :class:`~qkdn_sdk.errors.LocalProtocolError` for a header value that does not
     fit its field.
     """
-    if len(frame.payload) > MAX_PAYLOAD_SIZE:
-        raise PayloadTooLarge(len(frame.payload), MAX_PAYLOAD_SIZE)
-    if not 0 <= frame.message_id <= MAX_MESSAGE_ID:
-        raise LocalProtocolError(f"message ID {frame.message_id} does not fit 4 bytes")
-    if not 0 <= frame.command_code <= 0xFFFF or not 0 <= frame.version <= 0xFFFF:
-        raise LocalProtocolError("command code and version must fit 2 bytes")
-    header = _HEADER.pack(frame.version, frame.message_id, frame.command_code, len(frame.payload))
-    return header + frame.payload
+    return _framed(frame.version, frame.message_id, frame.command_code, frame.payload)
 
 
 def encode_message(message: Message, message_id: int) -> bytes:
-    """The frame bytes of ``message`` sent with ``message_id``.
+    """The frame bytes of ``message`` sent with ``message_id`` (as :func:`encode_frame` makes
+    them, without building the :class:`Frame`).
 
     Raises :class:`~qkdn_sdk.errors.PayloadTooLarge` when the JSON payload exceeds 65,535 bytes,
-    and :class:`~qkdn_sdk.errors.LocalProtocolError` for a message ID that does not fit 4 bytes
-    (as :func:`encode_frame` does, without building the :class:`Frame`).
+    and :class:`~qkdn_sdk.errors.LocalProtocolError` for a message ID that does not fit 4 bytes.
     """
-    payload = encode_payload(message)
+    return _framed(VERSION, message_id, message.code, encode_payload(message))
+
+
+def _framed(version: int, message_id: int, command_code: int, payload: bytes) -> bytes:
     if len(payload) > MAX_PAYLOAD_SIZE:
         raise PayloadTooLarge(len(payload), MAX_PAYLOAD_SIZE)
     if not 0 <= message_id <= MAX_MESSAGE_ID:
         raise LocalProtocolError(f"message ID {message_id} does not fit 4 bytes")
-    return _HEADER.pack(VERSION, message_id, message.code, len(payload)) + payload
+    if not 0 <= command_code <= 0xFFFF or not 0 <= version <= 0xFFFF:
+        raise LocalProtocolError("command code and version must fit 2 bytes")
+    return _HEADER.pack(version, message_id, command_code, len(payload)) + payload
 
 
 def decode_message(frame: Frame) -> Message:
