@@ -1152,6 +1152,14 @@ def bench(
                 f"--transport {scheme}: no installed transport serves {scheme}:// "
                 "(see qkdn transports)"
             )
+    if json_path is not None:  # said now, not after minutes of measuring
+        directory = json_path.parent
+        if json_path.is_dir():
+            fail(f"--json {json_path}: it is a directory")
+        if not directory.is_dir():
+            fail(f"--json {json_path}: no directory {directory}")
+        if not os.access(directory, os.W_OK):
+            fail(f"--json {json_path}: cannot write in {directory}")
     console = Console(stderr=True)
     typer.echo(f"{'figure':<24} {'transport':<9} {'SDK':>22} {'bare':>10} {'ratio':>6}  case")
 

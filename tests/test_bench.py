@@ -178,3 +178,14 @@ def test_bench_refuses_a_transport_that_is_not_installed() -> None:
         "(see qkdn transports)"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_bench_refuses_a_json_path_it_cannot_write_before_it_measures(tmp_path: Path) -> None:
+    for path, problem in (
+        (tmp_path / "missing" / "x.json", f"no directory {tmp_path / 'missing'}"),
+        (tmp_path, "it is a directory"),
+    ):
+        result = qkdn("bench", "--json", str(path), "--quick")
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [f"qkdn: --json {path}: {problem}"]
+        assert result.stdout == ""  # not even the table's header: nothing was measured
