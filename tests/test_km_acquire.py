@@ -121,3 +121,22 @@ def test_fresh_key_ids_are_distinct_version_7_uuids_of_now() -> None:
     assert len(set(keys)) == 1000
     assert {len(key) for key in keys} == {32}
     assert km_module._fresh_keys(0, 256) == ([], [])
+
+
+async def test_keys_an_earlier_version_left_pending_in_the_store_are_discarded_at_start() -> None:
+    """Relayed keys wait for their confirmation in memory; a store of an earlier version, which
+    kept them in ``pending:`` pools, has them discarded when the KM starts (they could never be
+    confirmed), and nothing else."""
+    store = MemoryKeyStore()
+    await store.put(
+        [
+            StoredKey("left-pending", "pending:relay-1", b"\x01"),
+            StoredKey("waiting", "app:alice:bob", b"\x02"),
+        ]
+    )
+    config = KMConfig(km_id="km-a", listen={}, controller_id="controller", report_interval=60)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(KeyManager(config, store).run)
+        nursery.cancel_scope.cancel()
+    assert store.counts() == {"app:alice:bob": 1}
+    assert await store.seen(["left-pending"]) == {"left-pending"}  # taken, never again

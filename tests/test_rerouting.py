@@ -123,7 +123,7 @@ async def test_a_relay_that_finds_a_km_down_is_tried_again_around_it(
         assert km_a.spent_bits["hub-b"] == bits  # its hop's link key is spent
         async with client(network, "bob") as bob:
             assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
-        assert km(network, "km-c").store.counts("pending:") == {}
+        assert km(network, "km-c").pending_key_ids == {}
 
 
 @pytest.mark.parametrize("routing", ROUTINGS)

@@ -16,8 +16,10 @@ its :class:`~qkdn_sdk.roles.keystore.KeyStore`, in pools:
     neighbour, and those the neighbour spends sending here (:mod:`qkdn_sdk.roles.relay`).
 ``app:<source application>:<destination application>``
     Keys waiting for the destination application to fetch them by ID (Q.4161 clause 7.1.2).
-``pending:<key relay request ID>``
-    Relayed keys that arrived but that the source KM has not confirmed yet.
+
+Relayed keys that arrived but that the source KM has not confirmed yet are held in memory, not
+in the store (a KM that stops could not have them confirmed anyway): the confirmation stores them,
+one transaction.
 
 **Key supply upon request** (Q.4161 clause 7.1). A :class:`~qkdn_sdk.messages.ak.KeyRequest`
 from the source application makes fresh keys. When the destination application is served here
@@ -25,12 +27,12 @@ they go to its ``app:`` pool at once. Otherwise they are relayed: the KM asks th
 the next hop (Q.4164 clause 7.1, distributed mode), spends link units of that hop on a one-time
 pad and a one-time MAC and sends :class:`~qkdn_sdk.messages.kx.KeyRelay`; every transit KM does
 the same towards the destination, which checks the end-to-end integrity value and holds the keys
-*pending*. Only once the answer came back does the source KM send
+*pending*, in memory. Only once the answer came back does the source KM send
 :class:`~qkdn_sdk.messages.kx.KeyRelayConfirmation` along the same hops; the destination then
-moves the keys to the ``app:`` pool, and only after that answer does the source application get
+stores the keys in the ``app:`` pool, and only after that answer does the source application get
 its keys and their IDs. A relay that fails anywhere fails the key request with a reason that
-names the cause; keys it left pending are never supplied and are discarded after
-``pending_timeout`` (and at start-up). The destination application fetches them once, with
+names the cause; keys it left pending are never supplied and are dropped after
+``pending_timeout`` (or when the KM stops). The destination application fetches them once, with
 :class:`~qkdn_sdk.messages.ak.KeyRequestWithId`: a key leaves the store exactly once.
 
 **Link keys.** Modules push QKD-keys (``kq1.KeySupply``) or the KM fetches them
@@ -58,7 +60,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -111,6 +113,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("qkdn_sdk.roles.km")
+
+_T = TypeVar("_T")
 
 INTERFACES = ("ak", "ck", "kq1", "kx")
 """The interfaces a KM serves, each on its own URL."""
@@ -296,7 +300,7 @@ class KMConfig:
     relay_timeout: float = 10.0
     """Seconds a hop waits for the next KM (and the controller) to answer."""
     pending_timeout: float = 60.0
-    """Seconds relayed keys wait for their confirmation before they are discarded."""
+    """Seconds relayed keys wait for their confirmation before they are dropped."""
     report_interval: float = 0.5
     """Seconds between two status reports to the controller."""
     sync_interval: float = 0.25
@@ -384,7 +388,9 @@ class KeyManager:
         self._neighbours: dict[str, Dialer] = {}
         self._controller: Dialer | None = None
         self._modules: dict[str, Dialer] = {}
-        self._pending: dict[str, str] = {}  # relay ID -> the app: pool its keys go to
+        self._pending: dict[str, tuple[str, list[StoredKey]]] = {}
+        """Relays received (destination), by ID: the pool their keys go to once confirmed, and
+        the keys. Held in memory: a KM that stops before the confirmation never supplies them."""
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._central_routes: dict[str, _CentralRoute] = {}  # relays we started, centralized
         self._unreachable: set[str] = set()
@@ -433,11 +439,20 @@ class KeyManager:
     def km_id(self) -> str:
         return self.config.km_id
 
+    @property
+    def pending_key_ids(self) -> dict[str, list[str]]:
+        """The key IDs of each relay received here and not confirmed yet, by key relay request
+        ID (none of them can be fetched)."""
+        return {
+            relay_id: [key.key_id for key in keys] for relay_id, (_, keys) in self._pending.items()
+        }
+
     async def run(
         self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve until cancelled. Keys left pending by a previous run are discarded first, and
-        link key it reserved goes back to its links (its allocated key stays allocated)."""
+        """Serve until cancelled. Keys that earlier versions left pending in the store are
+        discarded first, and link key a previous run reserved goes back to its links (its
+        allocated key stays allocated)."""
         discarded = await self.store.discard_prefix("pending:")
         if discarded:
             logger.info("%s: discarded %d relayed keys never confirmed", self.km_id, discarded)
@@ -1428,35 +1443,25 @@ class KeyManager:
         metadata = _ksa_metadata(source, destination, relay.size_of_key)
         metadata["relay"] = attrs.asdict(relay.relay_metadata)
         metadata["source_kma_id"] = relay.source_kma_id
-        try:
-            await self.store.put(
-                [
-                    StoredKey(
-                        key_id=key_id, pool=_pending_pool(relay_id), key=key, metadata=metadata
-                    )
-                    for key_id, key in zip(key_ids, keys, strict=True)
-                ]
-            )
-        except DuplicateKey as exc:
-            raise KeyManagerError(f"key ID {quoted(exc.key_id)} was relayed before") from None
-        self._remember(self._pending, relay_id, pool)
+        stored = [
+            StoredKey(key_id=key_id, pool=pool, key=key, metadata=metadata)
+            for key_id, key in zip(key_ids, keys, strict=True)
+        ]
+        self._remember(self._pending, relay_id, (pool, stored))
         self.relays["received"] += 1
         return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
 
-    def _remember(self, table: dict[str, str], relay_id: str, value: str) -> None:
+    def _remember(self, table: dict[str, _T], relay_id: str, value: _T) -> None:
+        """Keep ``value`` in ``table`` for ``pending_timeout``."""
         table[relay_id] = value
         assert self._nursery is not None
         self._nursery.start_soon(self._forget, table, relay_id)
 
-    async def _forget(self, table: dict[str, str], relay_id: str) -> None:
+    async def _forget(self, table: dict[str, Any], relay_id: str) -> None:
         await trio.sleep(self.config.pending_timeout)
         if table.pop(relay_id, None) is not None and table is self._pending:
-            discarded = await self.store.discard(_pending_pool(relay_id))
             logger.warning(
-                "%s: relay %s was never confirmed; %d keys discarded",
-                self.km_id,
-                relay_id,
-                discarded,
+                "%s: relay %s was never confirmed; its keys dropped", self.km_id, relay_id
             )
 
     async def _on_confirmation(
@@ -1474,12 +1479,16 @@ class KeyManager:
                 "confirming the relay",
             )
         else:
-            pool = self._pending.pop(relay_id, None)
-            if pool is None:
+            pending = self._pending.pop(relay_id, None)
+            if pending is None:
                 raise KeyManagerError(
                     f"relay {quoted(relay_id)} is unknown at {self.km_id} or expired"
                 )
-            await self.store.move(_pending_pool(relay_id), pool)
+            pool, keys = pending
+            try:
+                await self.store.put(keys)
+            except DuplicateKey as exc:
+                raise KeyManagerError(f"key ID {quoted(exc.key_id)} was relayed before") from None
             application = session_application(pool)
             if application is not None:
                 self._wake_pusher(application)
@@ -2203,7 +2212,3 @@ def _allocated_pool(neighbour: str, source_km: str, destination_km: str) -> str:
     """Units allocated towards ``neighbour`` (:meth:`KeyManager.allocated_bits` counts
     ``allocated:<neighbour>:``)."""
     return f"allocated:{neighbour}:{source_km}:{destination_km}"
-
-
-def _pending_pool(relay_id: str) -> str:
-    return f"pending:{relay_id}"
