@@ -439,13 +439,23 @@ async def test_key_bytes_appear_in_no_repr_and_no_error(store: KeyStore) -> None
             assert_no_secret(text)
 
 
-def test_stored_key_checks_its_types() -> None:
-    with pytest.raises(TypeError):
-        StoredKey("k", "p", "not bytes")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        StoredKey(1, "p", b"")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        StoredKey("k", "p", b"", ["not", "a", "dict"])  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        (StoredKey("k", "p", "not bytes"), "the key of a StoredKey must be bytes, not str"),  # type: ignore[arg-type]
+        (StoredKey(1, "p", b"\x01"), "the key_id of a StoredKey must be str, not int"),  # type: ignore[arg-type]
+        (StoredKey("k", None, b"\x01"), "the pool of a StoredKey must be str, not NoneType"),  # type: ignore[arg-type]
+        (StoredKey("k", "p", b"\x01", ["x"]), "the metadata of a StoredKey must be dict, not list"),  # type: ignore[arg-type]
+        (("k", "p", b"\x01"), "expected a StoredKey, got tuple"),
+    ],
+)
+async def test_a_key_of_the_wrong_types_is_refused_and_nothing_stored(
+    store: KeyStore, key: Any, error: str
+) -> None:
+    with pytest.raises(TypeError, match=f"^{re.escape(error)}$"):
+        await store.put([make("good", "p"), key])
+    assert store.counts() == {}
+    assert await store.seen(["good", "k"]) == set()
 
 
 def test_unknown_keys_quotes_long_ids_shortened() -> None:

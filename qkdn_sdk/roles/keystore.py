@@ -112,14 +112,16 @@ class StoredKey:
 
     ``metadata`` must be JSON-serialisable by orjson; it is stored with the key and comes back as
     a fresh dict (so a tuple comes back as a list). ``key`` never appears in the repr.
+
+    The types are checked where keys enter a store (:meth:`KeyStore.put` raises
+    :class:`TypeError`), not on construction: a KM makes one of these for every key it holds,
+    and validators would double what that costs.
     """
 
-    key_id: str = attrs.field(validator=attrs.validators.instance_of(str))
-    pool: str = attrs.field(validator=attrs.validators.instance_of(str))
-    key: bytes = attrs.field(repr=False, validator=attrs.validators.instance_of(bytes))
-    metadata: dict[str, Any] = attrs.field(
-        factory=dict, validator=attrs.validators.instance_of(dict)
-    )
+    key_id: str
+    pool: str
+    key: bytes = attrs.field(repr=False)
+    metadata: dict[str, Any] = attrs.field(factory=dict)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -291,14 +293,21 @@ class KeyStore(Protocol):
 
 
 def _check_keys(keys: Sequence[StoredKey]) -> list[bytes]:
-    """The metadata of each key as JSON; raises TypeError when one is not a StoredKey or its
-    metadata is not JSON-serialisable."""
+    """The metadata of each key as JSON; raises TypeError when one is not a StoredKey of the
+    field types it declares or its metadata is not JSON-serialisable."""
     encoded = []
     last: tuple[dict[str, Any], bytes] | None = None  # keys of a batch often share their metadata
     for key in keys:
-        if not isinstance(key, StoredKey):
-            raise TypeError(f"expected a StoredKey, got {type(key).__name__}")
+        if (
+            type(key) is not StoredKey
+            or type(key.key_id) is not str
+            or type(key.pool) is not str
+            or type(key.key) is not bytes
+        ):
+            raise TypeError(_not_a_stored_key(key))
         if last is None or last[0] is not key.metadata:
+            if not isinstance(key.metadata, dict):
+                raise TypeError(_not_a_stored_key(key))
             try:
                 last = (key.metadata, orjson.dumps(key.metadata))
             except orjson.JSONEncodeError as exc:
@@ -307,6 +316,19 @@ def _check_keys(keys: Sequence[StoredKey]) -> list[bytes]:
                 ) from None
         encoded.append(last[1])
     return encoded
+
+
+def _not_a_stored_key(key: object) -> str:
+    """Why :func:`_check_keys` refused ``key``."""
+    if type(key) is not StoredKey:
+        return f"expected a StoredKey, got {type(key).__name__}"
+    for name, expected in (("key_id", str), ("pool", str), ("key", bytes), ("metadata", dict)):
+        value = getattr(key, name)
+        if type(value) is not expected and not (expected is dict and isinstance(value, dict)):
+            return (
+                f"the {name} of a StoredKey must be {expected.__name__}, not {type(value).__name__}"
+            )
+    raise AssertionError(f"{key!r} can be stored")
 
 
 def _check_duplicates(key_ids: Iterable[str], stored_before: Callable[[str], bool]) -> None:
