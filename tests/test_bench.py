@@ -7,6 +7,7 @@ the messages it stands for."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ import trio
 
 from qkdn_sdk.bench import FIGURE_NAMES, Figure
 from qkdn_sdk.bench._codec import codec_figures, key_response
-from qkdn_sdk.bench._km import key_store
+from qkdn_sdk.bench._km import key_store, keys_delivered
 from qkdn_sdk.bench._measure import measure, time_per_call
+from qkdn_sdk.bench._processes import network_process, running
 from qkdn_sdk.bench._round_trips import (
     IN_FLIGHT,
     REQUEST,
@@ -23,6 +25,8 @@ from qkdn_sdk.bench._round_trips import (
     round_trip_figures,
     tls_pair,
 )
+from qkdn_sdk.client import KeyManagerClient
+from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import transport_registry
 from tests.test_cli import qkdn
 
@@ -161,6 +165,58 @@ async def test_the_key_store_figures_measure_a_store_of_a_million_keys(
     assert on_disk.baseline
     assert resident.unit == "MiB resident"
     assert resident.baseline is None
+
+
+async def test_keys_delivered_measures_a_km_in_a_process_of_its_own(tmp_path: Path) -> None:
+    reported: list[Figure] = []
+    await keys_delivered(tmp_path, 0.1, reported.extend)
+    assert [figure.name for figure in reported] == ["ak_keys_delivered"] * 2
+    for figure, applications in zip(reported, ("1 application,", "16 applications,"), strict=True):
+        assert figure.case.startswith(applications)
+        assert "the KM in a process of its own; KM resident memory" in figure.case
+        assert figure.value > 0
+        assert figure.baseline
+        assert "server in a process of its own" in figure.baseline_is
+
+
+async def test_a_network_process_serves_until_the_block_ends(tmp_path: Path) -> None:
+    topology = "\n".join(
+        [
+            'transport = "tcp+tls"',
+            'host = "127.0.0.1"',
+            "[controller]",
+            'id = "controller"',
+            "[[km]]",
+            'id = "km-a"',
+            "[[application]]",
+            'id = "alice"',
+            'km = "km-a"',
+            "[[application]]",
+            'id = "bob"',
+            'km = "km-a"',
+        ]
+    )
+    async with network_process(tmp_path, topology + "\n") as (pid, endpoints):
+        alice = endpoints["apps"]["alice"]
+        tls = TLSConfig(ca=endpoints["ca"], cert=alice["cert"], key=alice["key"])
+        async with KeyManagerClient.connect(
+            endpoints["kms"]["km-a"]["ak"]["tcp+tls"], tls=tls
+        ) as client:
+            [key] = await client.get_keys("bob", 1, 256)
+        assert key.size == 256
+        os.kill(pid, 0)  # alive
+    with pytest.raises(ProcessLookupError):  # terminated and reaped
+        os.kill(pid, 0)
+
+
+async def test_a_program_that_ends_before_it_serves_says_what_it_wrote(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    arguments = ["qkdn_sdk", "network", "up", str(missing), "--state-dir", str(tmp_path)]
+    with pytest.raises(RuntimeError) as raised:
+        async with running(arguments, "network up:"):
+            raise AssertionError("never served")
+    assert str(raised.value).startswith("qkdn_sdk network up ended before it served: ")
+    assert "missing.toml" in str(raised.value)
 
 
 def test_every_figure_is_named_in_the_help_of_the_package() -> None:

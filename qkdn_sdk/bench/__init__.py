@@ -9,7 +9,8 @@ Figures (:class:`Figure`, by name):
   connection): round trips per second of a key request answered with 4 keys, per transport,
   beside the transport's bare stack (:meth:`~qkdn_sdk.transport.Transport.bare_exchange`);
 - ``ak_keys_delivered``: keys of 256 bits per second that applications get from a KM over
-  ``tcp+tls``, in requests of the KM's ``max_key_per_request``, for 1 and 16 applications;
+  ``tcp+tls``, in requests of the KM's ``max_key_per_request``, for 1 and 16 applications,
+  the KM in a process of its own as deployed (:mod:`qkdn_sdk.bench._processes`);
 - ``relay_latency``: ms per hop of a key request relayed over 1 to 8 hops (p50, p99);
 - ``kq1_ingest``: Mb/s of QKD-keys a KM takes from its QKD module;
 - ``key_store``: keys per second taken (and deleted) from a SQLite key store of 10^6 keys, and

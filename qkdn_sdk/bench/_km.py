@@ -1,8 +1,11 @@
 """The figures of a running KM: ``ak_keys_delivered``, ``relay_latency``, ``kq1_ingest`` and
-``key_store``. Each runs the roles of a small network in this process over ``tcp+tls`` with
-SQLite key stores and the KMs' default settings (a KM's background work, such as asking its
-modules for keys and synchronising key IDs, as often as it would in a deployment), beside the
-bare ``tcp+tls`` stack exchanging frames of the same sizes."""
+``key_store``. Each runs the roles of a small network over ``tcp+tls`` with SQLite key stores
+and the KMs' default settings (a KM's background work, such as asking its modules for keys and
+synchronising key IDs, as often as it would in a deployment), beside the bare ``tcp+tls`` stack
+exchanging frames of the same sizes. ``ak_keys_delivered`` runs the network in a process of its
+own, as deployed (its figure is the KM's, not that of a KM sharing an event loop with the
+applications measuring it); the others run it in this process, where they read its roles'
+counters and wait on their events."""
 
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import trio
 
 from qkdn_sdk.bench._codec import key_response
 from qkdn_sdk.bench._figure import Figure
-from qkdn_sdk.bench._measure import Sample, measure, resident_bytes
+from qkdn_sdk.bench._measure import Sample, measure, resident_bytes, resident_bytes_of
+from qkdn_sdk.bench._processes import bare_key_requests, key_request, network_process
 from qkdn_sdk.bench._round_trips import bare_exchange, tls_pair
 from qkdn_sdk.client import KeyManagerClient
 from qkdn_sdk.messages import Key, Message, ak, kq1
@@ -29,6 +33,7 @@ from qkdn_sdk.network.topology import module_id
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import SQLiteKeyStore, StoredKey
 from qkdn_sdk.roles.km import KMConfig
+from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import transport_registry
 
 __all__ = ["km_figures"]
@@ -92,27 +97,37 @@ async def _bare(
 
 async def keys_delivered(directory: Path, seconds: float, report: Report) -> None:
     """``ak_keys_delivered``: applications of one KM asking it for as many keys as it gives
-    at once, for another of its applications (no relay: the KM's own work)."""
+    at once, for another of its applications (no relay: the KM's own work). The KM runs as it is
+    deployed, in a process of its own (``qkdn network up``), the applications in this one; the
+    bare server too runs in a process of its own."""
     sources = [f"app-{index}" for index in range(1, APPLICATIONS + 1)]
     text = _topology(1, {"sink": 0, **dict.fromkeys(sources, 0)})
-    async with _network(directory / "keys", text) as network:
-        km_url = network.endpoints()["kms"]["km-0"]["ak"][SCHEME]
-        number = KMConfig(km_id="km-0", listen={}, controller_id="controller").max_key_per_request
-        request = ak.KeyRequest(
-            application_destination_id="sink", number_of_keys=number, size_of_key=KEY_SIZE
-        )
+    number = KMConfig(km_id="km-0", listen={}, controller_id="controller").max_key_per_request
+    async with network_process(directory / "keys", text) as (pid, endpoints):
+        km_url = endpoints["kms"]["km-0"]["ak"][SCHEME]
         for count in (1, APPLICATIONS):
             async with AsyncExitStack() as stack:
                 calls = []
                 for source in sources[:count]:
+                    tls = TLSConfig(
+                        ca=endpoints["ca"],
+                        cert=endpoints["apps"][source]["cert"],
+                        key=endpoints["apps"][source]["key"],
+                    )
                     client = await stack.enter_async_context(
-                        KeyManagerClient.connect(km_url, tls=network.tls(source))
+                        KeyManagerClient.connect(km_url, tls=tls)
                     )
                     calls.append(partial(client.get_keys, "sink", number, KEY_SIZE))
-                rss_before = resident_bytes()
+                rss_before = resident_bytes_of(pid)
                 sdk = await measure(calls, seconds)
-                rss_after = resident_bytes()
-            bare = await _bare(request, key_response(number), directory / "pki", count, seconds)
+                rss_after = resident_bytes_of(pid)
+            request = key_request("sink", number, KEY_SIZE)
+            bare = await bare_key_requests(SCHEME, directory / "pki", request, count, seconds)
+            memory = ""
+            if rss_before is not None and rss_after is not None:
+                memory = (
+                    f"; KM resident memory {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB"
+                )
             report(
                 [
                     Figure(
@@ -122,9 +137,9 @@ async def keys_delivered(directory: Path, seconds: float, report: Report) -> Non
                         unit="keys/s",
                         baseline=bare.rate * number,
                         case=f"{count} application{'s' if count > 1 else ''}, {number} keys of "
-                        f"{KEY_SIZE} bits per request; resident memory {rss_before / 2**20:.0f} -> "
-                        f"{rss_after / 2**20:.0f} MiB",
-                        baseline_is="trio exchanging frames of the same sizes, same TLS",
+                        f"{KEY_SIZE} bits per request, the KM in a process of its own{memory}",
+                        baseline_is="trio exchanging frames of the same sizes, same TLS, the "
+                        "server in a process of its own",
                         p50=sdk.p50 * 1e3,
                         p99=sdk.p99 * 1e3,
                     )

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-__all__ = ["Call", "Sample", "measure", "resident_bytes", "time_per_call"]
+__all__ = ["Call", "Sample", "measure", "resident_bytes", "resident_bytes_of", "time_per_call"]
 
 Call = Callable[[], Awaitable[object]]
 
@@ -102,8 +102,14 @@ def time_per_call(call: Callable[[], object], seconds: float) -> float:
 
 def resident_bytes() -> int:
     """This process's resident memory now (Linux), else its peak."""
+    now = resident_bytes_of("self")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if now is None else now
+
+
+def resident_bytes_of(pid: int | str) -> int | None:
+    """The resident memory now of process ``pid`` (Linux: ``None`` elsewhere)."""
     try:
-        with open("/proc/self/statm", "rb") as statm:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return None
