@@ -56,8 +56,9 @@ def qkd_key(key_id: str) -> Key:
 async def test_a_batch_of_qkd_keys_is_stored_at_once_without_its_duplicates(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Each response is stored in one transaction; a key ID supplied before, or twice in the
-    batch, is logged and left out, and the other keys of the batch are kept."""
+    """Each response is stored in one transaction (or with the responses that arrived while the
+    store was busy); a key ID supplied before, or twice in the batch, is logged and left out, and
+    the other keys of the batch are kept."""
     ids = [str(uuid.uuid4()) for _ in range(5)]
     batches = [
         [qkd_key(ids[0]), qkd_key(ids[1]), qkd_key(ids[0]), qkd_key(ids[2])],
@@ -96,7 +97,8 @@ async def test_a_batch_of_qkd_keys_is_stored_at_once_without_its_duplicates(
         await nursery.start(KeyManager(config, store).run)
         await store.wait_for("qkd:km-b", 5)
         nursery.cancel_scope.cancel()
-    assert store.puts == [[ids[0], ids[1], ids[2]], [ids[3], ids[4]]]
+    assert [key_id for put in store.puts for key_id in put] == ids
+    assert all(put in ([ids[0], ids[1], ids[2]], [ids[3], ids[4]], ids) for put in store.puts)
     assert await store.key_ids("qkd:km-b", 10) == ids
     logged = [record.getMessage() for record in caplog.records]
     supplied_before = [line for line in logged if "supplied before" in line]
@@ -104,6 +106,68 @@ async def test_a_batch_of_qkd_keys_is_stored_at_once_without_its_duplicates(
         f"km-a: key ID '{ids[0]}' was supplied before",
         f"km-a: key ID '{ids[1]}' was supplied before",
     ]
+
+
+class BlockingStore(RecordingStore):
+    """A store whose first put waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = trio.Event()
+
+    async def put(self, keys: Sequence[StoredKey]) -> None:
+        if not self.puts:
+            with trio.fail_after(WAIT):
+                await self.release.wait()
+        await super().put(keys)
+
+
+async def test_the_next_key_request_goes_while_the_keys_of_the_last_are_stored() -> None:
+    """The KM asks its module for more keys before the last response's keys are stored, and
+    stores what arrived meanwhile, in the order the module gave it: the first put waits until
+    the module has been asked for a third batch."""
+    batches = [[qkd_key(str(uuid.uuid4())) for _ in range(3)] for _ in range(3)]
+    ids = [key.key_id for batch in batches for key in batch]
+    store = BlockingStore()
+    requests = 0
+
+    async def module(message: Message, _connection: Connection) -> Message:
+        nonlocal requests
+        assert isinstance(message, kq1.KeyRequest)
+        requests += 1
+        if requests == 3:  # the first put has not finished: the KM asked twice meanwhile
+            store.release.set()
+        if batches:
+            return kq1.ResponseToKeyRequest(keys=batches.pop(0), response="success")
+        return kq1.ResponseToKeyRequest(keys=[], response="failure: insufficient keys (0 ready)")
+
+    config = KMConfig(
+        km_id="km-a",
+        listen={},
+        controller_id="controller",
+        links=(
+            KMLink(
+                neighbour="km-b",
+                module_id="module",
+                mode=Kq1Mode.ON_REQUEST,
+                module_url=MODULE_URL,
+            ),
+        ),
+        acquire_interval=0.01,
+        report_interval=60,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                serve, MODULE_URL, module, identity="module", accepts=received_by(Role.QKD_MODULE)
+            )
+        )
+        await nursery.start(KeyManager(config, store).run)
+        await store.wait_for("qkd:km-b", len(ids))
+        nursery.cancel_scope.cancel()
+    assert [key_id for put in store.puts for key_id in put] == ids
+    assert store.puts[0] == ids[:3]
+    assert requests >= 3  # asked twice while the first put waited (else it fails after WAIT)
 
 
 def test_fresh_key_ids_are_distinct_version_7_uuids_of_now() -> None:

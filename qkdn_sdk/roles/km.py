@@ -1570,34 +1570,61 @@ class KeyManager:
     async def _acquire(self, link: KMLink) -> None:
         """Q.4162 clause 7.2: ask the module for its keys, again and again: at once after a
         response of several keys (more may be ready), else after ``acquire_interval`` (a
-        response of one key is all a module that makes keys slower than it is asked had)."""
+        response of one key is all a module that makes keys slower than it is asked had).
+
+        The keys of a response are stored while the next request is on its way: a task of
+        their own stores them, all that arrived meanwhile in one transaction. At most two
+        responses wait for it; the requests wait while they do."""
         dialer = self._modules[link.neighbour]
         # the slave SAE of an ETSI 014 Get key (Q.4162 Appendix II): the KM at the other end
         request = kq1.KeyRequest(
             number_of_keys=_ACQUIRE_BATCH, extension=[{etsi014.SLAVE: link.sae_of_neighbour}]
         )
-        failing = False
-        while True:
+        send, receive = trio.open_memory_channel[list[Key]](1)
+        async with trio.open_nursery() as nursery, send:
+            nursery.start_soon(self._store_acquired, link, receive)
+            failing = False
+            while True:
+                try:
+                    response = await dialer.request(request)
+                    assert isinstance(response, kq1.ResponseToKeyRequest)
+                    await send.send(response.keys)
+                    failing = False
+                    if len(response.keys) > 1:  # more may be ready: ask again at once
+                        continue
+                except FailureResponse:
+                    pass  # no key ready yet
+                except QkdnError as exc:
+                    if not failing:
+                        logger.warning(
+                            "%s: QKD module %s: %s (retrying)", self.km_id, link.module_id, exc
+                        )
+                    failing = True
+                await trio.sleep(self.config.acquire_interval)
+
+    async def _store_acquired(
+        self, link: KMLink, responses: trio.MemoryReceiveChannel[list[Key]]
+    ) -> None:
+        """Store the keys of the module's responses to :meth:`_acquire`, those of every
+        response waiting in ``responses`` in one transaction."""
+        async for keys in responses:
+            while True:
+                try:
+                    keys = keys + responses.receive_nowait()
+                except trio.WouldBlock:
+                    break
             try:
-                response = await dialer.request(request)
-                assert isinstance(response, kq1.ResponseToKeyRequest)
                 await self._store_qkd_keys(
-                    link,
-                    [(key.key_id, key.key, None) for key in response.keys],
-                    drop_duplicates=True,
+                    link, [(key.key_id, key.key, None) for key in keys], drop_duplicates=True
                 )
-                failing = False
-                if len(response.keys) > 1:  # more may be ready: ask again at once
-                    continue
-            except FailureResponse:
-                pass  # no key ready yet
             except QkdnError as exc:
-                if not failing:
-                    logger.warning(
-                        "%s: QKD module %s: %s (retrying)", self.km_id, link.module_id, exc
-                    )
-                failing = True
-            await trio.sleep(self.config.acquire_interval)
+                logger.warning(
+                    "%s: QKD module %s: %d QKD-keys not stored: %s",
+                    self.km_id,
+                    link.module_id,
+                    len(keys),
+                    exc,
+                )
 
     async def _hello(self, neighbour: str) -> None:
         """D2.3 clause 7.2.2: a HELLO to ``neighbour`` every ``hello_interval``, answered by
