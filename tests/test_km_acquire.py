@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import trio
@@ -53,6 +53,37 @@ def qkd_key(key_id: str) -> Key:
     return Key(key=secrets.token_bytes(512), key_id=key_id)
 
 
+async def acquire_until(
+    module: Callable[[Message, Connection], Awaitable[Message]], store: RecordingStore, count: int
+) -> None:
+    """Run a KM whose link to km-b has ``module`` as its on-request QKD module until ``store``
+    holds ``count`` QKD-keys of the link."""
+    config = KMConfig(
+        km_id="km-a",
+        listen={},
+        controller_id="controller",
+        links=(
+            KMLink(
+                neighbour="km-b",
+                module_id="module",
+                mode=Kq1Mode.ON_REQUEST,
+                module_url=MODULE_URL,
+            ),
+        ),
+        acquire_interval=0.01,
+        report_interval=60,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                serve, MODULE_URL, module, identity="module", accepts=received_by(Role.QKD_MODULE)
+            )
+        )
+        await nursery.start(KeyManager(config, store).run)
+        await store.wait_for("qkd:km-b", count)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_batch_of_qkd_keys_is_stored_at_once_without_its_duplicates(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -72,31 +103,8 @@ async def test_a_batch_of_qkd_keys_is_stored_at_once_without_its_duplicates(
         return kq1.ResponseToKeyRequest(keys=[], response="failure: insufficient keys (0 ready)")
 
     store = RecordingStore()
-    config = KMConfig(
-        km_id="km-a",
-        listen={},
-        controller_id="controller",
-        links=(
-            KMLink(
-                neighbour="km-b",
-                module_id="module",
-                mode=Kq1Mode.ON_REQUEST,
-                module_url=MODULE_URL,
-            ),
-        ),
-        acquire_interval=0.01,
-        report_interval=60,
-    )
     caplog.set_level(logging.WARNING, logger="qkdn_sdk.roles.km")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            functools.partial(
-                serve, MODULE_URL, module, identity="module", accepts=received_by(Role.QKD_MODULE)
-            )
-        )
-        await nursery.start(KeyManager(config, store).run)
-        await store.wait_for("qkd:km-b", 5)
-        nursery.cancel_scope.cancel()
+    await acquire_until(module, store, 5)
     assert [key_id for put in store.puts for key_id in put] == ids
     assert all(put in ([ids[0], ids[1], ids[2]], [ids[3], ids[4]], ids) for put in store.puts)
     assert await store.key_ids("qkd:km-b", 10) == ids
@@ -141,30 +149,7 @@ async def test_the_next_key_request_goes_while_the_keys_of_the_last_are_stored()
             return kq1.ResponseToKeyRequest(keys=batches.pop(0), response="success")
         return kq1.ResponseToKeyRequest(keys=[], response="failure: insufficient keys (0 ready)")
 
-    config = KMConfig(
-        km_id="km-a",
-        listen={},
-        controller_id="controller",
-        links=(
-            KMLink(
-                neighbour="km-b",
-                module_id="module",
-                mode=Kq1Mode.ON_REQUEST,
-                module_url=MODULE_URL,
-            ),
-        ),
-        acquire_interval=0.01,
-        report_interval=60,
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            functools.partial(
-                serve, MODULE_URL, module, identity="module", accepts=received_by(Role.QKD_MODULE)
-            )
-        )
-        await nursery.start(KeyManager(config, store).run)
-        await store.wait_for("qkd:km-b", len(ids))
-        nursery.cancel_scope.cancel()
+    await acquire_until(module, store, len(ids))
     assert [key_id for put in store.puts for key_id in put] == ids
     assert store.puts[0] == ids[:3]
     assert requests >= 3  # asked twice while the first put waited (else it fails after WAIT)
