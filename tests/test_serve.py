@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from qkdn_sdk.cli import app
 from qkdn_sdk.client import KeyManagerClient
-from qkdn_sdk.network import load_topology
+from qkdn_sdk.network import load_topology, parse_topology
 from qkdn_sdk.network.deployment import (
     RoleConfigError,
     load_role_config,
@@ -128,6 +128,21 @@ def test_files_read_back_into_the_roles_of_the_topology(deployment: dict[str, Pa
     assert b_c.mode is Kq1Mode.ON_REQUEST
     assert km_b.config.links[1].module_url == b_c.listen_url
     assert a_b.link_secret != b_c.link_secret
+
+
+def test_a_links_buffer_reaches_its_module_files(tmp_path: Path) -> None:
+    text = LINE3.read_text().replace(
+        'mode = "on-request"', 'mode = "on-request"\nbuffer_keys = 100000'
+    )
+    topology = parse_topology(text)
+    files = write_role_configs(topology, tmp_path, first_port=first_port())
+    buffers = {}
+    for role_id, path in files.items():
+        if role_of(path) == "qkd-module":
+            config = load_role_config(path, "qkd-module").config
+            assert isinstance(config, QKDModuleConfig)
+            buffers[role_id] = config.buffer_keys
+    assert buffers == {"km-a.km-b": 256, "km-b.km-a": 256, "km-b.km-c": 100000, "km-c.km-b": 100000}
 
 
 def test_module_files_hold_a_secret_and_are_private(deployment: dict[str, Path]) -> None:

@@ -3,6 +3,8 @@ external ETSI 014 KMEs as a link's key source; every mistake is one line naming 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from qkdn_sdk.network import parse_topology
@@ -77,10 +79,34 @@ def test_a_link_of_external_kmes() -> None:
     assert (c_side.sae_of_neighbour, c_side.tls) == ("sae-b", None)
 
 
+def test_a_links_modules_hold_its_buffer_of_keys() -> None:
+    default = parse_topology(topology())
+    assert default.module_config("km-b", "km-c", bytes(32), 0.0, listen_url="x").buffer_keys == 256
+    spec = parse_topology(topology(link="secret_key_rate = 1000\nbuffer_keys = 5000"))
+    assert spec.module_config("km-c", "km-b", bytes(32), 0.0, km_url="x").buffer_keys == 5000
+
+
+@pytest.mark.parametrize(
+    ("where", "entry"),
+    [
+        ("[controller]", "controller: unknown keys ['colour']"),
+        ('id = "km-b"', "km 1: unknown keys ['colour']"),
+        ('kms = ["km-b", "km-c"]', "link 1: unknown keys ['colour']"),
+    ],
+)
+def test_a_key_no_table_has_is_refused(where: str, entry: str) -> None:
+    text = topology().replace(where, f"{where}\ncolour = 1", 1)
+    with pytest.raises(TopologyError, match=re.escape(entry)):
+        parse_topology(text)
+    application = topology() + '[[application]]\nid = "alice"\nkm = "km-b"\ncolour = 1\n'
+    with pytest.raises(TopologyError, match=re.escape("application 1: unknown keys ['colour']")):
+        parse_topology(application)
+
+
 @pytest.mark.parametrize(
     ("top", "link", "problem"),
     [
-        ('also = "https"', "secret_key_rate = 1", "also must be a dict"),
+        ('also = "https"', "secret_key_rate = 1", "also must be a table"),
         ('also = {ak = "https"}', "secret_key_rate = 1", "also: ak must be a list of schemes"),
         ('also = {az = ["https"]}', "secret_key_rate = 1", "unknown interface 'az@https'"),
         (
@@ -89,6 +115,8 @@ def test_a_link_of_external_kmes() -> None:
             "also: other transports need a TLS transport (tcp+tls or grpcs), not memory",
         ),
         ("", "secret_key_rate = 1\netsi014 = true", 'needs mode = "on-request"'),
+        ("", "secret_key_rate = 1\nbuffer_keys = 0", "link 1: buffer_keys must be at least 1"),
+        ("", "secret_key_rate = 1\nbuffer_keys = 1.5", "buffer_keys must be an integer, not 1.5"),
         ("", 'kme.km-b = {url = "https://b:1"}', "kme names one KME for each of"),
         (
             "",

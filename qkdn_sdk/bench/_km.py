@@ -33,6 +33,7 @@ from qkdn_sdk.network.topology import module_id
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import SQLiteKeyStore, StoredKey
 from qkdn_sdk.roles.km import KMConfig
+from qkdn_sdk.roles.qkd_module import BUFFER_KEYS
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import transport_registry
 
@@ -45,11 +46,19 @@ KEY_SIZE = 256
 APPLICATIONS = 16
 MAX_HOPS = 8
 STORED_KEYS = 10**6
+INGEST_RATE = 200_000_000
+"""Bits/s each module of ``kq1_ingest`` makes: more than a KM takes."""
+INGEST_BUFFER_KEYS = 10**7
+"""Ready keys each module of ``kq1_ingest`` holds: more than it makes in a run (the buffer is a
+range of key indices, its size costs nothing)."""
 
 
-def _topology(kms: int, applications: dict[str, int], *, rate: int = 256_000) -> str:
+def _topology(
+    kms: int, applications: dict[str, int], *, rate: int = 256_000, buffer_keys: int = BUFFER_KEYS
+) -> str:
     """A line of ``kms`` KMs (``km-0`` ...) with QKD links between neighbours (on request,
-    ``rate`` bits/s), and ``applications`` (ID -> index of its KM)."""
+    ``rate`` bits/s, each module holding ``buffer_keys`` ready keys), and ``applications``
+    (ID -> index of its KM)."""
     lines = [f'transport = "{SCHEME}"', 'host = "127.0.0.1"', "[controller]", 'id = "controller"']
     for index in range(kms):
         lines += ["[[km]]", f'id = "km-{index}"']
@@ -59,6 +68,7 @@ def _topology(kms: int, applications: dict[str, int], *, rate: int = 256_000) ->
             f'kms = ["km-{index}", "km-{index + 1}"]',
             f"secret_key_rate = {rate}",
             'mode = "on-request"',
+            f"buffer_keys = {buffer_keys}",
         ]
     for application, km in applications.items():
         lines += ["[[application]]", f'id = "{application}"', f'km = "km-{km}"']
@@ -193,9 +203,12 @@ async def relay_latency(directory: Path, requests: int, report: Report) -> None:
 async def kq1_ingest(directory: Path, seconds: float, report: Report) -> None:
     """``kq1_ingest``: QKD-key bits a KM takes from its QKD module per second over Kq-1, asking
     for batches of keys (Q.4162 clause 7.2) as fast as it can, the module making them faster
-    than the KM takes them (so the module drops keys, and the two ends of the link hold fewer
-    keys in common than the KM took: the case also says how much became link key)."""
-    text = _topology(2, {}, rate=200_000_000)
+    than the KM takes them. The modules keep every key ready until their KM takes it (a buffer
+    of :data:`INGEST_BUFFER_KEYS`, more than the run makes), so both ends take the same keys
+    and synchronise them into link key as they would on a real link (a module dropping keys on
+    its own would leave the ends few keys in common, and the KMs little to do): the case says
+    how much became link key."""
+    text = _topology(2, {}, rate=INGEST_RATE, buffer_keys=INGEST_BUFFER_KEYS)
     async with _network(directory / "ingest", text) as network:
         km, module = network.kms["km-0"], network.modules[module_id("km-0", "km-1")]
         await km.wait_link_key("km-1", 1)

@@ -16,6 +16,17 @@ class Problem(Exception):
     pass
 
 
+_KINDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "a table",
+}
+"""What a value of each Python type is called in TOML."""
+
+
 def get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
     if key not in table:
         if default is ...:
@@ -25,7 +36,7 @@ def get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise Problem(f"{where}: {key} must be a {kind.__name__}, not {value!r}")
+        raise Problem(f"{where}: {key} must be {_KINDS.get(kind, kind.__name__)}, not {value!r}")
     return value
 
 

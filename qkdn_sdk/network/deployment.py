@@ -40,8 +40,8 @@ A controller file has ``role = "controller"``, ``id``, ``listen`` (its Ck URL), 
 ``links`` (pairs of KM IDs), ``applications`` (application ID = KM ID) and ``tls``. A QKD module
 file has ``role = "qkd-module"``, ``id``, ``matching_id``, ``km_id``, ``mode``, ``km_url``
 (proactive: its KM's Kq-1 URL) or ``listen`` (on-request), ``secret_key_rate``, ``key_size``,
-``epoch``, ``link_secret`` (hex: the secret both modules of the link share; the file is written
-with mode 0600) and ``tls``.
+``buffer_keys``, ``epoch``, ``link_secret`` (hex: the secret both modules of the link share;
+the file is written with mode 0600) and ``tls``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,13 @@ from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
 from qkdn_sdk.roles.keystore import SQLiteKeyStore
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink, Routing, listen_interface
-from qkdn_sdk.roles.qkd_module import LINK_SECRET_SIZE, Kq1Mode, QKDModule, QKDModuleConfig
+from qkdn_sdk.roles.qkd_module import (
+    BUFFER_KEYS,
+    LINK_SECRET_SIZE,
+    Kq1Mode,
+    QKDModule,
+    QKDModuleConfig,
+)
 from qkdn_sdk.tls import TLSConfig
 
 __all__ = [
@@ -203,6 +209,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                 **where,
                 "secret_key_rate": module.secret_key_rate,
                 "key_size": module.key_size,
+                "buffer_keys": module.buffer_keys,
                 "epoch": module.epoch,
                 "link_secret": module.link_secret.hex(),
                 **tls(module.module_id),
@@ -462,6 +469,7 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "listen",
             "secret_key_rate",
             "key_size",
+            "buffer_keys",
             "epoch",
             "link_secret",
             "tls",
@@ -480,6 +488,7 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
         secret_key_rate=get(data, "secret_key_rate", float, where),
         mode=choice(data, "mode", Kq1Mode, where),
         key_size=get(data, "key_size", int, where, 4096),
+        buffer_keys=get(data, "buffer_keys", int, where, BUFFER_KEYS),
         km_url=get(data, "km_url", str, where, None),
         listen_url=get(data, "listen", str, where, None),
         km_id=get(data, "km_id", str, where, None),

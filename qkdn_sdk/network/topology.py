@@ -19,6 +19,7 @@
     secret_key_rate = 256_000    # bits per second
     mode = "proactive"           # Kq-1 mode: "proactive" (Q.4162 7.1) or "on-request" (7.2)
     key_size = 4096              # bits per QKD-key (optional)
+    buffer_keys = 256            # ready keys a module holds for its KM (optional)
     etsi014 = true               # on-request: the modules serve Kq-1 as ETSI 014 (optional)
 
     [[link]]                     # a QKD link whose keys come from two ETSI 014 KMEs (devices)
@@ -31,7 +32,7 @@
     km = "km-a"
 
 :func:`load_topology` reads and checks it; every problem is one :class:`TopologyError` line
-naming the file and the entry.
+naming the file and the entry (a key the table does not have, too).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
 from qkdn_sdk.roles.controller import ControllerConfig
 from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink, Routing, listen_interface
-from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
+from qkdn_sdk.roles.qkd_module import BUFFER_KEYS, Kq1Mode, QKDModuleConfig
 from qkdn_sdk.tls import TLSConfig
 
 __all__ = [
@@ -102,6 +103,8 @@ class LinkSpec:
     secret_key_rate: float
     mode: Kq1Mode
     key_size: int
+    buffer_keys: int = BUFFER_KEYS
+    """Ready keys each QKD module holds for its KM; beyond it the oldest are dropped."""
     etsi014: bool = False
     """On-request links: the QKD modules serve Kq-1 as ETSI GS QKD 014 (``https://``)."""
     kmes: Mapping[str, KMESpec] = attrs.Factory(dict)
@@ -247,6 +250,7 @@ class Topology:
             secret_key_rate=link.secret_key_rate,
             mode=link.mode,
             key_size=link.key_size,
+            buffer_keys=link.buffer_keys,
             km_url=km_url,
             listen_url=listen_url,
             km_id=km,
@@ -329,6 +333,9 @@ def parse_topology(text: str, *, source: str = "topology") -> Topology:
         raise TopologyError(f"{source}: {exc}") from None
 
 
+_LINK_KEYS = {"kms", "secret_key_rate", "mode", "key_size", "buffer_keys", "etsi014", "kme"}
+
+
 def _topology(data: Mapping[str, Any]) -> Topology:
     known_keys(
         data,
@@ -353,6 +360,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     controller = data.get("controller")
     if not isinstance(controller, dict):
         raise Problem("[controller] is missing")
+    known_keys(controller, {"id", "listen"}, "controller")
     controller_id = identifier(get(controller, "id", str, "controller"), "controller")
     controller_listen = get(
         controller, "listen", str, "controller", default_url(f"{controller_id}/ck")
@@ -361,6 +369,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     kms: list[KMSpec] = []
     for index, table in enumerate(tables(data, "km"), 1):
         where = f"km {index}"
+        known_keys(table, {"id", "listen"}, where)
         km_id = identifier(get(table, "id", str, where), where)
         listen = dict(get(table, "listen", dict, f"km {km_id}", {}))
         for key in listen:
@@ -378,6 +387,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     links: list[LinkSpec] = []
     for index, table in enumerate(tables(data, "link"), 1):
         where = f"link {index}"
+        known_keys(table, _LINK_KEYS, where)
         pair = get(table, "kms", list, where)
         if len(pair) != 2 or pair[0] == pair[1] or any(km not in km_ids for km in pair):
             raise Problem(f"{where}: kms must name two different KMs of [[km]], not {pair!r}")
@@ -393,6 +403,9 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         key_size = get(table, "key_size", int, where, 4096)
         if key_size < 256 or key_size % 256:
             raise Problem(f"{where}: key_size must be a positive multiple of 256 bits")
+        buffer_keys = get(table, "buffer_keys", int, where, BUFFER_KEYS)
+        if buffer_keys < 1:
+            raise Problem(f"{where}: buffer_keys must be at least 1")
         link_014 = get(table, "etsi014", bool, where, False)
         if link_014 and (mode is not Kq1Mode.ON_REQUEST or transport == "memory"):
             raise Problem(f'{where}: etsi014 = true needs mode = "on-request" and tcp+tls')
@@ -402,6 +415,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
                 secret_key_rate=rate,
                 mode=mode,
                 key_size=key_size,
+                buffer_keys=buffer_keys,
                 etsi014=link_014,
                 kmes=kmes,
             )
@@ -413,6 +427,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     applications: list[ApplicationSpec] = []
     for index, table in enumerate(tables(data, "application"), 1):
         where = f"application {index}"
+        known_keys(table, {"id", "km"}, where)
         app_id = identifier(get(table, "id", str, where), where)
         km = get(table, "km", str, f"application {app_id}")
         if km not in km_ids:

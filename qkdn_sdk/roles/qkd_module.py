@@ -72,6 +72,7 @@ from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, connect, serve
 
 __all__ = [
+    "BUFFER_KEYS",
     "KEY_SIZE_UNIT",
     "LINK_SECRET_SIZE",
     "Kq1Mode",
@@ -87,6 +88,9 @@ logger = logging.getLogger("qkdn_sdk.roles.qkd_module")
 
 LINK_SECRET_SIZE = 32
 """Bytes of a link secret: a ChaCha20 key."""
+
+BUFFER_KEYS = 256
+"""Ready keys a module holds for its KM unless configured otherwise."""
 
 KEY_SIZE_UNIT = 256
 """QKD-key sizes are positive multiples of this many bits."""
@@ -174,7 +178,7 @@ class QKDModuleConfig:
     mode: Kq1Mode = attrs.field(validator=attrs.validators.instance_of(Kq1Mode))
     key_size: int = attrs.field(default=4096, validator=_key_size)
     """Bits per QKD-key, a positive multiple of :data:`KEY_SIZE_UNIT`."""
-    buffer_keys: int = attrs.field(default=256, validator=_positive)
+    buffer_keys: int = attrs.field(default=BUFFER_KEYS, validator=_positive)
     """Ready keys held for the KM; beyond it the oldest are dropped."""
     km_url: str | None = None
     """PROACTIVE: the KM's Kq-1 URL, which the module connects to."""
