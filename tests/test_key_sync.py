@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qkdn_sdk.errors import FailureResponse
 from qkdn_sdk.messages import KeyId, kq1, kx
@@ -178,3 +180,20 @@ async def test_a_relay_on_units_cut_during_a_synchronisation_waits_for_it() -> N
         # the units were there once the synchronisation ended: the (forged) hop then fails its
         # MAC, not for want of units
         assert reasons == ["failure: the key relay failed its message authentication code"]
+
+
+@given(qkd_key_id=st.text(min_size=1, max_size=80), units=st.integers(min_value=0, max_value=40))
+def test_both_ends_name_the_units_of_a_qkd_key_by_uuid5(qkd_key_id: str, units: int) -> None:
+    """The link unit IDs are the wire's (a hop names the units it spent): they stay
+    ``uuid5(namespace, "<QKD-key ID>/<index>")``, however they are computed; a remainder
+    shorter than a unit is no unit."""
+    key = secrets.token_bytes(units * otp.UNIT_BYTES + units % otp.UNIT_BYTES)
+    split = otp.split_qkd_key(qkd_key_id, key)
+    assert split == [
+        (
+            index,
+            str(uuid.uuid5(otp._UNIT_NAMESPACE, f"{qkd_key_id}/{index}")),
+            key[index * otp.UNIT_BYTES : (index + 1) * otp.UNIT_BYTES],
+        )
+        for index in range(units)
+    ]

@@ -606,10 +606,9 @@ def _pools_of(db: sqlite3.Connection, key_ids: Sequence[str]) -> dict[str, str]:
 
 
 def _insert(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
-    """Insert keys whose IDs were checked against the duplicate rule, with the seqs after every
-    seq ever given (AUTOINCREMENT's ``sqlite_sequence``, which these inserts advance)."""
-    if not keys:
-        return
+    """Insert keys with the seqs after every seq ever given (AUTOINCREMENT's
+    ``sqlite_sequence``, which these inserts advance); a key ID in ``ever`` already, or twice
+    among ``keys``, raises :class:`sqlite3.IntegrityError`."""
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'keys'").fetchone()
     first = (row[0] if row else 0) + 1
     db.executemany(
@@ -626,9 +625,21 @@ def _insert(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[by
 
 
 def _put(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
-    stored = _ever_stored(db, [key.key_id for key in keys])
-    _check_duplicates((key.key_id for key in keys), stored.__contains__)
-    _insert(db, keys, metadata)
+    """Insert ``keys``, refusing a key ID stored before or given twice (:class:`DuplicateKey`,
+    nothing inserted). ``ever``'s primary key refuses it: the keys are inserted at once, and
+    only when the insert fails are their IDs looked up, to name the first duplicate."""
+    if not keys:
+        return
+    db.execute("SAVEPOINT put")
+    try:
+        _insert(db, keys, metadata)
+    except sqlite3.IntegrityError:
+        db.execute("ROLLBACK TO put")
+        db.execute("RELEASE put")
+        stored = _ever_stored(db, [key.key_id for key in keys])
+        _check_duplicates((key.key_id for key in keys), stored.__contains__)
+        raise  # not a duplicate key ID: an error of the database
+    db.execute("RELEASE put")
 
 
 def _held(
