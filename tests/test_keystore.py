@@ -242,6 +242,48 @@ async def test_take_ids_with_a_duplicate_replacement_changes_nothing(
     assert await store.seen(["fresh"]) == set()
 
 
+async def test_peek_ids_shows_named_keys_and_leaves_them(store: KeyStore) -> None:
+    await store.put(make_many("p", 3))
+    assert await store.peek_ids("p", ["k2", "k0"]) == [make("k2", "p"), make("k0", "p")]
+    with pytest.raises(UnknownKeys) as info:
+        await store.peek_ids("p", ["k1", "k1", "nope"])
+    assert info.value.missing == ["k1", "nope"]
+    assert await store.key_ids("p", 10) == ["k0", "k1", "k2"]
+    assert store.counts() == {"p": 3}
+
+
+async def test_take_ids_and_oldest_takes_both_in_one_transaction(store: KeyStore) -> None:
+    await store.put([*make_many("in", 3), *make_many("out", 4, prefix="o")])
+    received, onward = await store.take_ids_and_oldest("in", ["k2", "k0"], "out", 3)
+    assert received == [make("k2", "in"), make("k0", "in")]
+    assert onward == [make(f"o{i}", "out") for i in range(3)]
+    assert store.counts() == {"in": 1, "out": 1}
+    # one pool for both: the oldest are those left once the named keys are taken
+    await store.put(make_many("both", 4, prefix="b"))
+    received, onward = await store.take_ids_and_oldest("both", ["b0"], "both", 2)
+    assert (ids(received), ids(onward)) == (["b0"], ["b1", "b2"])
+    assert await store.key_ids("both", 10) == ["b3"]
+
+
+@pytest.mark.parametrize(
+    ("named", "count", "error"),
+    [
+        (["k0", "nope"], 1, UnknownKeys),
+        (["k0"], 3, InsufficientKeys),
+        (["k0", "k0"], 9, UnknownKeys),
+    ],
+)
+async def test_take_ids_and_oldest_takes_neither_when_one_fails(
+    store: KeyStore, named: list[str], count: int, error: type[Exception]
+) -> None:
+    await store.put([*make_many("in", 2), *make_many("out", 2, prefix="o")])
+    with pytest.raises(error):
+        await store.take_ids_and_oldest("in", named, "out", count)
+    assert store.counts() == {"in": 2, "out": 2}
+    assert await store.key_ids("in", 10) == ["k0", "k1"]
+    assert await store.key_ids("out", 10) == ["o0", "o1"]
+
+
 async def test_take_present_skips_what_the_pool_does_not_hold(store: KeyStore) -> None:
     await store.put([*make_many("qkd:km-b", 4), make("elsewhere", "qkd:km-c")])
     taken = await store.take_present("qkd:km-b", ["k2", "nope", "elsewhere", "k0", "k2"])
@@ -398,6 +440,8 @@ async def test_a_closed_store_refuses_every_use(store: KeyStore) -> None:
         lambda: store.put([make("x", "p")]),
         lambda: store.take("p", 1),
         lambda: store.take_ids("p", ["k0"]),
+        lambda: store.take_ids_and_oldest("p", ["k0"], "p", 0),
+        lambda: store.peek_ids("p", ["k0"]),
         lambda: store.take_present("p", ["k0"]),
         lambda: store.move("p", "q"),
         lambda: store.discard("p"),
@@ -732,6 +776,14 @@ operations = st.lists(
         st.tuples(st.just("take"), _pools, st.integers(0, 4)),
         st.tuples(st.just("take_ids"), _pools, st.lists(_ids, max_size=3), _new_keys),
         st.tuples(st.just("take_present"), _pools, st.lists(_ids, max_size=4)),
+        st.tuples(
+            st.just("take_ids_and_oldest"),
+            _pools,
+            st.lists(_ids, max_size=3),
+            _pools,
+            st.integers(0, 4),
+        ),
+        st.tuples(st.just("peek_ids"), _pools, st.lists(_ids, max_size=3)),
         st.tuples(st.just("move"), _pools, _pools),
         st.tuples(st.just("discard"), _pools),
         st.tuples(st.just("discard_prefix"), st.sampled_from(PREFIXES)),
@@ -785,6 +837,24 @@ class Model:
         self.put(replace)
         return [held[key_id] for key_id in key_ids]
 
+    def take_ids_and_oldest(
+        self, pool: str, key_ids: list[str], oldest_pool: str, count: int
+    ) -> tuple[list[StoredKey], list[StoredKey]]:
+        before = list(self.keys)
+        received = self.take_ids(pool, key_ids, [])
+        try:
+            return received, self.take(oldest_pool, count)
+        except InsufficientKeys:
+            self.keys = before
+            raise
+
+    def peek_ids(self, pool: str, key_ids: list[str]) -> list[StoredKey]:
+        before = list(self.keys)
+        try:
+            return self.take_ids(pool, key_ids, [])
+        finally:
+            self.keys = before
+
     def take_present(self, pool: str, key_ids: list[str]) -> list[StoredKey]:
         held = {key.key_id: key for key in self.of(pool)}
         taken = [held[key_id] for key_id in dict.fromkeys(key_ids) if key_id in held]
@@ -828,6 +898,16 @@ def steps(
             return (
                 lambda: store.take_ids(pool, key_ids, replace_with=replace),
                 lambda: model.take_ids(pool, key_ids, replace),
+            )
+        case ("take_ids_and_oldest", pool, key_ids, oldest_pool, count):
+            return (
+                lambda: store.take_ids_and_oldest(pool, key_ids, oldest_pool, count),
+                lambda: model.take_ids_and_oldest(pool, key_ids, oldest_pool, count),
+            )
+        case ("peek_ids", pool, key_ids):
+            return (
+                lambda: store.peek_ids(pool, key_ids),
+                lambda: model.peek_ids(pool, key_ids),
             )
         case ("take_present", pool, key_ids):
             return (

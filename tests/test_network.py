@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
@@ -27,8 +28,8 @@ import trio
 import trio.testing
 
 from qkdn_sdk.client import KeyManagerClient, KeysRefused, SuppliedKey
-from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.messages import KeyId, Role, ak, received_by
+from qkdn_sdk.errors import FailureResponse, QkdnError
+from qkdn_sdk.messages import KeyId, Role, ak, kx, received_by
 from qkdn_sdk.network import ENDPOINTS_FILE, Network, parse_topology
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KeyManager, KeyManagerError
@@ -464,6 +465,87 @@ async def test_unconfirmed_relay_is_never_supplied(
         assert km_c.store.counts("app:") == {}
         async with client(network, "bob") as bob:
             await refused(bob.get_keys_with_ids("alice", relayed))
+
+
+def forged_hop(sender: str, destination: str, units: list[str]) -> kx.KeyRelay:
+    """A hop from ``sender`` that names link units the receiver holds, with a MAC no key made."""
+    return kx.KeyRelay(
+        key_relay_request_id=str(uuid.uuid4()),
+        sender_kma_id=sender,
+        source_kma_id=sender,
+        destination_kma_id=destination,
+        application_source_id="alice",
+        application_destination_id="bob",
+        key_ids=[KeyId(key_id=str(uuid.uuid4()))],
+        size_of_key=256,
+        link_key_ids=units,
+        encrypted_key=secrets.token_bytes(otp.MAC_KEY_BYTES + 32),  # 3 units: a MAC and a pad
+        relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": 256}),
+        integrity_value=secrets.token_bytes(16),
+        message_authentication_code=secrets.token_bytes(16),
+    )
+
+
+async def hop_refused(network: Network, receiver: str, hop: kx.KeyRelay) -> str:
+    """The reason ``receiver`` gives for refusing ``hop`` (sent as its sender, ``memory://``)."""
+    url = network.endpoints()["kms"][receiver]["kx"]["memory"]
+    async with connect(url, identity=hop.sender_kma_id) as connection:
+        with pytest.raises(FailureResponse) as caught:
+            await connection.request(hop, timeout=WAIT)
+    return caught.value.reason
+
+
+async def spend(network: Network, sender: str, receiver: str, count: int) -> list[str]:
+    """Take ``count`` link units ``sender`` could spend towards ``receiver``, as it would."""
+    store = km(network, sender).store
+    return [key.key_id for key in await store.take(f"link:{receiver}:out", count)]
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_hop_that_fails_spends_its_units_and_no_more(tmp_path: Path, store: str) -> None:
+    """The units a hop came with are used once, whatever becomes of it; a trusted node spends
+    units of its next hop only on a hop it can unseal with the right number of units."""
+    async with running(tmp_path, "memory", store) as network:
+        await ready(network, 4 * relay_bits(1, 256))
+        km_b, km_c = km(network, "km-b"), km(network, "km-c")
+        units = await spend(network, "km-b", "km-c", 3)
+        reason = await hop_refused(network, "km-c", forged_hop("km-b", "km-c", units))
+        assert reason == "failure: the key relay failed its message authentication code"
+        assert await km_c.store.pools_of(units) == {}
+
+        units = await spend(network, "km-a", "km-b", 2)
+        reason = await hop_refused(network, "km-b", forged_hop("km-a", "km-c", units))
+        assert reason == "failure: 64 bytes need 3 link key units, got 2"
+        units += await spend(network, "km-a", "km-b", 3)
+        reason = await hop_refused(network, "km-b", forged_hop("km-a", "km-x", units[2:]))
+        assert "km-x" in reason
+        assert await km_b.store.pools_of(units) == {}
+        assert km_b.spent_bits["km-c"] == 0  # of the hops it would have sent on
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_pending_relays_units_serve_no_other_hop(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination holds a relay's hop units with its keys until the confirmation takes
+    both, in one transaction: meanwhile no other hop may name them."""
+
+    async def lose(confirmation: object) -> None:
+        raise KeyManagerError("km-b lost the confirmation")
+
+    async with running(tmp_path, "memory", store) as network:
+        await ready(network, relay_bits(1, 256))
+        km_b, km_c = km(network, "km-b"), km(network, "km-c")
+        before = set(await km_b.store.key_ids("link:km-c:out", 10**6))
+        monkeypatch.setattr(km_b, "_on_confirmation", lose)
+        async with client(network, "alice") as alice:
+            await refused(alice.get_keys("bob", 1))
+        units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))
+        assert len(units) == 3
+        assert await km_c.store.pools_of(units) == dict.fromkeys(units, "link:km-b:in")
+        reason = await hop_refused(network, "km-c", forged_hop("km-b", "km-c", units))
+        assert reason.endswith("are those of a relay pending here")
+        assert await km_c.store.pools_of(units) == dict.fromkeys(units, "link:km-b:in")
 
 
 # --- 7. restarts -------------------------------------------------------------------------------

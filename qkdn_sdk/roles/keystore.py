@@ -222,6 +222,15 @@ class KeyStore(Protocol):
         """
         ...
 
+    async def take_ids_and_oldest(
+        self, pool: str, key_ids: Sequence[str], oldest_pool: str, count: int
+    ) -> tuple[list[StoredKey], list[StoredKey]]:
+        """:meth:`take_ids` of ``key_ids`` from ``pool`` and :meth:`take` of the ``count`` oldest
+        keys of ``oldest_pool``, in one transaction: both, or (raising what the first to fail
+        raises) neither. A trusted node spends the link units a hop came with and those of the
+        next hop at once."""
+        ...
+
     async def take_present(
         self, pool: str, key_ids: Sequence[str], *, split: Splitter | None = None
     ) -> list[StoredKey]:
@@ -252,6 +261,11 @@ class KeyStore(Protocol):
     async def discard_prefix(self, prefix: str) -> int:
         """Delete every key of every pool whose name starts with ``prefix`` (``"pending:"``
         when a KM starts). Returns how many."""
+        ...
+
+    async def peek_ids(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+        """The keys ``key_ids`` of ``pool``, in the order asked, left in the store. Raises
+        :class:`UnknownKeys` as :meth:`take_ids` does."""
         ...
 
     async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
@@ -481,6 +495,22 @@ class MemoryKeyStore(_ClosedOnExit):
         self._add_keys(replace_with, metadata)
         return taken
 
+    async def take_ids_and_oldest(
+        self, pool: str, key_ids: Sequence[str], oldest_pool: str, count: int
+    ) -> tuple[list[StoredKey], list[StoredKey]]:
+        _check_count("count", count)
+        await self._enter()
+        entries = self._pools.get(pool, {})
+        missing = _missing(key_ids, entries.__contains__)
+        if missing:
+            raise UnknownKeys(pool, missing)
+        available = self.count(oldest_pool) - (len(key_ids) if oldest_pool == pool else 0)
+        if available < count:
+            raise InsufficientKeys(oldest_pool, count, available)
+        taken = self._pop(pool, key_ids) if key_ids else []
+        oldest = list(itertools.islice(self._pools.get(oldest_pool, {}), count))
+        return taken, self._pop(oldest_pool, oldest) if oldest else []
+
     async def take_present(
         self, pool: str, key_ids: Sequence[str], *, split: Splitter | None = None
     ) -> list[StoredKey]:
@@ -529,6 +559,14 @@ class MemoryKeyStore(_ClosedOnExit):
         await self._enter()
         pools = [pool for pool in self._pools if pool.startswith(prefix)]
         return sum(len(self._pools.pop(pool)) for pool in pools)
+
+    async def peek_ids(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+        await self._enter()
+        entries = self._pools.get(pool, {})
+        missing = _missing(key_ids, entries.__contains__)
+        if missing:
+            raise UnknownKeys(pool, missing)
+        return [entries[key_id].stored_key(key_id) for key_id in key_ids]
 
     async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
         _check_count("limit", limit)
@@ -656,6 +694,33 @@ def _held(
         )
         found.update((row[1], (row[0], _row_key(row[1:]))) for row in rows)
     return found
+
+
+def _held_all(
+    db: sqlite3.Connection, pool: str, key_ids: Sequence[str]
+) -> dict[str, tuple[int, StoredKey]]:
+    """:func:`_held`, raising :class:`UnknownKeys` when ``pool`` lacks one of ``key_ids`` (or
+    one is asked twice)."""
+    found = _held(db, pool, key_ids)
+    missing = _missing(key_ids, found.__contains__)
+    if missing:
+        raise UnknownKeys(pool, missing)
+    return found
+
+
+def _take_oldest(db: sqlite3.Connection, pool: str, count: int) -> list[StoredKey]:
+    """Delete and return the ``count`` oldest keys of ``pool`` (:class:`InsufficientKeys` when
+    it holds fewer)."""
+    rows = db.execute(
+        "SELECT seq, key_id, pool, key, metadata FROM keys WHERE pool = ? ORDER BY seq LIMIT ?",
+        (pool, count),
+    ).fetchall()
+    if len(rows) < count:
+        raise InsufficientKeys(pool, count, len(rows))
+    if rows:
+        # The rows are the pool's oldest: every key of the pool up to the last one.
+        db.execute("DELETE FROM keys WHERE pool = ? AND seq <= ?", (pool, rows[-1][0]))
+    return [_row_key(row[1:]) for row in rows]
 
 
 def _delete(db: sqlite3.Connection, found: Iterable[tuple[int, StoredKey]]) -> None:
@@ -905,20 +970,10 @@ class SQLiteKeyStore(_ClosedOnExit):
     async def take(self, pool: str, count: int) -> list[StoredKey]:
         _check_count("count", count)
 
-        def work(db: sqlite3.Connection) -> list[StoredKey]:
-            rows = db.execute(
-                "SELECT seq, key_id, pool, key, metadata FROM keys WHERE pool = ? "
-                "ORDER BY seq LIMIT ?",
-                (pool, count),
-            ).fetchall()
-            if len(rows) < count:
-                raise InsufficientKeys(pool, count, len(rows))
-            if rows:
-                # The rows are the pool's oldest: every key of the pool up to the last one.
-                db.execute("DELETE FROM keys WHERE pool = ? AND seq <= ?", (pool, rows[-1][0]))
-            return [_row_key(row[1:]) for row in rows]
-
-        return await self._transaction(work, lambda taken: _add(self._counts, pool, -len(taken)))
+        return await self._transaction(
+            lambda db: _take_oldest(db, pool, count),
+            lambda taken: _add(self._counts, pool, -len(taken)),
+        )
 
     async def take_ids(
         self, pool: str, key_ids: Sequence[str], *, replace_with: Sequence[StoredKey] = ()
@@ -928,10 +983,7 @@ class SQLiteKeyStore(_ClosedOnExit):
         replace_with = list(replace_with)
 
         def work(db: sqlite3.Connection) -> list[StoredKey]:
-            found = _held(db, pool, key_ids)
-            missing = _missing(key_ids, found.__contains__)
-            if missing:
-                raise UnknownKeys(pool, missing)
+            found = _held_all(db, pool, key_ids)
             _delete(db, found.values())
             _put(db, replace_with, metadata)
             return [found[key_id][1] for key_id in key_ids]
@@ -942,6 +994,23 @@ class SQLiteKeyStore(_ClosedOnExit):
             _add(self._counts, pool, -len(taken))
             for into, n in added.items():
                 _add(self._counts, into, n)
+
+        return await self._transaction(work, committed)
+
+    async def take_ids_and_oldest(
+        self, pool: str, key_ids: Sequence[str], oldest_pool: str, count: int
+    ) -> tuple[list[StoredKey], list[StoredKey]]:
+        _check_count("count", count)
+        key_ids = list(key_ids)
+
+        def work(db: sqlite3.Connection) -> tuple[list[StoredKey], list[StoredKey]]:
+            found = _held_all(db, pool, key_ids)
+            _delete(db, found.values())
+            return [found[key_id][1] for key_id in key_ids], _take_oldest(db, oldest_pool, count)
+
+        def committed(taken: tuple[list[StoredKey], list[StoredKey]]) -> None:
+            _add(self._counts, pool, -len(taken[0]))
+            _add(self._counts, oldest_pool, -len(taken[1]))
 
         return await self._transaction(work, committed)
 
@@ -979,10 +1048,7 @@ class SQLiteKeyStore(_ClosedOnExit):
                     "UPDATE keys SET pool = ? WHERE pool = ?", (destination_pool, source_pool)
                 )
                 return cursor.rowcount
-            found = _held(db, source_pool, wanted)
-            missing = _missing(wanted, found.__contains__)
-            if missing:
-                raise UnknownKeys(source_pool, missing)
+            found = _held_all(db, source_pool, wanted)
             db.executemany(
                 "UPDATE keys SET pool = ? WHERE seq = ?",
                 [(destination_pool, found[key_id][0]) for key_id in wanted],
@@ -1018,6 +1084,15 @@ class SQLiteKeyStore(_ClosedOnExit):
                 _add(self._counts, pool, -n)
 
         return sum((await self._transaction(work, committed)).values())
+
+    async def peek_ids(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
+        key_ids = list(key_ids)
+
+        def work(db: sqlite3.Connection) -> list[StoredKey]:
+            found = _held_all(db, pool, key_ids)
+            return [found[key_id][1] for key_id in key_ids]
+
+        return await self._transaction(work)
 
     async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
         _check_count("limit", limit)

@@ -18,8 +18,10 @@ its :class:`~qkdn_sdk.roles.keystore.KeyStore`, in pools:
     Keys waiting for the destination application to fetch them by ID (Q.4161 clause 7.1.2).
 
 Relayed keys that arrived but that the source KM has not confirmed yet are held in memory, not
-in the store (a KM that stops could not have them confirmed anyway): the confirmation stores them,
-one transaction.
+in the store (a KM that stops could not have them confirmed anyway): the confirmation stores them
+and takes the link units of their hop, one transaction. A transit KM takes the units of the hop
+that came and of the hop it sends in one transaction too: a relay over ``h`` hops costs ``h + 1``
+durable transactions and one read.
 
 **Key supply upon request** (Q.4161 clause 7.1). A :class:`~qkdn_sdk.messages.ak.KeyRequest`
 from the source application makes fresh keys. When the destination application is served here
@@ -58,7 +60,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any, TypeVar
 
@@ -89,7 +91,14 @@ from qkdn_sdk.messages import (
 )
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles._peer import Dialer
-from qkdn_sdk.roles.keystore import DuplicateKey, InsufficientKeys, KeyStore, StoredKey, UnknownKeys
+from qkdn_sdk.roles.keystore import (
+    DuplicateKey,
+    InsufficientKeys,
+    KeyStore,
+    KeyStoreError,
+    StoredKey,
+    UnknownKeys,
+)
 from qkdn_sdk.roles.qkd_module import Kq1Mode
 from qkdn_sdk.roles.sessions import (
     SessionError,
@@ -230,6 +239,18 @@ class _Batch:
         return [
             Key(key=key, key_id=key_id) for key_id, key in zip(self.key_ids, self.keys, strict=True)
         ]
+
+
+@attrs.frozen
+class _Received:
+    """A relay received here (the destination), held until its confirmation."""
+
+    pool: str
+    """Where its keys go once confirmed."""
+    keys: list[StoredKey] = attrs.field(repr=False)
+    sender: str
+    unit_ids: list[str]
+    """The link units of the hop from ``sender``, taken with the confirmation."""
 
 
 @attrs.define
@@ -388,9 +409,11 @@ class KeyManager:
         self._neighbours: dict[str, Dialer] = {}
         self._controller: Dialer | None = None
         self._modules: dict[str, Dialer] = {}
-        self._pending: dict[str, tuple[str, list[StoredKey]]] = {}
-        """Relays received (destination), by ID: the pool their keys go to once confirmed, and
-        the keys. Held in memory: a KM that stops before the confirmation never supplies them."""
+        self._pending: dict[str, _Received] = {}
+        """Relays received (destination), by ID. Held in memory: a KM that stops before the
+        confirmation never supplies them."""
+        self._pending_units: set[str] = set()
+        """The link units of the relays in ``_pending``: no other hop may use them."""
         self._routes: dict[str, str] = {}  # relay ID -> next hop, for its confirmation
         self._central_routes: dict[str, _CentralRoute] = {}  # relays we started, centralized
         self._unreachable: set[str] = set()
@@ -444,7 +467,8 @@ class KeyManager:
         """The key IDs of each relay received here and not confirmed yet, by key relay request
         ID (none of them can be fetched)."""
         return {
-            relay_id: [key.key_id for key in keys] for relay_id, (_, keys) in self._pending.items()
+            relay_id: [key.key_id for key in received.keys]
+            for relay_id, received in self._pending.items()
         }
 
     async def run(
@@ -1135,7 +1159,7 @@ class KeyManager:
                 message_authentication_code=b"",
                 extension=[{ck.AVOID_EXTENSION: avoid}] if avoid else None,
             )
-            await self._forward(relay, plaintext, next_km)
+            await self._send(relay, plaintext, next_km)
             confirmation = kx.KeyRelayConfirmation(
                 key_relay_request_id=relay_id,
                 sender_kma_id=self.km_id,
@@ -1227,19 +1251,52 @@ class KeyManager:
             )
         return destination_km, next_km
 
-    async def _forward(self, relay: kx.KeyRelay, plaintext: bytes, next_km: str) -> None:
-        """Spend link units towards ``next_km`` on ``plaintext`` and send the hop."""
+    async def _send(self, relay: kx.KeyRelay, plaintext: bytes, next_km: str) -> None:
+        """At the source: spend link units towards ``next_km`` on ``plaintext``, send the hop."""
         needed = otp.units_for(len(plaintext))
-        allocated = _allocated_pool(next_km, relay.source_kma_id, relay.destination_kma_id)
-        pool = allocated if self.store.count(allocated) >= needed else _out_pool(next_km)
         try:
-            units = await self.store.take(pool, needed)
+            units = await self.store.take(self._spending_pool(relay, next_km, needed), needed)
         except InsufficientKeys as exc:
-            raise KeyManagerError(
-                f"not enough key on link {self.km_id}-{next_km}: {exc.available * otp.UNIT_BITS}"
-                f" bits, {needed * otp.UNIT_BITS} needed"
-            ) from None
-        self.spent_bits[next_km] += needed * otp.UNIT_BITS
+            raise self._not_enough_key(next_km, exc, needed) from None
+        await self._send_hop(relay, plaintext, next_km, units)
+
+    async def _pass_on(self, relay: kx.KeyRelay, sender: str, next_km: str) -> None:
+        """At a trusted node: take the units the hop from ``sender`` came with and those of the
+        hop to ``next_km`` in one transaction, unseal it, and send it on. (Should the hop then
+        fail its MAC, both are spent: only ``sender``, our authenticated neighbour, can have
+        named units we hold, and it could spend ours as well with hops that pass.)"""
+        needed = otp.units_for(len(relay.encrypted_key))
+        pool = self._spending_pool(relay, next_km, needed)
+        try:
+            received, units = await self._with_received_units(
+                sender,
+                lambda: self.store.take_ids_and_oldest(
+                    _in_pool(sender), relay.link_key_ids, pool, needed
+                ),
+            )
+        except InsufficientKeys as exc:
+            await self._spend_received(sender, relay.link_key_ids)
+            raise self._not_enough_key(next_km, exc, needed) from None
+        plaintext = otp.unseal(relay, [unit.key for unit in received])
+        await self._send_hop(relay, plaintext, next_km, units)
+
+    def _spending_pool(self, relay: kx.KeyRelay, next_km: str, needed: int) -> str:
+        """The key allocated to the relay's source and destination towards ``next_km`` when it
+        holds ``needed`` units, else the link's own."""
+        allocated = _allocated_pool(next_km, relay.source_kma_id, relay.destination_kma_id)
+        return allocated if self.store.count(allocated) >= needed else _out_pool(next_km)
+
+    def _not_enough_key(self, next_km: str, exc: InsufficientKeys, needed: int) -> KeyManagerError:
+        return KeyManagerError(
+            f"not enough key on link {self.km_id}-{next_km}: {exc.available * otp.UNIT_BITS}"
+            f" bits, {needed * otp.UNIT_BITS} needed"
+        )
+
+    async def _send_hop(
+        self, relay: kx.KeyRelay, plaintext: bytes, next_km: str, units: list[StoredKey]
+    ) -> None:
+        """Seal ``plaintext`` with ``units`` (taken towards ``next_km``) and send the hop."""
+        self.spent_bits[next_km] += len(units) * otp.UNIT_BITS
         self._notify_link_change()
         ciphertext, mac_key = otp.seal(plaintext, [unit.key for unit in units])
         relay = attrs.evolve(
@@ -1330,57 +1387,33 @@ class KeyManager:
         relay_id = relay.key_relay_request_id
         if relay_id in self._routes or relay_id in self._pending:
             raise KeyManagerError(f"relay {quoted(relay_id)} came back to {self.km_id} (a loop)")
-        if relay.destination_kma_id == self.km_id:
-            plaintext = await self._unseal(sender, relay)
-            return await self._receive_relayed(relay, plaintext)
-        if relay.transit_kma_ids is not None:  # centralized: the route came with the relay
-            plaintext = await self._unseal(sender, relay)
-            next_km = self._after(self.km_id, relay.transit_kma_ids)
-        else:
-            plaintext, next_km = await self._unseal_and_route(sender, relay)
-        self._remember(self._routes, relay_id, next_km)
-        await self._forward(relay, plaintext, next_km)
-        self.relays["forwarded"] += 1
-        return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
-
-    async def _unseal(self, sender: str, relay: kx.KeyRelay) -> bytes:
-        """The plaintext of a hop from ``sender``, whose link units it takes."""
-        units = await self._take_received_units(sender, relay.link_key_ids)
-        return otp.unseal(relay, [unit.key for unit in units])
-
-    async def _unseal_and_route(self, sender: str, relay: kx.KeyRelay) -> tuple[bytes, str]:
-        """:meth:`_unseal` and, meanwhile, the controller's next hop towards the relay's
-        destination KM (Q.4164 clause 7.1): the round trip to the controller costs no time of
-        its own. A failure to unseal is the one raised when both fail."""
-        routed: list[str] = []
-        refused: list[Exception] = []
-
-        async def route() -> None:
-            try:
+        if not self._pending_units.isdisjoint(relay.link_key_ids):
+            raise KeyManagerError(
+                f"the link keys of relay {quoted(relay_id)} are those of a relay pending here"
+            )
+        try:
+            otp.check_hop_units(relay)
+            if relay.destination_kma_id == self.km_id:
+                units = await self._with_received_units(
+                    sender, lambda: self.store.peek_ids(_in_pool(sender), relay.link_key_ids)
+                )
+                plaintext = otp.unseal(relay, [unit.key for unit in units])
+                return self._receive_relayed(relay, sender, plaintext)
+            if relay.transit_kma_ids is not None:  # centralized: the route came with the relay
+                next_km = self._after(self.km_id, relay.transit_kma_ids)
+            else:
                 _, next_km = await self._next_hop(
                     km=relay.destination_kma_id,
                     bits=len(relay.link_key_ids) * otp.UNIT_BITS,
                     avoid=_avoided(relay.extension),
                 )
-            except Exception as exc:
-                refused.append(exc)
-            else:
-                routed.append(next_km)
-
-        failed: Exception | None = None
-        plaintext = b""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(route)
-            try:
-                plaintext = await self._unseal(sender, relay)
-            except Exception as exc:  # raised below, not in an exception group
-                failed = exc
-                nursery.cancel_scope.cancel()
-        if failed is not None:
-            raise failed
-        if refused:
-            raise refused[0]
-        return plaintext, routed[0]
+        except QkdnError:  # the units of a hop that fails here are spent all the same
+            await self._spend_received(sender, relay.link_key_ids)
+            raise
+        self._remember(self._routes, relay_id, next_km)
+        await self._pass_on(relay, sender, next_km)
+        self.relays["forwarded"] += 1
+        return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
 
     def _after(self, km_id: str, route: list[str]) -> str:
         """The KM after ``km_id`` on a centralized relay's route: one of our neighbours."""
@@ -1394,27 +1427,37 @@ class KeyManager:
             )
         return next_km
 
-    async def _take_received_units(self, sender: str, unit_ids: list[str]) -> list[StoredKey]:
-        """The link units ``sender`` spent on a hop to us. When we started a key ID
-        synchronisation with ``sender`` that has not ended, the sender may already use units it
-        cut while answering it: we wait for it to end before refusing."""
+    async def _with_received_units(self, sender: str, use: Callable[[], Awaitable[_T]]) -> _T:
+        """``use()`` of the link units ``sender`` spent on a hop to us (it raises
+        :class:`UnknownKeys` when we lack one). When we started a key ID synchronisation with
+        ``sender`` that has not ended, the sender may already use units it cut while answering
+        it: we wait for it to end before refusing."""
         try:
-            return await self.store.take_ids(_in_pool(sender), unit_ids)
+            return await use()
         except UnknownKeys:
             in_flight = self._sync_rounds.get(sender)
             if in_flight is not None and not in_flight.is_set():
                 with trio.move_on_after(self.config.relay_timeout):
                     await in_flight.wait()
         try:
-            return await self.store.take_ids(_in_pool(sender), unit_ids)
+            return await use()
         except UnknownKeys as exc:
             raise KeyManagerError(
                 f"{self.km_id} does not hold {len(exc.missing)} of the link keys of "
                 f"{sender}-{self.km_id} used (spent, or not synchronised yet)"
             ) from None
 
-    async def _receive_relayed(self, relay: kx.KeyRelay, plaintext: bytes) -> kx.ResponseToKeyRelay:
-        """At the destination: check the keys end to end and hold them pending."""
+    async def _spend_received(self, sender: str, unit_ids: list[str]) -> None:
+        """Take (and drop) those of ``unit_ids`` we hold from ``sender``: the units of a hop
+        are used once, whatever became of it."""
+        with suppress(KeyStoreError):
+            await self.store.take_present(_in_pool(sender), unit_ids)
+
+    def _receive_relayed(
+        self, relay: kx.KeyRelay, sender: str, plaintext: bytes
+    ) -> kx.ResponseToKeyRelay:
+        """At the destination: check the keys end to end and hold them pending, with the link
+        units of the hop from ``sender`` (the confirmation takes both in one transaction)."""
         source = relay.application_source_id
         destination = relay.application_destination_id
         if source is None or destination is None:
@@ -1447,7 +1490,8 @@ class KeyManager:
             StoredKey(key_id, pool, key, metadata)
             for key_id, key in zip(key_ids, keys, strict=True)
         ]
-        self._remember(self._pending, relay_id, (pool, stored))
+        self._remember(self._pending, relay_id, _Received(pool, stored, sender, relay.link_key_ids))
+        self._pending_units.update(relay.link_key_ids)
         self.relays["received"] += 1
         return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
 
@@ -1459,10 +1503,13 @@ class KeyManager:
 
     async def _forget(self, table: dict[str, Any], relay_id: str) -> None:
         await trio.sleep(self.config.pending_timeout)
-        if table.pop(relay_id, None) is not None and table is self._pending:
+        forgotten = table.pop(relay_id, None)
+        if isinstance(forgotten, _Received):
             logger.warning(
                 "%s: relay %s was never confirmed; its keys dropped", self.km_id, relay_id
             )
+            self._pending_units.difference_update(forgotten.unit_ids)
+            await self._spend_received(forgotten.sender, forgotten.unit_ids)
 
     async def _on_confirmation(
         self, confirmation: kx.KeyRelayConfirmation
@@ -1484,12 +1531,20 @@ class KeyManager:
                 raise KeyManagerError(
                     f"relay {quoted(relay_id)} is unknown at {self.km_id} or expired"
                 )
-            pool, keys = pending
+            self._pending_units.difference_update(pending.unit_ids)
             try:
-                await self.store.put(keys)
+                await self.store.take_ids(
+                    _in_pool(pending.sender), pending.unit_ids, replace_with=pending.keys
+                )
             except DuplicateKey as exc:
+                await self._spend_received(pending.sender, pending.unit_ids)
                 raise KeyManagerError(f"key ID {quoted(exc.key_id)} was relayed before") from None
-            application = session_application(pool)
+            except UnknownKeys:
+                raise KeyManagerError(
+                    f"the link keys relay {quoted(relay_id)} came with are no longer held at "
+                    f"{self.km_id}"
+                ) from None
+            application = session_application(pending.pool)
             if application is not None:
                 self._wake_pusher(application)
         return kx.ResponseToKeyRelayConfirmation(key_relay_request_id=relay_id, response="success")

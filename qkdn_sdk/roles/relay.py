@@ -44,6 +44,7 @@ __all__ = [
     "UNIT_BYTES",
     "RelayIntegrityError",
     "check_end_to_end",
+    "check_hop_units",
     "end_to_end_tag",
     "hop_data",
     "mac",
@@ -182,6 +183,17 @@ def seal(plaintext: bytes, units: Sequence[bytes]) -> tuple[bytes, bytes]:
 def mac(mac_key: bytes, data: bytes) -> bytes:
     """The hop's one-time Poly1305 tag."""
     return Poly1305.generate_tag(mac_key, data)
+
+
+def check_hop_units(relay: kx.KeyRelay) -> None:
+    """Raise :class:`RelayIntegrityError` unless ``relay`` names as many link units as its
+    encrypted key needs (before any unit is taken for it)."""
+    needed = units_for(len(relay.encrypted_key))
+    if len(relay.link_key_ids) != needed:
+        raise RelayIntegrityError(
+            f"{len(relay.encrypted_key)} bytes need {needed} link key units, "
+            f"got {len(relay.link_key_ids)}"
+        )
 
 
 def unseal(relay: kx.KeyRelay, units: Sequence[bytes]) -> bytes:
