@@ -151,19 +151,7 @@ async def test_a_relay_on_units_cut_during_a_synchronisation_waits_for_it() -> N
             await km_b.wait_link_key("km-a", KEY_BITS // 2)
         units = await km_b.store.key_ids("link:km-a:out", 3)  # a pad of 64 bytes and a MAC
         assert km_a.link_key_bits("km-b") == 0
-        relay = kx.KeyRelay(
-            key_relay_request_id=str(uuid.uuid4()),
-            sender_kma_id="km-b",
-            source_kma_id="km-b",
-            destination_kma_id="km-a",
-            key_ids=[KeyId(key_id=str(uuid.uuid4()))],
-            size_of_key=256,
-            link_key_ids=units,
-            encrypted_key=secrets.token_bytes(64),
-            relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": 256}),
-            integrity_value=secrets.token_bytes(16),
-            message_authentication_code=secrets.token_bytes(16),
-        )
+        relay = forged_hop("km-b", "km-a", units)
         async with trio.open_nursery() as nursery:
             reasons: list[str] = []
 
@@ -180,6 +168,54 @@ async def test_a_relay_on_units_cut_during_a_synchronisation_waits_for_it() -> N
         # the units were there once the synchronisation ended: the (forged) hop then fails its
         # MAC, not for want of units
         assert reasons == ["failure: the key relay failed its message authentication code"]
+
+
+async def test_the_answering_km_cuts_units_while_the_asking_one_does() -> None:
+    """km-b answers km-a's synchronisation at once and cuts its units meanwhile: km-a has its
+    link key before km-b's are cut, and a hop on units km-b has not cut yet waits for them."""
+    shared = qkd_keys(1)
+    async with two_kms("answered") as (km_a, km_b):
+        store_b = km_b.store
+        assert isinstance(store_b, GatedStore)
+        store_b.gate = trio.Event()  # km-b will not finish cutting units until the gate opens
+        await supply(km_b, "km-a", shared)
+        await supply(km_a, "km-b", shared)
+        with trio.fail_after(WAIT):
+            await km_a.wait_link_key("km-b", KEY_BITS // 2)
+        assert km_b.link_key_bits("km-a") == 0
+        units = await km_a.store.key_ids("link:km-b:out", 3)
+        reasons: list[str] = []
+
+        async def send() -> None:
+            async with connect(km_b.config.listen["kx"], identity="km-a") as connection:
+                with pytest.raises(FailureResponse) as caught:
+                    await connection.request(forged_hop("km-a", "km-b", units))
+                reasons.append(caught.value.reason)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()  # the hop waits at km-b
+            assert reasons == []
+            store_b.gate.set()
+        assert reasons == ["failure: the key relay failed its message authentication code"]
+        assert km_b.link_key_bits("km-a") == KEY_BITS // 2
+
+
+def forged_hop(sender: str, receiver: str, units: list[str]) -> kx.KeyRelay:
+    """A hop of one key from ``sender`` to ``receiver`` on ``units``, with a MAC no key made."""
+    return kx.KeyRelay(
+        key_relay_request_id=str(uuid.uuid4()),
+        sender_kma_id=sender,
+        source_kma_id=sender,
+        destination_kma_id=receiver,
+        key_ids=[KeyId(key_id=str(uuid.uuid4()))],
+        size_of_key=256,
+        link_key_ids=units,
+        encrypted_key=secrets.token_bytes(64),
+        relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": 256}),
+        integrity_value=secrets.token_bytes(16),
+        message_authentication_code=secrets.token_bytes(16),
+    )
 
 
 @given(qkd_key_id=st.text(min_size=1, max_size=80), units=st.integers(min_value=0, max_value=40))

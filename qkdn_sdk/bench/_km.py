@@ -212,9 +212,13 @@ async def kq1_ingest(directory: Path, seconds: float, report: Report) -> None:
     async with _network(directory / "ingest", text) as network:
         km, module = network.kms["km-0"], network.modules[module_id("km-0", "km-1")]
         await km.wait_link_key("km-1", 1)
+        # from the end of one synchronisation round to the end of another, at least `seconds`
+        # apart: the link key of whole rounds over the time they took
+        await km.wait_link_change()
         delivered, adopted = module.stats.delivered, km.generated_bits["km-1"]
         started = time.perf_counter()
         await trio.sleep(seconds)
+        await km.wait_link_change()
         elapsed = time.perf_counter() - started
         delivered = module.stats.delivered - delivered
         adopted = 2 * (km.generated_bits["km-1"] - adopted)  # half of each key is for each way

@@ -434,7 +434,8 @@ class KeyManager:
         the loop of its next connection never pushes again a key acknowledged meanwhile."""
         self._sync_wanted = {link.neighbour: trio.Event() for link in config.links}
         self._sync_rounds: dict[str, trio.Event] = {}
-        """Per neighbour, the latest key ID synchronisation we sent: set once it ended."""
+        """Per neighbour, the latest key ID synchronisation we sent (or, answering them, the
+        cutting of the keys of the latest we answered): set once it ended."""
         self._link_ready: set[str] = set()
         self._handlers: dict[str, Callable[[Message, Connection], Awaitable[Message | None]]] = {
             "ak": self._handle_ak,
@@ -1816,10 +1817,32 @@ class KeyManager:
             await self._fetch_from_kme(link, [key_id for key_id in asked if key_id not in held])
             held = await self.store.seen(asked)
         both = [key_id for key_id in asked if key_id in held]
-        await self._adopt(neighbour, both)
+        if both:
+            # Answered at once, cut meanwhile: both ends cut their units at the same time. A
+            # hop on units we have not cut yet waits for this round (_with_received_units).
+            adopted = self._sync_rounds[neighbour] = trio.Event()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._adopt_answered, neighbour, both, adopted)
         return kx.ResponseToKeyIdSynchronizationRequest(
             key_ids=[KeyId(key_id=key_id) for key_id in both], response="success"
         )
+
+    async def _adopt_answered(
+        self, neighbour: str, qkd_key_ids: list[str], adopted: trio.Event
+    ) -> None:
+        """:meth:`_adopt` the keys a synchronisation request of ``neighbour`` was answered
+        with, then set ``adopted``."""
+        try:
+            await self._adopt(neighbour, qkd_key_ids)
+        except KeyStoreError as exc:
+            logger.warning(
+                "%s: the QKD-keys of the link to %s could not be cut: %s",
+                self.km_id,
+                neighbour,
+                exc,
+            )
+        finally:
+            adopted.set()
 
     async def _fetch_from_kme(self, link: KMLink, key_ids: list[str]) -> None:
         """Get the QKD-keys ``key_ids``, which the neighbour got from its KME, from ours (ETSI
