@@ -21,11 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qkdn_sdk.errors import FailureResponse
-from qkdn_sdk.messages import KeyId, kq1, kx
+from qkdn_sdk.messages import kq1
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import MemoryKeyStore, Splitter, StoredKey
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
 from qkdn_sdk.transport import connect
+from tests._forged import forged_hop
 
 WAIT = 10.0
 KEY_BITS = 4096
@@ -136,86 +137,41 @@ async def test_keys_only_the_asking_km_lacks_wait_at_its_neighbour() -> None:
         assert km_b.store.count("qkd:km-a") == len(only_b)
 
 
-async def test_a_relay_on_units_cut_during_a_synchronisation_waits_for_it() -> None:
-    """km-b cuts units while it answers km-a's synchronisation, and may spend them at once: a
-    hop that arrives at km-a before km-a cut the same units waits for the synchronisation to
-    end instead of failing 'not synchronised yet'."""
+@pytest.mark.parametrize("gated", ["km-a", "km-b"])
+async def test_a_hop_on_units_not_cut_yet_waits_for_them(gated: str) -> None:
+    """Both ends cut a synchronisation's units at once: km-b (answering) while it answers,
+    km-a (asking) once the answer came. Either may spend them before the other has cut them
+    (here the other's store is slow to): the hop then waits for the cutting to end instead of
+    failing 'not synchronised yet'."""
     shared = qkd_keys(1)
-    async with two_kms("in-flight") as (km_a, km_b):
-        store_a = km_a.store
-        assert isinstance(store_a, GatedStore)
-        store_a.gate = trio.Event()  # km-a will not finish cutting units until the gate opens
+    async with two_kms(f"in-flight-{gated}") as (km_a, km_b):
+        slow, spender = (km_a, km_b) if gated == "km-a" else (km_b, km_a)
+        store = slow.store
+        assert isinstance(store, GatedStore)
+        store.gate = trio.Event()  # the slow KM will not finish cutting until the gate opens
         await supply(km_a, "km-b", shared)
         await supply(km_b, "km-a", shared)
         with trio.fail_after(WAIT):
-            await km_b.wait_link_key("km-a", KEY_BITS // 2)
-        units = await km_b.store.key_ids("link:km-a:out", 3)  # a pad of 64 bytes and a MAC
-        assert km_a.link_key_bits("km-b") == 0
-        relay = forged_hop("km-b", "km-a", units)
-        async with trio.open_nursery() as nursery:
-            reasons: list[str] = []
-
-            async def send() -> None:
-                async with connect(km_a.config.listen["kx"], identity="km-b") as connection:
-                    with pytest.raises(FailureResponse) as caught:
-                        await connection.request(relay)
-                    reasons.append(caught.value.reason)
-
-            nursery.start_soon(send)
-            await trio.testing.wait_all_tasks_blocked()  # the hop waits at km-a
-            assert reasons == []
-            store_a.gate.set()
-        # the units were there once the synchronisation ended: the (forged) hop then fails its
-        # MAC, not for want of units
-        assert reasons == ["failure: the key relay failed its message authentication code"]
-
-
-async def test_the_answering_km_cuts_units_while_the_asking_one_does() -> None:
-    """km-b answers km-a's synchronisation at once and cuts its units meanwhile: km-a has its
-    link key before km-b's are cut, and a hop on units km-b has not cut yet waits for them."""
-    shared = qkd_keys(1)
-    async with two_kms("answered") as (km_a, km_b):
-        store_b = km_b.store
-        assert isinstance(store_b, GatedStore)
-        store_b.gate = trio.Event()  # km-b will not finish cutting units until the gate opens
-        await supply(km_b, "km-a", shared)
-        await supply(km_a, "km-b", shared)
-        with trio.fail_after(WAIT):
-            await km_a.wait_link_key("km-b", KEY_BITS // 2)
-        assert km_b.link_key_bits("km-a") == 0
-        units = await km_a.store.key_ids("link:km-b:out", 3)
+            await spender.wait_link_key(slow.km_id, KEY_BITS // 2)
+        assert slow.link_key_bits(spender.km_id) == 0
+        units = await spender.store.key_ids(f"link:{slow.km_id}:out", 3)
         reasons: list[str] = []
 
         async def send() -> None:
-            async with connect(km_b.config.listen["kx"], identity="km-a") as connection:
+            async with connect(slow.config.listen["kx"], identity=spender.km_id) as connection:
                 with pytest.raises(FailureResponse) as caught:
-                    await connection.request(forged_hop("km-a", "km-b", units))
+                    await connection.request(forged_hop(spender.km_id, slow.km_id, units))
                 reasons.append(caught.value.reason)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send)
-            await trio.testing.wait_all_tasks_blocked()  # the hop waits at km-b
+            await trio.testing.wait_all_tasks_blocked()  # the hop waits at the slow KM
             assert reasons == []
-            store_b.gate.set()
+            store.gate.set()
+        # the units were there once the cutting ended: the (forged) hop then fails its MAC, not
+        # for want of units
         assert reasons == ["failure: the key relay failed its message authentication code"]
-        assert km_b.link_key_bits("km-a") == KEY_BITS // 2
-
-
-def forged_hop(sender: str, receiver: str, units: list[str]) -> kx.KeyRelay:
-    """A hop of one key from ``sender`` to ``receiver`` on ``units``, with a MAC no key made."""
-    return kx.KeyRelay(
-        key_relay_request_id=str(uuid.uuid4()),
-        sender_kma_id=sender,
-        source_kma_id=sender,
-        destination_kma_id=receiver,
-        key_ids=[KeyId(key_id=str(uuid.uuid4()))],
-        size_of_key=256,
-        link_key_ids=units,
-        encrypted_key=secrets.token_bytes(64),
-        relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": 256}),
-        integrity_value=secrets.token_bytes(16),
-        message_authentication_code=secrets.token_bytes(16),
-    )
+        assert slow.link_key_bits(spender.km_id) == KEY_BITS // 2
 
 
 @given(qkd_key_id=st.text(min_size=1, max_size=80), units=st.integers(min_value=0, max_value=40))

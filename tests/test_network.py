@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
@@ -35,6 +34,7 @@ from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KeyManager, KeyManagerError
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import connect
+from tests._forged import forged_hop
 
 LINE3 = (Path(__file__).parent.parent / "examples" / "topologies" / "line3.toml").read_text(
     encoding="utf-8"
@@ -465,25 +465,6 @@ async def test_unconfirmed_relay_is_never_supplied(
         assert km_c.store.counts("app:") == {}
         async with client(network, "bob") as bob:
             await refused(bob.get_keys_with_ids("alice", relayed))
-
-
-def forged_hop(sender: str, destination: str, units: list[str]) -> kx.KeyRelay:
-    """A hop from ``sender`` that names link units the receiver holds, with a MAC no key made."""
-    return kx.KeyRelay(
-        key_relay_request_id=str(uuid.uuid4()),
-        sender_kma_id=sender,
-        source_kma_id=sender,
-        destination_kma_id=destination,
-        application_source_id="alice",
-        application_destination_id="bob",
-        key_ids=[KeyId(key_id=str(uuid.uuid4()))],
-        size_of_key=256,
-        link_key_ids=units,
-        encrypted_key=secrets.token_bytes(otp.MAC_KEY_BYTES + 32),  # 3 units: a MAC and a pad
-        relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": 256}),
-        integrity_value=secrets.token_bytes(16),
-        message_authentication_code=secrets.token_bytes(16),
-    )
 
 
 async def hop_refused(network: Network, receiver: str, hop: kx.KeyRelay) -> str:
