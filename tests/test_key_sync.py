@@ -9,6 +9,7 @@ other holds: those keys must never stall the link.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -24,7 +25,7 @@ from qkdn_sdk.errors import FailureResponse
 from qkdn_sdk.messages import kq1
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import MemoryKeyStore, Splitter, StoredKey
-from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
+from qkdn_sdk.roles.km import KeyManager, KeyManagerError, KMConfig, KMLink
 from qkdn_sdk.transport import connect
 from tests._forged import forged_hop
 
@@ -175,17 +176,39 @@ async def test_a_hop_on_units_not_cut_yet_waits_for_them(gated: str) -> None:
 
 
 @given(qkd_key_id=st.text(min_size=1, max_size=80), units=st.integers(min_value=0, max_value=40))
-def test_both_ends_name_the_units_of_a_qkd_key_by_uuid5(qkd_key_id: str, units: int) -> None:
-    """The link unit IDs are the wire's (a hop names the units it spent): they stay
-    ``uuid5(namespace, "<QKD-key ID>/<index>")``, however they are computed; a remainder
+def test_both_ends_name_the_units_of_a_qkd_key_alike(qkd_key_id: str, units: int) -> None:
+    """The link unit IDs are the wire's (a hop names the units it spent): version 8 UUIDs of
+    a hash of the QKD-key ID and the unit's index, however they are computed; a remainder
     shorter than a unit is no unit."""
     key = secrets.token_bytes(units * otp.UNIT_BYTES + units % otp.UNIT_BYTES)
-    split = otp.split_qkd_key(qkd_key_id, key)
-    assert split == [
-        (
-            index,
-            str(uuid.uuid5(otp._UNIT_NAMESPACE, f"{qkd_key_id}/{index}")),
-            key[index * otp.UNIT_BYTES : (index + 1) * otp.UNIT_BYTES],
+    digest = hashlib.sha1(otp._UNIT_NAMESPACE.bytes + qkd_key_id.encode()).digest()
+    expected = []
+    for index in range(units):
+        data = bytearray(digest[:14] + index.to_bytes(2, "big"))
+        data[6] = (data[6] & 0x0F) | 0x80
+        data[8] = (data[8] & 0x3F) | 0x80
+        unit_id = uuid.UUID(bytes=bytes(data))
+        assert (unit_id.version, unit_id.variant) == (8, uuid.RFC_4122)
+        expected.append(
+            (index, str(unit_id), key[index * otp.UNIT_BYTES : (index + 1) * otp.UNIT_BYTES])
         )
-        for index in range(units)
-    ]
+    assert otp.split_qkd_key(qkd_key_id, key) == expected
+
+
+def test_a_qkd_key_of_more_units_than_an_id_can_number_is_not_cut() -> None:
+    with pytest.raises(ValueError, match="a QKD-key of 65537 link units is over 65536"):
+        otp.split_qkd_key("big", bytes((otp.MAX_UNITS + 1) * otp.UNIT_BYTES))
+
+
+async def test_a_km_refuses_a_qkd_key_too_long_to_cut() -> None:
+    """No frame carries such a key; an ETSI 014 KME's answer could: the KM refuses it before it
+    is stored (its synchronisation could never cut it)."""
+    key = bytes((otp.MAX_UNITS + 1) * otp.UNIT_BYTES)
+    async with two_kms("too-long") as (km_a, _km_b):
+        [link] = km_a.config.links
+        with pytest.raises(KeyManagerError) as caught:
+            await km_a._store_qkd_keys(link, [("big", key, None)])
+        assert str(caught.value) == (
+            "QKD-key 'big': 16777472 bits, over the 16777216 this KM cuts into link units"
+        )
+        assert await km_a.store.seen(["big"]) == set()

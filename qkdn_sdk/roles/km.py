@@ -1388,11 +1388,8 @@ class KeyManager:
         relay_id = relay.key_relay_request_id
         if relay_id in self._routes or relay_id in self._pending:
             raise KeyManagerError(f"relay {quoted(relay_id)} came back to {self.km_id} (a loop)")
-        if not self._pending_units.isdisjoint(relay.link_key_ids):
-            raise KeyManagerError(
-                f"the link keys of relay {quoted(relay_id)} are those of a relay pending here"
-            )
         try:
+            self._check_units_free(relay)
             otp.check_hop_units(relay)
             if relay.destination_kma_id == self.km_id:
                 units = await self._with_received_units(
@@ -1448,9 +1445,18 @@ class KeyManager:
                 f"{sender}-{self.km_id} used (spent, or not synchronised yet)"
             ) from None
 
+    def _check_units_free(self, relay: kx.KeyRelay) -> None:
+        if not self._pending_units.isdisjoint(relay.link_key_ids):
+            raise KeyManagerError(
+                f"the link keys of relay {quoted(relay.key_relay_request_id)} are those of a "
+                "relay pending here"
+            )
+
     async def _spend_received(self, sender: str, unit_ids: list[str]) -> None:
         """Take (and drop) those of ``unit_ids`` we hold from ``sender``: the units of a hop
-        are used once, whatever became of it."""
+        are used once, whatever became of it (but those a pending relay holds, which its
+        confirmation takes)."""
+        unit_ids = [unit_id for unit_id in unit_ids if unit_id not in self._pending_units]
         with suppress(KeyStoreError):
             await self.store.take_present(_in_pool(sender), unit_ids)
 
@@ -1491,6 +1497,7 @@ class KeyManager:
             StoredKey(key_id, pool, key, metadata)
             for key_id, key in zip(key_ids, keys, strict=True)
         ]
+        self._check_units_free(relay)  # again: another hop may have named them meanwhile
         self._remember(self._pending, relay_id, _Received(pool, stored, sender, relay.link_key_ids))
         self._pending_units.update(relay.link_key_ids)
         self.relays["received"] += 1
@@ -1586,6 +1593,11 @@ class KeyManager:
         for key_id, key, hash_value in keys:
             if hash_value is not None and hash_value != hashlib.sha256(key).hexdigest():
                 raise KeyManagerError(f"QKD-key {quoted(key_id)}: the hash value does not match")
+            if len(key) > otp.MAX_UNITS * otp.UNIT_BYTES:
+                raise KeyManagerError(
+                    f"QKD-key {quoted(key_id)}: {8 * len(key)} bits, over the "
+                    f"{otp.MAX_UNITS * otp.UNIT_BITS} this KM cuts into link units"
+                )
             stored.append(
                 StoredKey(
                     key_id=key_id,
