@@ -529,6 +529,29 @@ async def test_a_pending_relays_units_serve_no_other_hop(
         assert await km_c.store.pools_of(units) == dict.fromkeys(units, "link:km-b:in")
 
 
+@pytest.mark.parametrize("store", STORES)
+async def test_a_relay_never_confirmed_spends_its_units_when_its_keys_are_dropped(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lose(confirmation: object) -> None:
+        raise KeyManagerError("km-b lost the confirmation")
+
+    async with running(tmp_path, "memory", store, km_options={"pending_timeout": 0.2}) as network:
+        await ready(network, relay_bits(1, 256))
+        km_b, km_c = km(network, "km-b"), km(network, "km-c")
+        before = set(await km_b.store.key_ids("link:km-c:out", 10**6))
+        monkeypatch.setattr(km_b, "_on_confirmation", lose)
+        async with client(network, "alice") as alice:
+            await refused(alice.get_keys("bob", 1))
+        units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))
+        assert len(units) == 3
+        with trio.fail_after(WAIT):
+            while await km_c.store.pools_of(units):
+                await km_c.wait_link_change()
+        assert km_c.pending_key_ids == {}
+        assert await km_c.store.seen(units) == set(units)
+
+
 # --- 7. restarts -------------------------------------------------------------------------------
 
 

@@ -341,7 +341,7 @@ async def km_figures(
     progress("keys delivered by a KM")
     await keys_delivered(directory, seconds, report)
     progress("relay latency, 1 to 8 hops")
-    await relay_latency(directory, 10 if quick else 50, report)
+    await relay_latency(directory, 20 if quick else 50, report)
     progress("QKD-key ingest")
     await kq1_ingest(directory, seconds, report)
     progress("key store")

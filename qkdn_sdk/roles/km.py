@@ -1458,7 +1458,8 @@ class KeyManager:
         confirmation takes)."""
         unit_ids = [unit_id for unit_id in unit_ids if unit_id not in self._pending_units]
         with suppress(KeyStoreError):
-            await self.store.take_present(_in_pool(sender), unit_ids)
+            if await self.store.take_present(_in_pool(sender), unit_ids):
+                self._notify_link_change()
 
     def _receive_relayed(
         self, relay: kx.KeyRelay, sender: str, plaintext: bytes
