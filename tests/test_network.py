@@ -504,25 +504,33 @@ async def test_a_hop_that_fails_spends_its_units_and_no_more(tmp_path: Path, sto
         assert km_b.spent_bits["km-c"] == 0  # of the hops it would have sent on
 
 
+async def unconfirmed_relay(network: Network, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Relay a key from alice to bob whose confirmation km-b loses; the link units of its last
+    hop (km-b to km-c)."""
+
+    async def lose(confirmation: object) -> None:
+        raise KeyManagerError("km-b lost the confirmation")
+
+    await ready(network, relay_bits(1, 256))
+    km_b = km(network, "km-b")
+    before = set(await km_b.store.key_ids("link:km-c:out", 10**6))
+    monkeypatch.setattr(km_b, "_on_confirmation", lose)
+    async with client(network, "alice") as alice:
+        await refused(alice.get_keys("bob", 1))
+    units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))
+    assert len(units) == 3
+    return units
+
+
 @pytest.mark.parametrize("store", STORES)
 async def test_a_pending_relays_units_serve_no_other_hop(
     tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The destination holds a relay's hop units with its keys until the confirmation takes
     both, in one transaction: meanwhile no other hop may name them."""
-
-    async def lose(confirmation: object) -> None:
-        raise KeyManagerError("km-b lost the confirmation")
-
     async with running(tmp_path, "memory", store) as network:
-        await ready(network, relay_bits(1, 256))
-        km_b, km_c = km(network, "km-b"), km(network, "km-c")
-        before = set(await km_b.store.key_ids("link:km-c:out", 10**6))
-        monkeypatch.setattr(km_b, "_on_confirmation", lose)
-        async with client(network, "alice") as alice:
-            await refused(alice.get_keys("bob", 1))
-        units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))
-        assert len(units) == 3
+        units = await unconfirmed_relay(network, monkeypatch)
+        km_c = km(network, "km-c")
         assert await km_c.store.pools_of(units) == dict.fromkeys(units, "link:km-b:in")
         reason = await hop_refused(network, "km-c", forged_hop("km-b", "km-c", units))
         assert reason.endswith("are those of a relay pending here")
@@ -533,18 +541,9 @@ async def test_a_pending_relays_units_serve_no_other_hop(
 async def test_a_relay_never_confirmed_spends_its_units_when_its_keys_are_dropped(
     tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def lose(confirmation: object) -> None:
-        raise KeyManagerError("km-b lost the confirmation")
-
     async with running(tmp_path, "memory", store, km_options={"pending_timeout": 0.2}) as network:
-        await ready(network, relay_bits(1, 256))
-        km_b, km_c = km(network, "km-b"), km(network, "km-c")
-        before = set(await km_b.store.key_ids("link:km-c:out", 10**6))
-        monkeypatch.setattr(km_b, "_on_confirmation", lose)
-        async with client(network, "alice") as alice:
-            await refused(alice.get_keys("bob", 1))
-        units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))
-        assert len(units) == 3
+        units = await unconfirmed_relay(network, monkeypatch)
+        km_c = km(network, "km-c")
         with trio.fail_after(WAIT):
             while await km_c.store.pools_of(units):
                 await km_c.wait_link_change()
