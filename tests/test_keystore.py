@@ -393,6 +393,28 @@ async def test_a_key_id_is_never_stored_twice(store: KeyStore) -> None:
     assert store.count("p") == 1
 
 
+async def test_batches_larger_than_one_statement_keep_every_key_and_its_order(
+    store: KeyStore,
+) -> None:
+    """A SQLite store writes a batch as statements of up to 512 rows; 1,211 keys (512 + 512 +
+    128 + 32 + 8 + 8 + 8 + 2 + 1) go whole, in order, and a duplicate in the last statement
+    undoes the statements before it."""
+    keys = make_many("p", 1211)
+    with pytest.raises(DuplicateKey, match="'k0' is given twice"):
+        await store.put([*keys, make("k0", "q")])
+    assert store.counts() == {}
+    await store.put(keys)
+    assert await store.key_ids("p", 1211) == ids(keys)
+    named = ids(keys[::-2])  # 606 keys, last first
+    assert ids(await store.peek_ids("p", named)) == named
+    assert await store.move("p", "q", key_ids=named) == 606
+    assert ids(await store.take_present("q", [*named, "absent"])) == named
+    assert ids(await store.take_ids("p", ids(keys[1::2])[:600])) == ids(keys[1::2])[:600]
+    assert ids(await store.take("p", 5)) == ids(keys[1201::2])
+    assert store.counts() == {}
+    assert len(await store.seen(ids(keys))) == 1211
+
+
 async def test_concurrent_takers_get_disjoint_keys(store: KeyStore) -> None:
     await store.put(make_many("p", 100))
     results: list[list[StoredKey]] = []
