@@ -466,6 +466,15 @@ class MemoryKeyStore(_ClosedOnExit):
             self._next_seq += 1
             self._ever.add(key.key_id)
 
+    def _holding(self, pool: str, key_ids: Sequence[str]) -> dict[str, _Entry]:
+        """The entries of ``pool``, raising :class:`UnknownKeys` when it lacks one of ``key_ids``
+        (or one is asked twice), as :func:`_held_all` does in SQLite."""
+        entries = self._pools.get(pool, {})
+        missing = _missing(key_ids, entries.__contains__)
+        if missing:
+            raise UnknownKeys(pool, missing)
+        return entries
+
     def _pop(self, pool: str, key_ids: Iterable[str]) -> list[StoredKey]:
         entries = self._pools[pool]
         taken = [entries.pop(key_id).stored_key(key_id) for key_id in key_ids]
@@ -494,10 +503,7 @@ class MemoryKeyStore(_ClosedOnExit):
     ) -> list[StoredKey]:
         metadata = _check_keys(replace_with)
         await self._enter()
-        entries = self._pools.get(pool, {})
-        missing = _missing(key_ids, entries.__contains__)
-        if missing:
-            raise UnknownKeys(pool, missing)
+        self._holding(pool, key_ids)
         _check_duplicates((key.key_id for key in replace_with), self._ever.__contains__)
         taken = self._pop(pool, key_ids) if key_ids else []
         self._add_keys(replace_with, metadata)
@@ -508,10 +514,7 @@ class MemoryKeyStore(_ClosedOnExit):
     ) -> tuple[list[StoredKey], list[StoredKey]]:
         _check_count("count", count)
         await self._enter()
-        entries = self._pools.get(pool, {})
-        missing = _missing(key_ids, entries.__contains__)
-        if missing:
-            raise UnknownKeys(pool, missing)
+        self._holding(pool, key_ids)
         available = self.count(oldest_pool) - (len(key_ids) if oldest_pool == pool else 0)
         if available < count:
             raise InsufficientKeys(oldest_pool, count, available)
@@ -539,13 +542,11 @@ class MemoryKeyStore(_ClosedOnExit):
         self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
     ) -> int:
         await self._enter()
-        entries = self._pools.get(source_pool, {})
         if key_ids is None:
+            entries = self._pools.get(source_pool, {})
             source = dict(entries)
         else:
-            missing = _missing(key_ids, entries.__contains__)
-            if missing:
-                raise UnknownKeys(source_pool, missing)
+            entries = self._holding(source_pool, key_ids)
             source = {key_id: entries[key_id] for key_id in dict.fromkeys(key_ids)}
         if source_pool == destination_pool or not source:
             return len(source)
@@ -570,10 +571,7 @@ class MemoryKeyStore(_ClosedOnExit):
 
     async def peek_ids(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
         await self._enter()
-        entries = self._pools.get(pool, {})
-        missing = _missing(key_ids, entries.__contains__)
-        if missing:
-            raise UnknownKeys(pool, missing)
+        entries = self._holding(pool, key_ids)
         return [entries[key_id].stored_key(key_id) for key_id in key_ids]
 
     async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
@@ -752,7 +750,8 @@ def _take_oldest(db: sqlite3.Connection, pool: str, count: int) -> list[StoredKe
 
 
 def _delete(db: sqlite3.Connection, found: Iterable[tuple[int, StoredKey]]) -> None:
-    _execute_rows(db, "DELETE FROM keys WHERE seq IN ({})", "?", [(seq,) for seq, _ in found])
+    for chunk in _chunks([seq for seq, _ in found]):
+        db.execute(f"DELETE FROM keys WHERE seq IN ({_placeholders(chunk)})", chunk)
 
 
 def _row_key(row: tuple[Any, ...]) -> StoredKey:
