@@ -509,7 +509,7 @@ def with_amounts(controller: Controller, **bits: int) -> Controller:
     """Set key amounts directly: ``with_amounts(c, a_b=5)`` sets km-a -> km-b to 5 bits."""
     for name, value in bits.items():
         source, destination = name.split("_")
-        controller._amounts[f"km-{source}", f"km-{destination}"] = value
+        controller._network._amounts[f"km-{source}", f"km-{destination}"] = value
     return controller
 
 

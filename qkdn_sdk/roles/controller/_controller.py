@@ -1,40 +1,15 @@
-"""The QKDN controller: key relay routes over Ck, hop by hop or whole (Q.4164 clauses 7.1, 7.2).
-
-Theory of operation
--------------------
-The controller knows the network from its :class:`ControllerConfig`: the KMs, the KM links
-(pairs of KMs with a QKD link between them) and which KM serves each application. What it
-learns at run time is how much key each KM link holds: every KM sends it, unsolicited, a
-*status information supply* (FG QIT4N D2.3 Table 8-2) whose status table says, per neighbour,
-how many bits of key the KM has to send to that neighbour. The controller keeps the latest
-amount of each *directed* link (``km-a -> km-b`` and ``km-b -> km-a`` are two amounts: each
-end reports its own).
-
-In a distributed QKDN the key is relayed hop by hop, and each KM on the way asks the controller
-for its own next hop (*key relay next hop request*, Q.4164 Table 1, with ``source_kma_id`` =
-itself). The controller computes a whole route from that KM to the destination and answers with
-its second node (Q.4164 Table 2). In a centralized QKDN the source KM notifies the controller
-(*key relay request notification*, Table 3) and the controller sends it the whole route in a
-*key relay request* of its own (Table 4), which the KM answers once the relay ended (Table 5).
-The route is a shortest path (Dijkstra) where a directed link
-``u -> v`` costs ``1 + SCALE / (1 + bits available on u -> v)``: one per hop, plus a penalty
-that grows as the key on the link runs out, so routes drift towards links with key to spare.
-Links holding less than the key the relay needs per link (the ``key_bits`` extension of the
-request) are left out; a link never reported counts as 0 bits. Among routes of equal cost the
-lexicographically smallest list of KM IDs wins, so the answer is deterministic.
-
-Everything here runs in one trio run; the handler (:meth:`Controller.handle`) never blocks, so
-route and status updates are atomic with respect to each other.
+"""The QKDN controller's Ck role: the messages KMs send it, the requests it sends them, and what
+it keeps between them (sessions, reservations, status reports). The network model and the routes
+it answers with are :class:`~qkdn_sdk.roles.controller._network.KeyNetwork`'s; the
+:mod:`qkdn_sdk.roles.controller` docstring says how the two work together.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import uuid
-from collections.abc import Collection, Iterable, Mapping
-from types import MappingProxyType
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import attrs
@@ -51,39 +26,19 @@ from qkdn_sdk.messages import (
     mgmt,
     received_by,
 )
+from qkdn_sdk.roles.controller._network import MAX_KEY_BITS, ControllerConfig, KeyNetwork, NoRoute
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, serve
 
-__all__ = [
-    "LOG_INTERVAL",
-    "MAX_KEY_BITS",
-    "SCALE",
-    "Controller",
-    "ControllerConfig",
-    "KMRequestFailed",
-    "NoRoute",
-    "Reservation",
-    "link_cost",
-]
+__all__ = ["LOG_INTERVAL", "Controller", "KMRequestFailed", "Reservation"]
 
 logger = logging.getLogger("qkdn_sdk.roles.controller")
-
-SCALE = 2**16
-"""Weight of the key shortage penalty in :func:`link_cost`. A link with no key costs
-``1 + SCALE`` (as much as 65,537 hops with key to spare); a link with ``SCALE`` bits costs about
-2; with many times ``SCALE`` bits, about 1. So the hop count decides between routes whose links
-all hold far more than 64 Kibit, and the scarcest links decide otherwise."""
-
-MAX_KEY_BITS = 2**63 - 1
-"""The largest key amount or ``key_bits`` the controller takes from a peer; larger is malformed."""
-
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about ignored status reports or entries (the first is logged at
 once; the next says how many more there were)."""
 
 _MAX_PROBLEMS_LOGGED = 3  # malformed entries described per report; the rest are counted
-_MAX_LINKS_NAMED = 8  # short links named in a no-route reason; the rest are counted
 _RELAY_RESULT_TIMEOUT = 120.0
 """Seconds the controller waits for a KM to report how a centralized relay ended."""
 _MAX_RELAY_ID_LENGTH = 128
@@ -91,95 +46,6 @@ _MAX_AVOIDED = 64
 _SESSION_TIMEOUT = 30.0
 """Seconds the controller waits for a destination KM to create a session (it asks its
 application)."""
-
-
-class NoRoute(QkdnError):
-    """No route answers the question; the text says why (an unknown KM, the same KM at both
-    ends, KMs not connected, or the links that lack key)."""
-
-
-# --- configuration ----------------------------------------------------------------------------
-
-
-def _frozen_kms(value: Iterable[str]) -> frozenset[str]:
-    if isinstance(value, str):  # frozenset("km-a") would be its letters
-        raise TypeError(f"kms: expected a collection of KM IDs, got the string {value!r}")
-    return frozenset(value)
-
-
-def _frozen_links(value: Iterable[Iterable[str]]) -> frozenset[frozenset[str]]:
-    links = []
-    for link in value:
-        if isinstance(link, str):
-            raise TypeError(f"links: expected pairs of KM IDs, got the string {link!r}")
-        links.append(frozenset(link))
-    return frozenset(links)
-
-
-def _frozen_applications(value: Mapping[str, str]) -> Mapping[str, str]:
-    return MappingProxyType(dict(value))
-
-
-def _check_kms(_instance: Any, _attribute: attrs.Attribute[Any], value: frozenset[str]) -> None:
-    for km in value:
-        if not isinstance(km, str) or not km:
-            raise ValueError(f"kms: a KM ID must be a non-empty string, got {km!r}")
-
-
-def _check_links(
-    instance: ControllerConfig, _attribute: attrs.Attribute[Any], value: frozenset[frozenset[str]]
-) -> None:
-    for link in value:
-        ends = sorted(link, key=repr)  # an end may be no string: say so, do not fail on <
-        if len(ends) == 1:
-            raise ValueError(f"links: {ends[0]!r} is linked to itself")
-        if len(ends) != 2:
-            raise ValueError(f"links: a link joins two KMs, got {ends!r}")
-        for km in ends:
-            if km not in instance.kms:
-                raise ValueError(f"links: {ends[0]!r}-{ends[1]!r} names {km!r}, not one of kms")
-
-
-def _check_applications(
-    instance: ControllerConfig, _attribute: attrs.Attribute[Any], value: Mapping[str, str]
-) -> None:
-    for application, km in value.items():
-        if not isinstance(application, str) or not application:
-            raise ValueError(f"applications: an ID must be a non-empty string, got {application!r}")
-        if km not in instance.kms:
-            raise ValueError(f"applications: {application!r} is served by {km!r}, not one of kms")
-
-
-@attrs.frozen
-class ControllerConfig:
-    """What the controller knows of the network before any KM reports.
-
-    ``kms``: the KM IDs; ``links``: the KM links, each a pair of distinct KMs of ``kms`` with a
-    QKD link between them (any iterable of pairs is taken); ``applications``: application ID ->
-    the KM that serves it (default: none). Building one raises :class:`ValueError` naming the
-    bad entry, or :class:`TypeError` for a string where a collection belongs.
-    """
-
-    controller_id: str = attrs.field(validator=attrs.validators.min_len(1))
-    """Our ID (what a KM sees as its peer on ``memory://``; our certificate's ID over TLS)."""
-    listen_url: str
-    """The Ck URL served: ``tcp+tls://0.0.0.0:5200``, ``memory://controller``..."""
-    kms: frozenset[str] = attrs.field(converter=_frozen_kms, validator=_check_kms)
-    links: frozenset[frozenset[str]] = attrs.field(converter=_frozen_links, validator=_check_links)
-    applications: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_frozen_applications, validator=_check_applications, hash=False
-    )
-    also_listen: tuple[str, ...] = ()
-    """Further Ck URLs served, by other transports (``grpcs://...``)."""
-
-
-def link_cost(bits: int) -> float:
-    """The cost of crossing a directed link that holds ``bits`` of key: ``1 + SCALE / (1 +
-    bits)``, between 1 (plenty of key) and ``1 + SCALE`` (none)."""
-    return 1 + SCALE / (1 + bits)
-
-
-# --- the controller ---------------------------------------------------------------------------
 
 
 class KMRequestFailed(QkdnError):
@@ -247,18 +113,10 @@ class Controller:
         self._limits = limits
         self._nursery: trio.Nursery | None = None
         self._km_connections: dict[str, Connection] = {}
-        self._states: dict[tuple[str, str], str] = {}
+        """The latest connection each KM sent us something on: where we reach it."""
         self.authenticated: set[str] = set()
         """The KMs that authenticated to the controller (D2.3 clause 8.1.1 a))."""
-        """The latest connection each KM sent us something on: where we reach it."""
-        self._neighbours: dict[str, list[str]] = {km: [] for km in config.kms}
-        for link in config.links:
-            first, second = sorted(link)
-            self._neighbours[first].append(second)
-            self._neighbours[second].append(first)
-        for neighbours in self._neighbours.values():
-            neighbours.sort()
-        self._amounts: dict[tuple[str, str], int] = {}
+        self._network = KeyNetwork(config)
         self._reports: dict[str, int] = {}
         self._reported = trio.Event()
         self._quiet = _QuietLog()
@@ -299,13 +157,13 @@ class Controller:
     def key_amount(self, source_km: str, destination_km: str) -> int | None:
         """The bits of key ``source_km`` last reported it has to send to ``destination_km``, or
         ``None`` when it never reported that link."""
-        return self._amounts.get((source_km, destination_km))
+        return self._network.key_amount(source_km, destination_km)
 
     def link_state(self, source_km: str, destination_km: str) -> str | None:
         """``"up"`` or ``"down"``: the state ``source_km`` last reported of its KM link to
         ``destination_km`` (D2.3 Table 8-2 ``status``; down when it stopped answering HELLOs);
         ``None`` when it never said."""
-        return self._states.get((source_km, destination_km))
+        return self._network.link_state(source_km, destination_km)
 
     def report_count(self, km_id: str) -> int:
         """How many status reports from ``km_id`` were handled (applied, or ignored entry by
@@ -326,80 +184,14 @@ class Controller:
         avoid: Collection[str] = (),
     ) -> list[str]:
         """The cheapest route from ``source_km`` to ``destination_km`` whose every link holds at
-        least ``key_bits`` bits (source first, destination last), as the module docstring says,
+        least ``key_bits`` bits (source first, destination last), as the package docstring says,
         through none of the KMs ``avoid`` (found unreachable by a KM that relayed).
 
         Raises :class:`NoRoute` naming the cause: an unknown KM, the same KM at both ends, KMs
         the topology does not connect, or the links skipped for lack of key. Raises
         :class:`ValueError` for a negative ``key_bits``.
         """
-        if key_bits < 0:
-            raise ValueError(f"key_bits must be >= 0, got {key_bits}")
-        for end, km in (("source", source_km), ("destination", destination_km)):
-            if km not in self._neighbours:
-                raise NoRoute(f"unknown {end} KM {quoted(km)}")
-        if source_km == destination_km:
-            raise NoRoute("source and destination are the same KM")
-        if destination_km in avoid:
-            raise NoRoute(f"the destination KM {destination_km} is unreachable")
-        # (cost, path) in lexicographic order: equal costs are settled by the KM IDs. Costs are
-        # positive, so the first time a KM is popped it is with its best (cost, path).
-        start: tuple[float, tuple[str, ...]] = (0.0, (source_km,))
-        best = {source_km: start}
-        heap = [start]
-        settled: set[str] = set()
-        short: dict[tuple[str, str], int] = {}
-        while heap:
-            cost, path = heapq.heappop(heap)
-            here = path[-1]
-            if here in settled:
-                continue
-            settled.add(here)
-            if here == destination_km:
-                return list(path)
-            for there in self._neighbours[here]:
-                if there in settled or there in avoid:
-                    continue
-                bits = self._amounts.get((here, there), 0)
-                if bits < key_bits:
-                    short[here, there] = bits
-                    continue
-                candidate = (cost + link_cost(bits), (*path, there))
-                if there not in best or candidate < best[there]:
-                    best[there] = candidate
-                    heapq.heappush(heap, candidate)
-        if not self._connected(source_km, destination_km):
-            raise NoRoute(f"{source_km} and {destination_km} are not connected")
-        if avoid and not short:
-            raise NoRoute(
-                f"no route from {source_km} to {destination_km} around the unreachable "
-                f"{', '.join(sorted(avoid))}"
-            )
-        # The links that matter leave what the relay could reach for what it could not.
-        blocking = sorted((link, bits) for link, bits in short.items() if link[1] not in settled)
-        named = [
-            f"{u}->{v} is down"
-            if self._states.get((u, v)) == "down"
-            else f"{u}->{v} has {_bits(bits, (u, v) in self._amounts)}"
-            for (u, v), bits in blocking
-        ]
-        if len(named) > _MAX_LINKS_NAMED:
-            named[_MAX_LINKS_NAMED:] = [f"and {len(named) - _MAX_LINKS_NAMED} more short links"]
-        raise NoRoute(
-            f"no route from {source_km} to {destination_km} with {key_bits} bits of key per "
-            f"link: {', '.join(named)}"
-        )
-
-    def _connected(self, source_km: str, destination_km: str) -> bool:
-        """Whether the topology (key aside) joins the two KMs."""
-        seen = {source_km}
-        frontier = [source_km]
-        while frontier:
-            for there in self._neighbours[frontier.pop()]:
-                if there not in seen:
-                    seen.add(there)
-                    frontier.append(there)
-        return destination_km in seen
+        return self._network.route(source_km, destination_km, key_bits, avoid)
 
     # --- key reservation and allocation (Q.4164 clauses 7.5, 7.6) -----------------------------
 
@@ -505,7 +297,7 @@ class Controller:
                 logger.info("no next hop for %s: %s", _requester(connection), exc)
                 return _failure(message, str(exc))
         peer = connection.peer_id
-        if peer in self._neighbours:  # where session creation notifications reach it
+        if peer in self.config.kms:  # where session creation notifications reach it
             self._km_connections[peer] = connection
         if isinstance(message, mgmt.CkAuthenticationCommand):
             return self._authenticate(message, connection)
@@ -561,7 +353,7 @@ class Controller:
     ) -> mgmt.CkAuthenticationResponse:
         """D2.3 clause 8.1.1 a): a KM of the network authenticates (over TLS, as the KM its
         certificate names: the transport refuses another ``sender_id``)."""
-        if command.sender_id not in self._neighbours:
+        if command.sender_id not in self.config.kms:
             logger.warning("refused the authentication of unknown KM %s", quoted(command.sender_id))
             code = mgmt.ResultCode.FAILURE
         else:
@@ -702,7 +494,7 @@ class Controller:
                 f"ignored a status report: sender_id {quoted(sender)} is not the peer {peer!r}"
             )
             return
-        if sender not in self._neighbours:
+        if sender not in self.config.kms:
             self._quiet.warning(f"ignored a status report from unknown KM {quoted(sender)}")
             return
         if report.response_code != mgmt.ResultCode.SUCCESS:
@@ -718,7 +510,7 @@ class Controller:
         ``sender -> neighbour``; entries that are malformed or name no KM link are ignored."""
         problems: list[str] = []
         for index, entry in enumerate(status_table):
-            problem = self._apply_entry(sender, entry)
+            problem = self._network.record(sender, entry)
             if problem is not None:
                 problems.append(f"status_table[{index}]: {problem}")
         if problems:
@@ -729,36 +521,6 @@ class Controller:
                 f"ignored {len(problems)} entries of {sender}'s status report: "
                 + "; ".join(described)
             )
-
-    def _apply_entry(self, sender: str, entry: object) -> str | None:
-        """Apply one status table entry; return why it was ignored, or ``None``."""
-        if not isinstance(entry, dict):
-            return "not an object"
-        neighbour = entry.get("km_link")
-        amount = entry.get("key_amount")
-        if not isinstance(neighbour, str):
-            return "km_link is not a KM ID"
-        if "key_amount" not in entry:  # a status table without amounts (Table 8-1 chose)
-            return None
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            return "key_amount is not an integer"
-        if not 0 <= amount <= MAX_KEY_BITS:
-            return f"key_amount is not between 0 and {MAX_KEY_BITS}"
-        if neighbour not in self._neighbours.get(sender, ()):
-            return f"km_link {quoted(neighbour)} is not a neighbour of {sender} in the topology"
-        status = entry.get("status")
-        if status in ("up", "down") and self._states.get((sender, neighbour)) != status:
-            if (sender, neighbour) in self._states or status == "down":
-                logger.info("KM link %s->%s is %s", sender, neighbour, status)
-            self._states[sender, neighbour] = status
-        before = self._amounts.get((sender, neighbour), 0)
-        self._amounts[sender, neighbour] = amount
-        if (before == 0) != (amount == 0):  # the link can relay again, or no more
-            if amount:
-                logger.info("link %s->%s has key: %d bits", sender, neighbour, amount)
-            else:
-                logger.info("link %s->%s has no key left", sender, neighbour)
-        return None
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -806,10 +568,6 @@ def _relay_id(extension: list[dict[str, Any]] | None) -> str | None:
         if isinstance(value, str) and 0 < len(value) <= _MAX_RELAY_ID_LENGTH:
             return value
     return None
-
-
-def _bits(bits: int, reported: bool) -> str:
-    return f"{bits} bits" if reported else "no key reported"
 
 
 def _requester(connection: Connection) -> str:

@@ -1,0 +1,109 @@
+"""What a simulated QKD module is made with: :class:`QKDModuleConfig` and :class:`Kq1Mode`
+(Q.4162 clause 7), checked when built."""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any
+
+import attrs
+
+__all__ = ["BUFFER_KEYS", "KEY_SIZE_UNIT", "LINK_SECRET_SIZE", "Kq1Mode", "QKDModuleConfig"]
+
+LINK_SECRET_SIZE = 32
+"""Bytes of a link secret: a ChaCha20 key."""
+
+BUFFER_KEYS = 256
+"""Ready keys a module holds for its KM unless configured otherwise."""
+
+KEY_SIZE_UNIT = 256
+"""QKD-key sizes are positive multiples of this many bits."""
+
+
+class Kq1Mode(enum.Enum):
+    """How the module supplies keys to its KM (Q.4162 clause 7)."""
+
+    PROACTIVE = "proactive"
+    """Clause 7.1: the module pushes each key, KeySupply 0x3101 -> ResponseToKeySupply 0x1302."""
+    ON_REQUEST = "on-request"
+    """Clause 7.2: the KM asks, KeyRequest 0x1303 -> ResponseToKeyRequest 0x3104."""
+
+
+def _non_empty(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+def _secret(_instance: object, _attribute: attrs.Attribute[Any], value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != LINK_SECRET_SIZE:
+        size = len(value) if isinstance(value, bytes) else type(value).__name__
+        raise ValueError(f"link_secret must be {LINK_SECRET_SIZE} bytes, got {size}")
+
+
+def _finite(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be a finite number, got {value}")
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+
+
+def _key_size(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
+    if value <= 0 or value % KEY_SIZE_UNIT:
+        raise ValueError(
+            f"key_size must be a positive multiple of {KEY_SIZE_UNIT} bits, got {value}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class QKDModuleConfig:
+    """What one QKD module of a link needs. Both modules of a link share ``link_secret``,
+    ``epoch``, ``secret_key_rate`` and ``key_size``; each names itself in ``module_id`` and the
+    other in ``matching_module_id``.
+
+    Raises :class:`ValueError` when a value is out of range, or the mode's URL is missing
+    (:attr:`Kq1Mode.PROACTIVE` needs ``km_url``, :attr:`Kq1Mode.ON_REQUEST` needs ``listen_url``).
+    ``link_secret`` never appears in ``repr()``.
+    """
+
+    module_id: str = attrs.field(validator=_non_empty)
+    """This module's ID (its certificate ID over TLS): ``qkd_module_id`` of Q.4162 Table 1."""
+    matching_module_id: str = attrs.field(validator=_non_empty)
+    """The module at the other end of the link: ``matching_qkd_module_id``."""
+    link_secret: bytes = attrs.field(repr=False, validator=_secret)
+    """:data:`LINK_SECRET_SIZE` random bytes drawn when the network was set up, the same at
+    both ends."""
+    epoch: float = attrs.field(validator=_finite)
+    """Unix time the link started: key ``i`` is ready ``(i + 1) * key_size / secret_key_rate``
+    seconds later."""
+    secret_key_rate: float = attrs.field(validator=_positive)
+    """Bits of QKD-key the link makes per second."""
+    mode: Kq1Mode = attrs.field(validator=attrs.validators.instance_of(Kq1Mode))
+    key_size: int = attrs.field(default=4096, validator=_key_size)
+    """Bits per QKD-key, a positive multiple of :data:`KEY_SIZE_UNIT`."""
+    buffer_keys: int = attrs.field(default=BUFFER_KEYS, validator=_positive)
+    """Ready keys held for the KM; beyond it the oldest are dropped."""
+    km_url: str | None = None
+    """PROACTIVE: the KM's Kq-1 URL, which the module connects to."""
+    listen_url: str | None = None
+    """ON_REQUEST: the URL the module serves; its KM connects there and sends key requests."""
+    km_id: str | None = None
+    """The ID of the KM this module serves (its certificate ID over TLS). When set, keys go to no
+    other peer: a PROACTIVE module supplies nothing to a server of another identity, and an
+    ON_REQUEST module refuses key requests of any other peer (or of an unauthenticated one).
+    ``None``: any peer the transport admits."""
+    peer_km_id: str | None = None
+    """The KM at the other end of the link: over ETSI GS QKD 014 (Q.4162 Appendix II: the KMs
+    are the SAEs) the only slave SAE a Get key may name, and the master of the keys a Get key
+    with key IDs fetches. ``None``: any."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.module_id == self.matching_module_id:
+            raise ValueError("module_id and matching_module_id must differ")
+        if self.mode is Kq1Mode.PROACTIVE and not self.km_url:
+            raise ValueError("a proactive QKD module needs km_url, the URL of its KM")
+        if self.mode is Kq1Mode.ON_REQUEST and not self.listen_url:
+            raise ValueError("an on-request QKD module needs listen_url, the URL it serves")
