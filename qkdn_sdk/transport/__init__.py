@@ -13,6 +13,7 @@ in. Every transport gives the same :class:`Connection`.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ import trio
 from qkdn_sdk.errors import TransportError
 from qkdn_sdk.messages import Message
 from qkdn_sdk.tls import TLSConfig
+from qkdn_sdk.transport import _framed, _memory
 from qkdn_sdk.transport._admission import Admission, refuse_connection
 from qkdn_sdk.transport._api import (
     DEFAULT_TIMEOUT,
@@ -35,7 +37,7 @@ from qkdn_sdk.transport._api import (
 )
 from qkdn_sdk.transport._framed import FramedConnection, running
 from qkdn_sdk.transport._listen import bound_url, open_listeners, tcp_address
-from qkdn_sdk.transport._registry import PluginFailure, TransportRegistry, transport_registry
+from qkdn_sdk.transport._registry import PluginFailure, TransportRegistry, load_registry
 from qkdn_sdk.transport.hookspecs import hookimpl
 
 __all__ = [
@@ -61,6 +63,17 @@ __all__ = [
     "tcp_address",
     "transport_registry",
 ]
+
+
+@functools.cache
+def transport_registry() -> TransportRegistry:
+    """The process-wide registry: the built-in ``memory://`` transport plus every plugin of the
+    ``qkdn.transports`` entry-point group (loaded once, on first use)."""
+    return load_registry([("memory", _memory)])
+
+
+# The connections below ask the registry which transports carry what they cannot.
+_framed.use_registry(transport_registry)
 
 
 def _resolve(url: str, tls: TLSConfig | None) -> tuple[Transport, urllib.parse.SplitResult]:

@@ -51,6 +51,10 @@ it can be sent (a failure text is bounded, and an answer that cannot be encoded 
 that can); a bug that escapes anyway ends this connection with a logged error, never the server.
 
 Used by the in-memory transport and the TCP plugin; other stream transports can reuse it.
+
+The writer, the timer and the ending are the connection's base, :class:`FrameWriter`
+(:mod:`qkdn_sdk.transport._frame_writer`), which deals in encoded frames only; the reader, the
+workers and what every frame means are here.
 """
 
 from __future__ import annotations
@@ -59,9 +63,8 @@ import collections
 import contextlib
 import logging
 import math
-import ssl
-from collections.abc import AsyncIterator, Collection
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any, Protocol
 
 import attrs
 import orjson
@@ -98,7 +101,6 @@ from qkdn_sdk.messages import (
     message_class,
 )
 from qkdn_sdk.messages.mgmt import ErrorIndication
-from qkdn_sdk.tls import explain_tls_failure
 from qkdn_sdk.transport._admission import close_gracefully
 from qkdn_sdk.transport._api import (
     DEFAULT_TIMEOUT,
@@ -108,16 +110,20 @@ from qkdn_sdk.transport._api import (
     Transport,
     check_claims,
 )
-from qkdn_sdk.transport._registry import transport_registry
+from qkdn_sdk.transport._frame_writer import (
+    ANSWER,
+    REPLY,
+    FrameWriter,
+    Pending,
+    Sleeper,
+    why_broken,
+)
 
-__all__ = ["FramedConnection", "running"]
+__all__ = ["Carriers", "FramedConnection", "running", "use_registry"]
 
 logger = logging.getLogger("qkdn_sdk.transport")
 
 _READ_SIZE = 65536
-
-_WRITE_SIZE = 65536
-"""Bytes the writer task joins into one ``send_all`` at most (a frame over it goes alone)."""
 
 _SPARE_WORKERS = 4
 """Idle worker tasks a connection keeps for the next peer messages; more end (after a burst of
@@ -146,73 +152,30 @@ class _Ending:
     """An error indication to send after those answers (lost framing), with its MessageID."""
 
 
-class _Sleeper:
-    """Where one task sleeps until another wakes it: trio's :class:`~trio.Event` without the
-    event (nothing to reset, no parking lot), for the waits taken once per frame."""
-
-    __slots__ = ("_task",)
-
-    def __init__(self) -> None:
-        self._task: trio.lowlevel.Task | None = None
-
-    async def sleep(self) -> None:
-        """Sleep until :meth:`wake` (or cancellation)."""
-        self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
-
-    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
-        self._task = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def wake(self) -> bool:
-        """Wake the sleeping task; ``False`` when none sleeps (any more)."""
-        task, self._task = self._task, None
-        if task is None:
-            return False
-        trio.lowlevel.reschedule(task)
-        return True
-
-
-class _Pending(_Sleeper):
-    """One of our requests waiting for its response (or its error, or its deadline)."""
-
-    __slots__ = ("deadline", "done", "error", "expected", "response", "timed_out")
-
-    def __init__(self, expected: type[Message], deadline: float) -> None:
-        super().__init__()
-        self.expected = expected
-        self.deadline = deadline
-        self.done = False
-        self.response: Message | None = None
-        self.error: QkdnError | None = None
-        self.timed_out = False
-
-    def finish(self, response: Message | None = None, error: QkdnError | None = None) -> None:
-        if not self.done:
-            self.done = True
-            self.response, self.error = response, error
-            self.wake()
-
-    def expire(self) -> None:
-        if not self.done:
-            self.done = self.timed_out = True
-            self.wake()
-
-
-# What a frame waiting for the writer is, for the counts kept when it has been written.
-_OURS = 0
-"""One of our requests or one-way messages."""
-_ANSWER = 1
-"""An answer of ours that is not a handler's (a refusal, an error indication): counted in
-``_replies_queued`` until written."""
-_REPLY = 2
-"""A handler's answer to a peer request: counted in ``_replies_queued`` and ``_in_flight``."""
-
 _Job = tuple[int | None, Message]
 """A peer message for a worker: its MessageID when it is a request (``None``: one-way)."""
 
 
-class FramedConnection(Connection):
+class Carriers(Protocol):
+    """The transport registry, as far as a connection asks it: which schemes carry a message it
+    cannot (for the text of :class:`~qkdn_sdk.errors.NotCarried`)."""
+
+    def carrying(self, message_type: type[Message], *, from_client: bool) -> list[str]: ...
+
+
+_registry: Callable[[], Carriers] | None = None
+
+
+def use_registry(registry: Callable[[], Carriers]) -> None:
+    """Where connections find the transport registry
+    (:func:`~qkdn_sdk.transport.transport_registry`). The registry sits above this module (it
+    loads the transports that use this module), so the package's edge, :mod:`qkdn_sdk.transport`,
+    hands it down when it is imported, rather than this module importing it."""
+    global _registry
+    _registry = registry
+
+
+class FramedConnection(FrameWriter, Connection):
     """A message connection over ``stream`` (already connected, and TLS-authenticated if any).
 
     Call :meth:`run` in a nursery: it reads until the connection ends, and runs the handler of
@@ -232,47 +195,25 @@ class FramedConnection(Connection):
         local_id: str | None = None,
         accepts: Collection[type[Message]] | None = None,
     ) -> None:
-        self._stream = stream
+        super().__init__(stream, limits)
         self._transport = transport
         self._is_client = is_client
         self._handler = handler
-        self._limits = limits
         self._peer_id = peer_id
         self._local_id = local_id
         self._accepts = None if accepts is None else frozenset(accepts)
         self._next_id = 1 if is_client else 2
-        self._end: QkdnError | None = None  # why the connection ended, once it has
         self._input_end: QkdnError | None = None  # why the peer sends no more, once it does
-        self._cancel_scope = trio.CancelScope()
         self._running = False
         self._finished = trio.Event()
-        # Our requests.
-        self._pending: dict[int, _Pending] = {}
-        # Deadlines: the requests' and the write's, kept by one timer task.
-        self._next_check = math.inf  # no deadline comes before this
-        self._timer_scope: trio.CancelScope | None = None  # the timer's sleep until then
         # Reading.
-        self._last_frame_at = 0.0  # trio time of the last complete frame in either direction
         self._frames_received = 0
         self._closing_reason: str | None = None  # from the peer's last error indication
-        self._read_scope: trio.CancelScope | None = None  # the reading, bounded by idleness
         # Peer messages, for the workers.
         self._jobs: collections.deque[_Job] = collections.deque()
-        self._idle_workers: list[_Sleeper] = []
+        self._idle_workers: list[Sleeper] = []
         self._waking = 0  # workers woken or started that have not looked at the jobs yet
-        self._in_flight = 0  # peer requests taken whose answer is not written yet
         self._one_way_running = 0  # peer one-way messages taken and not handled yet
-        # Writing: every frame goes through _outgoing to the writer task.
-        self._outgoing: collections.deque[tuple[bytes, int]] = collections.deque()
-        self._queued_total = 0  # frames ever put in _outgoing
-        self._written_total = 0  # of which written
-        self._replies_queued = 0  # answers queued or being written
-        self._writer_wakeup = _Sleeper()
-        self._writer_scope: trio.CancelScope | None = None
-        self._writing = False  # the writer task is in send_all
-        self._write_deadline = math.inf  # of the write under way
-        self._writer_stopping = False
-        self._wrote = trio.lowlevel.ParkingLot()  # unparked after every write and at the end
 
     # --- Connection ---------------------------------------------------------------------------
 
@@ -307,7 +248,7 @@ class FramedConnection(Connection):
         message_id = self._take_message_id()
         data = encode_message(message, message_id)
         deadline = math.inf if timeout is None else trio.current_time() + timeout
-        pending = _Pending(expected, deadline)
+        pending = Pending(expected, deadline)
         self._pending[message_id] = pending
         if deadline < self._next_check:
             self._check_at(deadline)
@@ -402,68 +343,7 @@ class FramedConnection(Connection):
             workers.cancel_scope.cancel()
         return ending
 
-    def _finish(self, reason: QkdnError) -> None:
-        """End the connection (first reason wins): fail pending requests, stop the reader."""
-        if self._end is None:
-            self._end = reason
-            for pending in self._pending.values():
-                pending.finish(error=reason)
-            self._wrote.unpark_all()  # whoever waits for a frame to be written: it will not be
-        self._stop_writer()
-        self._cancel_scope.cancel()
-
-    async def _keep_deadlines(self) -> None:
-        """The timer task: fail our requests whose deadline has come, and cut a write that
-        outlasts ``Limits.send_timeout``. It sleeps until the earliest deadline, which is only
-        brought forward (a request or a write whose deadline comes sooner): a deadline of a
-        request since answered or of a write since done wakes it for nothing once, and it sleeps
-        again until the next that holds. So no request or write needs a timer of its own."""
-        while True:
-            with trio.CancelScope(deadline=self._next_check) as scope:
-                self._timer_scope = scope
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    self._timer_scope = None
-            now = trio.current_time()
-            next_check = math.inf
-            if self._writing:
-                if self._write_deadline <= now:
-                    self._cut_write()
-                else:
-                    next_check = self._write_deadline
-            for pending in self._pending.values():
-                if pending.deadline <= now:
-                    pending.expire()
-                else:
-                    next_check = min(next_check, pending.deadline)
-            self._next_check = next_check
-
-    def _check_at(self, deadline: float) -> None:
-        """Bring the timer forward to ``deadline``."""
-        self._next_check = deadline
-        if self._timer_scope is not None:
-            self._timer_scope.deadline = deadline
-
     # --- reading --------------------------------------------------------------------------------
-
-    def _idle_deadline(self) -> float:
-        """When the connection counts as idle: ``idle_timeout`` after the last complete frame
-        received or sent (bytes that do not complete a frame do not count), and never while a
-        request in either direction waits for its answer."""
-        if self._limits.idle_timeout is None or self._in_flight or self._pending:
-            return math.inf
-        return self._last_frame_at + self._limits.idle_timeout
-
-    def _rearm_idle(self) -> None:
-        """Bring the reading's deadline forward after a request was answered or a frame was
-        sent, if idleness may now come sooner. A deadline that has become too early is not
-        moved back: when it expires, the reader checks and reads on (once per idle timeout)."""
-        scope = self._read_scope
-        if scope is not None:
-            deadline = self._idle_deadline()
-            if deadline < scope.deadline:
-                scope.deadline = deadline
 
     async def _read_frames(self, workers: trio.Nursery) -> _Ending:
         decoder = FrameDecoder()
@@ -507,7 +387,7 @@ class FramedConnection(Connection):
                 try:
                     data = await self._stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    why = f"connection broken: {_why(exc)}"
+                    why = f"connection broken: {why_broken(exc)}"
                     return _Ending(ConnectionBroken(why), answer_requests=False)
                 if not data:
                     decoder.receive_eof()
@@ -599,7 +479,7 @@ class FramedConnection(Connection):
         other one it woke finds nothing to do."""
         jobs = self._jobs
         idle = self._idle_workers
-        sleeper = _Sleeper()
+        sleeper = Sleeper()
         while True:
             self._waking -= 1  # it looks at the jobs now
             while jobs:
@@ -635,7 +515,7 @@ class FramedConnection(Connection):
                 "the handler answered %s with %s", message.spec_name, type(response).__name__
             )
             response = self._failure(expected, "internal error", message)
-        self._answer(message_id, response, _REPLY)
+        self._answer(message_id, response, REPLY)
 
     async def _handle_one_way(self, message: Message) -> None:
         try:
@@ -660,35 +540,19 @@ class FramedConnection(Connection):
             if message_id not in self._pending:
                 return message_id
 
-    def _raise_if_ended(self) -> None:
-        if self._end is not None:
-            raise type(self._end)(str(self._end))
-
     def _check_carried(self, message_type: type[Message]) -> None:
         self._raise_if_ended()
         if not self._transport.carries(message_type, from_client=self._is_client):
             side = "the connecting side" if self._is_client else "the serving side"
-            able = transport_registry().carrying(message_type, from_client=self._is_client)
+            able = (
+                _registry().carrying(message_type, from_client=self._is_client) if _registry else []
+            )
             raise NotCarried(
                 f"{self._transport.name} cannot carry {message_type.spec_name} from {side}; "
                 f"transports that can: {', '.join(f'{scheme}://' for scheme in able) or 'none'}"
             )
 
-    def _queue(self, data: bytes, kind: int = _OURS) -> int:
-        """Queue a frame for the writer task; return its number (see :meth:`_wait_written`)."""
-        self._outgoing.append((data, kind))
-        self._queued_total += 1
-        if not self._writing:
-            self._writer_wakeup.wake()
-        return self._queued_total - 1
-
-    def _unqueue(self, queued: int) -> None:
-        """Make frame number ``queued`` an empty one if the writer has not taken it yet."""
-        position = queued - (self._queued_total - len(self._outgoing))
-        if position >= 0:
-            self._outgoing[position] = (b"", _OURS)
-
-    def _answer(self, message_id: int, message: Message, kind: int = _ANSWER) -> int:
+    def _answer(self, message_id: int, message: Message, kind: int = ANSWER) -> int:
         """Queue a response or error indication. One that cannot be encoded (too large, a value
         of the wrong type) is replaced by a failure saying so."""
         try:
@@ -698,86 +562,6 @@ class FramedConnection(Connection):
             data = self._encode_failure(type(message), exc.response_text, message_id)
         self._replies_queued += 1
         return self._queue(data, kind)
-
-    async def _wait_written(self, queued: int) -> None:
-        """Wait until frame number ``queued`` is written; raise why the connection ended if it
-        ends first."""
-        while self._written_total <= queued:
-            self._raise_if_ended()
-            await self._wrote.park()
-
-    async def _write_queued(self) -> None:
-        """The writer task: write what waits, as many frames as there are (up to
-        :data:`_WRITE_SIZE` bytes) in one ``send_all``.
-
-        It runs in a shielded cancel scope of its own, so a frame is written whole or the
-        connection is dropped. What ends it is :meth:`_stop_writer` (at once when it waits, after
-        the write under way otherwise) or the timer, which cuts a write that outlasts
-        ``Limits.send_timeout`` (:meth:`_cut_write`)."""
-        with trio.CancelScope(shield=True) as scope:
-            self._writer_scope = scope
-            try:
-                await self._write_batches()
-            finally:
-                self._writer_scope = None
-        if self._writing:  # cut at its deadline
-            self._writing = False
-            timeout = self._limits.send_timeout
-            self._finish(ConnectionBroken(f"the peer read nothing for {timeout} s; disconnected"))
-
-    async def _write_batches(self) -> None:
-        outgoing = self._outgoing
-        send_timeout = self._limits.send_timeout
-        while not self._writer_stopping:
-            if not outgoing:
-                await self._writer_wakeup.sleep()
-                continue
-            batch = [outgoing.popleft()]
-            size = len(batch[0][0])
-            while outgoing and size + len(outgoing[0][0]) <= _WRITE_SIZE:
-                batch.append(outgoing.popleft())
-                size += len(batch[-1][0])
-            if size:  # (not only requests given up before they were written)
-                self._writing = True
-                self._write_deadline = trio.current_time() + send_timeout
-                if self._write_deadline < self._next_check:
-                    self._check_at(self._write_deadline)
-                try:
-                    await self._stream.send_all(
-                        batch[0][0] if len(batch) == 1 else b"".join(data for data, _ in batch)
-                    )
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._writing = False
-                    self._finish(ConnectionBroken(f"connection broken: {_why(exc)}"))
-                    return
-                self._writing = False
-            self._wrote_frames(batch)
-
-    def _wrote_frames(self, batch: list[tuple[bytes, int]]) -> None:
-        self._last_frame_at = trio.current_time()
-        self._written_total += len(batch)
-        for _data, kind in batch:
-            if kind != _OURS:
-                self._replies_queued -= 1
-                if kind == _REPLY:
-                    self._in_flight -= 1
-        if self._wrote:
-            self._wrote.unpark_all()
-        self._rearm_idle()
-
-    def _cut_write(self) -> None:
-        """End the write under way (at its deadline)."""
-        if self._writer_scope is not None:
-            self._writer_scope.cancel()
-
-    def _stop_writer(self) -> None:
-        """Stop the writer task: now when it waits, after its write when it writes."""
-        self._writer_stopping = True
-        if self._writer_scope is not None:
-            if self._writing:  # the timer may be stopping too: the write keeps its deadline
-                self._writer_scope.deadline = self._write_deadline
-            else:
-                self._writer_scope.cancel()
 
     def _encode_failure(self, response_type: type[Message], reason: str, message_id: int) -> bytes:
         """The frame of a failure of ``response_type`` (or an error indication) with ``reason``."""
@@ -832,15 +616,6 @@ _A_ROLE = {
     Role.CONTROLLER: "a QKDN controller",
     Role.ANY: "any peer",
 }
-
-
-def _why(exc: BaseException) -> str:
-    """What broke a stream: trio's errors keep the OS or TLS reason in ``__cause__``; a TLS
-    reason is said as what probably happened."""
-    cause = exc.__cause__ or exc
-    if isinstance(cause, ssl.SSLError):
-        return explain_tls_failure(cause)
-    return str(cause) or type(cause).__name__
 
 
 def _raw_fields(payload: bytes) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -24,6 +25,9 @@ from qkdn_sdk.transport._admission import Admission, refuse_connection
 from qkdn_sdk.transport._api import Connection, Handler, Limits, ServerInfo, Transport
 from qkdn_sdk.transport._framed import FramedConnection, running
 from qkdn_sdk.transport.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from qkdn_sdk.transport._registry import TransportRegistry
 
 __all__ = ["MemoryTransport", "qkdn_register_transports"]
 
@@ -202,5 +206,5 @@ class MemoryTransport(Transport):
 
 
 @hookimpl
-def qkdn_register_transports(registry: object) -> None:
-    registry.add(MemoryTransport)  # type: ignore[attr-defined]
+def qkdn_register_transports(registry: TransportRegistry) -> None:
+    registry.add(MemoryTransport)

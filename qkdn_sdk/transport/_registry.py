@@ -1,10 +1,14 @@
-"""The transport registry: URL scheme -> transport, filled by plugins found by entry point."""
+"""The transport registry: URL scheme -> transport, filled by plugins found by entry point.
+
+The process-wide registry, :func:`~qkdn_sdk.transport.transport_registry`, lives at the package's
+edge, which also hands this module the plugins built into qkdn-sdk (``memory://``): the
+transports sit above the registry, which never imports them."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -16,7 +20,7 @@ from qkdn_sdk.messages import Message
 from qkdn_sdk.transport import hookspecs
 from qkdn_sdk.transport._api import Transport
 
-__all__ = ["PluginFailure", "TransportRegistry", "transport_registry"]
+__all__ = ["PluginFailure", "TransportRegistry", "load_registry"]
 
 logger = logging.getLogger("qkdn_sdk.transport")
 
@@ -109,11 +113,13 @@ class TransportRegistry:
             self._current = ("direct", None)
 
 
-def _load() -> TransportRegistry:
-    import qkdn_sdk.transport._memory as _memory
-
+def load_registry(built_in: Iterable[tuple[str, object]]) -> TransportRegistry:
+    """A registry of the plugins ``built_in`` (name, plugin: part of qkdn-sdk) and then of every
+    plugin of the ``qkdn.transports`` entry-point group, each registered in isolation (a broken
+    one is in :attr:`TransportRegistry.failures`)."""
     registry = TransportRegistry()
-    registry.register_plugin(_memory, "memory", "qkdn-sdk")
+    for name, bundled in built_in:
+        registry.register_plugin(bundled, name, "qkdn-sdk")
     for entry_point in entry_points(group=hookspecs.ENTRY_POINT_GROUP):
         distribution = entry_point.dist.name if entry_point.dist is not None else None
         try:
@@ -125,10 +131,3 @@ def _load() -> TransportRegistry:
             continue
         registry.register_plugin(plugin, entry_point.name, distribution)
     return registry
-
-
-@functools.cache
-def transport_registry() -> TransportRegistry:
-    """The process-wide registry: the built-in ``memory://`` transport plus every plugin of the
-    ``qkdn.transports`` entry-point group (loaded once, on first use)."""
-    return _load()
