@@ -207,7 +207,7 @@ async def test_a_km_refuses_a_qkd_key_too_long_to_cut() -> None:
     async with two_kms("too-long") as (km_a, _km_b):
         [link] = km_a.config.links
         with pytest.raises(KeyManagerError) as caught:
-            await km_a._store_qkd_keys(link, [("big", key, None)])
+            await km_a.acquisition.store_qkd_keys(link, [("big", key, None)])
         assert str(caught.value) == (
             "QKD-key 'big': 16777472 bits, over the 16777216 this KM cuts into link units"
         )

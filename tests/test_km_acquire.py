@@ -19,9 +19,9 @@ import pytest
 import trio
 
 from qkdn_sdk.messages import Key, Message, Role, kq1, received_by
-from qkdn_sdk.roles import km as km_module
 from qkdn_sdk.roles.keystore import MemoryKeyStore, StoredKey
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
+from qkdn_sdk.roles.km.keys import fresh_keys
 from qkdn_sdk.roles.qkd_module import Kq1Mode
 from qkdn_sdk.transport import Connection, serve
 
@@ -157,7 +157,7 @@ async def test_the_next_key_request_goes_while_the_keys_of_the_last_are_stored()
 
 def test_fresh_key_ids_are_distinct_version_7_uuids_of_now() -> None:
     before = time.time_ns() // 1_000_000
-    key_ids, keys = km_module._fresh_keys(1000, 256)
+    key_ids, keys = fresh_keys(1000, 256)
     after = time.time_ns() // 1_000_000
     assert len(set(key_ids)) == len(key_ids) == 1000
     for key_id in key_ids:
@@ -169,7 +169,7 @@ def test_fresh_key_ids_are_distinct_version_7_uuids_of_now() -> None:
     assert len({uuid.UUID(key_id).int & (2**80 - 1) for key_id in key_ids}) == 1000
     assert len(set(keys)) == 1000
     assert {len(key) for key in keys} == {32}
-    assert km_module._fresh_keys(0, 256) == ([], [])
+    assert fresh_keys(0, 256) == ([], [])
 
 
 async def test_keys_an_earlier_version_left_pending_in_the_store_are_discarded_at_start() -> None:

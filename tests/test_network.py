@@ -440,12 +440,12 @@ async def test_largest_requests(tmp_path: Path, transport: str) -> None:
 async def test_unconfirmed_relay_is_never_supplied(
     tmp_path: Path, transport: str, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def lose(confirmation: object) -> None:
+    async def lose(confirmation: object, connection: object) -> None:
         raise KeyManagerError("km-b lost the confirmation")
 
     async with running(tmp_path, transport, store) as network:
         await ready(network, relay_bits(2, 256))
-        monkeypatch.setattr(km(network, "km-b"), "_on_confirmation", lose)
+        monkeypatch.setattr(km(network, "km-b").relay, "on_confirmation", lose)
         async with client(network, "alice") as alice:
             reason = await refused(alice.get_keys("bob", 2))
         assert "km-b lost the confirmation" in reason
@@ -508,13 +508,13 @@ async def unconfirmed_relay(network: Network, monkeypatch: pytest.MonkeyPatch) -
     """Relay a key from alice to bob whose confirmation km-b loses; the link units of its last
     hop (km-b to km-c)."""
 
-    async def lose(confirmation: object) -> None:
+    async def lose(confirmation: object, connection: object) -> None:
         raise KeyManagerError("km-b lost the confirmation")
 
     await ready(network, relay_bits(1, 256))
     km_b = km(network, "km-b")
     before = set(await km_b.store.key_ids("link:km-c:out", 10**6))
-    monkeypatch.setattr(km_b, "_on_confirmation", lose)
+    monkeypatch.setattr(km_b.relay, "on_confirmation", lose)
     async with client(network, "alice") as alice:
         await refused(alice.get_keys("bob", 1))
     units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))

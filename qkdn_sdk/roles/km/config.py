@@ -1,0 +1,211 @@
+"""What a KM is (:class:`KMConfig`): its ID, where it listens, its links, its applications, its
+controller, and the limits of what it supplies; and :class:`KeyManagerError`, the refusal every
+part of the KM raises."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from qkdn_sdk.codecs import etsi014
+from qkdn_sdk.errors import NotAuthorized, QkdnError, RequestRefused, quoted
+from qkdn_sdk.roles.qkd_module import Kq1Mode
+from qkdn_sdk.tls import TLSConfig
+
+__all__ = [
+    "AUTHENTICATION",
+    "INTERFACES",
+    "MAX_RELAY_BITS",
+    "MIN_SIZE_OF_KEY",
+    "KMConfig",
+    "KMLink",
+    "KeyManagerError",
+    "Routing",
+    "Spawn",
+    "listen_interface",
+    "passed_on",
+]
+
+INTERFACES = ("ak", "ck", "kq1", "kx")
+"""The interfaces a KM serves, each on its own URL."""
+AUTHENTICATION = "mtls"
+"""The authentication information a KM gives (D2.3 Tables 7-2, 7-8): the mutual TLS of the
+interface, so the sender ID is its certificate's."""
+MIN_SIZE_OF_KEY = 8
+"""The smallest key, in bits, a KM supplies."""
+MAX_RELAY_BITS = 1 << 17
+"""At most this many key bits in one key request (16 KiB): what a key relay and a response carry
+stays well under the 65,535-byte payload (a relay of 128 keys of 1024 bits is about 49 KB: the
+base64 pad and the IDs of its link key units; twice as many bits would not fit)."""
+
+Spawn = Callable[..., None]
+"""How a part of a KM starts a background task: ``spawn(async_function, *args)`` runs it in the
+KM's nursery (it ends when the KM stops)."""
+
+
+class KeyManagerError(QkdnError):
+    """Why a KM refused a request: the text goes to the peer as the failure reason."""
+
+
+def passed_on(reason: str) -> str:
+    """A peer's failure text without its ``failure:`` prefix, to pass it on."""
+    for prefix in ("failure: ", "failure:", "failure"):
+        if reason.startswith(prefix):
+            return reason[len(prefix) :].strip() or reason
+    return reason
+
+
+class Routing(enum.Enum):
+    """How a KM learns the route of a key relay (Q.4164 clause 7)."""
+
+    DISTRIBUTED = "distributed"
+    """Clause 7.1: every KM on the way asks the controller for its next hop (0x1401 -> 0x4102)."""
+    CENTRALIZED = "centralized"
+    """Clause 7.2: the source KM notifies the controller (0x1403), which sends it the whole
+    route in a key relay request (0x4104); the KM answers that (0x1405) once the relay ended."""
+
+
+@attrs.frozen
+class KMLink:
+    """One QKD link of a KM: the neighbouring KM at its other end and our QKD module on it."""
+
+    neighbour: str
+    module_id: str
+    """Our QKD module's ID (its certificate ID): the only module whose keys this link takes."""
+    mode: Kq1Mode = Kq1Mode.PROACTIVE
+    """Q.4162 mode: the module pushes keys to our Kq-1 URL, or we ask the module for them."""
+    module_url: str | None = None
+    """Where the module serves, when we ask it for keys (:attr:`Kq1Mode.ON_REQUEST`)."""
+    kme_pair: bool = False
+    """The link's key source is a pair of ETSI GS QKD 014 KMEs (QKD devices; Q.4162 Appendix
+    II: the KMs are the SAEs) at ``module_url`` and at the neighbour: the KM whose ID sorts first
+    gets keys with Get key, names them in the key ID synchronisation, and the neighbour fetches
+    the same keys from its own KME with Get key with key IDs."""
+    peer_sae_id: str | None = None
+    """The neighbour's SAE ID at the KMEs (the slave of our Get key, the master of our Get key
+    with key IDs); ``None``: the neighbour's KM ID."""
+    tls: TLSConfig | None = None
+    """TLS settings for the module or KME, when not the KM's own (a device with its own CA)."""
+
+    @property
+    def sae_of_neighbour(self) -> str:
+        return self.peer_sae_id or self.neighbour
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode is Kq1Mode.ON_REQUEST and self.module_url is None:
+            raise ValueError(f"link to {self.neighbour}: on-request mode needs the module's URL")
+        if self.kme_pair and self.mode is not Kq1Mode.ON_REQUEST:
+            raise ValueError(f"link to {self.neighbour}: a KME pair is asked for keys (on-request)")
+
+
+@attrs.frozen
+class KMConfig:
+    """What a KM is: its ID, where it listens, its links, its applications, its controller.
+
+    The key supply limits are part of what the KM advertises: a key request may ask for at most
+    ``max_key_per_request`` keys of at most ``max_size_of_key`` bits (a multiple of 8), and at
+    most 131,072 bits in all, so every response and relay stays under the 65,535-byte payload.
+    """
+
+    km_id: str
+    listen: Mapping[str, str]
+    """URL per interface: ``{"ak": ..., "ck": ..., "kq1": ..., "kx": ...}`` (port 0: any); an
+    interface served by another transport too has a second key ``"<interface>@<scheme>"``
+    (``"ak@https": "https://..."``: Ak as ETSI GS QKD 014, Q.4161 Appendix II)."""
+    controller_id: str
+    links: tuple[KMLink, ...] = ()
+    applications: frozenset[str] = frozenset()
+    """The applications this KM serves (their certificate IDs)."""
+    routing: Routing = Routing.DISTRIBUTED
+    """How the relays this KM starts are routed."""
+    session_lifetime: float = 3600.0
+    """Seconds a proactive key supply session lasts (Q.4161 clause 7.2)."""
+    default_session_keys: int = 1024
+    """The most keys of a session whose creation request gives no ``number_of_keys``."""
+    max_sessions_per_application: int = 64
+    """Open sessions a source application may have at this KM."""
+    hello_interval: float = 1.0
+    """Seconds between two HELLOs to each neighbour (D2.3 Table 7-8): a neighbour that does
+    not answer is reported down to the controller at once."""
+    reservation_lifetime: float = 30.0
+    """Seconds reserved link key waits for its allocation before it is released (Q.4164 clause
+    7.5), unless the reservation request says otherwise (at most ten times as long)."""
+    default_number_of_keys: int = 1
+    default_size_of_key: int = 256
+    max_key_per_request: int = 128
+    max_size_of_key: int = 8192
+    max_key_count: int = 100_000
+    """The ETSI 014 ``max_key_count`` this KM reports: the most keys its status ever says it
+    can supply to one pair of applications (``stored_key_count`` is never above it)."""
+    max_sae_id_count: int = 4
+    """The most ``additional_slave_SAE_IDs`` of an ETSI 014 Get key (key multicast); 0: none."""
+    relay_timeout: float = 10.0
+    """Seconds a hop waits for the next KM (and the controller) to answer."""
+    pending_timeout: float = 60.0
+    """Seconds relayed keys wait for their confirmation before they are dropped."""
+    report_interval: float = 0.5
+    """Seconds between two status reports to the controller."""
+    sync_interval: float = 0.25
+    """Seconds between two key ID synchronisations of a link (sooner when keys arrive)."""
+    acquire_interval: float = 0.25
+    """Seconds between two Kq-1 key requests to a module that supplies upon request."""
+
+    def check_amount(self, number: int, size: int) -> None:
+        """Raise :class:`~qkdn_sdk.errors.RequestRefused` saying why ``number`` keys of
+        ``size`` bits are more than one key request may ask of this KM."""
+        if number > self.max_key_per_request:
+            raise RequestRefused(
+                f"number_of_keys {number} is over this KM's max_key_per_request "
+                f"({self.max_key_per_request})"
+            )
+        if size % 8:
+            raise RequestRefused(
+                f"size_of_key {size} is not a multiple of 8",
+                etsi014_message=etsi014.SIZE_NOT_MULTIPLE_OF_8,
+            )
+        if not MIN_SIZE_OF_KEY <= size <= self.max_size_of_key:
+            raise RequestRefused(
+                f"size_of_key {size} is outside this KM's {MIN_SIZE_OF_KEY} to "
+                f"{self.max_size_of_key} bits"
+            )
+        if number * size > MAX_RELAY_BITS:
+            raise RequestRefused(
+                f"{number} keys of {size} bits are over the {MAX_RELAY_BITS} bits one request "
+                "may carry"
+            )
+
+    def served_application(self, claimed: str | None, peer_id: str | None) -> str:
+        """The application a request comes from: the ID its certificate holds (``peer_id``),
+        else the one it ``claimed``. Raises :class:`~qkdn_sdk.errors.NotAuthorized` for an
+        application this KM does not serve."""
+        application = peer_id or claimed
+        if application is None:
+            raise KeyManagerError("say which application sends this (its ID)")
+        if application not in self.applications:
+            raise NotAuthorized(f"application {quoted(application)} is not served by {self.km_id}")
+        return application
+
+    def link(self, neighbour: str) -> KMLink:
+        """The link to ``neighbour`` (one of :attr:`links`)."""
+        return next(link for link in self.links if link.neighbour == neighbour)
+
+    def __attrs_post_init__(self) -> None:
+        for key in self.listen:
+            listen_interface(key)
+        neighbours = [link.neighbour for link in self.links]
+        if len(set(neighbours)) != len(neighbours):
+            raise ValueError(f"{self.km_id}: two links to the same neighbour")
+
+
+def listen_interface(key: str) -> str:
+    """The interface a key of :attr:`KMConfig.listen` serves: ``"ak"`` and ``"ak@https"`` both
+    serve Ak. Raises :class:`ValueError` for anything else."""
+    interface, at, scheme = key.partition("@")
+    if interface not in INTERFACES or (at and not scheme):
+        raise ValueError(
+            f"unknown interface {key!r}: expected one of {list(INTERFACES)}, or "
+            "<interface>@<scheme> for a second transport"
+        )
+    return interface

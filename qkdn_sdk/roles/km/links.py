@@ -1,0 +1,293 @@
+"""The KM link (D2.3 clauses 7.1.2, 7.2.2): HELLO and link sessions with each neighbouring KM,
+and key ID synchronisation, which turns the QKD-keys both ends of a link hold into link key.
+
+Both ends receive a link's QKD-keys in the order its modules made them. The KM whose ID sorts
+first asks (:class:`~qkdn_sdk.messages.kx.KeyIdSynchronizationRequest` with the IDs waiting in
+its ``qkd:`` pool), the neighbour answers with those it holds too, and both cut those QKD-keys
+into link units (:func:`~qkdn_sdk.roles.km.keys.link_units`): the even units are spent by the
+first KM, the odd ones by the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import partial
+
+import trio
+
+from qkdn_sdk.errors import QkdnError, TransportError, quoted
+from qkdn_sdk.messages import KeyId, kx
+from qkdn_sdk.roles import relay as otp
+from qkdn_sdk.roles.keystore import KeyStore, KeyStoreError
+from qkdn_sdk.roles.km.acquisition import Acquisition
+from qkdn_sdk.roles.km.config import AUTHENTICATION, KeyManagerError, KMConfig, Spawn
+from qkdn_sdk.roles.km.keys import in_pool, link_units, qkd_pool
+from qkdn_sdk.roles.km.link_table import LinkTable
+from qkdn_sdk.roles.km.peers import Peers
+from qkdn_sdk.roles.km.status import StatusSupply
+from qkdn_sdk.transport import Connection
+
+__all__ = ["KMLinks"]
+
+logger = logging.getLogger("qkdn_sdk.roles.km")
+
+_COMMUNITY = "qkdn"
+"""The HELLO community name of the KMs of one network."""
+_LINK_SESSION_TIMER = 3600
+_SYNC_BATCH = 256
+"""QKD-key IDs in one key ID synchronisation request."""
+
+
+class KMLinks:
+    """The KM links of one KM: who answers, their link sessions, their key ID synchronisation.
+    :meth:`start` runs a HELLO loop per link, and a synchronisation loop per link this KM asks
+    on."""
+
+    def __init__(
+        self,
+        config: KMConfig,
+        store: KeyStore,
+        links: LinkTable,
+        peers: Peers,
+        acquisition: Acquisition,
+        status: StatusSupply,
+        spawn: Spawn,
+    ) -> None:
+        self._config = config
+        self._km_id = config.km_id
+        self._store = store
+        self._links = links
+        self._peers = peers
+        self._acquisition = acquisition
+        self._status = status
+        self._spawn = spawn
+        self.link_sessions: dict[str, str] = {}
+        """The link session (D2.3 Table 7-9) with each neighbour that answers HELLOs."""
+        self._answering: set[str] = set()
+        """Neighbours whose latest HELLO was answered."""
+        self._ready: set[str] = set()
+        """Neighbours whose link had link key cut once (logged once)."""
+
+    def start(self, nursery: trio.Nursery) -> None:
+        for link in self._config.links:
+            nursery.start_soon(self._hello, link.neighbour)
+            if self._km_id < link.neighbour:
+                nursery.start_soon(self._synchronise, link.neighbour)
+
+    # --- HELLO, SESSION, UPDATE (D2.3 Tables 7-8 to 7-10) ---------------------------------------
+
+    async def on_hello(self, hello: kx.Hello, connection: Connection) -> kx.Hello:
+        self._links.neighbour(hello.sender_id)
+        return kx.Hello(
+            sender_id=self._km_id, community_id=_COMMUNITY, authentication_info=AUTHENTICATION
+        )
+
+    async def on_session(
+        self, session: kx.SessionMessage, connection: Connection
+    ) -> kx.SessionMessage:
+        neighbour = self._links.neighbour(connection.peer_id or "")
+        self.link_sessions[neighbour] = session.session_id
+        return kx.SessionMessage(session_id=session.session_id, timer=session.timer)
+
+    async def on_update(self, update: kx.Update, connection: Connection) -> None:
+        logger.debug("%s: UPDATE from %s ignored", self._km_id, connection.peer_id)
+
+    async def _hello(self, neighbour: str) -> None:
+        """D2.3 clause 7.2.2: a HELLO to ``neighbour`` every ``hello_interval``, answered by
+        its own. A neighbour that stops answering is unreachable: its link is reported down
+        (and without key) to the controller at once, and again up when it answers. When the
+        link comes up, the KM whose ID sorts first opens a link session (SESSION, Table 7-9)."""
+        hello = kx.Hello(
+            sender_id=self._km_id, community_id=_COMMUNITY, authentication_info=AUTHENTICATION
+        )
+        while True:
+            if self._peers.dialer(neighbour).url is not None:
+                try:
+                    await self._peers.dialer(neighbour).request(
+                        hello, timeout=self._config.relay_timeout
+                    )
+                    up = True
+                except QkdnError:
+                    up = False
+                if up and neighbour not in self._answering:
+                    self._answering.add(neighbour)
+                    self._links.unreachable.discard(neighbour)
+                    if self._km_id < neighbour:
+                        await self._open_link_session(neighbour)
+                    logger.info("%s: link to %s is up", self._km_id, neighbour)
+                    self._status.report_now()
+                elif not up and neighbour in self._answering:
+                    self._answering.discard(neighbour)
+                    self._links.unreachable.add(neighbour)
+                    self.link_sessions.pop(neighbour, None)
+                    logger.warning("%s: link to %s is down (no HELLO)", self._km_id, neighbour)
+                    self._status.report_now()
+                elif not up:
+                    self._links.unreachable.add(neighbour)
+            await trio.sleep(self._config.hello_interval)
+
+    async def _open_link_session(self, neighbour: str) -> None:
+        session = kx.SessionMessage(session_id=str(uuid.uuid4()), timer=_LINK_SESSION_TIMER)
+        try:
+            answer = await self._peers.dialer(neighbour).request(
+                session, timeout=self._config.relay_timeout
+            )
+        except QkdnError as exc:
+            logger.warning("%s: no link session with %s: %s", self._km_id, neighbour, exc)
+            return
+        assert isinstance(answer, kx.SessionMessage)
+        if answer.session_id == session.session_id:
+            self.link_sessions[neighbour] = session.session_id
+
+    # --- key ID synchronisation (0x1185, 0x1186) ------------------------------------------------
+
+    async def _synchronise(self, neighbour: str) -> None:
+        """Key ID synchronisation, run by the KM whose ID sorts first on the link.
+
+        Both ends receive a link's QKD-keys in the order its modules made them, so a key we
+        hold that the neighbour lacks while it holds a newer one will never reach it (its
+        module dropped the key, or its KM was down): such keys are discarded. A request asks
+        for the oldest waiting IDs; when none of those is held and more wait, the next one asks
+        for the newest, so a run of keys the neighbour never got does not stall the link.
+        """
+        wanted = self._links.sync_wanted
+        failing = False
+        newest = False
+        while True:
+            with trio.move_on_after(self._config.sync_interval):
+                await wanted[neighbour].wait()
+            wanted[neighbour] = trio.Event()
+            if self._peers.dialer(neighbour).url is None:  # not started yet
+                continue
+            waiting = self._store.count(qkd_pool(neighbour))
+            if not waiting:
+                continue
+            ids = await self._store.key_ids(qkd_pool(neighbour), _SYNC_BATCH, newest=newest)
+            if not ids:
+                continue
+            request = kx.KeyIdSynchronizationRequest(
+                source_kma_id=self._km_id,
+                destination_kma_id=neighbour,
+                key_ids=[KeyId(key_id=key_id) for key_id in ids],
+            )
+            in_flight = self._links.sync_rounds[neighbour] = trio.Event()
+            try:
+                response = await self._peers.dialer(neighbour).request(
+                    request, timeout=self._config.relay_timeout
+                )
+                assert isinstance(response, kx.ResponseToKeyIdSynchronizationRequest)
+                held = {key.key_id for key in response.key_ids}
+                both = [key_id for key_id in ids if key_id in held]
+                await self._discard_unmatched(neighbour, ids, both)
+                await self._adopt(neighbour, both)
+            except QkdnError as exc:
+                if isinstance(exc, TransportError):
+                    self._links.unreachable.add(neighbour)
+                if not failing:
+                    logger.warning(
+                        "%s: key ID synchronisation with %s failed: %s", self._km_id, neighbour, exc
+                    )
+                failing = True
+                continue
+            finally:
+                in_flight.set()
+            if failing:
+                logger.info(
+                    "%s: key ID synchronisation with %s works again", self._km_id, neighbour
+                )
+            failing = False
+            self._links.unreachable.discard(neighbour)
+            newest = not both and not newest and waiting > _SYNC_BATCH
+            if len(ids) == _SYNC_BATCH or newest:
+                wanted[neighbour].set()
+
+    async def _discard_unmatched(self, neighbour: str, asked: list[str], both: list[str]) -> None:
+        """Discard the QKD-keys of ``asked`` (oldest first) that the neighbour does not hold
+        although it holds a newer one of them: it never will."""
+        if not both:
+            return
+        newest_held = asked.index(both[-1])
+        matched = set(both)
+        dead = [key_id for key_id in asked[:newest_held] if key_id not in matched]
+        if dead:
+            await self._store.take_present(qkd_pool(neighbour), dead)
+            logger.info(
+                "%s: %d QKD-keys of the link to %s discarded: %s never got them",
+                self._km_id,
+                len(dead),
+                neighbour,
+                neighbour,
+            )
+
+    async def on_synchronisation(
+        self, request: kx.KeyIdSynchronizationRequest, connection: Connection
+    ) -> kx.ResponseToKeyIdSynchronizationRequest:
+        """The neighbour whose ID sorts first names QKD-keys it holds: answer with those held
+        here too (fetched first from our KME, on a KME pair), and cut them."""
+        neighbour = self._links.neighbour(request.source_kma_id)
+        if request.destination_kma_id != self._km_id:
+            raise KeyManagerError(
+                f"this is {self._km_id}, not {quoted(request.destination_kma_id)}"
+            )
+        if len(request.key_ids) > _SYNC_BATCH:
+            raise KeyManagerError(f"at most {_SYNC_BATCH} key IDs per synchronisation")
+        asked = [key.key_id for key in request.key_ids]
+        held = await self._store.seen(asked)  # here now, or cut into link units before
+        link = self._config.link(neighbour)
+        if link.kme_pair:
+            await self._acquisition.fetch_from_kme(
+                link, [key_id for key_id in asked if key_id not in held]
+            )
+            held = await self._store.seen(asked)
+        both = [key_id for key_id in asked if key_id in held]
+        if both:
+            # Answered at once, cut meanwhile: both ends cut their units at the same time. A
+            # hop on units we have not cut yet waits for this round (Relay.with_received_units).
+            adopted = self._links.sync_rounds[neighbour] = trio.Event()
+            self._spawn(self._adopt_answered, neighbour, both, adopted)
+        return kx.ResponseToKeyIdSynchronizationRequest(
+            key_ids=[KeyId(key_id=key_id) for key_id in both], response="success"
+        )
+
+    async def _adopt_answered(
+        self, neighbour: str, qkd_key_ids: list[str], adopted: trio.Event
+    ) -> None:
+        """:meth:`_adopt` the keys a synchronisation request of ``neighbour`` was answered
+        with, then set ``adopted``."""
+        try:
+            await self._adopt(neighbour, qkd_key_ids)
+        except KeyStoreError as exc:
+            logger.warning(
+                "%s: the QKD-keys of the link to %s could not be cut: %s",
+                self._km_id,
+                neighbour,
+                exc,
+            )
+        finally:
+            adopted.set()
+
+    async def _adopt(self, neighbour: str, qkd_key_ids: list[str]) -> None:
+        """Cut those of the QKD-keys both ends hold that are still whole into link units."""
+        if not qkd_key_ids:
+            return
+        first = self._km_id < neighbour
+        qkd_keys = await self._store.take_present(
+            qkd_pool(neighbour), qkd_key_ids, split=partial(link_units, neighbour, first)
+        )
+        self._links.generated_bits[neighbour] += otp.UNIT_BITS * sum(
+            1
+            for qkd_key in qkd_keys
+            for index in range(len(qkd_key.key) // otp.UNIT_BYTES)
+            if otp.spent_by_first(index) == first
+        )
+        self._links.notify_change()
+        if neighbour not in self._ready:
+            self._ready.add(neighbour)
+            logger.info(
+                "%s: link to %s ready: %d bits of link key to send with, %d to receive",
+                self._km_id,
+                neighbour,
+                self._links.link_key_bits(neighbour),
+                self._store.count(in_pool(neighbour)) * otp.UNIT_BITS,
+            )

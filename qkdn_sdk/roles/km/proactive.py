@@ -1,0 +1,311 @@
+"""Proactive key supply (Q.4161 clause 7.2, Q.4164 clauses 7.3, 7.4): sessions between two
+applications, keys asked for by session ID at the source KM and pushed by the destination KM.
+
+An application authenticates (D2.3 clause 7.2.1 a)) to receive session creation notifications
+and pushed keys on that connection. The source KM opens a session through the controller, which
+makes its ID and has the destination KM notify its application (or opens it itself when both
+applications are its own); keys asked for in the session are made at the source, relayed like
+any other, and held at the destination in the application's ``session:`` pool until it
+acknowledges each one pushed (:meth:`ProactiveSupply.keys_stored` wakes its pusher).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import trio
+
+from qkdn_sdk.errors import FailureResponse, NotAuthorized, QkdnError, quoted
+from qkdn_sdk.messages import Key, ak, ck, mgmt
+from qkdn_sdk.roles.keystore import KeyStore
+from qkdn_sdk.roles.km.config import (
+    AUTHENTICATION,
+    KeyManagerError,
+    KMConfig,
+    Spawn,
+    passed_on,
+)
+from qkdn_sdk.roles.km.keys import Batch, fresh_keys
+from qkdn_sdk.roles.km.peers import Peers
+from qkdn_sdk.roles.km.relays import Relay
+from qkdn_sdk.roles.sessions import SessionError, Sessions, session_application, session_pool
+from qkdn_sdk.transport import Connection
+
+__all__ = ["ProactiveSupply"]
+
+logger = logging.getLogger("qkdn_sdk.roles.km")
+
+_PUSH_BATCH = 16
+"""Keys of a session pool read at a time to push them."""
+
+
+class ProactiveSupply:
+    """The sessions of one KM's applications and the pushes of their keys."""
+
+    def __init__(
+        self,
+        config: KMConfig,
+        store: KeyStore,
+        peers: Peers,
+        relay: Relay,
+        sessions: Sessions,
+        spawn: Spawn,
+    ) -> None:
+        self._config = config
+        self._km_id = config.km_id
+        self._store = store
+        self._peers = peers
+        self._relay = relay
+        self._sessions = sessions
+        self._spawn = spawn
+        self._applications: dict[str, Connection] = {}
+        """The latest authenticated connection of each application: where session creation
+        notifications and proactive key supply go."""
+        self._push_wanted: dict[str, trio.Event] = {}
+        self._pushing: dict[str, trio.Lock] = {}
+        """Per application: held by a push loop from peeking keys until it took those pushed, so
+        the loop of its next connection never pushes again a key acknowledged meanwhile."""
+        self.pushed: dict[str, int] = {}
+        """Session keys each application acknowledged, each taken from the store since."""
+        self._pushed_more = trio.Event()
+
+    async def wait_pushed(self, application: str, count: int) -> None:
+        """Return once ``application`` acknowledged ``count`` session keys pushed to it, and
+        each was taken from the store (Q.4161 clause 7.2.4)."""
+        while self.pushed.get(application, 0) < count:
+            await self._pushed_more.wait()
+
+    def keys_stored(self, pool: str) -> None:
+        """Keys were stored in ``pool``: when it is a session pool, push them."""
+        application = session_application(pool)
+        if application is not None:
+            self._wake_pusher(application)
+
+    async def authenticate(
+        self, command: mgmt.AuthenticationCommand, connection: Connection
+    ) -> mgmt.AuthenticationResponse:
+        """D2.3 clause 7.2.1 a): an application served here authenticates; its ID is the one
+        its certificate holds (the transport refuses another ``sender_id``). The KM then
+        authenticates to it in turn (mutual authentication) before it answers. The connection
+        then receives the application's session creation notifications and proactive key
+        supplies."""
+        application = self._config.served_application(command.sender_id, connection.peer_id)
+        ours = mgmt.KMAuthenticationCommand(
+            sender_id=self._km_id, authentication_info=AUTHENTICATION
+        )
+        try:
+            await connection.request(ours, timeout=self._config.relay_timeout)
+        except QkdnError as exc:
+            raise KeyManagerError(
+                f"application {quoted(application)} did not accept {self._km_id}'s "
+                f"authentication: {exc}"
+            ) from None
+        self._applications[application] = connection
+        self._wake_pusher(application)  # the pusher of its previous connection ends
+        self._spawn(self._push_session_keys, application, connection)
+        logger.info("%s: application %s authenticated", self._km_id, application)
+        return mgmt.AuthenticationResponse(
+            sender_id=self._km_id, response_code=mgmt.ResultCode.SUCCESS
+        )
+
+    async def session_creation_request(
+        self, request: ak.SessionCreationRequest, connection: Connection
+    ) -> ak.ResponseToSessionCreationRequest:
+        """Q.4161 clause 7.2.1 (Figure 3), with Q.4164 clause 7.3: the controller makes the
+        session ID and has the destination KM notify its application; an application of this
+        KM is notified here."""
+        session_id = str(uuid.uuid4())  # this attempt's; the controller's replaces it
+        try:
+            source = self._config.served_application(
+                request.application_source_id, connection.peer_id
+            )
+            destination = request.application_destination_id
+            if destination == source:
+                raise KeyManagerError("the destination application is the source application")
+            max_keys = request.number_of_keys or self._config.default_session_keys
+            if destination in self._config.applications:
+                await self._notify_session(session_id, destination, source, max_keys)
+                destination_km = self._km_id
+            else:
+                session_id, destination_km = await self._session_from_controller(
+                    source, destination, max_keys
+                )
+            self._sessions.open(
+                session_id,
+                source=source,
+                destination=destination,
+                source_km=self._km_id,
+                destination_km=destination_km,
+                max_keys=max_keys,
+            )
+        except (KeyManagerError, NotAuthorized, SessionError) as exc:  # Table 5: why, with an ID
+            logger.info("%s: no session: %s", self._km_id, exc)
+            return ak.ResponseToSessionCreationRequest(
+                session_id=session_id,
+                response=f"failure: {passed_on(str(exc))}",
+                source_km_id=self._km_id,
+            )
+        logger.info("%s: session %s of %s with %s", self._km_id, session_id, source, destination)
+        return ak.ResponseToSessionCreationRequest(
+            session_id=session_id, response="success", source_km_id=self._km_id
+        )
+
+    async def _session_from_controller(
+        self, source: str, destination: str, max_keys: int
+    ) -> tuple[str, str]:
+        """``(session ID, destination KM)`` from the controller (Q.4164 clause 7.3)."""
+        request = ck.SessionCreationRequest(
+            application_source_id=source,
+            application_destination_id=destination,
+            number_of_keys=max_keys,
+        )
+        # the destination KM asks its application before the controller answers
+        response = await self._peers.ask_controller(request, timeout=2 * self._config.relay_timeout)
+        assert isinstance(response, ck.ResponseToSessionCreationRequest)
+        return response.session_id, response.destination_km_id
+
+    async def _notify_session(
+        self, session_id: str, destination: str, source: str, max_keys: int
+    ) -> None:
+        """Q.4161 clause 7.2.2 (Figure 4): tell ``destination``, an application of ours, that
+        ``source`` opened a session with it; raises :class:`KeyManagerError` unless it
+        accepts."""
+        connection = self._applications.get(destination)
+        if connection is None:
+            raise KeyManagerError(
+                f"application {quoted(destination)} is not connected to {self._km_id} (it "
+                "authenticates to receive sessions)"
+            )
+        notification = ak.SessionCreationNotification(
+            application_source_id=destination,  # Table 6: the application that receives it
+            application_destination_id=source,
+            session_id=session_id,
+            number_of_keys=max_keys,
+        )
+        try:
+            await connection.request(notification, timeout=self._config.relay_timeout)
+        except FailureResponse as exc:
+            raise KeyManagerError(
+                f"application {quoted(destination)} refused the session: {passed_on(exc.reason)}"
+            ) from None
+        except QkdnError as exc:
+            raise KeyManagerError(
+                f"application {quoted(destination)} did not answer the session creation "
+                f"notification ({exc})"
+            ) from None
+
+    async def on_session_creation_notification(
+        self, notification: ck.SessionCreationNotification, connection: Connection
+    ) -> ck.ResponseToSessionCreationNotification:
+        """Q.4164 clause 7.4: the controller opens a session with one of our applications."""
+        destination = notification.application_destination_id
+        if destination not in self._config.applications:
+            raise KeyManagerError(
+                f"application {quoted(destination)} is not served by {self._km_id}"
+            )
+        max_keys = notification.number_of_keys or self._config.default_session_keys
+        await self._notify_session(
+            notification.session_id, destination, notification.application_source_id, max_keys
+        )
+        try:
+            self._sessions.open(
+                notification.session_id,
+                source=notification.application_source_id,
+                destination=destination,
+                source_km=notification.source_km_id,
+                destination_km=self._km_id,
+                max_keys=max_keys,
+            )
+        except SessionError as exc:
+            raise KeyManagerError(str(exc)) from None
+        return ck.ResponseToSessionCreationNotification(
+            session_id=notification.session_id, response="success"
+        )
+
+    async def key_request_with_session_id(
+        self, request: ak.KeyRequestWithSessionId, connection: Connection
+    ) -> ak.ResponseToKeyRequestWithSessionId:
+        """Q.4161 clause 7.2.3 (Figure 5): keys of a session for its source application; the
+        destination KM pushes the same keys to the destination application (clause 7.2.4)."""
+        source = self._config.served_application(None, connection.peer_id)  # Table 8 names none
+        number = request.number_of_keys or self._config.default_number_of_keys
+        size = request.size_of_key or self._config.default_size_of_key
+        self._config.check_amount(number, size)
+        try:
+            session = self._sessions.supply(request.session_id, source, number)
+        except SessionError as exc:
+            raise KeyManagerError(str(exc)) from None
+        batch = Batch(
+            source, session.destination, *fresh_keys(number, size), size, session.session_id
+        )
+        try:
+            if session.destination_km == self._km_id:
+                pool = session_pool(session.destination, session.session_id)
+                await self._store.put(batch.stored(pool))
+                self._wake_pusher(session.destination)
+            else:
+                await self._relay.relay(batch)
+        except BaseException:
+            self._sessions.refund(session, number)
+            raise
+        return ak.ResponseToKeyRequestWithSessionId(
+            session_id=session.session_id, keys=batch.supplied(), response="success"
+        )
+
+    def _wake_pusher(self, application: str) -> None:
+        self._push_wanted.setdefault(application, trio.Event()).set()
+
+    async def _push_session_keys(self, application: str, connection: Connection) -> None:
+        """Q.4161 clause 7.2.4 (Figure 6): push every key held for ``application`` in its
+        sessions over ``connection``, one proactive key supply per key, taking each key from
+        the store only once the application acknowledged it: keys not acknowledged are pushed
+        again to its next authenticated connection, acknowledged ones never."""
+        prefix = session_pool(application, "")
+        pushing = self._pushing.setdefault(application, trio.Lock())
+        while self._applications.get(application) is connection:
+            wanted = self._push_wanted[application] = trio.Event()
+            acknowledged = 0
+            async with pushing:  # after the loop of an earlier connection took what it pushed
+                if self._applications.get(application) is not connection:
+                    return
+                for pool in sorted(self._store.counts(prefix)):
+                    session_id = pool.rpartition(":")[2]
+                    for key in await self._store.peek(pool, _PUSH_BATCH):
+                        supply = ak.ProactiveKeySupply(
+                            session_id=session_id, keys=[Key(key=key.key, key_id=key.key_id)]
+                        )
+                        try:
+                            response = await connection.request(
+                                supply, timeout=self._config.relay_timeout
+                            )
+                        except FailureResponse as exc:  # kept, and pushed again when woken
+                            logger.warning(
+                                "%s: %s refused a key of session %s: %s",
+                                self._km_id,
+                                application,
+                                session_id,
+                                exc.reason,
+                            )
+                            break
+                        except QkdnError:  # gone: its next connection gets the keys
+                            if self._applications.get(application) is connection:
+                                del self._applications[application]
+                            return
+                        assert isinstance(response, ak.ResponseToProactiveKeySupply)
+                        if response.key_id != key.key_id:
+                            logger.warning(
+                                "%s: %s acknowledged key %s for key %s",
+                                self._km_id,
+                                application,
+                                quoted(response.key_id),
+                                key.key_id,
+                            )
+                            break
+                        taken = len(await self._store.take_present(pool, [key.key_id]))
+                        acknowledged += taken
+                        self.pushed[application] = self.pushed.get(application, 0) + taken
+                        self._pushed_more.set()
+                        self._pushed_more = trio.Event()
+            if not (acknowledged and self._store.counts(prefix)):
+                await wanted.wait()  # new keys, or another connection of the application
