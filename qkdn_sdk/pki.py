@@ -358,7 +358,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _make_directory(directory: Path) -> None:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # private keys: owner-only
     except OSError as exc:
         raise PKIError(f"cannot make directory {directory}: {exc.strerror or exc}") from None
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import stat
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -563,6 +565,7 @@ async def test_a_restarted_store_sees_exactly_the_keys_not_taken(tmp_path: Path)
 async def test_a_corrupt_file_gives_one_clear_error(tmp_path: Path, garbage: bytes) -> None:
     path = tmp_path / "keys.db"
     path.write_bytes(garbage)
+    path.chmod(0o600)
     with pytest.raises(KeyStoreError) as info:
         await SQLiteKeyStore.open(path)
     text = str(info.value)
@@ -572,11 +575,48 @@ async def test_a_corrupt_file_gives_one_clear_error(tmp_path: Path, garbage: byt
     assert info.value.__suppress_context__
 
 
+async def test_a_store_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "keys.db"
+    umask = os.umask(0)
+    try:
+        async with await SQLiteKeyStore.open(path) as store:
+            await store.put(make_many("p", 3))
+            files = sorted(path.parent.iterdir())
+            # (exclusive locking: the WAL index is in memory, there is no -shm file)
+            assert [file.name for file in files] == ["keys.db", "keys.db-wal"]
+            for file in files:
+                assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("name", ["keys.db", "keys.db-wal"])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o602])
+async def test_a_store_other_users_may_read_or_write_is_refused(
+    tmp_path: Path, name: str, mode: int
+) -> None:
+    path = tmp_path / "keys.db"
+    async with await SQLiteKeyStore.open(path) as store:
+        await store.put(make_many("p", 3))
+    (tmp_path / "keys.db-wal").touch(mode=0o600)
+    (tmp_path / name).chmod(mode)
+    with pytest.raises(KeyStoreError) as info:
+        await SQLiteKeyStore.open(path)
+    text = str(info.value)
+    assert text.startswith(f"cannot open key store {str(path)!r}: other users may read or write")
+    assert f"(mode {mode:04o}); make it owner-only: chmod 600 {tmp_path / name}" in text
+    (tmp_path / name).chmod(0o600)
+    async with await SQLiteKeyStore.open(path) as store:
+        assert store.count("p") == 3
+
+
 async def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "keys.db"
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=99")
     db.close()
+    path.chmod(0o600)
     with pytest.raises(KeyStoreError, match="schema version 99 is newer") as info:
         await SQLiteKeyStore.open(path)
     assert str(path) in str(info.value)
@@ -624,6 +664,7 @@ async def test_a_file_of_schema_version_1_is_brought_to_version_2(tmp_path: Path
         )
     db.execute("DELETE FROM keys WHERE key_id IN ('k0', 'k5')")  # taken: seqs 1 and 6
     db.close()
+    path.chmod(0o600)
     async with await SQLiteKeyStore.open(path) as store:
         assert store.counts() == {"p": 4}
         for taken in ("k0", "k5", "k1"):

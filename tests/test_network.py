@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -549,6 +551,24 @@ async def test_a_relay_never_confirmed_spends_its_units_when_its_keys_are_droppe
                 await km_c.wait_link_change()
         assert km_c.pending_key_ids == {}
         assert await km_c.store.seen(units) == set(units)
+
+
+async def test_a_state_directory_is_owner_only(tmp_path: Path) -> None:
+    """Key stores, their WAL, private keys: nothing in a network's state directory is open to
+    other users, whatever the umask."""
+    umask = os.umask(0)
+    try:
+        async with running(tmp_path, "tcp+tls", "sqlite") as network:
+            await ready(network, relay_bits(1, 256))
+            state = network.state_dir
+            assert stat.S_IMODE(state.stat().st_mode) == 0o700
+            assert stat.S_IMODE((state / "pki").stat().st_mode) == 0o700
+            stores = sorted(state.glob("*.sqlite3*"))
+            assert {path.name for path in stores} >= {"km-a.sqlite3", "km-a.sqlite3-wal"}
+            for path in [*stores, *(state / "pki").glob("*.key")]:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    finally:
+        os.umask(umask)
 
 
 # --- 7. restarts -------------------------------------------------------------------------------

@@ -8,14 +8,21 @@ first; reserved key never allocated goes back to its link.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
+from qkdn_sdk.codecs.frame import MAX_PAYLOAD_SIZE
+from qkdn_sdk.codecs.payload import encode_payload
+from qkdn_sdk.messages import KeyId, ck
 from qkdn_sdk.network import Network
+from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.controller import Controller, KMRequestFailed
 from qkdn_sdk.roles.km import KeyManager
+from qkdn_sdk.roles.km.reservation import units_answerable
 from tests.test_network import (
     WAIT,
     client,
@@ -103,3 +110,27 @@ async def test_reservations_refused(tmp_path: Path) -> None:
         await network.stop_km("km-b")  # its connection to the controller is gone
         with pytest.raises(KMRequestFailed, match="cannot reserve key at km-b: "):
             await controller.reserve("km-a", "km-c", 256)
+
+
+async def test_a_reservation_too_large_to_answer_reserves_nothing(tmp_path: Path) -> None:
+    """The units a reservation would answer must fit one frame: checked before any is set aside
+    (an answer the frame refused used to leave its key reserved for the reservation's lifetime)."""
+    answer = ck.ResponseToKeyReservationRequest(
+        source_kma_id="km-a", destination_kma_id="km-c", key_ids=[], response=0
+    )
+    most = units_answerable(answer)
+    unit = KeyId(key_id=str(uuid.uuid4()))
+    assert len(encode_payload(attrs.evolve(answer, key_ids=[unit] * most))) <= MAX_PAYLOAD_SIZE
+    assert len(encode_payload(attrs.evolve(answer, key_ids=[unit] * (most + 1)))) > MAX_PAYLOAD_SIZE
+    async with running(tmp_path, "memory") as network:
+        await ready(network, (most + 1) * otp.UNIT_BITS)
+        controller = controller_of(network)
+        km_a = km(network, "km-a")
+        with pytest.raises(KMRequestFailed) as caught:
+            await controller.reserve("km-a", "km-c", (most + 1) * otp.UNIT_BITS)
+        assert "more than one key reservation response can name" in str(caught.value)
+        assert f"at most {most * otp.UNIT_BITS} bits" in str(caught.value)
+        assert km_a.store.counts("reserved:") == {}
+        assert km_a.reserved_bits("km-b") == 0
+        reservation = await controller.reserve("km-a", "km-b", most * otp.UNIT_BITS)
+        assert len(reservation.key_ids["km-a"]) == most

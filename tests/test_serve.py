@@ -149,6 +149,9 @@ def test_module_files_hold_a_secret_and_are_private(deployment: dict[str, Path])
     for role_id, path in deployment.items():
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o600 if role_of(path) == "qkd-module" else 0o644), role_id
+        # the directories are owner-only: no other user reads a key, a secret or a store there
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE((path.parent.parent / "pki").stat().st_mode) == 0o700
 
 
 @pytest.mark.parametrize(

@@ -203,3 +203,22 @@ async def test_d23_key_supply_commands(tmp_path: Path) -> None:
             assert response.key_data == [first]
             with pytest.raises(FailureResponse):  # once
                 await bob.request(decryption)
+
+
+@pytest.mark.parametrize("peer", ["carol", "bob"])
+async def test_the_session_cap_is_checked_before_the_destination_is_told(
+    tmp_path: Path, peer: str
+) -> None:
+    """At its cap, alice's next session is refused before the destination application hears
+    of it: at alice's KM (carol, on km-a) and at the destination KM (bob, on km-c, whose cap on
+    sessions from alice is the same)."""
+    options = {"max_sessions_per_application": 2}
+    async with running(tmp_path, "memory", extra=CAROL_ON_KM_A, km_options=options) as network:
+        await ready(network, relay_bits(1, 256))
+        async with listening(network, peer) as destination, client(network, "alice") as alice:
+            for _ in range(2):
+                await alice.create_session(peer)
+            assert len(destination.sessions) == 2
+            reason = await refused(alice.create_session(peer))
+            assert "'alice' has 2 open sessions, the most this KM allows" in reason
+            assert len(destination.sessions) == 2  # never told of the third

@@ -90,7 +90,7 @@ class Network:
         self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         topology = self.topology
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys, secrets: owner-only
         if self.uses_tls:
             await trio.to_thread.run_sync(
                 write_dev_pki, self.state_dir / _PKI_DIR, "qkdn-dev-ca", topology.entities()

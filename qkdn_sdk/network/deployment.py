@@ -116,8 +116,9 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
     """
     directory = Path(directory).absolute()
     config_dir = directory / CONFIG_DIR
-    try:
-        config_dir.mkdir(parents=True, exist_ok=True)
+    try:  # owner-only: the configs hold link secrets, the PKI private keys, the stores keys
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config_dir.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise RoleConfigError(f"cannot make {config_dir}: {exc.strerror or exc}") from None
     uses_tls = topology.uses_tls

@@ -81,15 +81,8 @@ class Sessions:
         max_keys: int,
     ) -> Session:
         """Record a new session. Raises :class:`SessionError` when the ID is taken or the source
-        application has ``per_application`` open sessions."""
-        self._forget_expired()
-        if session_id in self._sessions:
-            raise SessionError(f"session {quoted(session_id)} exists already")
-        open_ones = sum(1 for session in self._sessions.values() if session.source == source)
-        if open_ones >= self._per_application:
-            raise SessionError(
-                f"{quoted(source)} has {open_ones} open sessions, the most this KM allows"
-            )
+        application has ``per_application`` open sessions (:meth:`check_room`)."""
+        self.check_room(source, session_id)
         session = Session(
             session_id=session_id,
             source=source,
@@ -101,6 +94,19 @@ class Sessions:
         )
         self._sessions[session_id] = session
         return session
+
+    def check_room(self, source: str, session_id: str | None = None) -> None:
+        """Raise :class:`SessionError` when the application ``source`` cannot open one more
+        session (it has ``per_application`` open ones), or ``session_id`` is taken: what
+        :meth:`open` will refuse, to be checked before anyone is told of the session."""
+        self._forget_expired()
+        if session_id is not None and session_id in self._sessions:
+            raise SessionError(f"session {quoted(session_id)} exists already")
+        open_ones = sum(1 for session in self._sessions.values() if session.source == source)
+        if open_ones >= self._per_application:
+            raise SessionError(
+                f"{quoted(source)} has {open_ones} open sessions, the most this KM allows"
+            )
 
     def get(self, session_id: str) -> Session:
         """The open session ``session_id``. Raises :class:`SessionError` when it is unknown,

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from qkdn_sdk.errors import FailureResponse, QkdnError, quoted
+from qkdn_sdk.errors import FailureResponse, NotAuthorized, QkdnError, quoted
 from qkdn_sdk.messages import (
     KeyId,
     Message,
@@ -26,6 +26,7 @@ from qkdn_sdk.messages import (
     mgmt,
     received_by,
 )
+from qkdn_sdk.roles._authorization import Authorization
 from qkdn_sdk.roles.controller._network import MAX_KEY_BITS, ControllerConfig, KeyNetwork, NoRoute
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, serve
@@ -120,6 +121,11 @@ class Controller:
         self._reports: dict[str, int] = {}
         self._reported = trio.Event()
         self._quiet = _QuietLog()
+        self._authorization = Authorization(
+            config.controller_id,
+            {km: {Role.KM} for km in config.kms},
+            {Role.KM: "{peer} is not a KM of the network of {owner}"},
+        )
         self.urls: list[str] = []
         """The URLs that reach the controller once it listens: ``listen_url``'s first."""
 
@@ -288,8 +294,13 @@ class Controller:
         Table 2 cannot carry a failure, with an error indication whose reason says why; records
         an unsolicited status information supply (D2.3 Table 8-2) and returns ``None``; answers
         any other request with a failure saying it is not supported; ignores other one-way
-        messages. Never raises for what the peer sent.
+        messages. Never raises for what the peer sent. Only the KMs of the network are
+        answered: any other peer gets a failure (its one-way messages are dropped).
         """
+        try:
+            self._authorization.check(message, connection.peer_id)
+        except NotAuthorized as exc:
+            return None if type(message).response_type() is None else _failure(message, str(exc))
         if isinstance(message, ck.KeyRelayNextHopRequest):
             try:
                 return self._next_hop(message, connection)

@@ -11,7 +11,10 @@ savepoint when there are several) and commits them with one fsync. The theory of
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, NoReturn, Self, TypeVar
@@ -150,7 +153,8 @@ class SQLiteKeyStore(_ClosedOnExit):
     @staticmethod
     def _open_sync(path: Path) -> tuple[sqlite3.Connection, dict[str, int]]:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _owner_only(path)
         except OSError as exc:
             raise KeyStoreError(f"cannot open key store {str(path)!r}: {exc}") from None
         db: sqlite3.Connection | None = None
@@ -467,3 +471,28 @@ class SQLiteKeyStore(_ClosedOnExit):
                 db, self._db = self._db, None
                 if db is not None:
                     await trio.to_thread.run_sync(db.close)
+
+
+def _owner_only(path: Path) -> None:
+    """Make a new store's file owner-only (0600, whatever the umask: SQLite gives its ``-wal``
+    and ``-shm`` files the same mode), or check an existing one is: raise
+    :class:`KeyStoreError` saying how to fix a file other users may read or write."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+            try:
+                mode = stat.S_IMODE(file.stat().st_mode)
+            except FileNotFoundError:
+                continue
+            if mode & 0o077:
+                whose = "it" if file == path else f"its {file.name}"
+                raise KeyStoreError(
+                    f"cannot open key store {str(path)!r}: other users may read or write {whose} "
+                    f"(mode {mode:04o}); make it owner-only: chmod 600 {shlex.quote(str(file))}"
+                ) from None
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

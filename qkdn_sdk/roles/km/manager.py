@@ -11,7 +11,9 @@ from typing import Any
 
 import trio
 
+from qkdn_sdk.errors import NotAuthorized
 from qkdn_sdk.messages import Message, Role, ak, ck, kq1, kx, mgmt, received_by
+from qkdn_sdk.roles._authorization import Authorization
 from qkdn_sdk.roles.keystore import KeyStore
 from qkdn_sdk.roles.km.acquisition import Acquisition
 from qkdn_sdk.roles.km.applications import KeySupply
@@ -29,7 +31,7 @@ from qkdn_sdk.roles.sessions import Sessions
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, serve
 
-__all__ = ["HANDLERS", "KeyManager", "accepted"]
+__all__ = ["HANDLERS", "KeyManager", "accepted", "authorization"]
 
 logger = logging.getLogger("qkdn_sdk.roles.km")
 
@@ -71,6 +73,29 @@ _SENDER_BY_INTERFACE = {
 }
 
 
+_REFUSALS = {
+    Role.APPLICATION: "application {peer} is not served by {owner}",
+    Role.KM: "{peer} is not a neighbour of {owner}",
+    Role.QKD_MODULE: "QKD module {peer} has no link at {owner}",
+    Role.CONTROLLER: "{peer} is not the QKDN controller of {owner}",
+}
+"""How a KM words the refusal of a message from a peer without the role that sends it."""
+
+
+def authorization(config: KMConfig) -> Authorization:
+    """Who may send what to the KM of ``config``: its controller, its neighbouring KMs, the QKD
+    modules of its links and its applications, each what its role sends."""
+    roles: dict[str, set[Role]] = {}
+    for peer, role in (
+        (config.controller_id, Role.CONTROLLER),
+        *((link.neighbour, Role.KM) for link in config.links),
+        *((link.module_id, Role.QKD_MODULE) for link in config.links),
+        *((application, Role.APPLICATION) for application in config.applications),
+    ):
+        roles.setdefault(peer, set()).add(role)
+    return Authorization(config.km_id, roles, _REFUSALS)
+
+
 def accepted(interface: str) -> frozenset[type[Message]]:
     """The messages a KM accepts on ``interface``: those the specs have the interface's peer
     send to a KM."""
@@ -105,6 +130,7 @@ class KeyManager:
         self._tls = tls
         self._limits = limits
         self._nursery: trio.Nursery | None = None
+        self._authorization = authorization(config)
         self.link_table = LinkTable(config, store)
         self.peers = Peers(
             config,
@@ -149,10 +175,18 @@ class KeyManager:
         )
 
     async def _handle(self, message: Message, connection: Connection) -> Message | None:
-        """The answer of the part :data:`HANDLERS` names for ``message``."""
+        """The answer of the part :data:`HANDLERS` names for ``message``, once the peer was
+        found to have the role that sends it (a refused request changes nothing; a refused
+        one-way message is dropped)."""
         route = HANDLERS.get(type(message))
         if route is None:
             return None
+        try:
+            self._authorization.check(message, connection.peer_id)
+        except NotAuthorized:
+            if type(message).response_type() is None:
+                return None
+            raise
         part, method = route
         handler = getattr(getattr(self, part), method)
         response: Message | None = await handler(message, connection)

@@ -124,6 +124,7 @@ class ProactiveSupply:
             if destination == source:
                 raise KeyManagerError("the destination application is the source application")
             max_keys = request.number_of_keys or self._config.default_session_keys
+            self._sessions.check_room(source)  # before anyone is told of the session
             if destination in self._config.applications:
                 await self._notify_session(session_id, destination, source, max_keys)
                 destination_km = self._km_id
@@ -205,6 +206,10 @@ class ProactiveSupply:
                 f"application {quoted(destination)} is not served by {self._km_id}"
             )
         max_keys = notification.number_of_keys or self._config.default_session_keys
+        try:  # before the application is told of the session
+            self._sessions.check_room(notification.application_source_id, notification.session_id)
+        except SessionError as exc:
+            raise KeyManagerError(str(exc)) from None
         await self._notify_session(
             notification.session_id, destination, notification.application_source_id, max_keys
         )

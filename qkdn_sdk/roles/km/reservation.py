@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 import trio
 
+from qkdn_sdk.codecs.frame import MAX_PAYLOAD_SIZE
+from qkdn_sdk.codecs.payload import encode_payload
 from qkdn_sdk.errors import quoted
 from qkdn_sdk.messages import KeyId, ck
 from qkdn_sdk.roles import relay as otp
@@ -25,12 +27,21 @@ from qkdn_sdk.roles.km.keys import allocated_pool, out_pool, reserved_pool
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.transport import Connection
 
-__all__ = ["Reservations"]
+__all__ = ["Reservations", "units_answerable"]
 
 logger = logging.getLogger("qkdn_sdk.roles.km")
 
 _MAX_RESERVED_BITS = 1 << 24
 """At most this many bits of link key in one reservation."""
+
+
+def units_answerable(answer: ck.ResponseToKeyReservationRequest) -> int:
+    """How many link unit IDs ``answer`` can name and still fit the payload of one TCP frame,
+    the strictest transport's limit."""
+    unit = KeyId(key_id=str(uuid.UUID(int=0)))  # every unit ID is a UUID: each costs the same
+    one, two = (len(encode_payload(attrs.evolve(answer, key_ids=[unit] * n))) for n in (1, 2))
+    per_unit = two - one
+    return (MAX_PAYLOAD_SIZE - (one - per_unit)) // per_unit
 
 
 @attrs.define
@@ -79,6 +90,19 @@ class Reservations:
         time they go back to the link."""
         next_km, bits, lifetime = self._terms(request.extension)
         needed = -(-bits // otp.UNIT_BITS)
+        answer = ck.ResponseToKeyReservationRequest(
+            source_kma_id=request.source_kma_id,
+            destination_kma_id=request.destination_kma_id,
+            application_destination_id=request.application_destination_id,
+            key_ids=[],
+            response=0,
+        )
+        most = units_answerable(answer)
+        if needed > most:  # checked before anything is reserved
+            raise KeyManagerError(
+                f"key_bits {bits} are {needed} link key units, more than one key reservation "
+                f"response can name; at most {most * otp.UNIT_BITS} bits"
+            )
         reservation_id = str(uuid.uuid4())
         pool = reserved_pool(next_km, reservation_id)
         unit_ids = await self._store.key_ids(out_pool(next_km), needed)
@@ -108,13 +132,7 @@ class Reservations:
             request.destination_kma_id,
             lifetime,
         )
-        return ck.ResponseToKeyReservationRequest(
-            source_kma_id=request.source_kma_id,
-            destination_kma_id=request.destination_kma_id,
-            application_destination_id=request.application_destination_id,
-            key_ids=[KeyId(key_id=unit_id) for unit_id in unit_ids],
-            response=0,
-        )
+        return attrs.evolve(answer, key_ids=[KeyId(key_id=unit_id) for unit_id in unit_ids])
 
     def _terms(self, extension: list[dict[str, Any]] | None) -> tuple[str, int, float]:
         """``(next KM, bits, lifetime)`` from a key reservation request's extension."""
