@@ -60,6 +60,16 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of the relay's cryptography and of the key store, against
+    their tests (``[tool.mutmut]`` in pyproject.toml; not run by default): prints each mutant
+    that survived. A survivor that weakens confidentiality or integrity is a missing test."""
+    install(session, "mutmut>=3.3")
+    session.run("mutmut", "run")
+    session.run("mutmut", "results")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """``qkdn bench`` (every figure beside its bare baseline; ``nox -s bench -- --quick --json
     bench.json`` passes options on), then a good client beside hostile peers and the server's

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from qkdn_sdk.errors import FailureResponse, QkdnError
-from qkdn_sdk.messages import Message, Role, example, received_by
+from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError
+from qkdn_sdk.messages import Message, Role, example, kx, received_by
+from qkdn_sdk.roles._peer import Dialer
 from qkdn_sdk.roles.keystore import MemoryKeyStore
 from qkdn_sdk.roles.km import HANDLERS, INTERFACES, KeyManager, KMConfig, KMLink
 from qkdn_sdk.roles.km.manager import accepted
-from qkdn_sdk.transport import connect
+from qkdn_sdk.transport import connect, serve
 from tests.test_network import km, ready, relay_bits, running
 
 WAIT = 10.0
@@ -223,3 +225,27 @@ def test_the_security_page_says_whose_certificate_may_send_each_message() -> Non
     table = text.split(begin, 1)[1].split(end, 1)[0]
     expected = km_authorization_table()
     assert table == expected, f"the table of {SECURITY.name} is stale; it is:\n{expected}"
+
+
+async def test_a_km_talks_only_to_the_peer_it_dials() -> None:
+    """The server at a neighbour's (or the controller's, or a module's) address must
+    authenticate as that peer: anyone else gets no request of the KM's answered."""
+
+    async def answer(message: Message, connection: Any) -> Message:
+        return kx.Hello(sender_id="impostor")
+
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(
+            partial(serve, "memory://authz/impostor", answer, identity="impostor")
+        )
+        hello = kx.Hello(sender_id="km-a")
+        for peer, expected in (("km-b", False), ("impostor", True), (None, True)):
+            dialer = Dialer(nursery, url=info.url, tls=None, identity="km-a", peer=peer)
+            if expected:
+                assert isinstance(await dialer.request(hello, timeout=WAIT), kx.Hello)
+            else:
+                with pytest.raises(TransportError) as caught:
+                    await dialer.request(hello, timeout=WAIT)
+                assert "is 'impostor', not 'km-b': refused" in str(caught.value)
+            dialer.close()
+        nursery.cancel_scope.cancel()

@@ -14,6 +14,7 @@ value), and hypothesis checks the pad and the unit counts for any plaintext.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -251,10 +252,14 @@ HOP_TAMPERINGS: dict[str, list[Any]] = {
     "application_destination_id": ["app-x", None],
     "session_id": ["5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c80", None],
     "transit_kma_ids": [["km-c", "km-b"], ["km-b"], None],
-    # Only the key IDs are covered, not their Key ID extensions (which no role reads).
     "key_ids": [
         [KeyId(key_id=KEY_IDS[1]), KeyId(key_id=KEY_IDS[0]), KeyId(key_id=KEY_IDS[2])],
         [KeyId(key_id=KEY_IDS[0]), KeyId(key_id=KEY_IDS[1]), KeyId(key_id="other")],
+        [  # a Key ID extension is covered too
+            KeyId(key_id=KEY_IDS[0], key_id_extension="x"),
+            KeyId(key_id=KEY_IDS[1]),
+            KeyId(key_id=KEY_IDS[2]),
+        ],
     ],
     "size_of_key": [64, 129],
     "link_key_ids": [[*UNIT_IDS[:3], "other"], [UNIT_IDS[1], UNIT_IDS[0], *UNIT_IDS[2:]]],
@@ -275,8 +280,13 @@ METADATA_TAMPERINGS: dict[str, list[Any]] = {
 }
 
 
+MAC_FAILED = "the key relay failed its message authentication code"
+E2E_FAILED = "the relayed keys failed the end-to-end integrity check"
+"""What a KM answers (the texts are part of the wire: a KM passes them back along the route)."""
+
+
 def _refused(hop: kx.KeyRelay) -> None:
-    with pytest.raises(otp.RelayIntegrityError, match="failed its message authentication code"):
+    with pytest.raises(otp.RelayIntegrityError, match=f"^{re.escape(MAC_FAILED)}$"):
         otp.unseal(hop, UNITS)
 
 
@@ -347,12 +357,12 @@ def test_a_hop_fails_the_mac_under_another_mac_key(hop: kx.KeyRelay) -> None:
 def test_check_end_to_end_refuses_a_change(
     key_ids: list[str], keys: list[bytes], tag: bytes
 ) -> None:
-    with pytest.raises(otp.RelayIntegrityError, match="end-to-end integrity check"):
+    with pytest.raises(otp.RelayIntegrityError, match=f"^{re.escape(E2E_FAILED)}$"):
         otp.check_end_to_end(E2E_MAC_KEY, key_ids, keys, tag)
 
 
 def test_check_end_to_end_refuses_another_mac_key() -> None:
-    with pytest.raises(otp.RelayIntegrityError, match="end-to-end integrity check"):
+    with pytest.raises(otp.RelayIntegrityError, match=f"^{re.escape(E2E_FAILED)}$"):
         otp.check_end_to_end(_flip(E2E_MAC_KEY), KEY_IDS, KEYS, E2E_TAG)
 
 
@@ -407,3 +417,16 @@ def test_one_unit_fewer_or_more_is_refused(
             otp.seal(plaintext, wrong)
         with pytest.raises(otp.RelayIntegrityError, match="link key units, got"):
             otp.unseal(hop, wrong)
+
+
+def test_a_hop_naming_the_wrong_number_of_units_is_refused_before_any_is_taken(
+    hop: kx.KeyRelay,
+) -> None:
+    otp.check_hop_units(hop)
+    for unit_ids in (hop.link_key_ids[:-1], [*hop.link_key_ids, "one more"]):
+        with pytest.raises(otp.RelayIntegrityError) as caught:
+            otp.check_hop_units(attrs.evolve(hop, link_key_ids=unit_ids))
+        assert str(caught.value) == (
+            f"{len(hop.encrypted_key)} bytes need {len(hop.link_key_ids)} link key units, "
+            f"got {len(unit_ids)}"
+        )

@@ -7,7 +7,9 @@ Poly1305 MAC over every parameter, the end-to-end tag, which end spends which un
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import attrs
 import orjson
 import pytest
 from cryptography.hazmat.primitives.poly1305 import Poly1305
@@ -15,7 +17,16 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 from qkdn_sdk.messages import kx
 from qkdn_sdk.network import Network
 from qkdn_sdk.transport import Connection
-from tests.test_network import client, ids, km, ready, relay_bits, running, same_keys
+from tests.test_network import (
+    client,
+    ids,
+    km,
+    ready,
+    refused,
+    relay_bits,
+    running,
+    same_keys,
+)
 
 UNIT_BYTES = 32
 
@@ -53,7 +64,7 @@ def hop_header(hop: kx.KeyRelay) -> bytes:
             hop.application_destination_id,
             hop.session_id,
             hop.transit_kma_ids,
-            [key_id.key_id for key_id in hop.key_ids],
+            [key_id.key_id for key_id in hop.key_ids],  # (no extension: IDs alone)
             hop.size_of_key,
             hop.link_key_ids,
             metadata.source_kma_id,
@@ -131,3 +142,39 @@ async def test_each_hop_is_padded_and_macd_with_the_units_it_names(
         assert first.transit_kma_ids == second.transit_kma_ids == ["km-b", "km-c"]
     else:
         assert first.transit_kma_ids is None
+
+
+def flip_a_key_bit(relay: kx.KeyRelay, plaintext: bytes) -> tuple[kx.KeyRelay, bytes]:
+    key_start = 32  # after the end-to-end MAC key
+    return relay, plaintext[:key_start] + bytes([plaintext[key_start] ^ 1]) + plaintext[33:]
+
+
+def swap_key_ids(relay: kx.KeyRelay, plaintext: bytes) -> tuple[kx.KeyRelay, bytes]:
+    return attrs.evolve(relay, key_ids=relay.key_ids[::-1]), plaintext
+
+
+@pytest.mark.parametrize("tamper", [flip_a_key_bit, swap_key_ids])
+async def test_a_trusted_node_that_alters_the_keys_is_caught_at_the_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tamper: Any
+) -> None:
+    """km-b, a trusted node, changes what it passes on (a key bit, or the order of the key
+    IDs) and seals and MACs its hop correctly: only the end-to-end check of km-c can see it,
+    and does. Nothing is supplied to anyone."""
+    async with running(tmp_path, "memory") as network:
+        await ready(network, relay_bits(2, 256))
+        relay_b = km(network, "km-b").relay
+        send_hop = relay_b._send_hop
+
+        async def altered(
+            relay: kx.KeyRelay, plaintext: bytes, next_km: str, units: list[Any]
+        ) -> None:
+            await send_hop(*tamper(relay, plaintext), next_km, units)
+
+        monkeypatch.setattr(relay_b, "_send_hop", altered)
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob", 2, 256))
+        assert "the relayed keys failed the end-to-end integrity check" in reason
+        km_c = km(network, "km-c")
+        assert km_c.pending_key_ids == {}
+        assert km_c.store.counts("app:") == {}
+        assert km(network, "km-a").relays["started"] == 0

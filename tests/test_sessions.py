@@ -190,6 +190,7 @@ async def test_d23_key_supply_commands(tmp_path: Path) -> None:
         assert response.key_data is not None
         assert (response.key_amount, response.key_size) == (2, 256)
         first = response.key_data[0]
+        assert response.key_id == first.key_id  # the key returned, not one the command named
         decryption = mgmt.KeySupplyCommand(
             sender_id="bob",
             source_id="bob",
@@ -201,6 +202,7 @@ async def test_d23_key_supply_commands(tmp_path: Path) -> None:
             response = await bob.request(decryption)
             assert isinstance(response, mgmt.KeySupplyResponse)
             assert response.key_data == [first]
+            assert response.key_id == first.key_id
             with pytest.raises(FailureResponse):  # once
                 await bob.request(decryption)
 

@@ -21,6 +21,11 @@ class Dialer:
     closed) in a task of ``nursery``; a peer that cannot be reached raises
     :class:`~qkdn_sdk.errors.TransportError` from :meth:`request` at once, so the caller can say
     which peer is down. ``url`` may be given later (:attr:`url`), before the first request.
+
+    ``peer`` is the identity the peer must authenticate with (its certificate's ID): a server
+    at ``url`` that is someone else is a :class:`~qkdn_sdk.errors.TransportError`, checked once
+    the connection is up (or, over a transport that learns the server's identity with its first
+    answer, as ETSI 014's does, before that answer is returned). ``None``: anyone at ``url``.
     """
 
     def __init__(
@@ -30,6 +35,7 @@ class Dialer:
         url: str | None,
         tls: TLSConfig | None,
         identity: str,
+        peer: str | None = None,
         handler: Handler | None = None,
         accepts: Collection[type[Message]] | None = None,
         limits: Limits | None = None,
@@ -39,6 +45,7 @@ class Dialer:
         self._nursery = nursery
         self._tls = tls
         self._identity = identity
+        self._peer = peer
         self._handler = handler
         self._accepts = accepts
         self._limits = limits
@@ -50,12 +57,23 @@ class Dialer:
     async def request(self, message: Message, *, timeout: float = DEFAULT_TIMEOUT) -> Message:
         """Send ``message`` and return the response; raises as :meth:`Connection.request`."""
         connection = await self._connected()
-        return await connection.request(message, timeout=timeout)
+        response = await connection.request(message, timeout=timeout)
+        self._check_peer(connection)
+        return response
 
     async def send(self, message: Message) -> None:
         """Send a one-way message; raises as :meth:`Connection.send`."""
         connection = await self._connected()
         await connection.send(message)
+
+    def _check_peer(self, connection: Connection) -> None:
+        """Raise :class:`~qkdn_sdk.errors.TransportError` (and drop the connection) when the
+        peer authenticated as someone else than :attr:`peer`."""
+        if self._peer is None or connection.peer_id in (None, self._peer):
+            return
+        if connection is self._connection:
+            self.close()
+        raise TransportError(f"{self.url} is {connection.peer_id!r}, not {self._peer!r}: refused")
 
     def close(self) -> None:
         """Close the connection (the next request opens a new one)."""
@@ -88,6 +106,7 @@ class Dialer:
                 accepts=self._accepts,
                 limits=self._limits,
             ) as connection:
+                self._check_peer(connection)
                 started = True
                 task_status.started(connection)
                 await release.wait()

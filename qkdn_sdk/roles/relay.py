@@ -170,7 +170,12 @@ def hop_data(relay: kx.KeyRelay) -> bytes:
         relay.application_destination_id,
         relay.session_id,
         relay.transit_kma_ids,
-        [key_id.key_id for key_id in relay.key_ids],
+        [  # an ID with its Key ID extension, when it has one (an ID alone reads as before)
+            key_id.key_id
+            if key_id.key_id_extension is None
+            else [key_id.key_id, key_id.key_id_extension]
+            for key_id in relay.key_ids
+        ],
         relay.size_of_key,
         relay.link_key_ids,
         relay.relay_metadata.source_kma_id,

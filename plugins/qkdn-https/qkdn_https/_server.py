@@ -29,6 +29,8 @@ import orjson
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -87,10 +89,34 @@ def _cannot_push(message: Message) -> NotCarried:
     )
 
 
+class _HTTP11Only(H11Protocol):
+    """hypercorn's HTTP/1.1, without its ways into HTTP/2 on a connection that chose HTTP/1.1 by
+    ALPN: a request with ``Upgrade: h2c`` is answered in HTTP/1.1 (a server may ignore an
+    upgrade, RFC 9110 clause 7.8), and the HTTP/2 connection preface is the bad HTTP/1.1 request
+    it is. ETSI 014 is HTTP/1.1; HTTP/2's streams would outrun the connection limits (168,200
+    streams opened and reset at once took a KM from 232 to 749 MB: rapid reset,
+    CVE-2023-44487)."""
+
+    async def _check_protocol(self, event: Any) -> None:
+        return None
+
+
 class _TCPServer(TCPServer):
-    """hypercorn's ``TCPServer``, which ends when the client closes its connection. (hypercorn
-    leaves its keep-alive timer running once the client is gone, so the connection, and its
-    place under the connection limits, lasted until the idle timeout.)"""
+    """hypercorn's ``TCPServer``, speaking HTTP/1.1 only (:class:`_HTTP11Only`), which ends when
+    the client closes its connection. (hypercorn leaves its keep-alive timer running once the
+    client is gone, so the connection, and its place under the connection limits, lasted until
+    the idle timeout.)"""
+
+    @property
+    def protocol(self) -> ProtocolWrapper:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, wrapper: ProtocolWrapper) -> None:
+        # The ALPN context offers http/1.1 alone, so the wrapper always starts with HTTP/1.1.
+        if type(wrapper.protocol) is H11Protocol:
+            wrapper.protocol.__class__ = _HTTP11Only
+        self._protocol = wrapper
 
     async def _read_data(self) -> None:
         await super()._read_data()

@@ -622,3 +622,29 @@ async def test_the_handler_may_end_its_connection(pki: ConformancePKI) -> None:
     assert len(seen) == 2
     assert seen[0] is not seen[1]
     assert seen[0].closed
+
+
+_H2C_UPGRADE = (
+    b"GET /api/v1/keys/app-b/status HTTP/1.1\r\nhost: x\r\n"
+    b"connection: Upgrade, HTTP2-Settings, close\r\nupgrade: h2c\r\n"
+    b"http2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+)
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+
+async def test_there_is_no_way_into_http_2(pki: ConformancePKI) -> None:
+    """ETSI 014 is HTTP/1.1: an h2c upgrade is answered in HTTP/1.1 (never 101), the HTTP/2
+    preface without ALPN is refused as a bad request (never a SETTINGS frame), and the server
+    goes on serving."""
+    handler = Recorder()
+    with trio.fail_after(_GUARD):
+        async with _server(pki, handler) as url:
+            answer = await _raw_exchange(url, pki.client, _H2C_UPGRADE)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            assert b"upgrade" not in answer.split(b"\r\n\r\n", 1)[0].lower()
+            answer = await _raw_exchange(url, pki.client, _H2_PREFACE)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+            async with _http(pki, url) as http:
+                response = await http.get("/api/v1/keys/app-b/status")
+                assert response.status_code == 200
+    assert handler.received == [ak.StatusRequest(application_destination_id="app-b")] * 2

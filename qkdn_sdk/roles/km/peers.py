@@ -59,6 +59,7 @@ class Peers:
                 url=url or self._directory.get(peer),
                 tls=tls or self._tls,
                 identity=self._config.km_id,
+                peer=peer,
                 handler=self._handler,
                 accepts=self._accepted(interface),
                 limits=self._limits,
