@@ -232,9 +232,12 @@ class KeyManagerClient:
                 sender_id=self._require_identity(), response_code=mgmt.ResultCode.SUCCESS
             )
         if isinstance(message, ak.SessionCreationNotification):
-            if message.application_source_id != self._identity:  # Table 6: the receiver
-                raise QkdnError(f"this is {self._identity}, not {message.application_source_id}")
-            self.sessions[message.session_id] = message.application_destination_id
+            # Table 6 reads both ways (ak.SessionCreationNotification): the peer is the ID
+            # that is not ours, whichever field holds it
+            source, destination = message.application_source_id, message.application_destination_id
+            if self._identity not in (source, destination):
+                raise QkdnError(f"this is {self._identity}, not {source} or {destination}")
+            self.sessions[message.session_id] = destination if source == self._identity else source
             return ak.ResponseToSessionCreationNotification(
                 session_id=message.session_id, response="success"
             )

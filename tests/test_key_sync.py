@@ -212,3 +212,37 @@ async def test_a_km_refuses_a_qkd_key_too_long_to_cut() -> None:
             "QKD-key 'big': 16777472 bits, over the 16777216 this KM cuts into link units"
         )
         assert await km_a.store.seen(["big"]) == set()
+
+
+async def test_a_link_checks_hash_values_with_its_own_algorithm() -> None:
+    """Q.4162 Table 1 does not fix the hash algorithm: the link names it, and a key whose hash
+    value is not that algorithm's is refused (and not stored)."""
+    config = KMConfig(
+        km_id="km-a",
+        listen={"kq1": "memory://hash/km-a/kq1"},
+        controller_id="controller",
+        links=(KMLink(neighbour="km-b", module_id="km-a.km-b", hash_algorithm="sha3_256"),),
+        report_interval=60,
+        hello_interval=60,
+    )
+    manager = KeyManager(config, MemoryKeyStore())
+    (key_id, key), (other_id, other) = qkd_keys(2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        async with connect(config.listen["kq1"], identity="km-a.km-b") as module:
+            response = await module.request(
+                kq1.KeySupply(key=key, key_id=key_id, hash_value=hashlib.sha3_256(key).hexdigest())
+            )
+            assert isinstance(response, kq1.ResponseToKeySupply)
+            with pytest.raises(FailureResponse) as caught:
+                await module.request(
+                    kq1.KeySupply(
+                        key=other, key_id=other_id, hash_value=hashlib.sha256(other).hexdigest()
+                    )
+                )
+        assert caught.value.reason == (
+            f"failure: QKD-key '{other_id}': the hash value does not match (the sha3_256 of the "
+            "key)"
+        )
+        assert await manager.store.seen([key_id, other_id]) == {key_id}
+        nursery.cancel_scope.cancel()

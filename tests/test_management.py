@@ -3,13 +3,17 @@ period (Tables 8-1, 8-2), route information supply (Tables 8-3, 8-4)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
+from qkdn_sdk.messages import Message, mgmt
 from qkdn_sdk.roles.controller import Controller, KMRequestFailed
-from qkdn_sdk.roles.km import STATUS_PARAMETERS, KeyManager, KeyManagerError
+from qkdn_sdk.roles.keystore import MemoryKeyStore
+from qkdn_sdk.roles.km import STATUS_PARAMETERS, KeyManager, KeyManagerError, KMConfig, KMLink
+from qkdn_sdk.transport import Connection, connect, serve
 from tests.test_network import WAIT, client, km, ready, relay_bits, running
 
 
@@ -100,3 +104,58 @@ async def test_every_km_authenticates_to_the_controller(tmp_path: Path) -> None:
             for km_id in ("km-a", "km-b", "km-c"):
                 await controller.wait_for_report(km_id, 1)
         assert controller.authenticated == {"km-a", "km-b", "km-c"}
+
+
+async def test_periodic_supplies_carry_the_table_the_controller_asked_for() -> None:
+    """D2.3 clause 8.1 b): after a status command with a period and a status table, the KM's
+    unsolicited supplies come at that period with those parameters only."""
+    reports: list[list[dict[str, object]]] = []
+    more = trio.Event()
+
+    async def controller(message: Message, connection: Connection) -> Message | None:
+        nonlocal more
+        if isinstance(message, mgmt.CkAuthenticationCommand):
+            return mgmt.CkAuthenticationResponse(
+                sender_id="controller", response_code=mgmt.ResultCode.SUCCESS
+            )
+        if isinstance(message, mgmt.StatusInformationSupplyResponse):
+            reports.append(list(message.status_table))
+            more.set()
+            more = trio.Event()
+        return None
+
+    config = KMConfig(
+        km_id="km-a",
+        listen={"ck": "memory://status-table/km-a/ck"},
+        controller_id="controller",
+        links=(KMLink(neighbour="km-b", module_id="km-a.km-b"),),
+        report_interval=0.05,
+        hello_interval=60,
+    )
+    directory = {"controller": "memory://status-table/controller"}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(serve, directory["controller"], controller, identity="controller")
+        )
+        await nursery.start(KeyManager(config, MemoryKeyStore(), directory=directory).run)
+        with trio.fail_after(WAIT):
+            while not reports:
+                await more.wait()
+        assert set(reports[-1][0]) == {"km_link", *STATUS_PARAMETERS}
+        async with connect(config.listen["ck"], identity="controller") as connection:
+            answer = await connection.request(
+                mgmt.StatusInformationSupplyCommand(
+                    sender_id="controller", period=1, status_table=["key_amount", "status"]
+                ),
+                timeout=WAIT,
+            )
+        assert isinstance(answer, mgmt.StatusInformationSupplyResponse)
+        asked = [{"km_link", "key_amount", "status"}]  # one link
+        assert [set(entry) for entry in answer.status_table] == asked
+        count = len(reports)
+        with trio.fail_after(WAIT):
+            while len(reports) < count + 2:  # the one the command started, then the next
+                await more.wait()
+        for table in reports[count:]:
+            assert [set(entry) for entry in table] == asked
+        nursery.cancel_scope.cancel()

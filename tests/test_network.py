@@ -571,6 +571,20 @@ async def test_a_state_directory_is_owner_only(tmp_path: Path) -> None:
         os.umask(umask)
 
 
+@pytest.mark.parametrize("algorithm", ["sha3_256", "blake2b"])
+async def test_a_proactive_link_of_another_hash_algorithm(tmp_path: Path, algorithm: str) -> None:
+    """The modules of km-a ==== km-b hash their keys with the link's algorithm, the KMs check
+    them with it: the link gets key and relays."""
+    proactive = 'mode = "proactive"'
+    replace = [(proactive, f'{proactive}\nhash_algorithm = "{algorithm}"')]
+    async with running(tmp_path, "memory", replace=replace) as network:
+        await ready(network, relay_bits(2, 256))
+        async with client(network, "alice") as alice:
+            keys = await alice.get_keys("bob", 2)
+        async with client(network, "bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+
+
 # --- 7. restarts -------------------------------------------------------------------------------
 
 

@@ -145,6 +145,33 @@ def test_a_links_buffer_reaches_its_module_files(tmp_path: Path) -> None:
     assert buffers == {"km-a.km-b": 256, "km-b.km-a": 256, "km-b.km-c": 100000, "km-c.km-b": 100000}
 
 
+def test_a_links_hash_algorithm_reaches_its_km_and_module_files(tmp_path: Path) -> None:
+    text = LINE3.read_text().replace(
+        'mode = "on-request"', 'mode = "on-request"\nhash_algorithm = "blake2b"'
+    )
+    files = write_role_configs(parse_topology(text), tmp_path, first_port=first_port())
+    algorithms = {}
+    for role_id, path in files.items():
+        config = load_role_config(path, role_of(path)).config
+        if isinstance(config, QKDModuleConfig):
+            algorithms[role_id] = config.hash_algorithm
+        elif isinstance(config, KMConfig):
+            for link in config.links:
+                algorithms[f"{role_id} -> {link.neighbour}"] = link.hash_algorithm
+    assert algorithms == {
+        "km-a -> km-b": "sha256",
+        "km-b -> km-a": "sha256",
+        "km-b -> km-c": "blake2b",
+        "km-c -> km-b": "blake2b",
+        "km-a.km-b": "sha256",
+        "km-b.km-a": "sha256",
+        "km-b.km-c": "blake2b",
+        "km-c.km-b": "blake2b",
+    }
+    km_file = files["km-b"].read_text()
+    assert km_file.count("hash_algorithm") == 1  # the default is left out
+
+
 def test_module_files_hold_a_secret_and_are_private(deployment: dict[str, Path]) -> None:
     for role_id, path in deployment.items():
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
 from qkdn_sdk.client import KeyManagerClient, SuppliedKey
-from qkdn_sdk.errors import FailureResponse
-from qkdn_sdk.messages import mgmt
+from qkdn_sdk.errors import FailureResponse, QkdnError
+from qkdn_sdk.messages import Message, ak, mgmt
 from qkdn_sdk.network import Network
-from qkdn_sdk.transport import connect
+from qkdn_sdk.transport import Connection, connect, serve
 from tests.test_network import (
     CAROL_ON_KM_A,
     ROUTINGS,
@@ -190,7 +192,7 @@ async def test_d23_key_supply_commands(tmp_path: Path) -> None:
         assert response.key_data is not None
         assert (response.key_amount, response.key_size) == (2, 256)
         first = response.key_data[0]
-        assert response.key_id == first.key_id  # the key returned, not one the command named
+        assert response.key_id is None  # Table 7-5: the command's (it named none)
         decryption = mgmt.KeySupplyCommand(
             sender_id="bob",
             source_id="bob",
@@ -224,3 +226,37 @@ async def test_the_session_cap_is_checked_before_the_destination_is_told(
             reason = await refused(alice.create_session(peer))
             assert "'alice' has 2 open sessions, the most this KM allows" in reason
             assert len(destination.sessions) == 2  # never told of the third
+
+
+@pytest.mark.parametrize("reading", ["rows", "clause"])
+async def test_the_client_reads_a_session_notification_either_way(reading: str) -> None:
+    """Q.4161 Table 6 reads two ways (the receiver's ID in ``application_source_id``, or the
+    opener's): the client takes the ID that is not its own as the peer, and refuses a
+    notification that names it in neither field."""
+    ours, theirs = ("bob", "alice") if reading == "rows" else ("alice", "bob")
+
+    async def km(message: Message, connection: Connection) -> Message | None:
+        return None
+
+    async with trio.open_nursery() as nursery:
+        url = f"memory://reading-{reading}"
+        info = await nursery.start(partial(serve, url, km, identity="km-c"))
+        async with KeyManagerClient.connect(info.url, identity="bob") as bob:
+            notification = ak.SessionCreationNotification(
+                application_source_id=ours, application_destination_id=theirs, session_id="s-1"
+            )
+            answer = await bob._handle(notification, bob._km)
+            assert isinstance(answer, ak.ResponseToSessionCreationNotification)
+            assert bob.sessions == {"s-1": "alice"}
+            with pytest.raises(QkdnError, match="this is bob, not carol or alice"):
+                await bob._handle(
+                    attrs.evolve(
+                        notification,
+                        application_source_id="carol",
+                        application_destination_id="alice",
+                        session_id="s-2",
+                    ),
+                    bob._km,
+                )
+            assert bob.sessions == {"s-1": "alice"}
+        nursery.cancel_scope.cancel()

@@ -86,6 +86,18 @@ def test_a_links_modules_hold_its_buffer_of_keys() -> None:
     assert spec.module_config("km-c", "km-b", bytes(32), 0.0, km_url="x").buffer_keys == 5000
 
 
+def test_a_links_modules_and_kms_use_its_hash_algorithm() -> None:
+    default = parse_topology(topology())
+    assert default.module_config("km-b", "km-c", bytes(32), 0.0, listen_url="x").hash_algorithm == (
+        "sha256"
+    )
+    spec = parse_topology(topology(link='secret_key_rate = 1000\nhash_algorithm = "sha3_512"'))
+    module = spec.module_config("km-c", "km-b", bytes(32), 0.0, km_url="x")
+    assert module.hash_algorithm == "sha3_512"
+    [link] = spec.km_config("km-c", {}).links
+    assert link.hash_algorithm == "sha3_512"
+
+
 @pytest.mark.parametrize(
     ("where", "entry"),
     [
@@ -116,6 +128,11 @@ def test_a_key_no_table_has_is_refused(where: str, entry: str) -> None:
         ),
         ("", "secret_key_rate = 1\netsi014 = true", 'needs mode = "on-request"'),
         ("", "secret_key_rate = 1\nbuffer_keys = 0", "link 1: buffer_keys must be at least 1"),
+        (
+            "",
+            'secret_key_rate = 1\nhash_algorithm = "md5"',
+            "link 1: unknown hash algorithm 'md5': expected one of sha256, sha224",
+        ),
         ("", "secret_key_rate = 1\nbuffer_keys = 1.5", "buffer_keys must be an integer, not 1.5"),
         ("", 'kme.km-b = {url = "https://b:1"}', "kme names one KME for each of"),
         (

@@ -172,8 +172,12 @@ class SessionCreationNotification(
     """Session creation notification message (Q.4161 clause 8.2.3, Table 6): the destination KM
     tells its application that a session was opened by ``application_destination_id``.
 
-    Note the Table 6 perspective: ``application_source_id`` is the application that *receives*
-    this message.
+    Table 6 reads two ways: its rows call ``application_source_id`` "the application that
+    receives this message", while the clause says the KM notifies the receiver "with the ID of
+    the source application". The SDK sends the rows' reading (the receiver's ID in
+    ``application_source_id``, the application that opened the session in
+    ``application_destination_id``): the rows are the normative part, and a receiver can tell
+    either way which ID is the peer's, the one that is not its own, as the SDK's client does.
     """
 
     application_source_id: str = attrs.field(

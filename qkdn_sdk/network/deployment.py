@@ -35,13 +35,14 @@ A KM file::
     module = "km-a.km-b"               # our QKD module on the link
     mode = "on-request"
     module_url = "tcp+tls://127.0.0.1:7012"   # on-request only: where the module serves
+    hash_algorithm = "sha3_256"        # optional: of the Kq-1 hash values (default sha256)
 
 A controller file has ``role = "controller"``, ``id``, ``listen`` (its Ck URL), ``kms``,
 ``links`` (pairs of KM IDs), ``applications`` (application ID = KM ID) and ``tls``. A QKD module
 file has ``role = "qkd-module"``, ``id``, ``matching_id``, ``km_id``, ``mode``, ``km_url``
 (proactive: its KM's Kq-1 URL) or ``listen`` (on-request), ``secret_key_rate``, ``key_size``,
-``buffer_keys``, ``epoch``, ``link_secret`` (hex: the secret both modules of the link share;
-the file is written with mode 0600) and ``tls``.
+``buffer_keys``, ``hash_algorithm`` (unless SHA-256), ``epoch``, ``link_secret`` (hex: the
+secret both modules of the link share; the file is written with mode 0600) and ``tls``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from qkdn_sdk.roles.keystore import SQLiteKeyStore
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink, Routing, listen_interface
 from qkdn_sdk.roles.qkd_module import (
     BUFFER_KEYS,
+    HASH_ALGORITHMS,
     LINK_SECRET_SIZE,
     Kq1Mode,
     QKDModule,
@@ -178,6 +180,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                     "mode": link.mode.value,
                 }
                 | ({"module_url": link.module_url} if link.module_url else {})
+                | _hash_entry(link.hash_algorithm)
                 | _kme_entries(link)
                 for link in km_config.links
             ],
@@ -211,6 +214,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                 "secret_key_rate": module.secret_key_rate,
                 "key_size": module.key_size,
                 "buffer_keys": module.buffer_keys,
+                **_hash_entry(module.hash_algorithm),
                 "epoch": module.epoch,
                 "link_secret": module.link_secret.hex(),
                 **tls(module.module_id),
@@ -327,6 +331,11 @@ def load_role_config(path: Path, role: str) -> RoleConfig:
         raise RoleConfigError(f"{path}: {exc}") from None
 
 
+def _hash_entry(algorithm: str) -> dict[str, Any]:
+    """The ``hash_algorithm`` of a link or module file, unless it is the default."""
+    return {} if algorithm == HASH_ALGORITHMS[0] else {"hash_algorithm": algorithm}
+
+
 def _kme_entries(link: KMLink) -> dict[str, Any]:
     """What a KM file says of a link whose keys come from a pair of ETSI 014 KMEs."""
     if not link.kme_pair:
@@ -398,7 +407,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
         known_keys(
             table,
             {"neighbour", "url", "module", "mode", "module_url", "kme_pair", "peer_sae_id"}
-            | {"kme_tls"},
+            | {"kme_tls", "hash_algorithm"},
             where,
         )
         neighbour = get(table, "neighbour", str, where)
@@ -412,6 +421,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
                 kme_pair=get(table, "kme_pair", bool, where, False),
                 peer_sae_id=get(table, "peer_sae_id", str, where, None),
                 tls=_tls(table, here, "kme_tls"),
+                hash_algorithm=get(table, "hash_algorithm", str, where, HASH_ALGORITHMS[0]),
             )
         )
     table = get(data, "options", dict, "top level", {})
@@ -471,6 +481,7 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "secret_key_rate",
             "key_size",
             "buffer_keys",
+            "hash_algorithm",
             "epoch",
             "link_secret",
             "tls",
@@ -490,6 +501,7 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
         mode=choice(data, "mode", Kq1Mode, where),
         key_size=get(data, "key_size", int, where, 4096),
         buffer_keys=get(data, "buffer_keys", int, where, BUFFER_KEYS),
+        hash_algorithm=get(data, "hash_algorithm", str, where, HASH_ALGORITHMS[0]),
         km_url=get(data, "km_url", str, where, None),
         listen_url=get(data, "listen", str, where, None),
         km_id=get(data, "km_id", str, where, None),

@@ -20,6 +20,7 @@
     mode = "proactive"           # Kq-1 mode: "proactive" (Q.4162 7.1) or "on-request" (7.2)
     key_size = 4096              # bits per QKD-key (optional)
     buffer_keys = 256            # ready keys a module holds for its KM (optional)
+    hash_algorithm = "sha256"    # of each key's Kq-1 "Hash value" (optional): SHA-2, SHA-3, BLAKE2
     etsi014 = true               # on-request: the modules serve Kq-1 as ETSI 014 (optional)
 
     [[link]]                     # a QKD link whose keys come from two ETSI 014 KMEs (devices)
@@ -48,7 +49,13 @@ from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
 from qkdn_sdk.roles.controller import ControllerConfig
 from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink, Routing, listen_interface
-from qkdn_sdk.roles.qkd_module import BUFFER_KEYS, Kq1Mode, QKDModuleConfig
+from qkdn_sdk.roles.qkd_module import (
+    BUFFER_KEYS,
+    HASH_ALGORITHMS,
+    Kq1Mode,
+    QKDModuleConfig,
+    check_hash_algorithm,
+)
 from qkdn_sdk.tls import TLSConfig
 
 __all__ = [
@@ -105,6 +112,8 @@ class LinkSpec:
     key_size: int
     buffer_keys: int = BUFFER_KEYS
     """Ready keys each QKD module holds for its KM; beyond it the oldest are dropped."""
+    hash_algorithm: str = HASH_ALGORITHMS[0]
+    """The algorithm of the "Hash value" (Q.4162 Table 1) the modules give each key."""
     etsi014: bool = False
     """On-request links: the QKD modules serve Kq-1 as ETSI GS QKD 014 (``https://``)."""
     kmes: Mapping[str, KMESpec] = attrs.Factory(dict)
@@ -216,6 +225,7 @@ class Topology:
                 module_id=module_id(km_id, neighbour),
                 mode=link.mode,
                 module_url=module_urls.get(module_id(km_id, neighbour)),
+                hash_algorithm=link.hash_algorithm,
             )
             for neighbour, link in self.links_of(km_id)
         )
@@ -251,6 +261,7 @@ class Topology:
             mode=link.mode,
             key_size=link.key_size,
             buffer_keys=link.buffer_keys,
+            hash_algorithm=link.hash_algorithm,
             km_url=km_url,
             listen_url=listen_url,
             km_id=km,
@@ -333,7 +344,16 @@ def parse_topology(text: str, *, source: str = "topology") -> Topology:
         raise TopologyError(f"{source}: {exc}") from None
 
 
-_LINK_KEYS = {"kms", "secret_key_rate", "mode", "key_size", "buffer_keys", "etsi014", "kme"}
+_LINK_KEYS = {
+    "kms",
+    "secret_key_rate",
+    "mode",
+    "key_size",
+    "buffer_keys",
+    "hash_algorithm",
+    "etsi014",
+    "kme",
+}
 
 
 def _topology(data: Mapping[str, Any]) -> Topology:
@@ -406,6 +426,11 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         buffer_keys = get(table, "buffer_keys", int, where, BUFFER_KEYS)
         if buffer_keys < 1:
             raise Problem(f"{where}: buffer_keys must be at least 1")
+        hash_algorithm = get(table, "hash_algorithm", str, where, HASH_ALGORITHMS[0])
+        try:
+            check_hash_algorithm(hash_algorithm)
+        except ValueError as exc:
+            raise Problem(f"{where}: {exc}") from None
         link_014 = get(table, "etsi014", bool, where, False)
         if link_014 and (mode is not Kq1Mode.ON_REQUEST or transport == "memory"):
             raise Problem(f'{where}: etsi014 = true needs mode = "on-request" and tcp+tls')
@@ -416,6 +441,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
                 mode=mode,
                 key_size=key_size,
                 buffer_keys=buffer_keys,
+                hash_algorithm=hash_algorithm,
                 etsi014=link_014,
                 kmes=kmes,
             )

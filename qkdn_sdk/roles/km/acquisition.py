@@ -11,7 +11,6 @@ QKD-key waits in the ``qkd:<neighbour>`` pool until the key ID synchronisation c
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import trio
@@ -25,6 +24,7 @@ from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig, KMLink
 from qkdn_sdk.roles.km.keys import qkd_pool
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.peers import Peers
+from qkdn_sdk.roles.qkd_module import hash_of
 from qkdn_sdk.transport import Connection
 
 __all__ = ["Acquisition"]
@@ -76,8 +76,11 @@ class Acquisition:
         logged and left out."""
         stored = []
         for key_id, key, hash_value in keys:
-            if hash_value is not None and hash_value != hashlib.sha256(key).hexdigest():
-                raise KeyManagerError(f"QKD-key {quoted(key_id)}: the hash value does not match")
+            if hash_value is not None and hash_value != hash_of(link.hash_algorithm, key):
+                raise KeyManagerError(
+                    f"QKD-key {quoted(key_id)}: the hash value does not match "
+                    f"(the {link.hash_algorithm} of the key)"
+                )
             if len(key) > otp.MAX_UNITS * otp.UNIT_BYTES:
                 raise KeyManagerError(
                     f"QKD-key {quoted(key_id)}: {8 * len(key)} bits, over the "

@@ -202,7 +202,7 @@ class KeySupply:
         keys shared with the application ``target_id`` (in ``session_id`` when given, as a key
         request with session ID; otherwise as a key request); for decryption, the key
         ``key_id`` that ``target_id`` got for us (as a key request with ID). The response's
-        ``key_id`` is that of the (first) key it returns."""
+        ``key_id`` is the command's, as Table 7-5 says; ``key_data`` names the keys returned."""
         application = self._config.served_application(command.sender_id, connection.peer_id)
         if command.application_code is mgmt.ApplicationCode.DECRYPTION:
             if command.key_id is None:
@@ -245,7 +245,7 @@ class KeySupply:
             application_code=command.application_code,
             key_amount=len(keys),
             key_size=8 * len(keys[0].key),  # what was asked, or the size of the key by ID
-            key_id=keys[0].key_id,  # the (first) key returned: for decryption, the one asked
+            key_id=command.key_id,  # Table 7-5: the command's; key_data names the keys returned
             key_data=keys,
             response_code=mgmt.KeySupplyResponseCode.SUCCESS,
         )

@@ -11,7 +11,7 @@ import attrs
 
 from qkdn_sdk.codecs import etsi014
 from qkdn_sdk.errors import NotAuthorized, QkdnError, RequestRefused, quoted
-from qkdn_sdk.roles.qkd_module import Kq1Mode
+from qkdn_sdk.roles.qkd_module import HASH_ALGORITHMS, Kq1Mode, check_hash_algorithm
 from qkdn_sdk.tls import TLSConfig
 
 __all__ = [
@@ -88,6 +88,9 @@ class KMLink:
     with key IDs); ``None``: the neighbour's KM ID."""
     tls: TLSConfig | None = None
     """TLS settings for the module or KME, when not the KM's own (a device with its own CA)."""
+    hash_algorithm: str = attrs.field(default=HASH_ALGORITHMS[0], converter=check_hash_algorithm)
+    """The algorithm of the "Hash value" the module gives each key it pushes (Q.4162 Table 1
+    does not fix one; :data:`~qkdn_sdk.roles.qkd_module.HASH_ALGORITHMS`)."""
 
     @property
     def sae_of_neighbour(self) -> str:

@@ -40,6 +40,9 @@ class StatusSupply:
             dict(links.spent_bits),
         )
         self._report_period: float = config.report_interval
+        self._report_parameters: list[str] = list(STATUS_PARAMETERS)
+        """What the unsolicited supplies carry: the status table of the controller's latest
+        status command with a period, else every parameter."""
         self._report_wanted = trio.Event()
 
     @property
@@ -87,7 +90,8 @@ class StatusSupply:
         self, command: mgmt.StatusInformationSupplyCommand, connection: Connection
     ) -> mgmt.StatusInformationSupplyResponse:
         """D2.3 clause 8.1 b): the controller asks for status now, and every ``period`` seconds
-        when it gives one (the KM's unsolicited supplies then come at that period)."""
+        when it gives one (the KM's unsolicited supplies then come at that period, with the
+        parameters this command asked for)."""
         parameters = command.status_table or list(STATUS_PARAMETERS)
         unknown = sorted(set(parameters) - set(STATUS_PARAMETERS))
         if unknown:
@@ -96,6 +100,7 @@ class StatusSupply:
             )
         if command.period is not None:
             self._report_period = float(command.period)
+            self._report_parameters = list(parameters)
             self._report_wanted.set()  # start the new period now
         return mgmt.StatusInformationSupplyResponse(
             sender_id=self._km_id,
@@ -139,7 +144,7 @@ class StatusSupply:
                 authenticated = await self._authenticate_to_controller()
             report = mgmt.StatusInformationSupplyResponse(
                 sender_id=self._km_id,
-                status_table=self.link_status(),
+                status_table=self.link_status(self._report_parameters),
                 response_code=mgmt.ResultCode.SUCCESS,
             )
             try:

@@ -44,16 +44,20 @@ serves them over Kq-1 in either mode).
 
 from qkdn_sdk.roles.qkd_module._config import (
     BUFFER_KEYS,
+    HASH_ALGORITHMS,
     KEY_SIZE_UNIT,
     LINK_SECRET_SIZE,
     Kq1Mode,
     QKDModuleConfig,
+    check_hash_algorithm,
+    hash_of,
 )
 from qkdn_sdk.roles.qkd_module._keys import LinkKey, QKDModuleStats, link_key
 from qkdn_sdk.roles.qkd_module._module import QKDModule, max_keys_per_response
 
 __all__ = [
     "BUFFER_KEYS",
+    "HASH_ALGORITHMS",
     "KEY_SIZE_UNIT",
     "LINK_SECRET_SIZE",
     "Kq1Mode",
@@ -61,6 +65,8 @@ __all__ = [
     "QKDModule",
     "QKDModuleConfig",
     "QKDModuleStats",
+    "check_hash_algorithm",
+    "hash_of",
     "link_key",
     "max_keys_per_response",
 ]

@@ -4,12 +4,22 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from typing import Any
 
 import attrs
 
-__all__ = ["BUFFER_KEYS", "KEY_SIZE_UNIT", "LINK_SECRET_SIZE", "Kq1Mode", "QKDModuleConfig"]
+__all__ = [
+    "BUFFER_KEYS",
+    "HASH_ALGORITHMS",
+    "KEY_SIZE_UNIT",
+    "LINK_SECRET_SIZE",
+    "Kq1Mode",
+    "QKDModuleConfig",
+    "check_hash_algorithm",
+    "hash_of",
+]
 
 LINK_SECRET_SIZE = 32
 """Bytes of a link secret: a ChaCha20 key."""
@@ -19,6 +29,40 @@ BUFFER_KEYS = 256
 
 KEY_SIZE_UNIT = 256
 """QKD-key sizes are positive multiples of this many bits."""
+
+
+HASH_ALGORITHMS = (
+    "sha256",
+    "sha224",
+    "sha384",
+    "sha512",
+    "sha512_224",
+    "sha512_256",
+    "sha3_224",
+    "sha3_256",
+    "sha3_384",
+    "sha3_512",
+    "blake2b",
+    "blake2s",
+)
+"""The algorithms a module may make the "Hash value" of Q.4162 Table 1 with (the table does not
+fix one): the SHA-2 and SHA-3 families and BLAKE2, by their :mod:`hashlib` names; the first,
+SHA-256, unless a link's configuration names another."""
+
+
+def check_hash_algorithm(name: str) -> str:
+    """``name``, when it is one of :data:`HASH_ALGORITHMS`; else :class:`ValueError`."""
+    if name not in HASH_ALGORITHMS:
+        raise ValueError(
+            f"unknown hash algorithm {name!r}: expected one of {', '.join(HASH_ALGORITHMS)}"
+        )
+    return name
+
+
+def hash_of(algorithm: str, key: bytes) -> str:
+    """The "Hash value" of Q.4162 Table 1: ``algorithm`` (one of :data:`HASH_ALGORITHMS`) of
+    ``key``, in hex."""
+    return hashlib.new(algorithm, key).hexdigest()
 
 
 class Kq1Mode(enum.Enum):
@@ -86,6 +130,9 @@ class QKDModuleConfig:
     """Bits per QKD-key, a positive multiple of :data:`KEY_SIZE_UNIT`."""
     buffer_keys: int = attrs.field(default=BUFFER_KEYS, validator=_positive)
     """Ready keys held for the KM; beyond it the oldest are dropped."""
+    hash_algorithm: str = attrs.field(default=HASH_ALGORITHMS[0], converter=check_hash_algorithm)
+    """The algorithm of the "Hash value" of each key pushed (:data:`HASH_ALGORITHMS`); the KM's
+    link names the same one."""
     km_url: str | None = None
     """PROACTIVE: the KM's Kq-1 URL, which the module connects to."""
     listen_url: str | None = None

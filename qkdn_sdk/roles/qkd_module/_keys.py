@@ -7,7 +7,6 @@ over Kq-1.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import uuid
@@ -81,11 +80,6 @@ class LinkKey:
     def generation_time_stamp(self) -> str:
         """``ready_at`` in RFC 3339 UTC: the "Generation time stamp" of Table 1."""
         return _rfc3339(self.ready_at)
-
-    @property
-    def hash_value(self) -> str:
-        """SHA-256 of the key, in hex: the "Hash value" of Table 1."""
-        return hashlib.sha256(self.key).hexdigest()
 
 
 @attrs.frozen

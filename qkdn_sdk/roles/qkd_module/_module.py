@@ -28,7 +28,7 @@ from qkdn_sdk.errors import (
 )
 from qkdn_sdk.messages import Key, Message, Role, failure_response, kq1, received_by
 from qkdn_sdk.messages.mgmt import ErrorIndication
-from qkdn_sdk.roles.qkd_module._config import Kq1Mode, QKDModuleConfig
+from qkdn_sdk.roles.qkd_module._config import Kq1Mode, QKDModuleConfig, hash_of
 from qkdn_sdk.roles.qkd_module._keys import KeyBuffer, LinkKey, QKDModuleStats
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, connect, serve
@@ -68,7 +68,7 @@ def _key_extension(config: QKDModuleConfig, key: LinkKey) -> dict[str, Any]:
         "qkd_module_id": config.module_id,
         "matching_qkd_module_id": config.matching_module_id,
         "generation_time_stamp": key.generation_time_stamp,
-        "hash_value": key.hash_value,
+        "hash_value": hash_of(config.hash_algorithm, key.key),
     }
 
 
@@ -91,7 +91,7 @@ def _key_supply(config: QKDModuleConfig, key: LinkKey) -> kq1.KeySupply:
         matching_qkd_module_id=config.matching_module_id,
         key_length=config.key_size,
         generation_time_stamp=key.generation_time_stamp,
-        hash_value=key.hash_value,
+        hash_value=hash_of(config.hash_algorithm, key.key),
     )
 
 
