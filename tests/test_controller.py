@@ -347,12 +347,14 @@ async def test_centralized_route_is_sent_as_a_key_relay_request(
             extension=[{"key_bits": 1024, "key_relay_request_id": "relay-1"}],
         ) as request:
             await trio.testing.wait_all_tasks_blocked()  # the controller got our response
-    assert request.transit_kma_ids == ["km-b", "km-c"]  # every KM after the source
+    # Table 4: the transition nodes (between source and destination), the destination apart
+    assert request.transit_kma_ids == ["km-b"]
     assert (request.source_kma_id, request.destination_kma_id) == ("km-a", "km-c")
-    assert request.key_relay_request_id == "relay-1"
-    assert request.extension is None
+    # a request ID of the controller's own; the KM's relay ID echoed in the extension
+    assert request.key_relay_request_id not in (None, "relay-1")
+    assert request.extension == [{"key_relay_request_id": "relay-1"}]
     assert caplog.records[-1].getMessage() == (
-        "key relay relay-1 of km-a along ['km-b', 'km-c'] completed"
+        f"key relay {request.key_relay_request_id} of km-a along ['km-b'] completed"
     )
 
 
@@ -379,9 +381,10 @@ async def test_centralized_refusals_say_why_in_the_extension(
         await report(controller, url, "km-b", amounts(km_c=4096))
         async with whole_route(url, "km-a", **notification) as request:
             pass
-    assert request.key_relay_request_id is None
+    assert request.key_relay_request_id is not None  # the controller's own
     if reason is None:
-        assert request.transit_kma_ids == ["km-b", "km-c"]
+        assert request.transit_kma_ids == ["km-b"]
+        assert request.extension is None  # nothing usable to echo
     else:
         assert request.transit_kma_ids == []
         assert request.extension == [{"error_message": f"failure: {reason}"}]

@@ -30,7 +30,7 @@ import trio.testing
 
 from qkdn_sdk.client import KeyManagerClient, KeysRefused, SuppliedKey
 from qkdn_sdk.errors import FailureResponse, QkdnError
-from qkdn_sdk.messages import KeyId, Role, ak, kx, received_by
+from qkdn_sdk.messages import KeyId, Role, ak, ck, kx, received_by
 from qkdn_sdk.network import ENDPOINTS_FILE, Network, parse_topology
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KeyManager, KeyManagerError
@@ -229,9 +229,52 @@ async def test_centralized_routing_follows_figure_2(
     assert not [line for line in said if line.startswith("next hop")]
     completed = [line for line in said if line.startswith("key relay ")]
     assert len(completed) == 1
-    assert re.fullmatch(
-        r"key relay [-0-9a-f]{36} of km-a along \['km-b', 'km-c'\] completed", completed[0]
-    )
+    assert re.fullmatch(r"key relay [-0-9a-f]{36} of km-a along \['km-b'\] completed", completed[0])
+
+
+DAVE_ON_KM_B = '\n[[application]]\nid = "dave"\nkm = "km-b"\n'
+
+
+async def test_a_controller_written_from_table_4_alone_routes_centralized_relays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller that answers each key relay request notification (Q.4164 Table 3) with a key
+    relay request as Table 4 writes it, and nothing more: its own request ID, no extension, the
+    KMs between source and destination (none for a neighbour), the destination apart. km-a
+    matches its answers to its notifications in order, relays along them and answers each
+    (Table 5) with the controller's request ID."""
+    answered: list[ck.ResponseToKeyRelayRequest] = []
+
+    async def literal(notification: ck.KeyRelayRequestNotification, connection: Any) -> None:
+        assert notification.application_destination_id is not None
+        destination = controller.config.applications[notification.application_destination_id]
+        path = controller.route(connection.peer_id, destination)
+        request = ck.KeyRelayRequest(
+            source_kma_id=connection.peer_id,
+            destination_kma_id=destination,
+            transit_kma_ids=path[1:-1],
+            key_relay_request_id=f"table-4-{len(answered)}",
+        )
+        response = await connection.request(request, timeout=WAIT)
+        assert isinstance(response, ck.ResponseToKeyRelayRequest)
+        answered.append(response)
+
+    async with running(tmp_path, "memory", routing="centralized", extra=DAVE_ON_KM_B) as network:
+        controller = network.controller
+        assert controller is not None
+        monkeypatch.setattr(controller, "_key_relay_request", literal)
+        await ready(network, 2 * relay_bits(2, 256))
+        async with client(network, "alice") as alice:
+            for_bob = await alice.get_keys("bob", 2)  # transit: km-b
+            for_dave = await alice.get_keys("dave", 2)  # a neighbour: no transit KM
+        async with client(network, "bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(for_bob)), for_bob)
+        async with client(network, "dave") as dave:
+            assert same_keys(await dave.get_keys_with_ids("alice", ids(for_dave)), for_dave)
+    assert [(r.response, r.key_relay_request_id) for r in answered] == [
+        ("success", "table-4-0"),
+        ("success", "table-4-1"),
+    ]
 
 
 # --- 2. a key is supplied once -----------------------------------------------------------------

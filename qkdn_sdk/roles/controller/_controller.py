@@ -398,14 +398,20 @@ class Controller:
         self, notification: ck.KeyRelayRequestNotification, connection: Connection
     ) -> None:
         """Q.4164 clause 7.2 (Figure 2): answer a KM's key relay request notification with a key
-        relay request of our own carrying the whole route (every KM after the source, up to the
-        destination), and wait for the KM's response to it: sent once the relay has completed.
+        relay request of our own carrying the whole route, as Table 4 writes it (the KMs between
+        the source and the destination as Transit KMA IDs, none when the destination is a
+        neighbour; the destination KMA ID; a Key relay request ID of our own), and wait for the
+        KM's response to it: sent once the relay has completed.
 
         When no route exists the request has no transit KM and an ``error_message`` extension
         that says why (Table 4 has no failure parameter). The ``key_relay_request_id`` extension
-        of the notification, when it has one, is echoed so the KM can tell its relays apart."""
+        of the notification, when it has one, is echoed in the request's extension, so the KM
+        can tell its relays apart; a KM that sent none matches the requests to its
+        notifications in order."""
         relay_id = _relay_id(notification.extension)
+        echoed = [{ck.RELAY_ID_EXTENSION: relay_id}] if relay_id is not None else []
         requester = _requester(connection)
+        request_id = str(uuid.uuid4())
         try:
             source, destination = self._ends(notification, connection)
             extension = notification.extension
@@ -413,8 +419,9 @@ class Controller:
             request = ck.KeyRelayRequest(
                 source_kma_id=source,
                 destination_kma_id=destination,
-                transit_kma_ids=path[1:],
-                key_relay_request_id=relay_id,
+                transit_kma_ids=path[1:-1],
+                key_relay_request_id=request_id,
+                extension=echoed or None,
             )
             check_response(notification, request)
         except (_Refused, NoRoute) as exc:
@@ -423,22 +430,22 @@ class Controller:
                 source_kma_id=notification.source_kma_id,
                 destination_kma_id=notification.destination_kma_id,
                 transit_kma_ids=[],
-                key_relay_request_id=relay_id,
-                extension=[{"error_message": f"failure: {exc}"}],
+                key_relay_request_id=request_id,
+                extension=[*echoed, {"error_message": f"failure: {exc}"}],
             )
         try:
             response = await connection.request(request, timeout=_RELAY_RESULT_TIMEOUT)
         except FailureResponse as exc:
-            logger.info("key relay %s of %s failed: %s", relay_id, requester, exc.reason)
+            logger.info("key relay %s of %s failed: %s", request_id, requester, exc.reason)
         except QkdnError as exc:
             self._quiet.warning(
-                f"no response to key relay request {relay_id} of {requester}: {exc}"
+                f"no response to key relay request {request_id} of {requester}: {exc}"
             )
         else:
             assert isinstance(response, ck.ResponseToKeyRelayRequest)
             logger.info(
                 "key relay %s of %s along %s completed",
-                relay_id,
+                request_id,
                 requester,
                 request.transit_kma_ids,
             )

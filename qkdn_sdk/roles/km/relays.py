@@ -268,12 +268,26 @@ class Relay:
         for item in request.extension or ():
             if isinstance(item.get("error_message"), str):
                 raise KeyManagerError(passed_on(item["error_message"]))
-        transit = request.transit_kma_ids
-        destination_km = request.destination_kma_id
-        if not transit or transit[0] not in self._links.neighbours or transit[-1] != destination_km:
+        return self._route_of(request)
+
+    def _route_of(self, request: ck.KeyRelayRequest) -> tuple[str, list[str]]:
+        """``(destination KM, the KMs after us up to it)`` of a key relay request (Q.4164 Table
+        4). Its Transit KMA IDs are "the transition nodes" of the route: the KMs between the
+        source and the destination, none when the destination is a neighbour, the destination
+        named apart. A route that also lists the source first, or the destination last, reads
+        the same."""
+        transit = list(request.transit_kma_ids)
+        destination_km = request.destination_kma_id or (transit[-1] if transit else None)
+        if destination_km is None:
+            raise KeyManagerError("the controller's key relay request names no destination KM")
+        if transit and transit[0] == self._km_id:
+            transit = transit[1:]
+        if not transit or transit[-1] != destination_km:
+            transit.append(destination_km)
+        if transit[0] not in self._links.neighbours:
             raise KeyManagerError(
-                f"the controller's route {transit} to {quoted(str(destination_km))} does not start "
-                f"at a neighbour of {self._km_id} or end at the destination KM"
+                f"the controller's route {request.transit_kma_ids} to {quoted(destination_km)} "
+                f"does not start at a neighbour of {self._km_id}"
             )
         return destination_km, transit
 
@@ -281,17 +295,37 @@ class Relay:
         self, request: ck.KeyRelayRequest, connection: Connection
     ) -> ck.ResponseToKeyRelayRequest:
         """Q.4164 clause 7.2: the controller's route for a relay we notified it of; answered
-        once the relay has ended (Figure 2), with its failure reason if it failed."""
-        relay_id = request.key_relay_request_id or ""
-        central = self._central_routes.get(relay_id)
-        if central is None or central.request is not None:
+        once the relay has ended (Figure 2), with its failure reason if it failed.
+
+        The request is the answer to the notification whose relay ID it echoes (the SDK's
+        ``key_relay_request_id`` extension, or its own Key relay request ID); a controller that
+        echoes nothing, as Table 4 needs not, answers the notifications in the order they were
+        sent: the oldest still waiting for its route gets it."""
+        central = self._awaiting_route(request)
+        if central is None:
+            relay_id = request.key_relay_request_id or _echoed(request.extension) or ""
             raise KeyManagerError(f"{self._km_id} awaits no route for relay {quoted(relay_id)}")
         central.request = request
         central.routed.set()
         await central.ended.wait()
         if central.outcome != "success":
             raise KeyManagerError(passed_on(central.outcome))
-        return ck.ResponseToKeyRelayRequest(response="success", key_relay_request_id=relay_id)
+        return ck.ResponseToKeyRelayRequest(
+            response="success", key_relay_request_id=request.key_relay_request_id
+        )
+
+    def _awaiting_route(self, request: ck.KeyRelayRequest) -> _CentralRoute | None:
+        """The relay started here that ``request`` is the route of, if one still waits."""
+        for relay_id in (_echoed(request.extension), request.key_relay_request_id):
+            central = self._central_routes.get(relay_id or "")
+            if central is not None:
+                return central if central.request is None else None
+        if request.source_kma_id not in (None, self._km_id):
+            return None
+        return next(
+            (central for central in self._central_routes.values() if central.request is None),
+            None,
+        )
 
     async def _send(self, relay: kx.KeyRelay, plaintext: bytes, next_km: str) -> None:
         """At the source: spend link units towards ``next_km`` on ``plaintext``, send the hop."""
@@ -557,6 +591,15 @@ def _unreachable_km(reason: str) -> str | None:
     passed back), or ``None``."""
     found = _UNREACHABLE.search(reason)
     return found.group(1) if found else None
+
+
+def _echoed(extension: list[dict[str, Any]] | None) -> str | None:
+    """The relay ID a controller's key relay request echoes in its extension, if any."""
+    for item in extension or ():
+        value = item.get(ck.RELAY_ID_EXTENSION)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def _avoided(extension: list[dict[str, Any]] | None) -> list[str]:
