@@ -147,6 +147,16 @@ async def test_line_next_hops() -> None:
     assert (second.source_kma_id, second.next_kma_ids) == ("km-b", ["km-c"])
 
 
+async def test_a_transit_km_names_the_source_of_the_whole_route() -> None:
+    """Q.4164 Table 1: Source KMA ID is the source of the entire relay route. km-b, relaying
+    km-a's keys, says so and gets its own next hop, km-c (the hop is the asker's, from its
+    certificate); the response names the route's source."""
+    controller = Controller(make_config(*LINE))
+    async with running(controller) as url:
+        response = await next_hop(url, "km-b", source_kma_id="km-a", destination_kma_id="km-c")
+    assert (response.source_kma_id, response.next_kma_ids) == ("km-a", ["km-c"])
+
+
 async def test_application_destination_resolves_to_its_km() -> None:
     """A destination named by application is the KM that serves it, and the response says so
     in destination_kma_id, as Table 2 requires (check_response checks it)."""

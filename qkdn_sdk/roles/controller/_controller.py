@@ -351,10 +351,17 @@ class Controller:
     def _next_hop(
         self, request: ck.KeyRelayNextHopRequest, connection: Connection
     ) -> ck.ResponseToKeyRelayNextHopRequest:
+        """Q.4164 clause 7.1: the next hop of the KM that asks (its certificate's ID), on its
+        way to the destination. Source KMA ID is the source of the entire relay route (Table 1),
+        which a transit KM names as well: the hop is computed from the asker, and only an
+        unauthenticated asker is taken to be that source."""
         source, destination = self._ends(request, connection)
+        if source not in self.config.kms:
+            raise NoRoute(f"unknown source KM {quoted(source)}")
+        asker = connection.peer_id or source
         key_bits = _key_bits(request.extension)
-        path = self.route(source, destination, key_bits, _avoided(request.extension))
-        logger.debug("next hop from %s to %s: %s (route %s)", source, destination, path[1], path)
+        path = self.route(asker, destination, key_bits, _avoided(request.extension))
+        logger.debug("next hop from %s to %s: %s (route %s)", asker, destination, path[1], path)
         return ck.ResponseToKeyRelayNextHopRequest(
             source_kma_id=source, destination_kma_id=destination, next_kma_ids=[path[1]]
         )

@@ -420,6 +420,7 @@ class Relay:
                     km=relay.destination_kma_id,
                     bits=len(relay.link_key_ids) * otp.UNIT_BITS,
                     avoid=_avoided(relay.extension),
+                    source=relay.source_kma_id,
                 )
         except QkdnError:  # the units of a hop that fails here are spent all the same
             await self._spend_received(sender, relay.link_key_ids)

@@ -27,12 +27,14 @@ class Routes:
         application: str | None = None,
         km: str | None = None,
         avoid: list[str] | None = None,
+        source: str | None = None,
     ) -> tuple[str, str]:
         """``(destination KM, next hop)`` from the controller (Q.4164 clause 7.1) towards the
         KM ``km`` or the KM that serves ``application``, on links that can pay ``bits`` and
-        avoiding the KMs ``avoid``."""
+        avoiding the KMs ``avoid``. ``source`` is the source of the relay's entire route (Table
+        1), when it is not this KM (a transit KM asks)."""
         request = ck.KeyRelayNextHopRequest(
-            source_kma_id=self._km_id,
+            source_kma_id=source or self._km_id,
             destination_kma_id=km,
             application_destination_id=application,
             extension=[{ck.KEY_BITS_EXTENSION: bits, ck.AVOID_EXTENSION: avoid or []}],
