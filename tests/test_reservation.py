@@ -23,6 +23,7 @@ from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.controller import Controller, KMRequestFailed
 from qkdn_sdk.roles.km import KeyManager
 from qkdn_sdk.roles.km.reservation import units_answerable
+from qkdn_sdk.transport import connect
 from tests.test_network import (
     WAIT,
     client,
@@ -134,3 +135,34 @@ async def test_a_reservation_too_large_to_answer_reserves_nothing(tmp_path: Path
         assert km_a.reserved_bits("km-b") == 0
         reservation = await controller.reserve("km-a", "km-b", most * otp.UNIT_BITS)
         assert len(reservation.key_ids["km-a"]) == most
+
+
+async def test_a_plain_table_10_reservation_and_table_12_allocation(tmp_path: Path) -> None:
+    """A controller that sends only what Q.4164 Tables 10 and 12 hold (the route's ends, then
+    the key IDs answered): each KM on the route reserves ``reservation_bits`` towards its next
+    KM (the destination when it is a neighbour, else the controller's next hop) and allocates
+    them."""
+    async with running(tmp_path, "memory") as network:
+        await ready(network, 8192 + relay_bits(1, 256))
+        urls = network.endpoints()["kms"]
+        for km_id, towards in (("km-a", "km-b"), ("km-b", "km-c")):
+            manager = km(network, km_id)
+            async with connect(urls[km_id]["ck"]["memory"], identity="controller") as ck_port:
+                reserved = await ck_port.request(
+                    ck.KeyReservationRequest(source_kma_id="km-a", destination_kma_id="km-c"),
+                    timeout=WAIT,
+                )
+                assert isinstance(reserved, ck.ResponseToKeyReservationRequest)
+                assert reserved.response == 0
+                assert len(reserved.key_ids) == 8192 // otp.UNIT_BITS
+                assert manager.reserved_bits(towards) == 8192
+                allocated = await ck_port.request(
+                    ck.KeyAllocationRequest(
+                        source_kma_id="km-a", destination_kma_id="km-c", key_ids=reserved.key_ids
+                    ),
+                    timeout=WAIT,
+                )
+                assert isinstance(allocated, ck.ResponseToKeyAllocationRequest)
+                assert allocated.response == 0
+                assert manager.reserved_bits(towards) == 0
+                assert manager.allocated_bits(towards) == 8192

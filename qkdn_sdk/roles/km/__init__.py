@@ -44,7 +44,7 @@ it. The parts depend on each other one way only (an arrow: "calls")::
         └───────────> Relay, Routes      └──> Sessions (qkdn_sdk.roles.sessions)
     KMLinks ──> Acquisition
     KMLinks ──> StatusSupply
-    Reservations
+    Reservations ──> Routes
 
     every part ──> config, keys; those that use links ──> LinkTable, Peers
 

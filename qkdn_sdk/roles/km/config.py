@@ -135,6 +135,9 @@ class KMConfig:
     reservation_lifetime: float = 30.0
     """Seconds reserved link key waits for its allocation before it is released (Q.4164 clause
     7.5), unless the reservation request says otherwise (at most ten times as long)."""
+    reservation_bits: int = 8192
+    """Bits of link key a key reservation request that does not say how much sets aside (Q.4164
+    Table 10 has no amount)."""
     default_number_of_keys: int = 1
     default_size_of_key: int = 256
     max_key_per_request: int = 128

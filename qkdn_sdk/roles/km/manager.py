@@ -146,7 +146,7 @@ class KeyManager:
         )
         self.routes = Routes(config, self.link_table, self.peers)
         self.status = StatusSupply(config, self.link_table, self.peers)
-        self.reservations = Reservations(config, store, self.link_table, self._spawn)
+        self.reservations = Reservations(config, store, self.link_table, self.routes, self._spawn)
         self.acquisition = Acquisition(config, store, self.link_table, self.peers)
         self.links = KMLinks(
             config,

@@ -25,6 +25,7 @@ from qkdn_sdk.roles.keystore import KeyStore, UnknownKeys
 from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig, Spawn
 from qkdn_sdk.roles.km.keys import allocated_pool, out_pool, reserved_pool
 from qkdn_sdk.roles.km.link_table import LinkTable
+from qkdn_sdk.roles.km.routes import Routes
 from qkdn_sdk.transport import Connection
 
 __all__ = ["Reservations", "units_answerable"]
@@ -33,6 +34,8 @@ logger = logging.getLogger("qkdn_sdk.roles.km")
 
 _MAX_RESERVED_BITS = 1 << 24
 """At most this many bits of link key in one reservation."""
+_TERMS = {"next_kma_id", ck.KEY_BITS_EXTENSION, "lifetime"}
+"""The parameters of the SDK's extension of a key reservation request."""
 
 
 def units_answerable(answer: ck.ResponseToKeyReservationRequest) -> int:
@@ -59,8 +62,11 @@ class Reservations:
     """The reservations of one KM, by reservation ID. ``spawn(function, *args)`` starts a
     background task (the release of a reservation when its lifetime ends)."""
 
-    def __init__(self, config: KMConfig, store: KeyStore, links: LinkTable, spawn: Spawn) -> None:
+    def __init__(
+        self, config: KMConfig, store: KeyStore, links: LinkTable, routes: Routes, spawn: Spawn
+    ) -> None:
         self._config = config
+        self._routes = routes
         self._km_id = config.km_id
         self._store = store
         self._links = links
@@ -84,11 +90,14 @@ class Reservations:
         self, request: ck.KeyReservationRequest, connection: Connection
     ) -> ck.ResponseToKeyReservationRequest:
         """Q.4164 clause 7.5: set link key towards the next KM of a route aside for relays from
-        ``source_kma_id`` to ``destination_kma_id``: the extension says which KM
-        (``next_kma_id``), how much (``key_bits``) and, optionally, for how long
-        (``lifetime``, seconds). The units answered are taken by no one else; unless allocated in
-        time they go back to the link."""
-        next_km, bits, lifetime = self._terms(request.extension)
+        ``source_kma_id`` to ``destination_kma_id``. The units answered are taken by no one else;
+        unless allocated in time they go back to the link.
+
+        Table 10 says no more than the route's ends. The next KM is the destination when it is
+        a neighbour, else the controller's next hop towards it; the amount is
+        ``reservation_bits``, and the time ``reservation_lifetime``. The SDK's extension
+        ``{"next_kma_id", "key_bits", "lifetime"}`` may say each (each optional)."""
+        next_km, bits, lifetime = await self._terms(request)
         needed = -(-bits // otp.UNIT_BITS)
         answer = ck.ResponseToKeyReservationRequest(
             source_kma_id=request.source_kma_id,
@@ -134,17 +143,18 @@ class Reservations:
         )
         return attrs.evolve(answer, key_ids=[KeyId(key_id=unit_id) for unit_id in unit_ids])
 
-    def _terms(self, extension: list[dict[str, Any]] | None) -> tuple[str, int, float]:
-        """``(next KM, bits, lifetime)`` from a key reservation request's extension."""
-        terms = next((item for item in extension or () if "next_kma_id" in item), None)
-        if terms is None:
-            raise KeyManagerError(
-                'say what to reserve: extension [{"next_kma_id": ..., "key_bits": ...}]'
-            )
-        next_km = terms["next_kma_id"]
+    async def _terms(self, request: ck.KeyReservationRequest) -> tuple[str, int, float]:
+        """``(next KM, bits, lifetime)`` of a key reservation request: from its extension, or
+        from the route and this KM's configuration where it says nothing."""
+        terms: dict[str, Any] = next(
+            (item for item in request.extension or () if _TERMS & set(item)), {}
+        )
+        next_km = terms.get("next_kma_id")
+        if next_km is None:
+            next_km = await self._next_km(request.source_kma_id, request.destination_kma_id)
         if not isinstance(next_km, str) or next_km not in self._links.neighbours:
             raise KeyManagerError(f"next_kma_id {next_km!r} is not a neighbour of {self._km_id}")
-        bits = terms.get(ck.KEY_BITS_EXTENSION)
+        bits = terms.get(ck.KEY_BITS_EXTENSION, self._config.reservation_bits)
         if (
             isinstance(bits, bool)
             or not isinstance(bits, int)
@@ -162,6 +172,18 @@ class Reservations:
                 f"lifetime must be a number of seconds, more than 0 and at most {longest:g}"
             )
         return next_km, bits, float(lifetime)
+
+    async def _next_km(self, source_km: str, destination_km: str) -> str:
+        """The neighbour a route from ``source_km`` to ``destination_km`` leaves this KM by:
+        the destination itself when it is a neighbour, else the controller's next hop."""
+        if destination_km in self._links.neighbours:
+            return destination_km
+        if destination_km == self._km_id:
+            raise KeyManagerError(f"{self._km_id} is the destination: it relays no key on")
+        _, next_km = await self._routes.next_hop(
+            km=destination_km, bits=otp.UNIT_BITS, source=source_km
+        )
+        return next_km
 
     async def _release_later(self, reservation_id: str, lifetime: float) -> None:
         await trio.sleep(lifetime)
