@@ -490,7 +490,7 @@ async def test_unconfirmed_relay_is_never_supplied(
 
     async with running(tmp_path, transport, store) as network:
         await ready(network, relay_bits(2, 256))
-        monkeypatch.setattr(km(network, "km-b").relay, "on_confirmation", lose)
+        monkeypatch.setattr(km(network, "km-b").relay_receiver, "on_confirmation", lose)
         async with client(network, "alice") as alice:
             reason = await refused(alice.get_keys("bob", 2))
         assert "km-b lost the confirmation" in reason
@@ -559,7 +559,7 @@ async def unconfirmed_relay(network: Network, monkeypatch: pytest.MonkeyPatch) -
     await ready(network, relay_bits(1, 256))
     km_b = km(network, "km-b")
     before = set(await km_b.store.key_ids("link:km-c:out", 10**6))
-    monkeypatch.setattr(km_b.relay, "on_confirmation", lose)
+    monkeypatch.setattr(km_b.relay_receiver, "on_confirmation", lose)
     async with client(network, "alice") as alice:
         await refused(alice.get_keys("bob", 1))
     units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))

@@ -53,7 +53,7 @@ UNIT_IDS = _unit_ids(len(UNITS))
 
 def _hop(plaintext: bytes, units: list[bytes]) -> kx.KeyRelay:
     """The hop from ``km-b`` to ``km-c`` of a relay from ``km-a`` to ``km-d`` with every optional
-    field set, carrying ``plaintext`` sealed with ``units`` and MACed as a KM's ``_send_hop``
+    field set, carrying ``plaintext`` sealed with ``units`` and MACed as a KM's ``HopSender.send``
     does: link units, ciphertext and this hop's metadata first, then the MAC over all of it."""
     relay = kx.KeyRelay(
         key_relay_request_id=RELAY_ID,

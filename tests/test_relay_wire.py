@@ -41,7 +41,7 @@ def record_hops(
     network: Network, receiver: str, monkeypatch: pytest.MonkeyPatch, hops: list[kx.KeyRelay]
 ) -> None:
     """Keep every hop ``receiver`` gets in ``hops`` before its KM handles it."""
-    part = km(network, receiver).relay
+    part = km(network, receiver).relay_receiver
     handle = part.on_key_relay
 
     async def recording(relay: kx.KeyRelay, connection: Connection) -> kx.ResponseToKeyRelay:
@@ -162,15 +162,15 @@ async def test_a_trusted_node_that_alters_the_keys_is_caught_at_the_destination(
     and does. Nothing is supplied to anyone."""
     async with running(tmp_path, "memory") as network:
         await ready(network, relay_bits(2, 256))
-        relay_b = km(network, "km-b").relay
-        send_hop = relay_b._send_hop
+        hops_b = km(network, "km-b").relay_receiver._hops
+        send_hop = hops_b.send
 
         async def altered(
             relay: kx.KeyRelay, plaintext: bytes, next_km: str, units: list[Any]
         ) -> None:
             await send_hop(*tamper(relay, plaintext), next_km, units)
 
-        monkeypatch.setattr(relay_b, "_send_hop", altered)
+        monkeypatch.setattr(hops_b, "send", altered)
         async with client(network, "alice") as alice:
             reason = await refused(alice.get_keys("bob", 2, 256))
         assert "the relayed keys failed the end-to-end integrity check" in reason

@@ -22,8 +22,10 @@ module (class)                duty
                               key deletion
 ``proactive``                 Ak proactive key supply: authentication, sessions (Q.4161
 (ProactiveSupply)             clause 7.2, Q.4164 clauses 7.3, 7.4), pushes
-``relays`` (Relay)            key relay at the source, transit and destination, its
-                              confirmation, the centralized route (Q.4164 clause 7.2)
+``relays`` (Relay)            key relay at the source: its route (Q.4164 clauses 7.1, 7.2),
+                              its first hop, its confirmation, rerouting
+``relay_receiver``            hops from neighbours: passed on at a trusted node, checked and
+(RelayReceiver)               held at the destination, stored with the confirmation
 ``links`` (KMLinks)           the KM link: HELLO, SESSION, UPDATE, key ID synchronisation
 ``acquisition`` (Acquisition) QKD-keys from QKD modules and ETSI 014 KMEs (Q.4162)
 ``reservation``               key reservation and allocation (Q.4164 clauses 7.5, 7.6)
@@ -41,15 +43,17 @@ it. The parts depend on each other one way only (an arrow: "calls")::
 
     KeySupply ──> ProactiveSupply ──> Relay ──> Routes
         │                                │
-        └───────────> Relay, Routes      └──> Sessions (qkdn_sdk.roles.sessions)
+        └───────────> Relay, Routes      └──> HopSender (relay_hops) <── RelayReceiver
+                                                                           │
+                                              Routes, Sessions (roles.sessions) <──┘
     KMLinks ──> Acquisition
     KMLinks ──> StatusSupply
     Reservations ──> Routes
 
     every part ──> config, keys; those that use links ──> LinkTable, Peers
 
-The relay tells the proactive supply that relayed keys were stored through a callback the
-composition wires (``Relay(stored=...)``), so the arrow between them points one way.
+The relay's receiving side tells the proactive supply that relayed keys were stored through a
+callback the composition wires (``RelayReceiver(stored=...)``), so no arrow points back.
 """
 
 from qkdn_sdk.roles.km.applications import ROUTE_TYPE_EXTENSION

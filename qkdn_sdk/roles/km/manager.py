@@ -22,6 +22,8 @@ from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.links import KMLinks
 from qkdn_sdk.roles.km.peers import Peers
 from qkdn_sdk.roles.km.proactive import ProactiveSupply
+from qkdn_sdk.roles.km.relay_hops import HopSender
+from qkdn_sdk.roles.km.relay_receiver import RelayReceiver
 from qkdn_sdk.roles.km.relays import Relay
 from qkdn_sdk.roles.km.reservation import Reservations
 from qkdn_sdk.roles.km.routes import Routes
@@ -58,8 +60,8 @@ HANDLERS: Mapping[type[Message], tuple[str, str]] = {
     kx.SessionMessage: ("links", "on_session"),
     kx.Update: ("links", "on_update"),
     kx.KeyIdSynchronizationRequest: ("links", "on_synchronisation"),
-    kx.KeyRelay: ("relay", "on_key_relay"),
-    kx.KeyRelayConfirmation: ("relay", "on_confirmation"),
+    kx.KeyRelay: ("relay_receiver", "on_key_relay"),
+    kx.KeyRelayConfirmation: ("relay_receiver", "on_confirmation"),
 }
 """Which part of a KM handles each message it receives, and with which method: ``{message
 class: (attribute of the KeyManager, method)}``. A message not here is a response a request of
@@ -157,13 +159,16 @@ class KeyManager:
             self.status,
             self._spawn,
         )
-        self.relay = Relay(
+        hops = HopSender(config, store, self.link_table, self.peers)
+        self.relay = Relay(config, store, self.link_table, self.peers, self.routes, hops)
+        self.relay_receiver = RelayReceiver(
             config,
             store,
             self.link_table,
             self.peers,
             self.routes,
             sessions,
+            hops,
             stored=self._keys_stored,
             spawn=self._spawn,
         )
@@ -255,13 +260,18 @@ class KeyManager:
     @property
     def relays(self) -> dict[str, int]:
         """Relays this KM started (source), forwarded (transit) and received (destination)."""
-        return self.relay.counts
+        receiver = self.relay_receiver
+        return {
+            "started": self.relay.started,
+            "forwarded": receiver.forwarded,
+            "received": receiver.received,
+        }
 
     @property
     def pending_key_ids(self) -> dict[str, list[str]]:
         """The key IDs of each relay received here and not confirmed yet, by key relay request
         ID (none of them can be fetched)."""
-        return self.relay.pending_key_ids
+        return self.relay_receiver.pending_key_ids
 
     @property
     def pushed(self) -> dict[str, int]:
