@@ -1,7 +1,7 @@
 """The key manager's structure: every message a KM receives has exactly one handler, named in
-:data:`qkdn_sdk.roles.km.HANDLERS`; the parts depend on each other one way and never on the
-composition; no file of the SDK is one a reader cannot take in; docs/architecture.md says which
-file handles each message code."""
+:data:`qkdn_sdk.roles.km.HANDLERS`; the parts never import the composition; no file of the SDK
+is one a reader cannot take in; docs/architecture.md says which file handles each message
+code."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from qkdn_sdk.messages import Message
 from qkdn_sdk.roles.keystore import MemoryKeyStore
 from qkdn_sdk.roles.km import HANDLERS, INTERFACES, KeyManager, KMConfig, KMLink
 from qkdn_sdk.roles.km.manager import accepted
+from tests.test_import_layers import import_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "qkdn_sdk"
-KM_PACKAGE = PACKAGE / "roles" / "km"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 MAX_FILE_LINES = 800
 MAX_CLASS_LINES = 500
@@ -67,53 +67,19 @@ async def test_every_handler_is_a_method_of_its_part_taking_its_message() -> Non
         assert hints[parameters[0]] is cls, (cls, part, method, hints[parameters[0]])
 
 
-def _imports(path: Path) -> set[str]:
-    """The modules of ``qkdn_sdk`` that ``path`` imports at run time."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qkdn_sdk"):
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("qkdn_sdk"))
-    return found
-
-
-def _km_modules() -> dict[str, set[str]]:
-    """Each module of the KM package and the modules of the package it imports."""
-    prefix = "qkdn_sdk.roles.km."
-    graph = {}
-    for path in KM_PACKAGE.glob("*.py"):
-        if path.stem == "__init__":
-            continue
-        graph[path.stem] = {
-            name.removeprefix(prefix) for name in _imports(path) if name.startswith(prefix)
-        }
-        assert "qkdn_sdk.roles.km" not in _imports(path), f"{path.stem} imports the package"
-    return graph
-
-
 def test_no_part_imports_the_composition() -> None:
-    for module, imported in _km_modules().items():
-        assert "manager" not in imported, module
-
-
-def test_the_parts_depend_on_each_other_one_way() -> None:
-    graph = _km_modules()
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def visit(module: str) -> None:
-        assert module not in visiting, " -> ".join([*visiting, module])
-        if module in done:
-            return
-        visiting.append(module)
-        for imported in graph[module]:
-            visit(imported)
-        visiting.pop()
-        done.add(module)
-
-    for module in graph:
-        visit(module)
+    """The parts of the KM import neither :mod:`~qkdn_sdk.roles.km.manager` nor the package
+    (whose ``__init__`` imports it). That they import each other one way only, the test of
+    import circles checks for the whole SDK (``tests/test_import_layers.py``)."""
+    composition = {"qkdn_sdk.roles.km", "qkdn_sdk.roles.km.manager"}
+    parts = {
+        module: imported
+        for module, imported in import_graph(PACKAGE).items()
+        if module.startswith("qkdn_sdk.roles.km.") and module not in composition
+    }
+    assert len(parts) > 10
+    for module, imported in parts.items():
+        assert imported.isdisjoint(composition), module
 
 
 def _long_classes(path: Path) -> list[tuple[str, int]]:
