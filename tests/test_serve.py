@@ -201,6 +201,12 @@ def test_module_files_hold_a_secret_and_are_private(deployment: dict[str, Path])
         (lambda text: text.replace("[controller]", "[nope]"), "top level: unknown keys ['nope']"),
         (lambda text: text + "\n[options]\nrelay_timeout = 'soon'\n", "relay_timeout"),
         (lambda text: "role = ", "not valid TOML"),
+        (
+            lambda text: text.replace(
+                'mode = "proactive"', 'mode = "proactive"\nhash_algorithm = "md5"'
+            ),
+            "link 1: unknown hash algorithm 'md5': expected one of sha256",
+        ),
     ],
 )
 def test_bad_km_files_get_one_line(deployment: dict[str, Path], edit: object, problem: str) -> None:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["Problem", "choice", "get", "identifier", "known_keys", "tables"]
+__all__ = ["Problem", "checked", "choice", "get", "identifier", "known_keys", "tables"]
 
 _E = TypeVar("_E", bound=enum.Enum)
 
@@ -65,6 +65,23 @@ def choice(
         names = [member.value for member in kind]
         prefix = f"{where}: " if where else ""
         raise Problem(f"{prefix}{key} must be one of {names}, not {name!r}") from None
+
+
+def checked(
+    table: Mapping[str, Any],
+    key: str,
+    check: Callable[[str], str],
+    where: str | None,
+    default: Any = ...,
+) -> str:
+    """The string ``table[key]`` as ``check`` takes it; the :class:`ValueError` of ``check``
+    is the refusal, ``where`` its prefix (none for the top level of a file)."""
+    value = get(table, key, str, where or "top level", default)
+    try:
+        return check(value)
+    except ValueError as exc:
+        prefix = f"{where}: " if where else ""
+        raise Problem(f"{prefix}{exc}") from None
 
 
 def known_keys(table: Mapping[str, Any], known: Collection[str], where: str | None) -> None:

@@ -63,7 +63,15 @@ import trio
 
 from qkdn_sdk._files import write_atomically
 from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
+from qkdn_sdk.network._toml import (
+    Problem,
+    checked,
+    choice,
+    get,
+    identifier,
+    known_keys,
+    tables,
+)
 from qkdn_sdk.network.topology import Topology, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
@@ -76,6 +84,7 @@ from qkdn_sdk.roles.qkd_module import (
     Kq1Mode,
     QKDModule,
     QKDModuleConfig,
+    check_hash_algorithm,
 )
 from qkdn_sdk.tls import TLSConfig
 
@@ -421,7 +430,9 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
                 kme_pair=get(table, "kme_pair", bool, where, False),
                 peer_sae_id=get(table, "peer_sae_id", str, where, None),
                 tls=_tls(table, here, "kme_tls"),
-                hash_algorithm=get(table, "hash_algorithm", str, where, HASH_ALGORITHMS[0]),
+                hash_algorithm=checked(
+                    table, "hash_algorithm", check_hash_algorithm, where, HASH_ALGORITHMS[0]
+                ),
             )
         )
     table = get(data, "options", dict, "top level", {})
@@ -501,7 +512,9 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
         mode=choice(data, "mode", Kq1Mode, where),
         key_size=get(data, "key_size", int, where, 4096),
         buffer_keys=get(data, "buffer_keys", int, where, BUFFER_KEYS),
-        hash_algorithm=get(data, "hash_algorithm", str, where, HASH_ALGORITHMS[0]),
+        hash_algorithm=checked(
+            data, "hash_algorithm", check_hash_algorithm, where, HASH_ALGORITHMS[0]
+        ),
         km_url=get(data, "km_url", str, where, None),
         listen_url=get(data, "listen", str, where, None),
         km_id=get(data, "km_id", str, where, None),

@@ -46,7 +46,15 @@ from typing import Any
 import attrs
 
 from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.network._toml import Problem, choice, get, identifier, known_keys, tables
+from qkdn_sdk.network._toml import (
+    Problem,
+    checked,
+    choice,
+    get,
+    identifier,
+    known_keys,
+    tables,
+)
 from qkdn_sdk.roles.controller import ControllerConfig
 from qkdn_sdk.roles.km import INTERFACES, KMConfig, KMLink, Routing, listen_interface
 from qkdn_sdk.roles.qkd_module import (
@@ -426,11 +434,9 @@ def _topology(data: Mapping[str, Any]) -> Topology:
         buffer_keys = get(table, "buffer_keys", int, where, BUFFER_KEYS)
         if buffer_keys < 1:
             raise Problem(f"{where}: buffer_keys must be at least 1")
-        hash_algorithm = get(table, "hash_algorithm", str, where, HASH_ALGORITHMS[0])
-        try:
-            check_hash_algorithm(hash_algorithm)
-        except ValueError as exc:
-            raise Problem(f"{where}: {exc}") from None
+        hash_algorithm = checked(
+            table, "hash_algorithm", check_hash_algorithm, where, HASH_ALGORITHMS[0]
+        )
         link_014 = get(table, "etsi014", bool, where, False)
         if link_014 and (mode is not Kq1Mode.ON_REQUEST or transport == "memory"):
             raise Problem(f'{where}: etsi014 = true needs mode = "on-request" and tcp+tls')
