@@ -161,6 +161,9 @@ class KeyManager:
         )
         hops = HopSender(config, store, self.link_table, self.peers)
         self.relay = Relay(config, store, self.link_table, self.peers, self.routes, hops)
+        self.proactive = ProactiveSupply(
+            config, store, self.peers, self.relay, sessions, self._spawn
+        )
         self.relay_receiver = RelayReceiver(
             config,
             store,
@@ -169,11 +172,8 @@ class KeyManager:
             self.routes,
             sessions,
             hops,
-            stored=self._keys_stored,
+            stored=self.proactive.keys_stored,
             spawn=self._spawn,
-        )
-        self.proactive = ProactiveSupply(
-            config, store, self.peers, self.relay, sessions, self._spawn
         )
         self.key_supply = KeySupply(
             config, store, self.routes, self.relay, self.proactive, sessions
@@ -200,9 +200,6 @@ class KeyManager:
     def _spawn(self, function: Callable[..., Awaitable[object]], *args: object) -> None:
         assert self._nursery is not None, "the KM runs"
         self._nursery.start_soon(function, *args)
-
-    def _keys_stored(self, pool: str) -> None:
-        self.proactive.keys_stored(pool)
 
     async def run(
         self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED
