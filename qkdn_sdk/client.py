@@ -16,7 +16,8 @@ a :class:`~qkdn_sdk.messages.ak.KeyRequestWithId` (Table 2); both return the key
 Proactive key supply, Q.4161 clause 7.2::
 
     async with KeyManagerClient.connect(km_c_url, tls=bob_tls) as bob:
-        await bob.authenticate()                     # sessions and keys come on this connection
+        # sessions and keys come on this connection (bob's oldest open one, or the last one
+        # bob.authenticate()d, which a KM with require_authentication needs)
         async for key in bob.proactive_keys:         # key.session_id, key.key_id, key.key
             ...
     async with KeyManagerClient.connect(km_a_url, tls=alice_tls) as alice:
@@ -25,7 +26,7 @@ Proactive key supply, Q.4161 clause 7.2::
 
 The destination application accepts every session opened with it (Tables 6, 7) and
 acknowledges every key pushed to it (Tables 10, 11); keys it did not acknowledge are pushed
-again to its next authenticated connection (so a key whose acknowledgement was lost with the
+again to its connection, this one or its next (so a key whose acknowledgement was lost with the
 connection comes again: an application drops a key ID it already holds). Either application
 ends a session with :meth:`KeyManagerClient.end_session`, and deletes keys held for it with
 :meth:`KeyManagerClient.delete_keys` (FG QIT4N D2.3 Table 7-6).
@@ -157,7 +158,9 @@ class KeyManagerClient:
         """Authenticate to the KM (FG QIT4N D2.3 Table 7-2; over TLS our ID is our
         certificate's), and have it authenticate to us: it must be the KM the connection
         reached (:attr:`km_id`). From then on, sessions opened with us and their keys come on
-        this connection. Raises :class:`KeysRefused` when either side refuses."""
+        this connection (over TLS, connecting is enough, to the oldest connection we have
+        open, unless the KM requires this authentication). Raises :class:`KeysRefused` when
+        either side refuses."""
         command = mgmt.AuthenticationCommand(
             sender_id=self._require_identity(), authentication_info=authentication_info
         )

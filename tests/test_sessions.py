@@ -8,6 +8,7 @@ same keys to bob. Applications are :class:`~qkdn_sdk.client.KeyManagerClient`s.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -153,8 +154,17 @@ async def test_an_application_deletes_only_its_own_keys(tmp_path: Path) -> None:
         async with client(network, "alice") as alice:
             for_bob = await alice.get_keys("bob", 2)
             for_carol = await alice.get_keys("carol", 2)
+        km_c = network.kms["km-c"]
         async with client(network, "carol") as carol, client(network, "bob") as bob:
-            await carol.delete_keys("alice", ids(for_bob))  # not carol's: nothing happens
+            # not carol's: nothing is deleted, and she is answered as for keys that do not
+            # exist (Table 7-7 has no text: the failure code alone)
+            reason = await refused(carol.delete_keys("alice", ids(for_bob)))
+            assert reason == "failure: response code 0x02 (failure)"
+            assert reason == await refused(carol.delete_keys("alice", [str(uuid.uuid4())]))
+            # one of hers and one of bob's: nothing is deleted either
+            mixed = [ids(for_carol)[0], ids(for_bob)[0]]
+            assert reason == await refused(carol.delete_keys("alice", mixed))
+            assert km_c.store.counts("app:") == {"app:alice:bob": 2, "app:alice:carol": 2}
             await bob.delete_keys("alice", ids(for_bob)[:1])
             reason = await refused(bob.get_keys_with_ids("alice", ids(for_bob)))
             assert "1 of the 2 keys are not held" in reason
@@ -260,3 +270,75 @@ async def test_the_client_reads_a_session_notification_either_way(reading: str) 
                 )
             assert bob.sessions == {"s-1": "alice"}
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_application_written_from_q4161_alone_gets_sessions_and_keys(
+    tmp_path: Path, transport: str
+) -> None:
+    """bob only connects, with its certificate (Q.4161 clause 8: the TLS handshake is the
+    mutual authentication) and sends nothing, not even the D2.3 authentication: it is told of
+    alice's session (Table 6) and pushed her keys (Table 12), each of which it acknowledges. A
+    second connection of bob, opened later and left open, is sent none of it."""
+    notified: list[ak.SessionCreationNotification] = []
+    supplied: list[ak.ProactiveKeySupply] = []
+    all_pushed = trio.Event()
+
+    async def bob_answers(message: Message, _connection: Connection) -> Message:
+        if isinstance(message, ak.SessionCreationNotification):
+            notified.append(message)
+            return ak.ResponseToSessionCreationNotification(
+                session_id=message.session_id, response="success"
+            )
+        assert isinstance(message, ak.ProactiveKeySupply), message.spec_name
+        supplied.append(message)
+        if len(supplied) == 3:
+            all_pushed.set()
+        return ak.ResponseToProactiveKeySupply(
+            session_id=message.session_id, key_id=message.keys[0].key_id, response="success"
+        )
+
+    async with running(tmp_path, transport) as network:
+        await ready(network, relay_bits(3, 256))
+        async with connect(
+            ak_url(network, "bob"), tls=network.tls("bob"), identity="bob", handler=bob_answers
+        ):
+            with trio.fail_after(WAIT):
+                await km(network, "km-c").proactive.wait_connected("bob")
+            async with client(network, "bob") as second, client(network, "alice") as alice:
+                await refused(second.get_keys_with_ids("alice", [str(uuid.uuid4())]))  # it is up
+                session = await alice.create_session("bob", 3)
+                keys = await session.get_keys(3)
+                with trio.fail_after(WAIT):
+                    await all_pushed.wait()
+                assert second.sessions == {}
+    [notification] = notified
+    assert notification.session_id == session.session_id
+    assert {notification.application_source_id, notification.application_destination_id} == {
+        "alice",
+        "bob",
+    }
+    assert [(k.key_id, k.key) for m in supplied for k in m.keys] == [
+        (k.key_id, k.key) for k in keys
+    ]
+
+
+async def test_a_km_that_requires_d23_authentication_serves_only_after_it(
+    tmp_path: Path,
+) -> None:
+    """With ``require_authentication``, a connection is not the application's until it sent
+    the D2.3 authentication command: sessions cannot reach it, and its requests get a failure
+    that says what to send first."""
+    required = {"require_authentication": True}
+    async with running(tmp_path, "memory", km_options=required) as network:
+        await ready(network, relay_bits(3, 256))
+        async with client(network, "bob") as bob, client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob", 1))
+            assert "km-a requires D2.3 authentication" in reason
+            await alice.authenticate()
+            reason = await refused(alice.create_session("bob"))
+            assert "application 'bob' is not authenticated to km-c" in reason
+            await bob.authenticate()
+            session = await alice.create_session("bob", 1)
+            keys = await session.get_keys(1)
+            assert same_keys(await pushed(bob, 1), keys)

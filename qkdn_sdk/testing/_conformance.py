@@ -39,7 +39,15 @@ from qkdn_sdk.errors import (
 from qkdn_sdk.messages import Key, Message, ak, all_messages, example
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.tls import TLSConfig
-from qkdn_sdk.transport import Connection, Handler, Limits, ServerInfo, connect, serve
+from qkdn_sdk.transport import (
+    ConnectHook,
+    Connection,
+    Handler,
+    Limits,
+    ServerInfo,
+    connect,
+    serve,
+)
 from qkdn_sdk.transport import transport_registry as _registry
 
 __all__ = ["ConformanceTarget", "TransportConformance", "conformance_pki"]
@@ -188,6 +196,7 @@ class TransportConformance:
         handler: Handler,
         limits: Limits | None = None,
         accepts: Collection[type[Message]] | None = None,
+        on_connect: ConnectHook | None = None,
     ) -> AsyncIterator[str]:
         async with trio.open_nursery() as nursery:
             info: ServerInfo = await nursery.start(
@@ -198,6 +207,7 @@ class TransportConformance:
                     identity=SERVER_ID,
                     limits=limits,
                     accepts=accepts if accepts is not None else target.accepts,
+                    on_connect=on_connect,
                     task_status=task_status,
                 )
             )
@@ -300,6 +310,48 @@ class TransportConformance:
             example(_response_of(cls), sender=SERVER_ID) for cls in _requests(False, target)
         ]
         assert answered == expected
+
+    @pytest.mark.trio
+    async def test_server_reaches_a_silent_client(
+        self, target: ConformanceTarget, pki: ConformancePKI
+    ) -> None:
+        """``on_connect`` is told of each new connection (with the client's identity over TLS)
+        before any message of it, and the server's own requests sent from there reach a client
+        that has sent nothing. A transport that carries no request of the server never calls
+        it."""
+        server_requests = _requests(False, target)
+        told: list[str | None] = []
+        answered: list[Message] = []
+        all_answered = trio.Event()
+
+        async def ask(connection: Connection) -> None:
+            for cls in server_requests:
+                request = example(cls, tag="server", sender=SERVER_ID)
+                answered.append(await connection.request(request))
+            all_answered.set()
+
+        with trio.fail_after(_GUARD):
+            async with trio.open_nursery() as nursery:
+
+                def on_connect(connection: Connection) -> None:
+                    told.append(connection.peer_id)
+                    nursery.start_soon(ask, connection)
+
+                async with (
+                    self._server(target, pki, _answer_examples, on_connect=on_connect) as url,
+                    self._client(target, pki, url, handler=_answer_examples) as client,
+                ):
+                    if server_requests:
+                        await all_answered.wait()
+                    else:  # the connection is up once it answers
+                        await client.request(example(ak.KeyRequest, sender=CLIENT_ID))
+        if not server_requests:
+            assert told == []
+            return
+        assert len(told) == 1
+        if target.tls:
+            assert told == [CLIENT_ID]
+        assert answered == [example(_response_of(cls), sender=SERVER_ID) for cls in server_requests]
 
     @pytest.mark.trio
     async def test_pipelined_requests(self, target: ConformanceTarget, pki: ConformancePKI) -> None:

@@ -28,6 +28,7 @@ from qkdn_sdk.transport._admission import Admission, refuse_connection
 from qkdn_sdk.transport._api import (
     DEFAULT_TIMEOUT,
     BareExchange,
+    ConnectHook,
     Connection,
     Handler,
     Limits,
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Admission",
     "BareExchange",
+    "ConnectHook",
     "Connection",
     "FramedConnection",
     "Handler",
@@ -129,6 +131,7 @@ async def serve(
     identity: str | None = None,
     limits: Limits | None = None,
     accepts: Collection[type[Message]] | None = None,
+    on_connect: ConnectHook | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``url`` until cancelled: every accepted message of every peer goes to ``handler``.
@@ -137,7 +140,8 @@ async def serve(
     ``received_by(Role.KM)``; anything else gets an error indication naming it (``None``: every
     message). ``limits`` bounds what each peer may cost (:class:`Limits`). Use
     ``await nursery.start(serve, url, handler)`` to get the :class:`ServerInfo` (the real URL
-    when the port was 0) once it listens.
+    when the port was 0) once it listens. ``on_connect`` is told of each peer's connection on
+    which the server can send requests of its own (:data:`ConnectHook`).
     """
     transport, parsed = _resolve(url, tls)
     await transport.serve(
@@ -147,5 +151,6 @@ async def serve(
         identity=identity,
         limits=limits or Limits(),
         accepts=accepts,
+        on_connect=on_connect,
         task_status=task_status,
     )

@@ -19,6 +19,7 @@ from qkdn_sdk.tls import TLSConfig
 __all__ = [
     "DEFAULT_TIMEOUT",
     "BareExchange",
+    "ConnectHook",
     "Connection",
     "Handler",
     "Limits",
@@ -104,6 +105,12 @@ An exception becomes a failure response (a :class:`~qkdn_sdk.errors.QkdnError` w
 text, anything else as "internal error"); the connection goes on either way. A response that no
 request of ours awaits (a proactive status supply, or one that came after its request timed
 out) reaches the handler as a one-way message."""
+
+ConnectHook = Callable[[Connection], None]
+"""Told of each new connection a server accepts, once its peer is authenticated (after the TLS
+handshake and the connection caps) and before its first message is handled: the connection on
+which the server can send the peer requests of its own. It must return at once (start any work
+in a nursery of its own); an exception it raises ends that connection, never the server."""
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -237,10 +244,15 @@ class Transport(abc.ABC):
         identity: str | None,
         limits: Limits,
         accepts: Collection[type[Message]] | None,
+        on_connect: ConnectHook | None = None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve ``url`` until cancelled, calling ``handler`` for every accepted message of every
         peer; report the bound address with ``task_status.started(ServerInfo(...))``.
+
+        ``on_connect`` (:data:`ConnectHook`) is called with each connection on which the server
+        can send the peer its own requests, as soon as it can; a transport that cannot (ETSI
+        014's request and answer) never calls it.
 
         Every limit of ``limits`` holds, the connection caps included (use
         :class:`~qkdn_sdk.transport.Admission`); over TLS, a peer whose certificate carries no

@@ -104,6 +104,7 @@ from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.transport._admission import close_gracefully
 from qkdn_sdk.transport._api import (
     DEFAULT_TIMEOUT,
+    ConnectHook,
     Connection,
     Handler,
     Limits,
@@ -179,8 +180,10 @@ class FramedConnection(FrameWriter, Connection):
     """A message connection over ``stream`` (already connected, and TLS-authenticated if any).
 
     Call :meth:`run` in a nursery: it reads until the connection ends, and runs the handler of
-    every peer message in worker tasks of its own. ``is_client`` says which side connected (odd or
-    even MessageIDs, and the direction :meth:`Transport.carries` is asked about).
+    every peer message in worker tasks of its own. ``is_client`` says which side connected (odd
+    or even MessageIDs, and the direction :meth:`Transport.carries` is asked about). A server
+    gives ``on_connect`` (:data:`~qkdn_sdk.transport.ConnectHook`): :meth:`run` calls it
+    before reading.
     """
 
     def __init__(
@@ -194,8 +197,10 @@ class FramedConnection(FrameWriter, Connection):
         peer_id: str | None = None,
         local_id: str | None = None,
         accepts: Collection[type[Message]] | None = None,
+        on_connect: ConnectHook | None = None,
     ) -> None:
         super().__init__(stream, limits)
+        self._on_connect = on_connect
         self._transport = transport
         self._is_client = is_client
         self._handler = handler
@@ -311,6 +316,8 @@ class FramedConnection(FrameWriter, Connection):
                     helpers.start_soon(self._write_queued)
                     helpers.start_soon(self._keep_deadlines)
                     try:
+                        if self._on_connect is not None:
+                            self._on_connect(self)
                         ending = await self._serve_frames()
                         if ending.last_word is not None:
                             with contextlib.suppress(TransportError):

@@ -22,7 +22,14 @@ from qkdn_sdk.errors import TransportError
 from qkdn_sdk.messages import Message
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport._admission import Admission, refuse_connection
-from qkdn_sdk.transport._api import Connection, Handler, Limits, ServerInfo, Transport
+from qkdn_sdk.transport._api import (
+    ConnectHook,
+    Connection,
+    Handler,
+    Limits,
+    ServerInfo,
+    Transport,
+)
 from qkdn_sdk.transport._framed import FramedConnection, running
 from qkdn_sdk.transport.hookspecs import hookimpl
 
@@ -96,6 +103,7 @@ class _MemoryServer:
     limits: Limits
     accepts: Collection[type[Message]] | None
     admission: Admission
+    on_connect: ConnectHook | None
 
 
 # Keyed by trio run as well as name: two trio runs (two tests) never see each other's servers.
@@ -176,6 +184,7 @@ class MemoryTransport(Transport):
                     peer_id=peer_id,
                     local_id=server.identity,
                     accepts=server.accepts,
+                    on_connect=server.on_connect,
                 ).run()
 
     async def serve(
@@ -187,6 +196,7 @@ class MemoryTransport(Transport):
         identity: str | None,
         limits: Limits,
         accepts: Collection[type[Message]] | None,
+        on_connect: ConnectHook | None = None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         if tls is not None:
@@ -196,7 +206,7 @@ class MemoryTransport(Transport):
             raise TransportError(f"{url.geturl()} is already served")
         async with trio.open_nursery() as nursery:
             _SERVERS[key] = _MemoryServer(
-                nursery, handler, identity, limits, accepts, Admission(limits)
+                nursery, handler, identity, limits, accepts, Admission(limits), on_connect
             )
             try:
                 task_status.started(ServerInfo(url.geturl()))

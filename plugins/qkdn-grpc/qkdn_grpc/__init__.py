@@ -56,6 +56,7 @@ from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import (
     DEFAULT_TIMEOUT,
     BareExchange,
+    ConnectHook,
     Connection,
     Handler,
     Limits,
@@ -371,6 +372,8 @@ class _ServerSide(Connection):
         self.stream_ready = trio.Event()
         self.answers = _Answers()
         self.ended = False
+        self.reverse_ended = False
+        """Its reverse stream was open and is no longer: the server can send it nothing more."""
         self.in_flight = trio.Semaphore(limits.max_in_flight)
 
     @property
@@ -383,7 +386,7 @@ class _ServerSide(Connection):
 
     @property
     def closed(self) -> bool:
-        return self.ended
+        return self.ended or self.reverse_ended
 
     async def _stream(self) -> ByteStream:
         if self.ended:
@@ -424,8 +427,10 @@ class _Server:
         local_id: str | None,
         limits: Limits,
         accepts: Collection[type[Message]] | None,
+        on_connect: ConnectHook | None,
     ) -> None:
         self._handler = handler
+        self._on_connect = on_connect
         self._local_id = local_id
         self._limits = limits
         self._accepts = accepts
@@ -497,12 +502,15 @@ class _Server:
         connection.stream = stream
         connection.stream_ready.set()
         try:
+            if self._on_connect is not None:  # the server's requests can reach it from now on
+                self._on_connect(connection)
             send, receive = trio.open_memory_channel[Message](self._limits.max_in_flight)
             async with trio.open_nursery() as nursery, send:
                 nursery.start_soon(self._one_way, connection, receive, info)
                 await self._read_reverse(stream, connection, info, send)
         finally:
             connection.stream = None
+            connection.reverse_ended = True
             connection.answers.fail_all()
             if info.channel_id is not None and not connection.ended:
                 self._connections.pop((info.peer_id, info.channel_id), None)
@@ -597,12 +605,17 @@ class GrpcTransport(Transport):
         identity: str | None,
         limits: Limits,
         accepts: Collection[type[Message]] | None,
+        on_connect: ConnectHook | None = None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """``on_connect`` is called when a client opens its reverse stream, on which the
+        server's own requests reach it."""
         host, port = tcp_address(url)
         server_tls = _tls(url, tls)
         local_id = server_tls.identity() if server_tls is not None else identity
-        server = _Server(handler, local_id=local_id, limits=limits, accepts=accepts)
+        server = _Server(
+            handler, local_id=local_id, limits=limits, accepts=accepts, on_connect=on_connect
+        )
         unary = {path: partial(server.unary, cls) for cls, path in _RPCS.items()}
         async with trio.open_nursery() as nursery:
             bound: int = await nursery.start(

@@ -39,6 +39,7 @@ from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import (
     DEFAULT_TIMEOUT,
     BareExchange,
+    ConnectHook,
     Connection,
     Handler,
     Limits,
@@ -203,8 +204,10 @@ class HttpsTransport(Transport):
         identity: str | None,
         limits: Limits,
         accepts: Collection[type[Message]] | None,
+        on_connect: ConnectHook | None = None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """``on_connect`` is never called: ETSI 014 has no request from the KME to the SAE."""
         if tls is None:
             raise TransportError("https:// needs TLS settings (CA, certificate and key)")
         context = tls.server_context()

@@ -32,6 +32,7 @@ from qkdn_sdk.tls import TLSConfig, explain_tls_failure, peer_identity
 from qkdn_sdk.transport import (
     Admission,
     BareExchange,
+    ConnectHook,
     Connection,
     FramedConnection,
     Handler,
@@ -144,6 +145,7 @@ class TcpTransport(Transport):
         identity: str | None,
         limits: Limits,
         accepts: Collection[type[Message]] | None,
+        on_connect: ConnectHook | None = None,
         task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         context = _tls_context(url, tls, server=True)
@@ -192,6 +194,7 @@ class TcpTransport(Transport):
                         peer_id=peer_id,
                         local_id=local_id,
                         accepts=accepts,
+                        on_connect=on_connect,
                     ).run()
             except trio.BrokenResourceError as exc:
                 logger.info("refused a client: %s", explain_tls_failure(exc))

@@ -138,6 +138,10 @@ class KMConfig:
     reservation_bits: int = 8192
     """Bits of link key a key reservation request that does not say how much sets aside (Q.4164
     Table 10 has no amount)."""
+    require_authentication: bool = False
+    """Serve an application only on a connection where it sent the D2.3 authentication command
+    (0x2180) first. Off: the TLS handshake is the authentication (Q.4161 clause 8), and an
+    application written from Q.4161 alone, which knows no 0x2180, is served."""
     default_number_of_keys: int = 1
     default_size_of_key: int = 256
     max_key_per_request: int = 128

@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from qkdn_sdk.errors import NotAuthorized
-from qkdn_sdk.messages import Message, Role, ak, ck, kq1, kx, mgmt, received_by
+from qkdn_sdk.messages import Interface, Message, Role, ak, ck, kq1, kx, mgmt, received_by
 from qkdn_sdk.roles._authorization import Authorization
 from qkdn_sdk.roles.keystore import KeyStore
 from qkdn_sdk.roles.km.acquisition import Acquisition
@@ -192,6 +192,10 @@ class KeyManager:
             if type(message).response_type() is None:
                 return None
             raise
+        if type(message).interface is Interface.AK and not isinstance(
+            message, mgmt.AuthenticationCommand
+        ):
+            self.proactive.check_authenticated(connection)
         part, method = route
         handler = getattr(getattr(self, part), method)
         response: Message | None = await handler(message, connection)
@@ -226,6 +230,7 @@ class KeyManager:
                         identity=self.km_id,
                         limits=self._limits,
                         accepts=accepted(interface),
+                        on_connect=self.proactive.connected if interface == "ak" else None,
                     )
                 )
                 urls[key] = info.url

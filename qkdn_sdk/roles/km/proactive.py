@@ -1,8 +1,13 @@
 """Proactive key supply (Q.4161 clause 7.2, Q.4164 clauses 7.3, 7.4): sessions between two
 applications, keys asked for by session ID at the source KM and pushed by the destination KM.
 
-An application authenticates (D2.3 clause 7.2.1 a)) to receive session creation notifications
-and pushed keys on that connection. The source KM opens a session through the controller, which
+An application connected to its KM receives session creation notifications and pushed keys:
+over TLS the handshake is the mutual authentication Q.4161 clause 8 asks for, so an application
+written from Q.4161 alone needs no more than to connect. They go to the last connection on which
+it sent the D2.3 authentication (clause 7.2.1 a)), else to its oldest open connection (a
+short-lived second connection, such as a command line tool's, takes none of them). A KM
+configured with ``require_authentication`` counts only authenticated connections and serves no
+other Ak request before it. The source KM opens a session through the controller, which
 makes its ID and has the destination KM notify its application (or opens it itself when both
 applications are its own); keys asked for in the session are made at the source, relayed like
 any other, and held at the destination in the application's ``session:`` pool until it
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import weakref
 
 import trio
 
@@ -59,22 +65,46 @@ class ProactiveSupply:
         self._relay = relay
         self._sessions = sessions
         self._spawn = spawn
-        self._applications: dict[str, Connection] = {}
-        """The latest authenticated connection of each application: where session creation
-        notifications and proactive key supply go."""
+        self._connections: dict[str, list[Connection]] = {}
+        """The connections of each application in the order they came, one authenticated again
+        moved last (:meth:`_connection_of` chooses)."""
+        self._authenticated: weakref.WeakSet[Connection] = weakref.WeakSet()
+        """Connections on which an application authenticated (D2.3 clause 7.2.1 a))."""
         self._push_wanted: dict[str, trio.Event] = {}
-        self._pushing: dict[str, trio.Lock] = {}
-        """Per application: held by a push loop from peeking keys until it took those pushed, so
-        the loop of its next connection never pushes again a key acknowledged meanwhile."""
         self.pushed: dict[str, int] = {}
         """Session keys each application acknowledged, each taken from the store since."""
         self._pushed_more = trio.Event()
+        self._connected_more = trio.Event()
+
+    async def wait_connected(self, application: str) -> None:
+        """Return once ``application`` has an open connection that its sessions and pushed keys
+        reach."""
+        while self._connection_of(application) is None:
+            await self._connected_more.wait()
 
     async def wait_pushed(self, application: str, count: int) -> None:
         """Return once ``application`` acknowledged ``count`` session keys pushed to it, and
         each was taken from the store (Q.4161 clause 7.2.4)."""
         while self.pushed.get(application, 0) < count:
             await self._pushed_more.wait()
+
+    def connected(self, connection: Connection) -> None:
+        """A :data:`~qkdn_sdk.transport.ConnectHook` of the Ak port: an application of this KM
+        that connected with its certificate is connected to the KM (Q.4161 clause 8): its
+        sessions and pushed keys can come on this connection. Unless the KM requires D2.3
+        authentication: then only :meth:`authenticate` does that."""
+        application = connection.peer_id
+        if application in self._config.applications and not self._config.require_authentication:
+            self._add_connection(application, connection)
+
+    def check_authenticated(self, connection: Connection) -> None:
+        """Raise :class:`KeyManagerError` unless the KM requires no D2.3 authentication or the
+        application authenticated on ``connection``."""
+        if self._config.require_authentication and connection not in self._authenticated:
+            raise KeyManagerError(
+                f"{self._km_id} requires D2.3 authentication: send the command message for "
+                "authentication (0x2180) on this connection first"
+            )
 
     def keys_stored(self, pool: str) -> None:
         """Keys were stored in ``pool``: when it is a session pool, push them."""
@@ -101,9 +131,8 @@ class ProactiveSupply:
                 f"application {quoted(application)} did not accept {self._km_id}'s "
                 f"authentication: {exc}"
             ) from None
-        self._applications[application] = connection
-        self._wake_pusher(application)  # the pusher of its previous connection ends
-        self._spawn(self._push_session_keys, application, connection)
+        self._authenticated.add(connection)
+        self._add_connection(application, connection)
         logger.info("%s: application %s authenticated", self._km_id, application)
         return mgmt.AuthenticationResponse(
             sender_id=self._km_id, response_code=mgmt.ResultCode.SUCCESS
@@ -172,11 +201,11 @@ class ProactiveSupply:
         """Q.4161 clause 7.2.2 (Figure 4): tell ``destination``, an application of ours, that
         ``source`` opened a session with it; raises :class:`KeyManagerError` unless it
         accepts."""
-        connection = self._applications.get(destination)
+        connection = self._connection_of(destination)
         if connection is None:
+            how = "authenticated" if self._config.require_authentication else "connected"
             raise KeyManagerError(
-                f"application {quoted(destination)} is not connected to {self._km_id} (it "
-                "authenticates to receive sessions)"
+                f"application {quoted(destination)} is not {how} to {self._km_id}"
             )
         notification = ak.SessionCreationNotification(
             application_source_id=destination,  # Table 6: the application that receives it
@@ -258,59 +287,87 @@ class ProactiveSupply:
             session_id=session.session_id, keys=batch.supplied(), response="success"
         )
 
-    def _wake_pusher(self, application: str) -> None:
-        self._push_wanted.setdefault(application, trio.Event()).set()
+    def _add_connection(self, application: str, connection: Connection) -> None:
+        """Add ``connection`` (again) as the latest of ``application``, and push its keys."""
+        connections = self._connections.setdefault(application, [])
+        connections[:] = [known for known in connections if known is not connection]
+        connections.append(connection)
+        self._connection_of(application)  # forget those closed meanwhile
+        self._connected_more.set()
+        self._connected_more = trio.Event()
+        if application not in self._push_wanted:  # its first connection: its pusher starts
+            self._push_wanted[application] = trio.Event()
+            self._spawn(self._push_session_keys, application)
+        self._wake_pusher(application)
 
-    async def _push_session_keys(self, application: str, connection: Connection) -> None:
+    def _connection_of(self, application: str) -> Connection | None:
+        """Where the sessions and keys of ``application`` go: the last open connection on which
+        it authenticated, else its oldest open connection (``None`` when none is open)."""
+        connections = self._connections.get(application)
+        if not connections:
+            return None
+        connections[:] = [connection for connection in connections if not connection.closed]
+        authenticated = [known for known in connections if known in self._authenticated]
+        if authenticated:
+            return authenticated[-1]
+        return connections[0] if connections else None
+
+    def _wake_pusher(self, application: str) -> None:
+        wanted = self._push_wanted.get(application)
+        if wanted is not None:
+            wanted.set()
+
+    async def _push_session_keys(self, application: str) -> None:
         """Q.4161 clause 7.2.4 (Figure 6): push every key held for ``application`` in its
-        sessions over ``connection``, one proactive key supply per key, taking each key from
-        the store only once the application acknowledged it: keys not acknowledged are pushed
-        again to its next authenticated connection, acknowledged ones never."""
+        sessions to its connection (:meth:`_connection_of`), whenever keys come or it connects
+        again; the one pusher of the application, for as long as the KM runs."""
         prefix = session_pool(application, "")
-        pushing = self._pushing.setdefault(application, trio.Lock())
-        while self._applications.get(application) is connection:
+        while True:
             wanted = self._push_wanted[application] = trio.Event()
-            acknowledged = 0
-            async with pushing:  # after the loop of an earlier connection took what it pushed
-                if self._applications.get(application) is not connection:
-                    return
-                for pool in sorted(self._store.counts(prefix)):
-                    session_id = pool.rpartition(":")[2]
-                    for key in await self._store.peek(pool, _PUSH_BATCH):
-                        supply = ak.ProactiveKeySupply(
-                            session_id=session_id, keys=[Key(key=key.key, key_id=key.key_id)]
-                        )
-                        try:
-                            response = await connection.request(
-                                supply, timeout=self._config.relay_timeout
-                            )
-                        except FailureResponse as exc:  # kept, and pushed again when woken
-                            logger.warning(
-                                "%s: %s refused a key of session %s: %s",
-                                self._km_id,
-                                application,
-                                session_id,
-                                exc.reason,
-                            )
-                            break
-                        except QkdnError:  # gone: its next connection gets the keys
-                            if self._applications.get(application) is connection:
-                                del self._applications[application]
-                            return
-                        assert isinstance(response, ak.ResponseToProactiveKeySupply)
-                        if response.key_id != key.key_id:
-                            logger.warning(
-                                "%s: %s acknowledged key %s for key %s",
-                                self._km_id,
-                                application,
-                                quoted(response.key_id),
-                                key.key_id,
-                            )
-                            break
-                        taken = len(await self._store.take_present(pool, [key.key_id]))
-                        acknowledged += taken
-                        self.pushed[application] = self.pushed.get(application, 0) + taken
-                        self._pushed_more.set()
-                        self._pushed_more = trio.Event()
-            if not (acknowledged and self._store.counts(prefix)):
-                await wanted.wait()  # new keys, or another connection of the application
+            connection = self._connection_of(application)
+            if connection is None or not await self._push_to(application, connection, prefix):
+                await wanted.wait()  # new keys, or a new connection of the application
+
+    async def _push_to(self, application: str, connection: Connection, prefix: str) -> bool:
+        """Push the keys held for ``application`` over ``connection``, one proactive key supply
+        per key, taking each key from the store only once the application acknowledged it: keys
+        not acknowledged are pushed again, acknowledged ones never. True when pushing should go
+        on at once: more keys came, or the connection failed and another may be open."""
+        acknowledged = 0
+        for pool in sorted(self._store.counts(prefix)):
+            session_id = pool.rpartition(":")[2]
+            for key in await self._store.peek(pool, _PUSH_BATCH):
+                supply = ak.ProactiveKeySupply(
+                    session_id=session_id, keys=[Key(key=key.key, key_id=key.key_id)]
+                )
+                try:
+                    response = await connection.request(supply, timeout=self._config.relay_timeout)
+                except FailureResponse as exc:  # kept, and pushed again when woken
+                    logger.warning(
+                        "%s: %s refused a key of session %s: %s",
+                        self._km_id,
+                        application,
+                        session_id,
+                        exc.reason,
+                    )
+                    return False
+                except QkdnError:  # gone: its other or next connection gets the keys
+                    connections = self._connections.get(application, [])
+                    connections[:] = [known for known in connections if known is not connection]
+                    return True
+                assert isinstance(response, ak.ResponseToProactiveKeySupply)
+                if response.key_id != key.key_id:
+                    logger.warning(
+                        "%s: %s acknowledged key %s for key %s",
+                        self._km_id,
+                        application,
+                        quoted(response.key_id),
+                        key.key_id,
+                    )
+                    return False
+                taken = len(await self._store.take_present(pool, [key.key_id]))
+                acknowledged += taken
+                self.pushed[application] = self.pushed.get(application, 0) + taken
+                self._pushed_more.set()
+                self._pushed_more = trio.Event()
+        return bool(acknowledged and self._store.counts(prefix))
