@@ -138,6 +138,10 @@ class KMConfig:
     reservation_bits: int = 8192
     """Bits of link key a key reservation request that does not say how much sets aside (Q.4164
     Table 10 has no amount)."""
+    link_key_wait: float = 5.0
+    """Seconds a key request with too little link key on its route waits for more (Q.4161
+    clause 7.1.1) before it fails; 0: it fails at once. Keep it below the applications'
+    request timeouts."""
     require_authentication: bool = False
     """Serve an application only on a connection where it sent the D2.3 authentication command
     (0x2180) first. Off: the TLS handshake is the authentication (Q.4161 clause 8), and an

@@ -44,6 +44,7 @@ __all__ = ["Relay", "not_direct"]
 logger = logging.getLogger("qkdn_sdk.roles.km")
 
 _UNREACHABLE = re.compile(r"neighbour KM (.+?) is unreachable while")
+_SHORT_OF_KEY = re.compile(r"not enough key on link |bits of key per link")
 
 
 @attrs.define
@@ -87,10 +88,35 @@ class Relay:
         """Relay ``batch`` to the KM of its destination and have it confirm them; raises
         :class:`KeyManagerError` naming the cause when anything fails on the way.
 
-        A relay that fails because a KM on the way is unreachable is tried again on a route
+        A relay that fails for too little link key (on our link, on one further on, or on every
+        route the controller knows) is tried again as key comes, for at most
+        ``link_key_wait`` seconds (Q.4161 clause 7.1.1: without enough keys the KM "initiates
+        key generation or key relay ... and supplies them ... when ... completed"). A relay
+        that fails because a KM on the way is unreachable is tried again on a route
         that avoids it (the extension ``{"avoid_kma_ids": [...]}`` of the route requests and of
         the relay), as long as the controller finds one; nothing of the failed attempt is
         usable (it was never confirmed)."""
+        deadline = trio.current_time() + self._config.link_key_wait
+        while True:
+            try:
+                await self._relay_around(batch)
+                return
+            except KeyManagerError as exc:
+                if not _short_of_key(str(exc)) or trio.current_time() >= deadline:
+                    raise
+                logger.info(
+                    "%s: %s; trying again as key comes (for %.1f s more)",
+                    self._km_id,
+                    exc,
+                    deadline - trio.current_time(),
+                )
+            # our own link's key shows here at once; the others' in the controller's reports
+            report = trio.current_time() + self._config.report_interval
+            with trio.move_on_at(min(deadline, report)):
+                await self._links.wait_change()
+
+    async def _relay_around(self, batch: Batch) -> None:
+        """:meth:`relay` once, and again around each KM found unreachable."""
         avoid: list[str] = []
         first: KeyManagerError | None = None
         while True:
@@ -292,6 +318,12 @@ def _unreachable_km(reason: str) -> str | None:
     passed back), or ``None``."""
     found = _UNREACHABLE.search(reason)
     return found.group(1) if found else None
+
+
+def _short_of_key(reason: str) -> bool:
+    """Whether a relay failure says a link had too little key (this KM's own text, a KM's on
+    the way passed back, or the controller's route refusal)."""
+    return _SHORT_OF_KEY.search(reason) is not None
 
 
 def _echoed(extension: list[dict[str, Any]] | None) -> str | None:
