@@ -389,3 +389,18 @@ def test_key_extensions_follow_table_ii_3() -> None:
     assert body["keys"] == [
         {"key_ID": "k", "key": "AQ==", "key_ID_extension": {"hash": "h"}, "key_extension": {"x": 1}}
     ]
+
+
+def test_a_status_whose_ids_are_numbers_is_read_as_their_text() -> None:
+    """A third-party KME sends ``"target_KME_ID": 0``: 014's intent (an ID) is clear, and the
+    client reads it as ``"0"``; a count sent as text is still refused."""
+    status = dict(etsi014.encode_response(example(ak.Status))[1])
+    request = ak.StatusRequest(application_destination_id="b")
+    numbered = status | {"source_KME_ID": 7, "target_KME_ID": 0}
+    decoded = etsi014.decode_response(request, 200, orjson.dumps(numbered))
+    assert isinstance(decoded, ak.Status)
+    assert (decoded.source_kme_id, decoded.target_kme_id) == ("7", "0")
+    with pytest.raises(RemoteProtocolError, match="key_size"):
+        etsi014.decode_response(request, 200, orjson.dumps(status | {"key_size": "256"}))
+    with pytest.raises(RemoteProtocolError, match="target_KME_ID"):
+        etsi014.decode_response(request, 200, orjson.dumps(status | {"target_KME_ID": True}))

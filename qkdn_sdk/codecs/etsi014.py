@@ -393,6 +393,8 @@ def _key_from_json(index: int, item: Any) -> Key:
 
 
 def _status_from_json(status_type: type[ak.Status | kq1.Status], document: JSONObject) -> Message:
+    """A KME's status, read liberally where 014's intent is clear: an ID sent as a number (a
+    third-party KME's ``"target_KME_ID": 0``) is that number's text."""
     values: dict[str, Any] = {}
     for name, json_name, kind, mandatory in _STATUS_FIELDS:
         value = document.get(json_name)
@@ -400,6 +402,8 @@ def _status_from_json(status_type: type[ak.Status | kq1.Status], document: JSONO
             if mandatory:
                 raise RemoteProtocolError(f"the status has no {json_name}")
             continue
+        if kind is str and type(value) is int and json_name.endswith("_ID"):
+            value = str(value)
         if type(value) is not kind:  # a bool is not an integer
             raise RemoteProtocolError(
                 f"{json_name}: expected {_JSON_TYPES[kind]}, got {quoted(str(value))}"
