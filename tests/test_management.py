@@ -3,13 +3,15 @@ period (Tables 8-1, 8-2), route information supply (Tables 8-3, 8-4)."""
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
-from qkdn_sdk.messages import Message, mgmt
+from qkdn_sdk.errors import FailureResponse
+from qkdn_sdk.messages import Message, kx, mgmt
 from qkdn_sdk.roles.controller import Controller, KMRequestFailed
 from qkdn_sdk.roles.keystore import MemoryKeyStore
 from qkdn_sdk.roles.km import STATUS_PARAMETERS, KeyManager, KeyManagerError, KMConfig, KMLink
@@ -158,4 +160,68 @@ async def test_periodic_supplies_carry_the_table_the_controller_asked_for() -> N
                 await more.wait()
         for table in reports[count:]:
             assert [set(entry) for entry in table] == asked
+        nursery.cancel_scope.cancel()
+
+
+async def test_hello_and_session_carry_and_check_their_fields() -> None:
+    """D2.3 Tables 7-8 and 7-9 between our km-a and a neighbour written from the tables: km-a's
+    HELLO names its ID, community and (its KM link being on 127.0.0.1) Sender IP; a HELLO of
+    another community, or with a Sender IP that is no address, is refused; km-a opens link
+    sessions with the Hash value of their ID, refuses one whose Hash value is wrong, agrees to
+    a shorter Timer, and opens the next session when it runs out."""
+    hellos: list[kx.Hello] = []
+    sessions: list[kx.SessionMessage] = []
+    more = trio.Event()
+
+    async def neighbour(message: Message, _connection: Connection) -> Message | None:
+        nonlocal more
+        if isinstance(message, kx.Hello):
+            hellos.append(message)
+            answer: Message = kx.Hello(sender_id="km-b", community_id="qkdn")
+        elif isinstance(message, kx.SessionMessage):
+            sessions.append(message)
+            answer = kx.SessionMessage(
+                session_id=message.session_id, timer=1, hash_value=message.hash_value
+            )
+        else:
+            return None
+        more.set()
+        more = trio.Event()
+        return answer
+
+    config = KMConfig(
+        km_id="km-a",
+        # on memory:// too, where a peer's ID is known without certificates
+        listen={"kx": "tcp://127.0.0.1:0", "kx@memory": "memory://hello-session/km-a"},
+        controller_id="controller",
+        links=(KMLink(neighbour="km-b", module_id="km-a.km-b"),),
+        hello_interval=0.05,
+    )
+    directory = {"km-b": "memory://hello-session/km-b"}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, directory["km-b"], neighbour, identity="km-b"))
+        urls = await nursery.start(KeyManager(config, MemoryKeyStore(), directory=directory).run)
+        with trio.fail_after(WAIT):
+            while len(sessions) < 2:  # the first session's timer (1 s) runs out: the next
+                await more.wait()
+        assert (hellos[0].sender_id, hellos[0].community_id) == ("km-a", "qkdn")
+        assert hellos[0].sender_ip == "127.0.0.1"
+        first, second = sessions[:2]
+        assert first.session_id != second.session_id
+        for session in (first, second):
+            assert session.hash_value == hashlib.sha256(session.session_id.encode()).hexdigest()
+
+        async with connect(urls["kx@memory"], identity="km-b") as connection:
+            good = await connection.request(kx.Hello(sender_id="km-b", community_id="qkdn"))
+            assert isinstance(good, kx.Hello)
+            assert good.sender_id == "km-a"
+            with pytest.raises(FailureResponse, match="community 'other'"):
+                await connection.request(kx.Hello(sender_id="km-b", community_id="other"))
+            with pytest.raises(FailureResponse, match=r"'km-b\.example' of km-b is not an IP"):
+                await connection.request(kx.Hello(sender_id="km-b", sender_ip="km-b.example"))
+            agreed = await connection.request(kx.SessionMessage(session_id="s-1", timer=86400))
+            assert isinstance(agreed, kx.SessionMessage)
+            assert (agreed.session_id, agreed.timer) == ("s-1", 3600)  # at most ours
+            with pytest.raises(FailureResponse, match="not the SHA-256 of its Session ID"):
+                await connection.request(kx.SessionMessage(session_id="s-2", hash_value="00"))
         nursery.cancel_scope.cancel()

@@ -142,6 +142,9 @@ class KMConfig:
     """Seconds a key request with too little link key on its route waits for more (Q.4161
     clause 7.1.1) before it fails; 0: it fails at once. Keep it below the applications'
     request timeouts."""
+    community_id: str = "qkdn"
+    """The community of the KMs of one network (D2.3 Table 7-8): a HELLO naming another is
+    refused."""
     require_authentication: bool = False
     """Serve an application only on a connection where it sent the D2.3 authentication command
     (0x2180) first. Off: the TLS handshake is the authentication (Q.4161 clause 8), and an

@@ -10,7 +10,10 @@ first KM, the odd ones by the other.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
+import urllib.parse
 import uuid
 from functools import partial
 
@@ -32,9 +35,9 @@ __all__ = ["KMLinks"]
 
 logger = logging.getLogger("qkdn_sdk.roles.km")
 
-_COMMUNITY = "qkdn"
-"""The HELLO community name of the KMs of one network."""
 _LINK_SESSION_TIMER = 3600
+"""Seconds a link session (its KMA-key ID, D2.3 Table 7-9 "Timer") lasts before the KM whose ID
+sorts first opens the next."""
 _SYNC_BATCH = 256
 """QKD-key IDs in one key ID synchronisation request."""
 
@@ -64,6 +67,14 @@ class KMLinks:
         self._spawn = spawn
         self.link_sessions: dict[str, str] = {}
         """The link session (D2.3 Table 7-9) with each neighbour that answers HELLOs."""
+        self._session_ends: dict[str, float] = {}
+        """When each link session's timer runs out (trio time)."""
+        self._hello_message = kx.Hello(
+            sender_ip=_sender_ip(config.listen.get("kx")),
+            sender_id=self._km_id,
+            community_id=config.community_id,
+            authentication_info=AUTHENTICATION,
+        )
         self._answering: set[str] = set()
         """Neighbours whose latest HELLO was answered."""
         self._ready: set[str] = set()
@@ -78,17 +89,56 @@ class KMLinks:
     # --- HELLO, SESSION, UPDATE (D2.3 Tables 7-8 to 7-10) ---------------------------------------
 
     async def on_hello(self, hello: kx.Hello, connection: Connection) -> kx.Hello:
+        """D2.3 Table 7-8: a neighbour of our community says hello; we answer with ours."""
         self._links.neighbour(hello.sender_id)
-        return kx.Hello(
-            sender_id=self._km_id, community_id=_COMMUNITY, authentication_info=AUTHENTICATION
-        )
+        self._check_hello(hello)
+        return self._hello_message
+
+    def _check_hello(self, hello: kx.Hello) -> None:
+        """Raise :class:`KeyManagerError` unless ``hello`` (Table 7-8) names our community (or
+        none) and, if it gives one, an IP address as its Sender IP. Sender ID is the
+        certificate's (the transport checks it); Authentication info names how the sender
+        authenticated, which the link's mutual TLS did already."""
+        community = hello.community_id
+        if community is not None and community != self._config.community_id:
+            raise KeyManagerError(
+                f"{hello.sender_id} is in community {quoted(community)}, and {self._km_id} in "
+                f"{quoted(self._config.community_id)}"
+            )
+        if hello.sender_ip is not None:
+            try:
+                ipaddress.ip_address(hello.sender_ip)
+            except ValueError:
+                raise KeyManagerError(
+                    f"the Sender IP {quoted(hello.sender_ip)} of {hello.sender_id} is not an IP "
+                    "address"
+                ) from None
 
     async def on_session(
         self, session: kx.SessionMessage, connection: Connection
     ) -> kx.SessionMessage:
+        """D2.3 Table 7-9: the neighbour opens a link session. Its Hash value, when given, must
+        be that of its Session ID (the KMA-key ID the two KMs agree on); we agree to its Timer,
+        or to ours when it asks for more or names none, and answer with the session agreed."""
         neighbour = self._links.neighbour(connection.peer_id or "")
-        self.link_sessions[neighbour] = session.session_id
-        return kx.SessionMessage(session_id=session.session_id, timer=session.timer)
+        if session.hash_value is not None and session.hash_value != _session_hash(
+            session.session_id
+        ):
+            raise KeyManagerError(
+                f"the Hash value of link session {quoted(session.session_id)} is not the "
+                "SHA-256 of its Session ID"
+            )
+        timer = min(session.timer or _LINK_SESSION_TIMER, _LINK_SESSION_TIMER)
+        self._agree(neighbour, session.session_id, timer)
+        return kx.SessionMessage(
+            session_id=session.session_id,
+            timer=timer,
+            hash_value=_session_hash(session.session_id),
+        )
+
+    def _agree(self, neighbour: str, session_id: str, timer: int) -> None:
+        self.link_sessions[neighbour] = session_id
+        self._session_ends[neighbour] = trio.current_time() + timer
 
     async def on_update(self, update: kx.Update, connection: Connection) -> None:
         logger.debug("%s: UPDATE from %s ignored", self._km_id, connection.peer_id)
@@ -98,17 +148,18 @@ class KMLinks:
         its own. A neighbour that stops answering is unreachable: its link is reported down
         (and without key) to the controller at once, and again up when it answers. When the
         link comes up, the KM whose ID sorts first opens a link session (SESSION, Table 7-9)."""
-        hello = kx.Hello(
-            sender_id=self._km_id, community_id=_COMMUNITY, authentication_info=AUTHENTICATION
-        )
         while True:
             if self._peers.dialer(neighbour).url is not None:
                 try:
-                    await self._peers.dialer(neighbour).request(
-                        hello, timeout=self._config.relay_timeout
+                    answer = await self._peers.dialer(neighbour).request(
+                        self._hello_message, timeout=self._config.relay_timeout
                     )
+                    assert isinstance(answer, kx.Hello)
+                    self._check_hello(answer)
                     up = True
-                except QkdnError:
+                except QkdnError as exc:
+                    if isinstance(exc, KeyManagerError) and neighbour in self._answering:
+                        logger.warning("%s: HELLO of %s refused: %s", self._km_id, neighbour, exc)
                     up = False
                 if up and neighbour not in self._answering:
                     self._answering.add(neighbour)
@@ -121,14 +172,25 @@ class KMLinks:
                     self._answering.discard(neighbour)
                     self._links.unreachable.add(neighbour)
                     self.link_sessions.pop(neighbour, None)
+                    self._session_ends.pop(neighbour, None)
                     logger.warning("%s: link to %s is down (no HELLO)", self._km_id, neighbour)
                     self._status.report_now()
                 elif not up:
                     self._links.unreachable.add(neighbour)
+                elif self._km_id < neighbour and trio.current_time() >= self._session_ends.get(
+                    neighbour, 0.0
+                ):  # its timer ran out (or no session was agreed yet): the next one
+                    await self._open_link_session(neighbour)
             await trio.sleep(self._config.hello_interval)
 
     async def _open_link_session(self, neighbour: str) -> None:
-        session = kx.SessionMessage(session_id=str(uuid.uuid4()), timer=_LINK_SESSION_TIMER)
+        """D2.3 Table 7-9: a new link session with ``neighbour``, agreed when its answer names
+        the same Session ID with that ID's Hash value (if any) and a Timer no longer than
+        ours."""
+        session_id = str(uuid.uuid4())
+        session = kx.SessionMessage(
+            session_id=session_id, timer=_LINK_SESSION_TIMER, hash_value=_session_hash(session_id)
+        )
         try:
             answer = await self._peers.dialer(neighbour).request(
                 session, timeout=self._config.relay_timeout
@@ -137,8 +199,22 @@ class KMLinks:
             logger.warning("%s: no link session with %s: %s", self._km_id, neighbour, exc)
             return
         assert isinstance(answer, kx.SessionMessage)
-        if answer.session_id == session.session_id:
-            self.link_sessions[neighbour] = session.session_id
+        timer = answer.timer or _LINK_SESSION_TIMER
+        if (
+            answer.session_id != session_id
+            or answer.hash_value not in (None, session.hash_value)
+            or timer > _LINK_SESSION_TIMER
+        ):
+            logger.warning(
+                "%s: %s did not agree to link session %s (it answered session %s, timer %s)",
+                self._km_id,
+                neighbour,
+                session_id,
+                quoted(answer.session_id),
+                answer.timer,
+            )
+            return
+        self._agree(neighbour, session_id, timer)
 
     # --- key ID synchronisation (0x1185, 0x1186) ------------------------------------------------
 
@@ -291,3 +367,21 @@ class KMLinks:
                 self._links.link_key_bits(neighbour),
                 self._store.count(in_pool(neighbour)) * otp.UNIT_BITS,
             )
+
+
+def _session_hash(session_id: str) -> str:
+    """The Hash value of a link session's KMA-key ID (D2.3 Table 7-9): SHA-256, hex."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _sender_ip(url: str | None) -> str | None:
+    """The Sender IP of our HELLOs (D2.3 Table 7-8): the host of the KM link URL when it is an
+    IP address that names this host (not 0.0.0.0 or ::); otherwise none (the address a
+    neighbour reaches depends on its side of the network)."""
+    if url is None:
+        return None
+    try:
+        address = ipaddress.ip_address(urllib.parse.urlsplit(url).hostname or "")
+    except ValueError:
+        return None
+    return None if address.is_unspecified else str(address)
