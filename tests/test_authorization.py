@@ -9,6 +9,7 @@ every Ck and KM link port, and on the controller's, over the TLS transports.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -19,7 +20,7 @@ import pytest
 import trio
 
 from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError
-from qkdn_sdk.messages import Message, Role, example, kx, received_by
+from qkdn_sdk.messages import KeyId, Message, Role, ak, example, kx, received_by
 from qkdn_sdk.roles._peer import Dialer
 from qkdn_sdk.roles.keystore import MemoryKeyStore
 from qkdn_sdk.roles.km import HANDLERS, INTERFACES, KeyManager, KMConfig, KMLink
@@ -249,3 +250,33 @@ async def test_a_km_talks_only_to_the_peer_it_dials() -> None:
                 assert "is 'impostor', not 'km-b': refused" in str(caught.value)
             dialer.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_only_its_applications_get_anything_from_a_kms_etsi_014_port(
+    tmp_path: Path,
+) -> None:
+    """km-a's ETSI GS QKD 014 port, with the certificate of every other role of the network
+    (its controller, its neighbour, a QKD module, an application of another KM): every 014
+    method is refused as 401 before anything is looked up, and nothing changes."""
+    async with running(tmp_path, "https") as network:
+        await ready(network, relay_bits(4, 256))
+        url = network.endpoints()["kms"]["km-a"]["ak"]["https"]
+        manager = km(network, "km-a")
+        before = state(manager)
+        requests = [
+            ak.KeyRequest(application_destination_id="bob", number_of_keys=2, size_of_key=256),
+            ak.KeyRequestWithId(
+                application_source_id="bob", key_ids=[KeyId(key_id=str(uuid.uuid4()))]
+            ),
+            ak.StatusRequest(application_destination_id="bob"),
+        ]
+        for identity in ("controller", "km-b", "km-a.km-b", "bob"):
+            async with connect(url, tls=network.tls(identity)) as connection:
+                for request in requests:
+                    with pytest.raises(FailureResponse) as caught:
+                        await connection.request(request, timeout=WAIT)
+                    assert caught.value.reason == "401 Unauthorized.", (identity, request)
+        after = state(manager)
+        for name in ("relays", "pending", "spent", "pushed"):
+            assert after[name] == before[name], name
+        assert {p for p in after["pools"] if p.startswith("app:")} == set()
