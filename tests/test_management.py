@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from qkdn_sdk.errors import FailureResponse
 from qkdn_sdk.messages import Message, kx, mgmt
@@ -168,9 +169,12 @@ async def test_hello_and_session_carry_and_check_their_fields() -> None:
     HELLO names its ID, community and (its KM link being on 127.0.0.1) Sender IP; a HELLO of
     another community, or with a Sender IP that is no address, is refused; km-a opens link
     sessions with the Hash value of their ID, refuses one whose Hash value is wrong, agrees to
-    a shorter Timer, and opens the next session when it runs out."""
+    a shorter Timer, and opens the next session when it runs out. Each session it opened is
+    distributed by an UPDATE (Table 7-10) with its KMA-key ID; an UPDATE from the neighbour is
+    recorded when it names the link session agreed, and ignored otherwise."""
     hellos: list[kx.Hello] = []
     sessions: list[kx.SessionMessage] = []
+    updates: list[kx.Update] = []
     more = trio.Event()
 
     async def neighbour(message: Message, _connection: Connection) -> Message | None:
@@ -184,6 +188,10 @@ async def test_hello_and_session_carry_and_check_their_fields() -> None:
                 session_id=message.session_id, timer=1, hash_value=message.hash_value
             )
         else:
+            assert isinstance(message, kx.Update)
+            updates.append(message)
+            more.set()
+            more = trio.Event()
             return None
         more.set()
         more = trio.Event()
@@ -200,16 +208,21 @@ async def test_hello_and_session_carry_and_check_their_fields() -> None:
     directory = {"km-b": "memory://hello-session/km-b"}
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, directory["km-b"], neighbour, identity="km-b"))
-        urls = await nursery.start(KeyManager(config, MemoryKeyStore(), directory=directory).run)
+        manager = KeyManager(config, MemoryKeyStore(), directory=directory)
+        urls = await nursery.start(manager.run)
         with trio.fail_after(WAIT):
-            while len(sessions) < 2:  # the first session's timer (1 s) runs out: the next
-                await more.wait()
+            while len(sessions) < 2 or len(updates) < 2:  # the first session's timer (1 s)
+                await more.wait()  # runs out: the next
         assert (hellos[0].sender_id, hellos[0].community_id) == ("km-a", "qkdn")
         assert hellos[0].sender_ip == "127.0.0.1"
         first, second = sessions[:2]
         assert first.session_id != second.session_id
         for session in (first, second):
             assert session.hash_value == hashlib.sha256(session.session_id.encode()).hexdigest()
+        assert [update.kma_key_id for update in updates[:2]] == [s.session_id for s in sessions[:2]]
+        assert updates[0].sender_ip == "127.0.0.1"
+        assert isinstance(updates[0].qos, dict)
+        assert "key_amount" in updates[0].qos
 
         async with connect(urls["kx@memory"], identity="km-b") as connection:
             good = await connection.request(kx.Hello(sender_id="km-b", community_id="qkdn"))
@@ -224,4 +237,9 @@ async def test_hello_and_session_carry_and_check_their_fields() -> None:
             assert (agreed.session_id, agreed.timer) == ("s-1", 3600)  # at most ours
             with pytest.raises(FailureResponse, match="not the SHA-256 of its Session ID"):
                 await connection.request(kx.SessionMessage(session_id="s-2", hash_value="00"))
+            links = manager.links
+            await connection.send(kx.Update(kma_key_id="s-1", qos={"key_amount": 2}))
+            await connection.send(kx.Update(kma_key_id="s-9", qos={"key_amount": 1}))
+            await trio.testing.wait_all_tasks_blocked()  # both handled, in order
+            assert links.neighbour_qos["km-b"] == {"key_amount": 2}
         nursery.cancel_scope.cancel()

@@ -16,6 +16,7 @@ import logging
 import urllib.parse
 import uuid
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -69,6 +70,8 @@ class KMLinks:
         """The link session (D2.3 Table 7-9) with each neighbour that answers HELLOs."""
         self._session_ends: dict[str, float] = {}
         """When each link session's timer runs out (trio time)."""
+        self.neighbour_qos: dict[str, dict[str, Any]] = {}
+        """The QoS each neighbour's latest UPDATE gave for our link (D2.3 Table 7-10)."""
         self._hello_message = kx.Hello(
             sender_ip=_sender_ip(config.listen.get("kx")),
             sender_id=self._km_id,
@@ -141,7 +144,35 @@ class KMLinks:
         self._session_ends[neighbour] = trio.current_time() + timer
 
     async def on_update(self, update: kx.Update, connection: Connection) -> None:
-        logger.debug("%s: UPDATE from %s ignored", self._km_id, connection.peer_id)
+        """D2.3 Table 7-10: a neighbour distributes the KMA-key ID of our link (the link session
+        agreed) with its QoS. One naming our link session is recorded
+        (:attr:`neighbour_qos`); any other is out of step with us and only logged. Routes are
+        the controller's (Q.4164): an UPDATE selects none."""
+        neighbour = self._links.neighbour(connection.peer_id or "")
+        agreed = self.link_sessions.get(neighbour)
+        if update.kma_key_id != agreed:
+            logger.info(
+                "%s: UPDATE from %s names KMA-key ID %s, and our link session is %s: ignored",
+                self._km_id,
+                neighbour,
+                quoted(update.kma_key_id),
+                agreed,
+            )
+            return
+        self.neighbour_qos[neighbour] = dict(update.qos or {})
+
+    async def _send_update(self, neighbour: str, session_id: str) -> None:
+        """D2.3 Table 7-10, once a link session we opened is agreed: its KMA-key ID to the
+        neighbour, with the key we can spend towards it as QoS."""
+        update = kx.Update(
+            sender_ip=self._hello_message.sender_ip,
+            kma_key_id=session_id,
+            qos={"key_amount": self._links.link_key_bits(neighbour)},
+        )
+        try:
+            await self._peers.dialer(neighbour).send(update)
+        except QkdnError as exc:
+            logger.info("%s: no UPDATE to %s: %s", self._km_id, neighbour, exc)
 
     async def _hello(self, neighbour: str) -> None:
         """D2.3 clause 7.2.2: a HELLO to ``neighbour`` every ``hello_interval``, answered by
@@ -215,6 +246,7 @@ class KMLinks:
             )
             return
         self._agree(neighbour, session_id, timer)
+        self._spawn(self._send_update, neighbour, session_id)
 
     # --- key ID synchronisation (0x1185, 0x1186) ------------------------------------------------
 
