@@ -119,8 +119,9 @@ def _cell(text: str) -> str:
 def failure_answer(cls: type[Message]) -> type[Message] | None:
     """What answers a request of ``cls`` that fails (bad parameters, a refusal): its own
     response type, filled from what the request holds (:func:`~qkdn_sdk.messages.failure_response`),
-    or :class:`~qkdn_sdk.messages.mgmt.ErrorIndication` where that table cannot say it (a
-    mandatory parameter the request cannot fill). ``None`` for a message nothing answers."""
+    or :class:`~qkdn_sdk.messages.mgmt.ErrorIndication` where that table cannot say it (no way
+    to say failure, or a mandatory parameter the request cannot fill). ``None`` for a message
+    nothing answers."""
     response_type = cls.response_type()
     if response_type is None:
         return None
@@ -147,11 +148,13 @@ def render_reference() -> str:
         "MessageID of the command it answers).",
         "",
         "A request that fails (bad parameters, a refusal) is answered by its own response type, "
-        'which says why (`response` = `"failure: ..."`, or a failure code) and holds the '
-        "IDs the request gave (a session ID, a key ID); where that table cannot carry the "
-        "failure (a mandatory parameter the request cannot fill, such as Q.4164 Table 2's next "
-        "KMA IDs), the answer is an *error indication* (0x0080) with the reason. The last "
-        "column says which. A frame that cannot be decoded always gets an error indication.",
+        'which says why (`response` = `"failure: ..."`, or a failure code; Q.4164 Table 2, '
+        "which has no Response parameter, with no next KMA IDs and the reason as the extension "
+        '`{"error_message": ...}`) and holds the IDs the request gave (a session ID, a key ID); '
+        "where that table cannot carry the failure (it has no way to say failure, as the ETSI "
+        "014 status or the KM link HELLO, or a mandatory parameter the request cannot fill), "
+        "the answer is an *error indication* (0x0080) with the reason. The last column says "
+        "which. A frame that cannot be decoded always gets an error indication.",
         "",
     ]
     for interface in Interface:

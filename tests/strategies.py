@@ -9,8 +9,10 @@ How the table's constraints are met:
 - a field without a default (M) is always drawn; one with a default (O) is drawn or left at its
   default, or always drawn with ``full=True`` (booleans then take the non-default value, so the
   field is on the wire);
-- ``identifier`` fields are non-empty strings, ``non_empty`` lists have at least one member (and
-  no empty string member), ``at_least(n)`` integers are in ``[n, 2**53)``;
+- ``identifier`` fields are non-empty strings (also where a validator wraps ``identifier``, as
+  Q.4164 Table 7's Destination KM ID, empty only in a failure), ``non_empty`` lists have at
+  least one member, lists of IDs (``non_empty``, ``no_empty_member``) no empty string member,
+  ``at_least(n)`` integers are in ``[n, 2**53)``;
 - :class:`~qkdn_sdk.messages.EitherMandatory` rules: when every field of a rule came out absent,
   one of them is drawn;
 - a ``key_length`` next to a ``key`` (Q.4162 Table 1) is the bit length of that key;
@@ -57,10 +59,12 @@ json_objects: st.SearchStrategy[dict[str, Any]] = st.dictionaries(_text, json_va
 
 
 def _validators(attribute: attrs.Attribute[Any]) -> list[Any]:
+    """The validators of ``attribute``, with the one each wraps (``__wrapped__``)."""
     validator = attribute.validator
     if validator is None:
         return []
-    return list(getattr(validator, "_validators", (validator,)))
+    found = list(getattr(validator, "_validators", (validator,)))
+    return found + [wrapped for v in found if (wrapped := getattr(v, "__wrapped__", None))]
 
 
 def _minimum(attribute: attrs.Attribute[Any]) -> int | None:
@@ -95,8 +99,11 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _for_type(annotation: Any, *, is_id: bool, minimum: int | None, full: bool) -> Any:
-    """A strategy for one value of ``annotation`` (not None)."""
+def _for_type(
+    annotation: Any, *, is_id: bool, minimum: int | None, full: bool, filled: bool = False
+) -> Any:
+    """A strategy for one value of ``annotation`` (not None); ``filled``: a list that has at
+    least one member."""
     if annotation is bool:
         return st.booleans()
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
@@ -114,7 +121,7 @@ def _for_type(annotation: Any, *, is_id: bool, minimum: int | None, full: bool) 
         (item,) = typing.get_args(annotation)
         return st.lists(
             _for_type(item, is_id=is_id, minimum=None, full=full),
-            min_size=1 if is_id else 0,
+            min_size=1 if filled else 0,
             max_size=3,
         )
     if attrs.has(annotation):
@@ -161,7 +168,13 @@ def attrs_instances(cls: type[Any], *, full: bool = False) -> st.SearchStrategy[
                 validators = _validators(field)
                 is_id = bool({identifier, non_empty, no_empty_member} & set(validators))
                 drawn[field.name] = draw(
-                    _for_type(annotation, is_id=is_id, minimum=_minimum(field), full=full)
+                    _for_type(
+                        annotation,
+                        is_id=is_id,
+                        minimum=_minimum(field),
+                        full=full,
+                        filled=non_empty in validators,
+                    )
                 )
         for field in fields:  # "at most <other field>" (the ETSI 014 status counts and sizes)
             other = _maximum_field(field)

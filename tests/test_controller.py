@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import trio.testing
 import trustme
 
 from qkdn_sdk.errors import FailureResponse, QkdnError, TransportError
-from qkdn_sdk.messages import JSONObject, Message, check_response, ck, mgmt
+from qkdn_sdk.messages import JSONObject, Message, check_response, ck, failure_reason, mgmt
 from qkdn_sdk.roles.controller import (
     SCALE,
     Controller,
@@ -185,14 +186,19 @@ async def test_application_destination_resolves_to_its_km() -> None:
     ],
 )
 async def test_next_hop_failures_say_why(request_fields: dict[str, object], reason: str) -> None:
-    """Table 2 has no Response parameter: a refusal reaches the KM as a failure (an error
-    indication) whose text names the cause."""
+    """Table 2 has no Response parameter: a refusal is a Table 2 response with no Next KMA IDs
+    (no KMA is available as the next hop) whose Extension ``error_message`` names the cause;
+    the KM reads it as a failure with that text."""
     controller = Controller(make_config(*LINE, applications={"app-c": "km-c"}))
     async with running(controller) as url:
         with pytest.raises(FailureResponse) as caught:
             await next_hop(url, "km-a", **request_fields)
     assert caught.value.reason.startswith("failure: ")
     assert reason in caught.value.reason
+    answer = caught.value.response
+    assert isinstance(answer, ck.ResponseToKeyRelayNextHopRequest)
+    assert answer.next_kma_ids == []
+    assert answer.extension == [{"error_message": caught.value.reason}]
 
 
 async def test_key_weighted_choice_on_a_diamond() -> None:
@@ -295,9 +301,9 @@ async def test_kms_of_the_network_authenticate() -> None:
 
 
 async def test_session_creation_failures() -> None:
-    """An unknown destination application has no session ID or KM to answer with (Table 7):
-    an error indication says why; a destination KM that never connected gets Table 7's own
-    failure, with the session ID made and the KM named."""
+    """Both get Table 7's own failure, with a session ID: an unknown destination application
+    with an empty Destination KM ID (there is no KM to name), a destination KM that never
+    connected with the session ID made and the KM named."""
     controller = Controller(make_config(*LINE, {"app-a": "km-a", "app-c": "km-c"}))
     request = {"application_source_id": "app-a", "application_destination_id": "app-c"}
     async with running(controller) as url, connect(url, identity="km-a") as km:
@@ -307,6 +313,10 @@ async def test_session_creation_failures() -> None:
                 timeout=WAIT,
             )
         assert caught.value.reason == "failure: unknown destination application 'nobody'"
+        unknown = caught.value.response
+        assert isinstance(unknown, ck.ResponseToSessionCreationRequest)
+        assert unknown.destination_km_id == ""
+        assert len(unknown.session_id) == 36
         with pytest.raises(FailureResponse) as caught:
             await km.request(ck.SessionCreationRequest(**request), timeout=WAIT)
     response = caught.value.response
@@ -410,14 +420,15 @@ def _tls_available() -> bool:
 
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, TLSConfig]:
-    """TLS settings of the controller and of km-a, from one trustme CA."""
+    """TLS settings of the controller, km-a and km-b, from one trustme CA."""
     if not _tls_available():
         pytest.skip("no tcp+tls transport installed")
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     settings = {}
-    for name, hosts in (("controller", ("controller", "127.0.0.1")), ("km-a", ("km-a",))):
+    kms = (("km-a", ("km-a",)), ("km-b", ("km-b",)))
+    for name, hosts in (("controller", ("controller", "127.0.0.1")), *kms):
         issued = ca.issue_cert(*hosts, common_name=name)
         cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
         issued.cert_chain_pems[0].write_to_path(str(cert))
@@ -439,6 +450,80 @@ async def test_over_tls_the_requester_is_its_certificate(pki: dict[str, TLSConfi
             )
     assert isinstance(response, ck.ResponseToKeyRelayNextHopRequest)
     assert (response.source_kma_id, response.next_kma_ids) == ("km-a", ["km-b"])
+
+
+async def answer_over_tls(url: str, tls: TLSConfig, request: Message) -> Message:
+    """What the controller at ``url`` answers ``request`` with, success or failure, to the KM
+    whose certificate ``tls`` holds."""
+    async with connect(url, tls=tls) as km:
+        try:
+            response: object = await km.request(request, timeout=WAIT)
+        except FailureResponse as exc:
+            response = exc.response
+    assert isinstance(response, Message)
+    check_response(request, response)
+    return response
+
+
+async def test_plain_q4164_requests_get_their_own_tables_over_tls(
+    pki: dict[str, TLSConfig],
+) -> None:
+    """A KM that sends Q.4164 messages as the tables write them (no SDK extension), over TLS
+    with its certificate, gets every answer in the table's own response type: Table 2 for a
+    next hop (a transit KM's own next hop on the route's way; no Next KMA IDs and the reason
+    in the Extension when there is none, with the source and destination KMs it knows) and
+    Table 7 for a session (Response "failure: ...", a session ID, an empty Destination KM ID
+    for an application nobody serves)."""
+    kms, links = ["km-a", "km-b", "km-c", "km-d"], [("km-a", "km-b"), ("km-b", "km-c")]
+    applications = {"app-a": "km-a", "app-d": "km-d"}
+    config = make_config(kms, links, applications, listen_url="tcp+tls://127.0.0.1:0")
+    controller = Controller(config, tls=pki["controller"])
+    async with running(controller) as url:
+        transit = await answer_over_tls(
+            url,
+            pki["km-b"],
+            ck.KeyRelayNextHopRequest(source_kma_id="km-a", destination_kma_id="km-c"),
+        )
+        unknown_km = await answer_over_tls(
+            url, pki["km-a"], ck.KeyRelayNextHopRequest(destination_kma_id="km-x")
+        )
+        unknown_app = await answer_over_tls(
+            url, pki["km-a"], ck.KeyRelayNextHopRequest(application_destination_id="app-x")
+        )
+        unreachable_app = await answer_over_tls(
+            url, pki["km-a"], ck.KeyRelayNextHopRequest(application_destination_id="app-d")
+        )
+        session = await answer_over_tls(
+            url,
+            pki["km-a"],
+            ck.SessionCreationRequest(
+                application_source_id="app-a", application_destination_id="app-x"
+            ),
+        )
+    assert transit == ck.ResponseToKeyRelayNextHopRequest(
+        source_kma_id="km-a", destination_kma_id="km-c", next_kma_ids=["km-c"]
+    )
+    assert unknown_km == ck.ResponseToKeyRelayNextHopRequest(
+        source_kma_id="km-a",
+        destination_kma_id="km-x",
+        next_kma_ids=[],
+        extension=[{"error_message": "failure: unknown destination KM 'km-x'"}],
+    )
+    assert unknown_app == ck.ResponseToKeyRelayNextHopRequest(
+        source_kma_id="km-a",
+        next_kma_ids=[],
+        extension=[{"error_message": "failure: unknown destination application 'app-x'"}],
+    )
+    assert unreachable_app == ck.ResponseToKeyRelayNextHopRequest(
+        source_kma_id="km-a",
+        destination_kma_id="km-d",
+        next_kma_ids=[],
+        extension=[{"error_message": "failure: km-a and km-d are not connected"}],
+    )
+    assert isinstance(session, ck.ResponseToSessionCreationRequest)
+    assert session.response == "failure: unknown destination application 'app-x'"
+    assert session.destination_km_id == ""
+    assert str(uuid.UUID(session.session_id)) == session.session_id
 
 
 # --- the handler alone -------------------------------------------------------------------------
@@ -475,9 +560,12 @@ async def test_no_source_on_an_unauthenticated_connection() -> None:
     controller = Controller(make_config(*LINE))
     request = ck.KeyRelayNextHopRequest(destination_kma_id="km-c")
     answer = await controller.handle(request, StandIn(None))
-    assert isinstance(answer, mgmt.ErrorIndication)
-    assert answer.command_code == ck.KeyRelayNextHopRequest.code
-    assert "source_kma_id is absent and the peer is not authenticated" in answer.reason
+    assert isinstance(answer, ck.ResponseToKeyRelayNextHopRequest)
+    assert (answer.source_kma_id, answer.destination_kma_id) == (None, "km-c")
+    assert answer.next_kma_ids == []
+    reason = failure_reason(answer)
+    assert reason is not None
+    assert "source_kma_id is absent and the peer is not authenticated" in reason
 
 
 async def test_destination_kma_id_wins_over_the_application() -> None:

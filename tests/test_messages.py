@@ -7,6 +7,7 @@ code under test.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import attrs
@@ -24,6 +25,8 @@ from qkdn_sdk.messages import (
     all_messages,
     check_response,
     ck,
+    failure_reason,
+    failure_response,
     field_infos,
     kq1,
     kx,
@@ -457,6 +460,49 @@ def test_destination_kma_mandatory_if_request_had_application_destination(
     check_response(by_kma, with_destination)
 
 
+def test_a_next_hop_answer_that_gives_no_hop_need_not_name_the_destination() -> None:
+    """Q.4164 Table 2: Destination KMA ID is mandatory when the request named the destination
+    application; an answer with no Next KMA IDs (none is available: the request failed) may
+    leave it out, as a controller that does not know the application cannot name its KM."""
+    request = ck.KeyRelayNextHopRequest(application_destination_id="app-x")
+    none_available = ck.ResponseToKeyRelayNextHopRequest(
+        next_kma_ids=[], extension=[{"error_message": "failure: unknown application"}]
+    )
+    check_response(request, none_available)
+    assert failure_reason(none_available) == "failure: unknown application"
+
+
+def test_next_hop_and_session_failures_fill_their_own_tables() -> None:
+    """Q.4164 Tables 2 and 7 carry a failure: Table 2 with no Next KMA IDs and the reason in
+    the Extension, Table 7 with its Response, a session ID of its own and, when the request
+    gives no destination KM, an empty Destination KM ID (allowed only in a failure)."""
+    hop = failure_response(
+        ck.ResponseToKeyRelayNextHopRequest,
+        "unknown destination KM 'km-x'",
+        echo={"source_kma_id": "km-a", "destination_kma_id": "km-x", "extension": [{"a": 1}]},
+    )
+    assert hop == ck.ResponseToKeyRelayNextHopRequest(
+        source_kma_id="km-a",
+        destination_kma_id="km-x",
+        next_kma_ids=[],
+        extension=[{"error_message": "failure: unknown destination KM 'km-x'"}],
+    )
+    assert failure_reason(hop) == "failure: unknown destination KM 'km-x'"
+    assert failure_reason(ck.ResponseToKeyRelayNextHopRequest(next_kma_ids=[])) == (
+        "failure: no route: the controller names no KMA available as the next hop"
+    )
+    assert failure_reason(ck.ResponseToKeyRelayNextHopRequest(next_kma_ids=["km-b"])) is None
+
+    session = failure_response(ck.ResponseToSessionCreationRequest, "unknown application")
+    assert isinstance(session, ck.ResponseToSessionCreationRequest)
+    assert (session.response, session.destination_km_id) == ("failure: unknown application", "")
+    assert str(uuid.UUID(session.session_id)) == session.session_id
+    with pytest.raises(InvalidMessage, match="destination_km_id: must not be empty"):
+        ck.ResponseToSessionCreationRequest(
+            session_id="s", response="success", destination_km_id=""
+        )
+
+
 def test_centralized_routing_pairs_each_response_with_its_own_request() -> None:
     """Q.4164 Figure 2: the key relay request notification is one-way; the controller's key
     relay request is a request of its own, answered by the response to key relay request."""
@@ -564,8 +610,8 @@ def test_empty_ids_are_refused(build: Any) -> None:
 def test_empty_lists_that_the_table_requires_are_refused() -> None:
     with pytest.raises(InvalidMessage, match="key_ids"):
         ak.KeyRequestWithId(application_source_id="app-a", key_ids=[])
-    with pytest.raises(InvalidMessage, match="next_kma_ids"):
-        ck.ResponseToKeyRelayNextHopRequest(next_kma_ids=[])
+    with pytest.raises(InvalidMessage, match=r"next_kma_ids\[0\]"):
+        ck.ResponseToKeyRelayNextHopRequest(next_kma_ids=[""])
     with pytest.raises(InvalidMessage, match=r"transit_kma_ids\[1\]"):
         ck.KeyRelayRequest(transit_kma_ids=["kma-b", ""])
 

@@ -21,6 +21,7 @@ import stat
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,12 @@ import trio.testing
 
 from qkdn_sdk.client import KeyManagerClient, KeysRefused, SuppliedKey
 from qkdn_sdk.errors import FailureResponse, QkdnError
-from qkdn_sdk.messages import KeyId, Role, ak, ck, kx, received_by
+from qkdn_sdk.messages import KeyId, Message, Role, ak, ck, kx, mgmt, received_by
 from qkdn_sdk.network import ENDPOINTS_FILE, Network, parse_topology
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KeyManager, KeyManagerError
 from qkdn_sdk.tls import TLSConfig
-from qkdn_sdk.transport import connect
+from qkdn_sdk.transport import Connection, connect, serve
 from tests._forged import forged_hop
 
 LINE3 = (Path(__file__).parent.parent / "examples" / "topologies" / "line3.toml").read_text(
@@ -380,6 +381,61 @@ async def test_unknown_destination_application(
         async with client(network, "alice") as alice:
             reason = await refused(alice.get_keys("mallory"))
         assert "unknown destination application 'mallory'" in reason
+        assert km(network, "km-a").spent_bits == {"km-b": 0}
+
+
+MAINTENANCE = "failure: no route: km-b is in maintenance"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            ck.ResponseToKeyRelayNextHopRequest(
+                next_kma_ids=[], extension=[{"error_message": MAINTENANCE}]
+            ),
+            "no route: km-b is in maintenance",
+        ),
+        (
+            ck.ResponseToKeyRelayNextHopRequest(next_kma_ids=[]),
+            "no route: the controller names no KMA available as the next hop",
+        ),
+        (
+            mgmt.ErrorIndication(reason=MAINTENANCE, command_code=ck.KeyRelayNextHopRequest.code),
+            "no route: km-b is in maintenance",
+        ),
+    ],
+    ids=["table-2-with-reason", "table-2-alone", "error-indication"],
+)
+async def test_a_controller_that_names_no_next_hop(
+    tmp_path: Path, answer: Message, reason: str
+) -> None:
+    """A controller of another make answers the next hop request as Q.4164 Table 2 writes it:
+    no Next KMA IDs (no KMA is available as the next hop) and no Destination KMA ID, with the
+    reason in its Extension or without; or with an error indication. alice's key request fails
+    saying there is no route, and why; no link key is spent."""
+
+    async def foreign_controller(message: Message, connection: Connection) -> Message | None:
+        return answer if isinstance(message, ck.KeyRelayNextHopRequest) else None
+
+    async with running(tmp_path, "memory") as network:
+        await ready(network, relay_bits(1, 256))
+        url = network.endpoints()["controller"]["ck"]["memory"]
+        await network.stop_controller()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    serve,
+                    url,
+                    foreign_controller,
+                    identity=network.topology.controller_id,
+                    accepts=received_by(Role.CONTROLLER),
+                )
+            )
+            async with client(network, "alice") as alice:
+                refusal = await refused(alice.get_keys("bob"))
+            nursery.cancel_scope.cancel()
+        assert reason in refusal
         assert km(network, "km-a").spent_bits == {"km-b": 0}
 
 

@@ -15,9 +15,17 @@ Table 4 types "Transit KMA IDs" as string but describes a list (a list of string
 11-13 carry "Key IDs" of reserved KMA-keys (typed string in Table 11, array of objects in Tables 12
 and 13: a list of key ID objects in all three, so a reservation's answer can be allocated as is);
 Table 13 lost its Extension row at a page break (restored, as gRPC Table II.5-2 maps it).
+
+A failure is answered in the table's own response, also where a mandatory parameter has nothing
+to hold (the SDK's reading): Table 2 with no Next KMA IDs ("IDs of KMAs available as a next relay
+hop": none is) and the reason as the Extension object ``{"error_message": ...}``; Table 7 with its
+Response ``"failure: <reason>"`` and an empty Destination KM ID when no destination KM is known.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 import attrs
 
@@ -73,6 +81,32 @@ _DESTINATION_IF_APPLICATION = MandatoryIfRequestHad(
 )
 
 
+@attrs.frozen
+class _MandatoryIfHopGiven(MandatoryIfRequestHad):
+    """Table 2's rule, read as applying to an answer that gives a next hop: one with no Next
+    KMA IDs (none is available) may name no destination, as the controller cannot when the
+    destination application is unknown to it."""
+
+    def describe(self) -> str:
+        return f"{super().describe()} and next_kma_ids is not empty"
+
+    def check(self, request: Message, response: Message) -> None:
+        if getattr(response, "next_kma_ids", None):
+            super().check(request, response)
+
+
+def _destination_km(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Table 7's Destination KM ID is an ID, or empty in a failure (a Response beginning
+    "failure"): the KM of a destination application no one knows cannot be named."""
+    if value == "" and instance.response.lower().startswith("failure"):
+        return
+    identifier(instance, attribute, value)
+
+
+# identifier, relaxed in a failure: ``__wrapped__`` tells introspection (test strategies) so
+functools.update_wrapper(_destination_km, identifier, assigned=(), updated=())
+
+
 @attrs.frozen(kw_only=True, slots=False)
 class KeyRelayNextHopRequest(
     Message,
@@ -104,12 +138,17 @@ class ResponseToKeyRelayNextHopRequest(
     code=0x4102,
     name="Response to key relay next hop request",
     table="Q.4164 Table 2",
-    pair_rules=(_DESTINATION_IF_APPLICATION,),
+    pair_rules=(_MandatoryIfHopGiven("destination_kma_id", "application_destination_id"),),
 ):
     """Response to key relay next hop request message (Q.4164 clause 8.2, Table 2): the KMAs
     available as the next hop. ``destination_kma_id`` is mandatory if the request named the
-    destination by ``application_destination_id`` (checked by
-    :func:`qkdn_sdk.messages.check_response`)."""
+    destination by ``application_destination_id`` and a next hop is given (checked by
+    :func:`qkdn_sdk.messages.check_response`).
+
+    An empty ``next_kma_ids`` says that no KMA is available as the next hop: the failure of the
+    request (Table 2 has no Response parameter), with the reason as the Extension object
+    ``{"error_message": "failure: ..."}`` (SDK convention, as a Table 4 without a route).
+    :func:`qkdn_sdk.messages.failure_reason` reads it so."""
 
     source_kma_id: str | None = attrs.field(
         default=None, metadata=spec(_SOURCE_KMA), validator=identifier
@@ -117,7 +156,14 @@ class ResponseToKeyRelayNextHopRequest(
     destination_kma_id: str | None = attrs.field(
         default=None, metadata=spec(_DESTINATION_KMA), validator=identifier
     )
-    next_kma_ids: list[str] = attrs.field(metadata=spec("Next KMA IDs"), validator=non_empty)
+    next_kma_ids: list[str] = attrs.field(
+        metadata=spec(
+            "Next KMA IDs",
+            "empty when no KMA is available as the next hop: the failure, with an extension "
+            "{error_message} saying why (SDK convention)",
+        ),
+        validator=no_empty_member,
+    )
     extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
 
 
@@ -229,11 +275,20 @@ class ResponseToSessionCreationRequest(
     name="Response to session creation request",
     table="Q.4164 Table 7",
 ):
-    """Response to session creation request message (Q.4164 clause 8.7, Table 7)."""
+    """Response to session creation request message (Q.4164 clause 8.7, Table 7). A failure
+    has its Response ``"failure: <reason>"``, the ID of the session that was not created, and
+    ``destination_km_id`` empty when the controller knows no destination KM (an unknown
+    destination application): the parameter is mandatory, and there is no KM to name."""
 
     session_id: str = attrs.field(metadata=spec("Session ID"), validator=identifier)
     response: str = attrs.field(metadata=spec("Response", "success or failure reason"))
-    destination_km_id: str = attrs.field(metadata=spec("Destination KM ID"), validator=identifier)
+    destination_km_id: str = attrs.field(
+        metadata=spec(
+            "Destination KM ID",
+            "empty in a failure when no destination KM is known (SDK convention)",
+        ),
+        validator=_destination_km,
+    )
     extension: list[JSONObject] | None = attrs.field(default=None, metadata=spec(_EXTENSION))
 
 

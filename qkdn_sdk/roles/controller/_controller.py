@@ -69,7 +69,13 @@ class Reservation:
 
 
 class _Refused(Exception):
-    """A request the controller answers with a failure (internal: becomes the failure text)."""
+    """A request the controller answers with a failure (internal: becomes the failure text).
+    ``known``: response parameters the controller can fill all the same (the session ID it
+    made, the destination KM it found)."""
+
+    def __init__(self, reason: str, **known: str) -> None:
+        super().__init__(reason)
+        self.known = known
 
 
 class _QuietLog:
@@ -290,12 +296,18 @@ class Controller:
     async def handle(self, message: Message, connection: Connection) -> Message | None:
         """The :data:`~qkdn_sdk.transport.Handler` of the controller's Ck server.
 
-        Answers a key relay next hop request (Q.4164 Table 1) with its response (Table 2) or, as
-        Table 2 cannot carry a failure, with an error indication whose reason says why; records
-        an unsolicited status information supply (D2.3 Table 8-2) and returns ``None``; answers
-        any other request with a failure saying it is not supported; ignores other one-way
-        messages. Never raises for what the peer sent. Only the KMs of the network are
-        answered: any other peer gets a failure (its one-way messages are dropped).
+        A failure is answered in the request's own response type
+        (:func:`~qkdn_sdk.messages.failure_response`): a key relay next hop request (Q.4164
+        Table 1) that gets no next hop, with a Table 2 response whose Next KMA IDs are empty
+        (none is available), the source and destination KMs it knows, and the reason as the
+        Extension ``{"error_message": "failure: ..."}``; a session creation request (Table 6)
+        that fails, with a Table 7 response whose Response is ``"failure: <reason>"``, the ID of
+        the session made for it (a new one when none was), and the destination KM (empty when
+        the application is unknown). Records an unsolicited status information supply (D2.3
+        Table 8-2) and returns ``None``; answers any other request it does not support with a
+        failure saying so; ignores other one-way messages. Never raises for what the peer sent.
+        Only the KMs of the network are answered: any other peer gets a failure (its one-way
+        messages are dropped).
         """
         try:
             self._authorization.check(message, connection.peer_id)
@@ -306,7 +318,11 @@ class Controller:
                 return self._next_hop(message, connection)
             except (_Refused, NoRoute) as exc:
                 logger.info("no next hop for %s: %s", _requester(connection), exc)
-                return _failure(message, str(exc))
+                known = {
+                    "source_kma_id": message.source_kma_id or connection.peer_id,
+                    "destination_kma_id": self._destination_km(message),
+                }
+                return _failure(message, str(exc), known)
         peer = connection.peer_id
         if peer in self.config.kms:  # where session creation notifications reach it
             self._km_connections[peer] = connection
@@ -315,8 +331,14 @@ class Controller:
         if isinstance(message, ck.SessionCreationRequest):
             try:
                 return await self._session_creation_request(message, connection)
-            except _Refused as exc:  # no session ID or KM to answer with: Table 7 cannot say
-                return _failure(message, str(exc))
+            except _Refused as exc:
+                logger.info(
+                    "no session %s -> %s: %s",
+                    message.application_source_id,
+                    message.application_destination_id,
+                    exc,
+                )
+                return _failure(message, str(exc), exc.known)
         if isinstance(message, ck.KeyRelayRequestNotification):
             assert self._nursery is not None
             self._nursery.start_soon(self._key_relay_request, message, connection)
@@ -392,14 +414,22 @@ class Controller:
             raise _Refused(
                 "no source KM: source_kma_id is absent and the peer is not authenticated"
             )
+        destination = self._destination_km(request)
+        if destination is None:
+            application = request.application_destination_id
+            raise _Refused(f"unknown destination application {quoted(application or '')}")
+        return source, destination
+
+    def _destination_km(
+        self, request: ck.KeyRelayNextHopRequest | ck.KeyRelayRequestNotification
+    ) -> str | None:
+        """The destination KM of a relay (Q.4164 Tables 1 and 3): the one named, else the KM
+        that serves the destination application; ``None`` when that application is unknown."""
         if request.destination_kma_id is not None:
-            return source, request.destination_kma_id
+            return request.destination_kma_id
         application = request.application_destination_id
         assert application is not None  # Tables 1 and 3: either one is mandatory
-        served_by = self.config.applications.get(application)
-        if served_by is None:
-            raise _Refused(f"unknown destination application {quoted(application)}")
-        return source, served_by
+        return self.config.applications.get(application)
 
     async def _key_relay_request(
         self, notification: ck.KeyRelayRequestNotification, connection: Connection
@@ -461,29 +491,21 @@ class Controller:
         self, request: ck.SessionCreationRequest, connection: Connection
     ) -> ck.ResponseToSessionCreationRequest:
         """Q.4164 clause 7.3 (Figure 3): make a session ID, have the destination KM create the
-        session (session creation notification, clause 7.4) and answer the source KM."""
-        source_km = connection.peer_id
-        if source_km is None:
-            raise _Refused("the source KM is not authenticated")
+        session (session creation notification, clause 7.4) and answer the source KM. Raises
+        :class:`_Refused` with what Table 7 can say besides the reason: the session ID once made,
+        the destination KM once known."""
         destination = request.application_destination_id
         destination_km = self.config.applications.get(destination)
         if destination_km is None:
             raise _Refused(f"unknown destination application {quoted(destination)}")
+        source_km = connection.peer_id
+        if source_km is None:
+            raise _Refused("the source KM is not authenticated", destination_km_id=destination_km)
         session_id = str(uuid.uuid4())
-
-        def failure(reason: str) -> ck.ResponseToSessionCreationRequest:
-            logger.info(
-                "no session %s -> %s: %s", request.application_source_id, destination, reason
-            )
-            return ck.ResponseToSessionCreationRequest(
-                session_id=session_id,
-                response=reason if reason.startswith("failure") else f"failure: {reason}",
-                destination_km_id=destination_km,
-            )
-
+        known = {"session_id": session_id, "destination_km_id": destination_km}
         km = self._km_connections.get(destination_km)
         if km is None:
-            return failure(f"the destination KM {destination_km} is not connected")
+            raise _Refused(f"the destination KM {destination_km} is not connected", **known)
         notification = ck.SessionCreationNotification(
             application_source_id=request.application_source_id,
             application_destination_id=destination,
@@ -494,9 +516,11 @@ class Controller:
         try:
             await km.request(notification, timeout=_SESSION_TIMEOUT)
         except FailureResponse as exc:
-            return failure(exc.reason)
+            raise _Refused(exc.reason, **known) from None
         except QkdnError as exc:
-            return failure(f"the destination KM {destination_km} did not answer ({exc})")
+            raise _Refused(
+                f"the destination KM {destination_km} did not answer ({exc})", **known
+            ) from None
         logger.info(
             "session %s: %s (%s) -> %s (%s)",
             session_id,
@@ -551,13 +575,17 @@ class Controller:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _failure(request: Message, reason: str) -> Message:
+def _failure(
+    request: Message, reason: str, known: Mapping[str, str | None] | None = None
+) -> Message:
+    """The failure answering ``request``, in its own response type where that can say it:
+    filled from the request and from ``known`` (what the controller found out; it wins)."""
     response_type = type(request).response_type()
     assert response_type is not None
     return failure_response(
         response_type,
         reason,
-        echo=attrs.asdict(request, recurse=False),
+        echo={**attrs.asdict(request, recurse=False), **(known or {})},
         command_code=type(request).code,
     )
 

@@ -184,7 +184,11 @@ class ProactiveSupply:
     async def _session_from_controller(
         self, source: str, destination: str, max_keys: int
     ) -> tuple[str, str]:
-        """``(session ID, destination KM)`` from the controller (Q.4164 clause 7.3)."""
+        """``(session ID, destination KM)`` from the controller (Q.4164 clause 7.3). Raises
+        :class:`KeyManagerError` with the controller's reason when it answers a failure: Table 7
+        with its Response ``"failure: ..."`` (whose session ID and Destination KM ID, empty when
+        the destination application is unknown, are then not used), or an error indication, as
+        other controllers may answer; and when the controller cannot be reached."""
         request = ck.SessionCreationRequest(
             application_source_id=source,
             application_destination_id=destination,

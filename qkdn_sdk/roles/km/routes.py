@@ -32,7 +32,12 @@ class Routes:
         """``(destination KM, next hop)`` from the controller (Q.4164 clause 7.1) towards the
         KM ``km`` or the KM that serves ``application``, on links that can pay ``bits`` and
         avoiding the KMs ``avoid``. ``source`` is the source of the relay's entire route (Table
-        1), when it is not this KM (a transit KM asks)."""
+        1), when it is not this KM (a transit KM asks).
+
+        Raises :class:`KeyManagerError` with the controller's reason when it names no next hop
+        (a Table 2 response with no Next KMA IDs, the reason in its Extension ``error_message``
+        or else "no route: ..."; or an error indication, as other controllers may answer), and
+        when the controller cannot be reached."""
         request = ck.KeyRelayNextHopRequest(
             source_kma_id=source or self._km_id,
             destination_kma_id=km,
@@ -42,7 +47,7 @@ class Routes:
         response = await self._peers.ask_controller(request)
         assert isinstance(response, ck.ResponseToKeyRelayNextHopRequest)
         destination_km = response.destination_kma_id or km
-        next_km = response.next_kma_ids[0]
+        next_km = response.next_kma_ids[0]  # an empty list was raised as the failure it is
         if destination_km is None or next_km not in self._links.neighbours:
             raise KeyManagerError(
                 f"the controller named {quoted(next_km)} as next hop from {self._km_id}, "
