@@ -20,7 +20,8 @@ One module per command group; this one builds :data:`app` from them, in the orde
 - :mod:`~qkdn_sdk.cli.peers`: ``send``, ``listen``, ``certs``;
 - :mod:`~qkdn_sdk.cli.network`: ``serve``, ``demo`` and the ``network`` group (``up``,
   ``configure``);
-- :mod:`~qkdn_sdk.cli.bench`: ``bench``.
+- :mod:`~qkdn_sdk.cli.bench`: ``bench``;
+- :mod:`~qkdn_sdk.cli.conformance`: the ``conformance`` group (``km``, ``controller``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 import typer
 
 from qkdn_sdk.cli import bench, messages, network, peers
+from qkdn_sdk.cli.conformance import conformance_app
 from qkdn_sdk.cli.network import network_app  # importable from here, as it was
 
 __all__ = ["app", "main"]
@@ -50,7 +52,7 @@ def _show_help_without_command(context: typer.Context) -> None:
         typer.echo(context.get_help())
 
 
-# In the order of `qkdn --help` (which lists the network group after the commands).
+# In the order of `qkdn --help` (which lists the groups after the commands).
 app.command()(messages.messages)
 app.command()(messages.decode)
 app.command()(messages.transports)
@@ -61,6 +63,7 @@ app.command("serve")(network.serve_role)
 app.command()(network.demo)
 app.command()(bench.bench)
 app.add_typer(network_app, name="network")
+app.add_typer(conformance_app, name="conformance")
 
 
 def main() -> None:

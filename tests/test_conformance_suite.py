@@ -1,0 +1,419 @@
+"""The conformance suite (qkdn_sdk.conformance) and its literal peers (qkdn_sdk.testing.literal)
+against our own roles: it passes against them over tcp+tls and grpcs, and fails naming the
+procedure against a role with one deviation put back; ``qkdn conformance`` says the same.
+
+The controller is run alone (the suite plays every KM of its network, so no KM of ours competes
+with the literal ones for its notifications); the KM runs in the line3 network of
+tests/test_network.py, with carol added to km-a so that km-a serves two applications.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from typer.testing import CliRunner
+
+from qkdn_sdk.cli import app
+from qkdn_sdk.conformance import (
+    CONTROLLER_PROCEDURES,
+    KM_PROCEDURES,
+    Arrow,
+    ControllerTarget,
+    Identity,
+    KMTarget,
+    Result,
+    first_wrong,
+    run_suite,
+)
+from qkdn_sdk.errors import QkdnError
+from qkdn_sdk.messages import Key, Message, Role, ak, ck
+from qkdn_sdk.network import Network, parse_topology
+from qkdn_sdk.pki import dev_tls_config, write_dev_pki
+from qkdn_sdk.roles.controller import Controller, NoRoute
+from qkdn_sdk.roles.km import KeyManagerError
+from qkdn_sdk.testing.literal import LiteralController, Step
+from qkdn_sdk.transport import Connection
+from tests.test_network import (
+    CAROL_ON_KM_A,
+    WAIT,
+    client,
+    ids,
+    km,
+    ready,
+    relay_bits,
+    running,
+    same_keys,
+    topology_text,
+)
+
+TRANSPORTS = ["tcp+tls", "grpcs"]
+KMS = ("km-a", "km-b", "km-c")
+
+
+def outcomes(results: list[Result]) -> dict[str, str]:
+    return {result.name: result.outcome for result in results}
+
+
+def failed(results: list[Result]) -> dict[str, str]:
+    return {result.name: result.detail for result in results if result.outcome == "fail"}
+
+
+# --- the controller -----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def lone_controller(tmp_path: Path, transport: str) -> AsyncIterator[tuple[Controller, str]]:
+    """line3's controller, alone, serving ``transport``; the PKI in ``tmp_path / "pki"``."""
+    topology = parse_topology(topology_text(transport))
+    await trio.to_thread.run_sync(
+        write_dev_pki, tmp_path / "pki", "qkdn-dev-ca", topology.entities()
+    )
+    controller = Controller(
+        topology.controller_config(), tls=dev_tls_config(tmp_path / "pki", "controller")
+    )
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(controller.run)
+        yield controller, url
+        nursery.cancel_scope.cancel()
+
+
+def controller_target(tmp_path: Path, url: str, kms: tuple[str, ...] = KMS) -> ControllerTarget:
+    identities = [Identity.of(dev_tls_config(tmp_path / "pki", km_id)) for km_id in kms]
+    return ControllerTarget(url, identities, application="bob", timeout=WAIT)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_our_controller_conforms(tmp_path: Path, transport: str) -> None:
+    async with lone_controller(tmp_path, transport) as (_, url):
+        results = await run_suite(controller_target(tmp_path, url))
+    assert failed(results) == {}
+    assert outcomes(results) == {
+        "next-hop": "pass",
+        "next-hop-by-application": "pass",
+        "centralized-relay": "pass",
+        "centralized-relay-by-application": "pass",
+        "session-creation": "pass",
+        "key-reservation": "skip",
+        "key-allocation": "skip",
+    }
+    assert [result.name for result in results] == [p.name for p in CONTROLLER_PROCEDURES]
+
+
+async def test_a_route_through_a_km_without_certificate_is_skipped(tmp_path: Path) -> None:
+    async with lone_controller(tmp_path, "tcp+tls") as (_, url):
+        results = await run_suite(controller_target(tmp_path, url, ("km-a", "km-c")))
+    skipped = {result.name: result.detail for result in results if result.outcome == "skip"}
+    assert skipped["next-hop"] == "the route crosses km-b, whose certificate was not given"
+    assert failed(results) == {}
+
+
+async def test_a_controller_that_answers_a_transit_km_from_the_source_field_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deviation put back: the next hop computed from Source KMA ID (Table 1: the source of
+    the whole route) rather than from the KM that asks."""
+    async with lone_controller(tmp_path, "tcp+tls") as (controller, url):
+
+        def from_source(
+            request: ck.KeyRelayNextHopRequest, connection: Connection
+        ) -> ck.ResponseToKeyRelayNextHopRequest:
+            source, destination = controller._ends(request, connection)
+            path = controller.route(source, destination)
+            return ck.ResponseToKeyRelayNextHopRequest(
+                source_kma_id=source, destination_kma_id=destination, next_kma_ids=[path[1]]
+            )
+
+        monkeypatch.setattr(controller, "_next_hop", from_source)
+        results = await run_suite(controller_target(tmp_path, url))
+    wrong = failed(results)
+    assert list(wrong) == ["next-hop"]
+    assert wrong["next-hop"].startswith("transit KM (km-b) is given itself as the next hop: ")
+    assert (
+        '0x4102 Response to key relay next hop request {"source_kma_id":"km-a"'
+        in (wrong["next-hop"])
+    )
+
+
+# --- the KM -------------------------------------------------------------------------------------
+
+
+def km_target(network: Network, transport: str) -> KMTarget:
+    urls = network.endpoints()["kms"]["km-a"]
+    return KMTarget(
+        urls["ak"][transport],
+        [Identity.of(network.tls(app)) for app in ("alice", "carol")],  # type: ignore[arg-type]
+        ck_url=urls["ck"][transport],
+        controller=Identity.of(network.tls("controller")),  # type: ignore[arg-type]
+        peer_km="km-b",
+        timeout=WAIT,
+    )
+
+
+@asynccontextmanager
+async def km_a(tmp_path: Path, transport: str) -> AsyncIterator[Network]:
+    """line3 with carol at km-a, once km-a holds enough link key towards km-b to reserve."""
+    async with running(tmp_path, transport, extra=CAROL_ON_KM_A) as network:
+        await ready(network, 8192, [("km-a", "km-b")])
+        yield network
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_our_km_conforms(tmp_path: Path, transport: str) -> None:
+    async with km_a(tmp_path, transport) as network:
+        results = await run_suite(km_target(network, transport))
+        assert km(network, "km-a").allocated_bits("km-b") > 0
+    assert failed(results) == {}
+    assert outcomes(results) == {
+        "key-supply-upon-request": "pass",
+        "proactive-key-supply": "pass",
+        "session-creation-notification": "pass",
+        "key-reservation-and-allocation": "pass",
+        "next-hop-request": "skip",
+        "key-relay-request-notification": "skip",
+        "session-creation-request": "skip",
+    }
+    assert [result.name for result in results] == [p.name for p in KM_PROCEDURES]
+
+
+async def test_a_km_that_needs_the_sdks_reservation_extension_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deviation put back: a key reservation request as Table 10 writes it (no extension
+    naming the next KM and the bits) refused."""
+    async with km_a(tmp_path, "tcp+tls") as network:
+        reservations = km(network, "km-a").reservations
+        terms = reservations._terms
+
+        async def extension_needed(request: ck.KeyReservationRequest) -> Any:
+            if request.extension is None:
+                raise KeyManagerError("extension next_kma_id and key_bits missing")
+            return await terms(request)
+
+        monkeypatch.setattr(reservations, "_terms", extension_needed)
+        results = await run_suite(km_target(network, "tcp+tls"))
+    wrong = failed(results)
+    assert list(wrong) == ["key-reservation-and-allocation"]
+    assert wrong["key-reservation-and-allocation"].startswith(
+        "controller received a failure where the figure draws success: 0x140B Response to key "
+        "reservation request {"
+    )
+    assert "extension next_kma_id and key_bits missing" in wrong["key-reservation-and-allocation"]
+
+
+# --- our KMs with the literal controller in the controller's place -------------------------------
+
+
+@asynccontextmanager
+async def literal_controller(
+    network: Network, *, ignore_sdk_members: bool
+) -> AsyncIterator[LiteralController]:
+    """The network's controller stopped, and a literal one serving its URL."""
+    url = network.endpoints()["controller"]["ck"]["tcp+tls"]
+    topology = network.topology
+    literal = LiteralController(
+        kms=KMS,
+        links=[link.kms for link in topology.links],
+        applications={app.id: app.km for app in topology.applications},
+        ignore_sdk_members=ignore_sdk_members,
+    )
+    await network.stop_controller()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(literal.serve, url, tls=network.tls("controller"), identity="controller")
+        )
+        yield literal
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("routing", ["distributed", "centralized"])
+async def test_our_kms_relay_with_the_literal_controller(tmp_path: Path, routing: str) -> None:
+    """Q.4164 clauses 7.1, 7.2 from the KMs' side, with a controller that reads the table fields
+    and ignores what the SDK's extensions say: alice and bob get the same keys."""
+    async with running(tmp_path, "tcp+tls", routing=routing) as network:
+        await ready(network, relay_bits(2, 256))
+        async with literal_controller(network, ignore_sdk_members=True) as literal:
+            async with client(network, "alice") as alice:
+                keys = await alice.get_keys("bob", 2)
+            async with client(network, "bob") as bob:
+                assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+    assert literal.trace.violations == []
+    codes = [step.message.code for step in literal.trace.steps]
+    if routing == "distributed":
+        assert codes == [0x1401, 0x4102, 0x1401, 0x4102]
+    else:
+        assert codes == [0x1403, 0x4104, 0x1405]
+        assert [relay.response for relay in literal.relays] == ["success"]
+
+
+async def test_our_kms_route_requests_carry_the_sdks_hints(tmp_path: Path) -> None:
+    """What a strict literal controller finds: the KM's next hop request carries the SDK's
+    ``key_bits`` and ``avoid_kma_ids`` in its Extension (refinements our controller reads); the
+    request is refused, and the key request fails saying so."""
+    async with running(tmp_path, "tcp+tls") as network:
+        await ready(network, relay_bits(1, 256))
+        async with (
+            literal_controller(network, ignore_sdk_members=False) as literal,
+            client(network, "alice") as alice,
+        ):
+            with pytest.raises(QkdnError) as refused:
+                await alice.get_keys("bob", 1)
+    [violation] = literal.trace.violations
+    assert str(violation).startswith("controller received 0x1401 Key relay next hop request {")
+    assert str(violation).endswith(
+        "its extension carries the SDK's avoid_kma_ids, key_bits, which no table defines"
+    )
+    assert "avoid_kma_ids, key_bits" in str(refused.value)
+
+
+# --- the sequence each figure draws --------------------------------------------------------------
+
+SESSION = "0f0f0f0f-0000-4000-8000-000000000000"
+NOTIFIED = ak.SessionCreationNotification(
+    application_source_id="carol", application_destination_id="alice", session_id=SESSION
+)
+ACCEPTED = ak.ResponseToSessionCreationNotification(session_id=SESSION, response="success")
+PUSHED = ak.ProactiveKeySupply(session_id=SESSION, keys=[Key(key=b"k" * 32, key_id="k1")])
+TAKEN = ak.ResponseToProactiveKeySupply(session_id=SESSION, key_id="k1", response="success")
+FIGURE_4_AND_6 = (
+    Arrow("app", 0x1206),
+    Arrow("app", 0x2107),
+    Arrow("app", 0x120A, repeated=True),
+    Arrow("app", 0x210B, repeated=True),
+)
+
+
+def steps(*messages: Message) -> list[Step]:
+    return [Step("app", message.sender is Role.APPLICATION, message) for message in messages]
+
+
+@pytest.mark.parametrize("pushes", [0, 1, 3])
+def test_a_repeated_group_comes_any_number_of_times(pushes: int) -> None:
+    seen = steps(NOTIFIED, ACCEPTED, *[PUSHED, TAKEN] * pushes)
+    assert first_wrong(FIGURE_4_AND_6, seen) is None
+
+
+def test_the_first_wrong_message_is_quoted() -> None:
+    wrong = first_wrong(FIGURE_4_AND_6, steps(NOTIFIED, PUSHED))
+    assert wrong == (
+        'app received 0x120A Proactive key supply {"session_id":"' + SESSION + '","keys":[{"key":'
+        '"...","key_id":"k1"}]}; the figure has 0x2107 Response to session creation notification '
+        "there"
+    )
+
+
+def test_a_message_missing_at_the_end_is_named() -> None:
+    assert first_wrong(FIGURE_4_AND_6, steps(NOTIFIED, ACCEPTED, PUSHED)) == (
+        "app never saw 0x210B Response to proactive key supply"
+    )
+    assert first_wrong(FIGURE_4_AND_6, []) == ("app never saw 0x1206 Session creation notification")
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def invoke(*args: str) -> Any:
+    """``qkdn ARGS`` in this process (CliRunner), from a worker thread: its trio run beside the
+    test's."""
+    invoked = partial(CliRunner().invoke, app, list(args), env={"COLUMNS": "250"})
+    return trio.to_thread.run_sync(invoked)
+
+
+def controller_args(tmp_path: Path, url: str, kms: tuple[str, ...] = KMS) -> list[str]:
+    pki = tmp_path / "pki"
+    args = ["conformance", "controller", url, "--ca", str(pki / "ca.pem")]
+    for km_id in kms:
+        args += ["--cert", str(pki / f"{km_id}.pem"), "--key", str(pki / f"{km_id}.key")]
+    return [*args, "--application", "bob", "--timeout", str(WAIT)]
+
+
+async def test_the_command_prints_a_row_per_procedure(tmp_path: Path) -> None:
+    async with lone_controller(tmp_path, "tcp+tls") as (_, url):
+        result = await invoke(*controller_args(tmp_path, url))
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    for procedure in CONTROLLER_PROCEDURES:
+        assert any(procedure.name in row for row in rows), procedure.name
+    assert sum(" pass " in row for row in rows) == 5
+    assert sum(" skip " in row for row in rows) == 2
+
+
+async def test_the_command_fails_naming_the_procedure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with lone_controller(tmp_path, "grpcs") as (controller, url):
+
+        def no_next_hop(request: ck.KeyRelayNextHopRequest, connection: Connection) -> Any:
+            raise NoRoute("no route: maintenance")
+
+        monkeypatch.setattr(controller, "_next_hop", no_next_hop)
+        result = await invoke(*controller_args(tmp_path, url), "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["passed"] is False
+    assert report["target"] == "controller"
+    by_name = {entry["name"]: entry for entry in report["results"]}
+    assert by_name["next-hop"]["outcome"] == "fail"
+    assert by_name["next-hop"]["clause"] == "Q.4164 7.1, 8.1-8.2"
+    assert by_name["next-hop"]["detail"].startswith(
+        "source KM received a failure where the figure draws success: 0x4102 Response to key "
+        'relay next hop request {"source_kma_id":"km-a"'
+    )
+    assert by_name["session-creation"]["outcome"] == "pass"
+
+
+async def test_the_command_passes_as_json(tmp_path: Path) -> None:
+    async with lone_controller(tmp_path, "tcp+tls") as (_, url):
+        result = await invoke(*controller_args(tmp_path, url), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["passed"] is True
+    assert [entry["name"] for entry in report["results"]] == [p.name for p in CONTROLLER_PROCEDURES]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--cert", "x.pem"], "every --cert needs its --key: 1 --cert, 0 --key"),
+        ([], "tcp+tls:// needs --ca, --cert and --key"),
+    ],
+)
+async def test_the_command_refuses_options_that_do_not_fit(args: list[str], says: str) -> None:
+    result = await invoke("conformance", "controller", "tcp+tls://127.0.0.1:1", *args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"qkdn: {says}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+async def test_the_command_says_when_the_target_is_unreachable(tmp_path: Path) -> None:
+    async with lone_controller(tmp_path, "tcp+tls") as (_, url):
+        pass  # stopped: nothing listens there any more
+    result = await invoke(*controller_args(tmp_path, url))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("qkdn: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_literal_peers_need_no_pytest() -> None:
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"
+        "import qkdn_sdk.testing.literal, qkdn_sdk.conformance\n"
+        "from qkdn_sdk.testing import example\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_transport_kit_is_still_importable_from_the_package() -> None:
+    from qkdn_sdk.testing import TransportConformance
+    from qkdn_sdk.testing._conformance import TransportConformance as defined
+
+    assert TransportConformance is defined
