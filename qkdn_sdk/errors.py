@@ -33,6 +33,7 @@ __all__ = [
     "RequestRefused",
     "RequestTimeout",
     "TransportError",
+    "UnknownApplication",
     "UnknownCommandCode",
     "UnsupportedVersion",
     "quoted",
@@ -87,6 +88,20 @@ class RequestRefused(QkdnError):
     def __init__(self, reason: str, *, etsi014_message: str | None = None) -> None:
         super().__init__(reason)
         self.etsi014_message = etsi014_message
+
+
+class UnknownApplication(RequestRefused):
+    """A request names an application (in ETSI 014, the slave SAE ID of the path) that no KM of
+    the network serves: the QKDN controller knows no such application. ETSI 014 answers 400
+    saying the SAE ID is not known to this KME: the caller's mistake, which 014 clients act on
+    (a 503 would read as a fault of the KME, to try again later)."""
+
+    def __init__(self, application: str) -> None:
+        super().__init__(
+            f"unknown destination application {quoted(application)}",
+            etsi014_message=f"the SAE ID {quoted(application)} is not known to this KME",
+        )
+        self.application = application
 
 
 class NotAuthorized(QkdnError):

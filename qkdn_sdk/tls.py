@@ -190,33 +190,46 @@ _TLS_FAILURES: dict[str, str] = {
     "HTTP_REQUEST": "the peer sent plain HTTP, not TLS",
     "RECORD_LAYER_FAILURE": "the peer does not speak TLS (a plain tcp:// endpoint?)",
     "PACKET_LENGTH_TOO_LONG": "the peer does not speak TLS (a plain tcp:// endpoint?)",
-    "UNEXPECTED_EOF_WHILE_READING": "the peer ended the TLS connection abruptly: it probably "
-    "refused our certificate (none was sent, or a CA it does not trust signed it)",
     "UNSUPPORTED_PROTOCOL": "the peer offers only TLS versions older than 1.2",
     "TLSV1_ALERT_PROTOCOL_VERSION": "the peer accepts no TLS version we speak (1.2 or later)",
     "NO_SHARED_CIPHER": "the peer and we share no cipher",
 }
 
 
+_CLOSED_WITHOUT_ALERT = (
+    "the peer closed the connection without a TLS alert: it stopped, or it refused us without "
+    "saying why (it was full, or did not take our certificate)"
+)
+"""A close, an end of file or a reset with no alert before it. A peer that refuses our
+certificate may well say nothing (a trio server never sends the alert of a failed handshake; a
+server over its connection cap closes before any handshake), so the certificate stays among the
+reasons, but only as one of them: a peer that stopped (a killed KM) ends a connection alike."""
+
+
 def explain_tls_failure(exc: BaseException) -> str:
     """What a failed TLS handshake or TLS read most probably means, in one line.
 
-    ``exc`` is the :class:`ssl.SSLError` (or trio's :class:`~trio.BrokenResourceError` whose
-    ``__cause__`` it is). A certificate that did not verify says why ("the peer's certificate
-    did not verify: unable to get local issuer certificate (is it signed by our CA?)"); known
-    OpenSSL reasons become what probably happened; anything else is OpenSSL's own reason.
+    ``exc`` is the :class:`ssl.SSLError` or :class:`OSError` (or trio's
+    :class:`~trio.BrokenResourceError` whose ``__cause__`` it is). A certificate that did not
+    verify says why ("the peer's certificate did not verify: unable to get local issuer
+    certificate (is it signed by our CA?)"); a TLS alert from the peer becomes what it says
+    ("the peer does not trust the CA that signed our certificate"); a close or a reset without
+    an alert says so (:data:`_CLOSED_WITHOUT_ALERT`); other known OpenSSL reasons become what
+    probably happened; anything else is OpenSSL's own reason.
     """
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     if isinstance(cause, ssl.SSLCertVerificationError):
         why = cause.verify_message or cause.reason or "no reason given"
         hint = " (is it signed by our CA?)" if "issuer" in str(why) else ""
         return f"the peer's certificate did not verify: {why}{hint}"
+    if isinstance(cause, (ssl.SSLEOFError, ConnectionResetError)):
+        return _CLOSED_WITHOUT_ALERT
     if isinstance(cause, ssl.SSLError):
         reason = cause.reason or ""
         return _TLS_FAILURES.get(reason, f"TLS failed: {reason or cause}")
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror
-    return str(cause) or "the peer closed the connection during the TLS handshake"
+    return str(cause) or _CLOSED_WITHOUT_ALERT
 
 
 def peer_identity_from_der(der: bytes) -> str | None:

@@ -5,23 +5,21 @@ from __future__ import annotations
 import secrets
 import uuid
 
-from qkdn_sdk.messages import KeyId, kx
+from qkdn_sdk.messages import kx
 from qkdn_sdk.roles import relay as otp
 
 
 def forged_hop(sender: str, destination: str, units: list[str]) -> kx.KeyRelay:
     """A hop of one key of 256 bits from ``sender`` towards the KM ``destination``, naming the
-    link units ``units`` (a MAC and a pad need 3), with a MAC no key made."""
+    link units ``units`` (a MAC key, a metadata key and a pad need 4), with a MAC no key made."""
     return kx.KeyRelay(
         key_relay_request_id=str(uuid.uuid4()),
         sender_kma_id=sender,
         source_kma_id=sender,
         destination_kma_id=destination,
-        key_ids=[KeyId(key_id=str(uuid.uuid4()))],
-        size_of_key=256,
         link_key_ids=units,
+        encrypted_metadata=secrets.token_bytes(100),
         encrypted_key=secrets.token_bytes(otp.MAC_KEY_BYTES + 32),
-        relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": 256}),
         integrity_value=secrets.token_bytes(16),
         message_authentication_code=secrets.token_bytes(16),
     )

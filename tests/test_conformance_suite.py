@@ -4,12 +4,16 @@ procedure against a role with one deviation put back; ``qkdn conformance`` says 
 
 The controller is run alone (the suite plays every KM of its network, so no KM of ours competes
 with the literal ones for its notifications); the KM runs in the line3 network of
-tests/test_network.py, with carol added to km-a so that km-a serves two applications.
+tests/test_network.py, with carol added to km-a so that km-a serves two applications, and the
+suite plays km-b (its neighbour) and km-a.km-b (its QKD module) too. The QKD module under test
+is line3's km-b.km-c, which supplies keys upon request, and one of the test's own that pushes
+keys to the suite.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from typer.testing import CliRunner
@@ -26,21 +31,24 @@ from qkdn_sdk.cli import app
 from qkdn_sdk.conformance import (
     CONTROLLER_PROCEDURES,
     KM_PROCEDURES,
+    QKD_MODULE_PROCEDURES,
     Arrow,
     ControllerTarget,
     Identity,
     KMTarget,
+    QKDModuleTarget,
     Result,
     first_wrong,
     run_suite,
 )
 from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.messages import Key, Message, Role, ak, ck
+from qkdn_sdk.messages import Key, Message, Role, ak, ck, kx
 from qkdn_sdk.network import Network, parse_topology
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, NoRoute
 from qkdn_sdk.roles.km import KeyManagerError
-from qkdn_sdk.testing.literal import LiteralController, Step
+from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule
+from qkdn_sdk.testing.literal import LiteralController, LiteralNeighbour, Step
 from qkdn_sdk.transport import Connection
 from tests.test_network import (
     CAROL_ON_KM_A,
@@ -146,14 +154,24 @@ async def test_a_controller_that_answers_a_transit_km_from_the_source_field_fail
 # --- the KM -------------------------------------------------------------------------------------
 
 
+def identity(network: Network, entity: str) -> Identity:
+    tls = network.tls(entity)
+    assert tls is not None
+    return Identity.of(tls)
+
+
 def km_target(network: Network, transport: str) -> KMTarget:
     urls = network.endpoints()["kms"]["km-a"]
     return KMTarget(
         urls["ak"][transport],
-        [Identity.of(network.tls(app)) for app in ("alice", "carol")],  # type: ignore[arg-type]
+        [identity(network, app) for app in ("alice", "carol")],
         ck_url=urls["ck"][transport],
-        controller=Identity.of(network.tls("controller")),  # type: ignore[arg-type]
+        controller=identity(network, "controller"),
         peer_km="km-b",
+        kx_url=urls["kx"][transport],
+        neighbour=identity(network, "km-b"),
+        kq1_url=urls["kq1"][transport],
+        module=identity(network, "km-a.km-b"),
         timeout=WAIT,
     )
 
@@ -171,12 +189,19 @@ async def test_our_km_conforms(tmp_path: Path, transport: str) -> None:
     async with km_a(tmp_path, transport) as network:
         results = await run_suite(km_target(network, transport))
         assert km(network, "km-a").allocated_bits("km-b") > 0
+        # the UPDATE of the link session the suite opened was recorded (Table 7-10 has no answer)
+        assert km(network, "km-a").links.neighbour_qos == {"km-b": {}}
     assert failed(results) == {}
     assert outcomes(results) == {
         "key-supply-upon-request": "pass",
         "proactive-key-supply": "pass",
         "session-creation-notification": "pass",
         "key-reservation-and-allocation": "pass",
+        "kq1-key-supply": "pass",
+        "kq1-key-supply-with-a-wrong-hash-value": "pass",
+        "km-link-hello": "pass",
+        "km-link-session": "pass",
+        "km-link-hello-of-another-community": "pass",
         "next-hop-request": "skip",
         "key-relay-request-notification": "skip",
         "session-creation-request": "skip",
@@ -207,6 +232,115 @@ async def test_a_km_that_needs_the_sdks_reservation_extension_fails(
         "reservation request {"
     )
     assert "extension next_kma_id and key_bits missing" in wrong["key-reservation-and-allocation"]
+
+
+async def test_a_km_whose_hello_names_another_community_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deviation put back: the KM answers a neighbour's HELLO with a HELLO of another
+    community than the one it checks (D2.3 Table 7-8)."""
+    async with km_a(tmp_path, "grpcs") as network:
+        links = km(network, "km-a").links
+        on_hello = links.on_hello
+
+        async def elsewhere(hello: kx.Hello, connection: Connection) -> kx.Hello:
+            return attrs.evolve(await on_hello(hello, connection), community_id="elsewhere")
+
+        monkeypatch.setattr(links, "on_hello", elsewhere)
+        results = await run_suite(km_target(network, "grpcs"))
+    wrong = failed(results)
+    assert list(wrong) == ["km-link-hello"]
+    assert wrong["km-link-hello"].startswith(
+        'neighbour KM: Community ID is not qkdn: 0x1180 HELLO message {"sender_ip":"127.0.0.1",'
+        '"sender_id":"km-a","community_id":"elsewhere"'
+    )
+
+
+async def test_a_km_that_takes_a_key_whose_hash_is_wrong_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deviation put back: the KM stores a QKD-key whatever its Hash value says."""
+    async with km_a(tmp_path, "tcp+tls") as network:
+        acquisition = km(network, "km-a").acquisition
+        store = acquisition.store_qkd_keys
+
+        async def unchecked(link: Any, keys: list[Any], **options: Any) -> None:
+            await store(link, [(key_id, key, None) for key_id, key, _ in keys], **options)
+
+        monkeypatch.setattr(acquisition, "store_qkd_keys", unchecked)
+        results = await run_suite(km_target(network, "tcp+tls"))
+    wrong = failed(results)
+    assert list(wrong) == ["kq1-key-supply-with-a-wrong-hash-value"]
+    assert wrong["kq1-key-supply-with-a-wrong-hash-value"].startswith(
+        "QKD module sent a key whose Hash value is not the sha256 of its data, and it was "
+        'accepted: 0x1302 Response to key supply {"key_id":"'
+    )
+
+
+# --- the QKD module -----------------------------------------------------------------------------
+
+
+def free_url(transport: str) -> str:
+    """A URL on a port nothing listens on now, for a module that must know it before the suite
+    serves it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"{transport}://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def module_target(network: Network, listen: str | None = None) -> QKDModuleTarget:
+    """km-b's QKD module on its on-request link to km-c, played to as km-b."""
+    [link] = [link for link in network.km_config("km-b").links if link.neighbour == "km-c"]
+    return QKDModuleTarget(link.module_url, identity(network, "km-b"), listen=listen, timeout=WAIT)
+
+
+@asynccontextmanager
+async def pushing_module(network: Network, url: str) -> AsyncIterator[QKDModule]:
+    """A module of km-b that pushes its keys to ``url`` (Q.4162 clause 7.1)."""
+    config = attrs.evolve(
+        network.topology.module_config("km-b", "km-c", bytes(32), 0.0, listen_url="unused"),
+        mode=Kq1Mode.PROACTIVE,
+        km_url=url,
+        listen_url=None,
+    )
+    module = QKDModule(config, tls=network.tls(config.module_id))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(module.run)
+        yield module
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_our_qkd_module_conforms(tmp_path: Path, transport: str) -> None:
+    async with running(tmp_path, transport) as network:
+        listen = free_url(transport)
+        async with pushing_module(network, listen) as pushing:
+            results = await run_suite(module_target(network, listen))
+        assert pushing.stats.delivered >= 2
+    assert failed(results) == {}
+    assert outcomes(results) == {"kq1-key-request": "pass", "kq1-proactive-key-supply": "pass"}
+    assert [result.name for result in results] == [p.name for p in QKD_MODULE_PROCEDURES]
+
+
+def wrong_hash(config: Any, key: Any) -> dict[str, Any]:
+    """Our module's Table 4 Key extension with a Hash value that is not the key's."""
+    return {"qkd_module_id": config.module_id, "hash_value": "00" * 32}
+
+
+async def test_a_module_whose_key_extension_has_a_wrong_hash_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deviation put back: Table 4's keys with a Hash value (Table 1's, in the Key
+    extension) that is not theirs. The module pushes nothing here: that procedure is skipped."""
+    monkeypatch.setattr("qkdn_sdk.roles.qkd_module._module._key_extension", wrong_hash)
+    async with running(tmp_path, "tcp+tls") as network:
+        results = await run_suite(module_target(network))
+    assert outcomes(results) == {"kq1-key-request": "fail", "kq1-proactive-key-supply": "skip"}
+    assert failed(results)["kq1-key-request"].startswith("KM: the Hash value of QKD-key ")
+    assert (
+        " is not the sha256 of its key data: 0x3104 Response to key request {"
+        in (failed(results)["kq1-key-request"])
+    )
 
 
 # --- our KMs with the literal controller in the controller's place -------------------------------
@@ -256,8 +390,9 @@ async def test_our_kms_relay_with_the_literal_controller(tmp_path: Path, routing
 
 async def test_our_kms_route_requests_carry_the_sdks_hints(tmp_path: Path) -> None:
     """What a strict literal controller finds: the KM's next hop request carries the SDK's
-    ``key_bits`` and ``avoid_kma_ids`` in its Extension (refinements our controller reads); the
-    request is refused, and the key request fails saying so."""
+    ``key_bits`` in its Extension (and ``avoid_kma_ids`` when a KM is to be avoided:
+    refinements our controller reads); the request is refused, and the key request fails saying
+    so."""
     async with running(tmp_path, "tcp+tls") as network:
         await ready(network, relay_bits(1, 256))
         async with (
@@ -269,9 +404,42 @@ async def test_our_kms_route_requests_carry_the_sdks_hints(tmp_path: Path) -> No
     [violation] = literal.trace.violations
     assert str(violation).startswith("controller received 0x1401 Key relay next hop request {")
     assert str(violation).endswith(
-        "its extension carries the SDK's avoid_kma_ids, key_bits, which no table defines"
+        "its extension carries the SDK's key_bits, which no table defines"
     )
-    assert "avoid_kma_ids, key_bits" in str(refused.value)
+    assert "the SDK's key_bits" in str(refused.value)
+
+
+async def test_our_kms_say_hello_open_a_session_and_update_with_a_literal_neighbour(
+    tmp_path: Path,
+) -> None:
+    """D2.3 clause 7.2.2 from the KMs' side: km-b stopped and a literal neighbour serving its
+    KM link URL with its certificate. km-a and km-c say hello; km-a (whose ID sorts first) opens
+    a link session and distributes its KMA-key ID. What the literal neighbour does not know
+    (the SDK's key ID synchronisation) never reaches it: the transport refuses it."""
+    async with running(tmp_path, "tcp+tls") as network:
+        url = network.endpoints()["kms"]["km-b"]["kx"]["tcp+tls"]
+        await network.stop_km("km-b")
+        literal = LiteralNeighbour("km-b")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(literal.serve, url, tls=network.tls("km-b"), identity="km-b")
+            )
+            with trio.fail_after(WAIT):
+                while not literal.updates and not literal.trace.violations:
+                    await literal.trace.changed()
+            nursery.cancel_scope.cancel()
+        assert literal.trace.violations == []
+        [update] = literal.updates
+        assert list(literal.sessions) == [update.kma_key_id]
+        assert km(network, "km-a").link_sessions["km-b"] == update.kma_key_id
+    received = {step.message.code for step in literal.trace.steps if not step.sent}
+    assert received == {0x1180, 0x1181, 0x1182}
+    hellos = [step.message for step in literal.trace.steps if step.message.code == 0x1180]
+    assert {hello.sender_id for hello in hellos if isinstance(hello, kx.Hello)} >= {
+        "km-a",
+        "km-c",
+        "km-b",
+    }
 
 
 # --- the sequence each figure draws --------------------------------------------------------------
@@ -400,6 +568,82 @@ async def test_the_command_says_when_the_target_is_unreachable(tmp_path: Path) -
     assert result.exit_code == 1
     assert result.stderr.startswith("qkdn: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+def module_args(network: Network) -> list[str]:
+    """``qkdn conformance qkd-module`` at km-b's module towards km-c, as km-b."""
+    pki = network.state_dir / "pki"
+    url = module_target(network).url
+    assert url is not None
+    return [
+        *("conformance", "qkd-module", url, "--ca", str(pki / "ca.pem")),
+        *("--cert", str(pki / "km-b.pem"), "--key", str(pki / "km-b.key")),
+        *("--timeout", str(WAIT)),
+    ]
+
+
+async def test_the_qkd_module_command_passes_as_json(tmp_path: Path) -> None:
+    async with running(tmp_path, "grpcs") as network:
+        result = await invoke(*module_args(network), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["target"], report["passed"]) == ("QKD module", True)
+    assert [(entry["name"], entry["outcome"]) for entry in report["results"]] == [
+        ("kq1-key-request", "pass"),
+        ("kq1-proactive-key-supply", "skip"),
+    ]
+    assert report["results"][1]["detail"].startswith("needs a URL to serve (--listen)")
+
+
+async def test_the_qkd_module_command_fails_naming_the_procedure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qkdn_sdk.roles.qkd_module._module._key_extension", wrong_hash)
+    async with running(tmp_path, "tcp+tls") as network:
+        result = await invoke(*module_args(network))
+    assert result.exit_code == 1
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    [row] = [row for row in rows if "kq1-key-request" in row]
+    assert " fail " in row
+    assert "Q.4162 7.2, 8.2.1-8.2.2" in row
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "give the module's URL, or --listen for a module that connects to its KM"),
+        (
+            ["tcp://127.0.0.1:1", "--identity", "km-a", "--identity", "km-b"],
+            "a QKD module is tested as its KM: give 1 identity, not 2",
+        ),
+        (
+            ["tcp://127.0.0.1:1", "--identity", "km-a", "--hash-algorithm", "crc"],
+            "",
+        ),
+    ],
+)
+async def test_the_qkd_module_command_refuses_options_that_do_not_fit(
+    args: list[str], says: str
+) -> None:
+    result = await invoke("conformance", "qkd-module", *args)
+    if says:
+        assert result.exit_code == 1
+        assert result.stderr == f"qkdn: {says}\n"
+    else:  # typer's usage error names the option
+        assert result.exit_code == 2
+        assert "crc is no hash algorithm of this Python (hashlib)" in result.stderr
+
+
+async def test_the_km_command_counts_an_identity_per_interface() -> None:
+    result = await invoke(
+        *("conformance", "km", "tcp://127.0.0.1:1", "--kx", "tcp://127.0.0.1:2"),
+        *("--identity", "alice", "--identity", "carol"),
+    )
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "qkdn: a KM is tested as two of its applications and one peer for each of --ck, --kx, "
+        "--kq1 given: give 3 identities, not 2\n"
+    )
 
 
 def test_the_literal_peers_need_no_pytest() -> None:

@@ -179,6 +179,12 @@ async def test_get_key_rules(tmp_path: Path) -> None:
             400,
             etsi014.MANDATORY_EXTENSION_UNMET,
         )
+        # an SAE no KM of the network serves: the caller's mistake (400), never a 503
+        for method in (alice.get_key, alice.get_status):
+            error = await refused(
+                method("mallory"), 400, "the SAE ID 'mallory' is not known to this KME"
+            )
+            assert error.details == [{"reason": "unknown destination application 'mallory'"}]
         assert network.kms["km-a"].relays["started"] == 0  # nothing was spent on any of it
         # dave's KM is the neighbour: a direct route; an optional parameter we do not handle
         # is ignored (014 allows it)
@@ -215,9 +221,16 @@ async def test_get_key_with_key_ids_rules(tmp_path: Path) -> None:
             keys = (await alice.get_key("bob", number=2)).keys
         ids = [key.key_id for key in keys]
         async with kme(network, "carol") as carol:  # on bob's KM, but not bob
-            error = await refused(carol.get_key_with_key_ids("alice", ids), 401)
-            assert error.message == etsi014.UNAUTHORIZED
-            assert not error.details
+            # not 014's 401 for a caller that is not the slave: that would tell carol the key
+            # IDs exist; she gets what keys that do not exist get
+            error = await refused(carol.get_key_with_key_ids("alice", ids), 400)
+            assert error.message == etsi014.KEYS_NOT_FOUND
+            unknown = [
+                "9a7f3c50-6a5e-4a8e-9c1d-1e2f3a4b5c6d",
+                "0b7f3c50-6a5e-4a8e-9c1d-1e2f3a4b5c6d",
+            ]
+            not_there = await refused(carol.get_key_with_key_ids("alice", unknown), 400)
+            assert (not_there.message, not_there.details) == (error.message, error.details)
         async with kme(network, "bob") as bob:
             unknown = "9a7f3c50-6a5e-4a8e-9c1d-1e2f3a4b5c6d"
             await refused(

@@ -24,6 +24,7 @@ from qkdn_sdk.errors import (
     QkdnError,
     RemoteProtocolError,
     RequestRefused,
+    UnknownApplication,
 )
 from qkdn_sdk.messages import Interface, Key, KeyId, ak, example, kq1
 from tests.strategies import json_objects, json_values, messages
@@ -210,6 +211,22 @@ _BAD_REQUESTS = [
     ("POST", "/api/v1/keys/b/enc_keys", b"", b'{"number": 0}', 400, "number: expected"),
     ("POST", "/api/v1/keys/b/enc_keys", b"", b'{"size": -8}', 400, "size: expected"),
     ("POST", "/api/v1/keys/b/enc_keys", b"", b'{"colour": 1}', 400, "unknown parameters"),
+    (
+        "POST",
+        "/api/v1/keys/b/enc_keys",
+        b"",
+        b'{"number": 1, "number": 5}',
+        400,
+        "the body has a duplicate member 'number'",
+    ),
+    (
+        "POST",
+        "/api/v1/keys/b/enc_keys",
+        b"",
+        b'{"extension_optional": [{"a": {"b": 1, "b": 1}}]}',
+        400,
+        "the body has a duplicate member 'b'",
+    ),
     ("POST", "/api/v1/keys/b/enc_keys", b"", b'{"extension_mandatory": {}}', 400, "array of"),
     ("POST", "/api/v1/keys/b/enc_keys", b"", b'{"additional_slave_SAE_IDs": [""]}', 400, "SAE"),
     ("POST", "/api/v1/keys/b/enc_keys", b"number=1", b"", 400, "not the query"),
@@ -307,6 +324,14 @@ def test_a_kq1_key_request_names_its_slave() -> None:
             400,
             {"message": "number_of_keys 500 is over 128"},
         ),
+        (
+            UnknownApplication("mallory"),
+            400,
+            {
+                "message": "the SAE ID 'mallory' is not known to this KME",
+                "details": [{"reason": "unknown destination application 'mallory'"}],
+            },
+        ),
         (NotAuthorized("keys for app-c"), 401, None),
         (IdentityMismatch("app-z is not app-a"), 401, None),
         (QkdnError("insufficient keys"), 503, {"message": "insufficient keys"}),
@@ -370,6 +395,19 @@ def test_error_answers_read_as_typed_errors(
 def test_a_bad_key_container_is_the_peers_error(body: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         etsi014.decode_response(ak.KeyRequest(application_destination_id="b"), 200, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        (b'{"keys": [], "keys": [{"key_ID": "k", "key": "AA=="}]}', "keys"),
+        (b'{"keys": [{"key_ID": "k", "key_ID": "j", "key": "AA=="}]}', "key_ID"),
+    ],
+)
+def test_a_key_container_with_a_member_twice_is_the_peers_error(body: bytes, name: str) -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        etsi014.decode_response(ak.KeyRequest(application_destination_id="b"), 200, body)
+    assert str(caught.value) == f"the response has a duplicate member {name!r}"
 
 
 def test_a_status_over_its_own_maximum_is_the_peers_error() -> None:

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from qkdn_sdk.codecs.frame import FrameDecoder, decode_message, encode_message
+from qkdn_sdk.codecs.frame import encode_message
 from qkdn_sdk.codecs.payload import MAX_ERRORS, decode_payload, encode_payload
 from qkdn_sdk.errors import (
     MAX_REASON_LENGTH,
@@ -35,7 +35,16 @@ from qkdn_sdk.messages import (
     received_by,
 )
 from qkdn_sdk.messages.mgmt import ErrorIndication
-from qkdn_sdk.transport import Connection, FramedConnection, Limits, ServerInfo, connect, serve
+from qkdn_sdk.testing import RawPeer
+from qkdn_sdk.transport import (
+    Connection,
+    FramedConnection,
+    Handler,
+    Limits,
+    ServerInfo,
+    connect,
+    serve,
+)
 from qkdn_sdk.transport._memory import MemoryTransport
 
 _GUARD = 10
@@ -89,21 +98,8 @@ async def test_a_hostile_server_cannot_break_the_client() -> None:
     """A server sends the client requests it cannot parse: the client answers each with a
     failure, keeps its connection, and nothing but QkdnError ever reaches its code."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    client = FramedConnection(
-        client_stream,
-        transport=MemoryTransport(),
-        is_client=True,
-        handler=None,
-        limits=Limits(),
-        accepts=received_by(Role.KM),
-    )
-    decoder = FrameDecoder()
-
-    async def next_reply() -> tuple[int, Message]:
-        while (frame := decoder.next_frame()) is None:
-            decoder.receive_data(await server_stream.receive_some(65536))
-        return frame.message_id, decode_message(frame)
-
+    client = _framed(client_stream, is_client=True)
+    server = RawPeer(server_stream)
     with trio.fail_after(_GUARD):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.run)
@@ -111,15 +107,55 @@ async def test_a_hostile_server_cannot_break_the_client() -> None:
                 [(0x410C, b'{"key_ids":"abc"}'), (0x1185, b'{"key_ids":"abc"}'), (0x1206, b"{}")],
                 start=2,
             ):
-                header = (1).to_bytes(2, "big") + message_id.to_bytes(4, "big")
-                await server_stream.send_all(
-                    header + code.to_bytes(2, "big") + len(payload).to_bytes(2, "big") + payload
-                )
-                answered_id, answer = await next_reply()
+                await server.frame(message_id, code, payload)
+                answered_id, answer = await server.next_message()
                 assert answered_id == message_id
                 assert "failure" in orjson.dumps(attrs.asdict(answer)).decode()
             assert not client.closed
             await client.aclose()
+
+
+async def test_a_payload_that_names_a_member_twice_gets_a_failure_naming_it() -> None:
+    """The finding: orjson kept the last ``number_of_keys``, so a peer could send two and see
+    which one a proxy and the KM each read."""
+    handled: list[Message] = []
+
+    async def handler(message: Message, _connection: Connection) -> Message | None:
+        handled.append(message)
+        return example(ak.ResponseToKeyRequest)
+
+    server_stream, client_stream = trio.testing.memory_stream_pair()
+    server = _framed(server_stream, is_client=False, handler=handler)
+    client = RawPeer(client_stream)
+    payload = b'{"application_destination_id":"b","number_of_keys":1,"number_of_keys":5}'
+    with trio.fail_after(_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            await client.frame(1, ak.KeyRequest.code, payload)
+            assert await client.next_message() == (
+                1,
+                ak.ResponseToKeyRequest(
+                    keys=[],
+                    response="failure: invalid Key request: payload: duplicate member "
+                    "'number_of_keys'",
+                ),
+            )
+            await server.aclose()
+    assert handled == []
+
+
+def _framed(
+    stream: trio.abc.Stream, *, is_client: bool, handler: Handler | None = None
+) -> FramedConnection:
+    """The SDK's framed connection over ``stream``, taking what a KM takes."""
+    return FramedConnection(
+        stream,
+        transport=MemoryTransport(),
+        is_client=is_client,
+        handler=handler,
+        limits=Limits(),
+        accepts=received_by(Role.KM),
+    )
 
 
 # --- 2, 3, 8. bounded work and text, no Python internals ----------------------------------------

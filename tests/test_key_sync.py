@@ -155,7 +155,7 @@ async def test_a_hop_on_units_not_cut_yet_waits_for_them(gated: str) -> None:
         with trio.fail_after(WAIT):
             await spender.wait_link_key(slow.km_id, KEY_BITS // 2)
         assert slow.link_key_bits(spender.km_id) == 0
-        units = await spender.store.key_ids(f"link:{slow.km_id}:out", 3)
+        units = await spender.store.key_ids(f"link:{slow.km_id}:out", 4)
         reasons: list[str] = []
 
         async def send() -> None:

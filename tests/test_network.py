@@ -590,16 +590,16 @@ async def test_a_hop_that_fails_spends_its_units_and_no_more(tmp_path: Path, sto
     async with running(tmp_path, "memory", store) as network:
         await ready(network, 4 * relay_bits(1, 256))
         km_b, km_c = km(network, "km-b"), km(network, "km-c")
-        units = await spend(network, "km-b", "km-c", 3)
+        units = await spend(network, "km-b", "km-c", 4)
         reason = await hop_refused(network, "km-c", forged_hop("km-b", "km-c", units))
         assert reason == "failure: the key relay failed its message authentication code"
         assert await km_c.store.pools_of(units) == {}
 
-        units = await spend(network, "km-a", "km-b", 2)
+        units = await spend(network, "km-a", "km-b", 3)
         reason = await hop_refused(network, "km-b", forged_hop("km-a", "km-c", units))
-        assert reason == "failure: 64 bytes need 3 link key units, got 2"
-        units += await spend(network, "km-a", "km-b", 3)
-        reason = await hop_refused(network, "km-b", forged_hop("km-a", "km-x", units[2:]))
+        assert reason == "failure: 64 bytes need 4 link key units, got 3"
+        units += await spend(network, "km-a", "km-b", 4)
+        reason = await hop_refused(network, "km-b", forged_hop("km-a", "km-x", units[3:]))
         assert "km-x" in reason
         assert await km_b.store.pools_of(units) == {}
         assert km_b.spent_bits["km-c"] == 0  # of the hops it would have sent on
@@ -619,7 +619,7 @@ async def unconfirmed_relay(network: Network, monkeypatch: pytest.MonkeyPatch) -
     async with client(network, "alice") as alice:
         await refused(alice.get_keys("bob", 1))
     units = sorted(before - set(await km_b.store.key_ids("link:km-c:out", 10**6)))
-    assert len(units) == 3
+    assert len(units) == 4
     return units
 
 
@@ -739,8 +739,13 @@ async def test_keys_meant_for_another_application(tmp_path: Path, transport: str
             for_bob = await alice.get_keys("bob", 2)
             for_carol = await alice.get_keys("carol", 2)
         async with client(network, "carol") as carol:
+            # bob's keys are "not held" for carol, as keys that do not exist are: no answer
+            # tells carol which key IDs exist
             reason = await refused(carol.get_keys_with_ids("alice", ids(for_bob)))
-            assert unauthorized(reason, "'carol' is not the application the keys were made for")
+            assert "2 of the 2 keys are not held for 'carol' from 'alice'" in reason
+            assert reason == await refused(
+                carol.get_keys_with_ids("alice", [str(uuid.uuid4()), str(uuid.uuid4())])
+            )
         async with client(network, "bob", km_id="km-a") as bob_at_km_a:
             reason = await refused(bob_at_km_a.get_keys_with_ids("alice", ids(for_bob)))
             assert unauthorized(reason, "application 'bob' is not served by km-a")
@@ -761,7 +766,7 @@ async def test_keys_meant_for_another_application(tmp_path: Path, transport: str
                     await as_carol.request(request, timeout=WAIT)
         async with client(network, "bob") as bob:
             reason = await refused(bob.get_keys_with_ids("alice", ids(for_carol)))
-            assert unauthorized(reason, "'bob' is not the application the keys were made for")
+            assert "2 of the 2 keys are not held for 'bob' from 'alice'" in reason
             assert same_keys(await bob.get_keys_with_ids("alice", ids(for_bob)), for_bob)
         async with client(network, "carol") as carol:
             assert same_keys(await carol.get_keys_with_ids("alice", ids(for_carol)), for_carol)

@@ -2,23 +2,31 @@
 km-a, km-b and km-c of line3 (qkdn_sdk.roles.km.relays), recorded as each receiving KM got them,
 opened with the link units the receiver held before the relay and with cryptography written
 here, not the SDK's. It pins the relay's wire format and cryptography (one-time pad, one-time
-Poly1305 MAC over every parameter, the end-to-end tag, which end spends which units)."""
+Poly1305 MAC over every parameter, ChaCha20-Poly1305 of the metadata, the end-to-end tag, which
+end spends which units), that no key ID, application or session travels in clear, and that
+every KM on the route keeps a record of the relay."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import attrs
 import orjson
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from qkdn_sdk.messages import kx
+from qkdn_sdk.codecs.frame import encode_message
+from qkdn_sdk.messages import KeyId, kx
 from qkdn_sdk.network import Network
+from qkdn_sdk.roles import relay as otp
+from qkdn_sdk.roles.km.relay_hops import RelayRole
 from qkdn_sdk.transport import Connection
 from tests.test_network import (
     client,
+    hop_refused,
     ids,
     km,
     ready,
@@ -51,42 +59,37 @@ def record_hops(
     monkeypatch.setattr(part, "on_key_relay", recording)
 
 
-def hop_header(hop: kx.KeyRelay) -> bytes:
-    """Every parameter of the hop but its MAC, as the MAC covers them (JSON, then the pad)."""
-    metadata = hop.relay_metadata
-    return orjson.dumps(
+def hop_data(hop: kx.KeyRelay) -> bytes:
+    """Every parameter of the hop but its MAC, as the MAC covers them: the clear ones as JSON
+    (the length of the encrypted metadata last), the encrypted metadata, the encrypted key."""
+    header = orjson.dumps(
         [
             hop.key_relay_request_id,
             hop.sender_kma_id,
             hop.source_kma_id,
             hop.destination_kma_id,
-            hop.application_source_id,
-            hop.application_destination_id,
-            hop.session_id,
             hop.transit_kma_ids,
-            [key_id.key_id for key_id in hop.key_ids],  # (no extension: IDs alone)
-            hop.size_of_key,
             hop.link_key_ids,
-            metadata.source_kma_id,
-            metadata.destination_kma_id,
-            metadata.key_relay_time_stamp,
-            metadata.key_relay_encryption_method,
-            metadata.kma_key_metadata,
             hop.integrity_value.hex(),
             hop.extension,
+            len(hop.encrypted_metadata),
         ]
     )
+    return header + hop.encrypted_metadata + hop.encrypted_key
 
 
-def opened(hop: kx.KeyRelay, units: dict[str, bytes]) -> bytes:
-    """The hop's plaintext: its MAC checked with its first unit, the rest XORed byte by byte."""
-    [mac_key, *pad_units] = [units[unit_id] for unit_id in hop.link_key_ids]
+def opened(hop: kx.KeyRelay, units: dict[str, bytes]) -> tuple[bytes, dict[str, Any]]:
+    """The hop's plaintext and metadata: its MAC checked with its first unit, the metadata
+    decrypted with its second (ChaCha20-Poly1305, a nonce of zeros), the rest XORed byte by
+    byte."""
+    [mac_key, metadata_key, *pad_units] = [units[unit_id] for unit_id in hop.link_key_ids]
     assert len(pad_units) == -(-len(hop.encrypted_key) // UNIT_BYTES)  # a pad of whole units
-    Poly1305.verify_tag(
-        mac_key, hop_header(hop) + hop.encrypted_key, hop.message_authentication_code
+    Poly1305.verify_tag(mac_key, hop_data(hop), hop.message_authentication_code)
+    metadata = orjson.loads(
+        ChaCha20Poly1305(metadata_key).decrypt(bytes(12), hop.encrypted_metadata, None)
     )
     pad = b"".join(pad_units)
-    return bytes(byte ^ pad[index] for index, byte in enumerate(hop.encrypted_key))
+    return bytes(byte ^ pad[index] for index, byte in enumerate(hop.encrypted_key)), metadata
 
 
 @pytest.mark.parametrize("routing", ["distributed", "centralized"])
@@ -118,21 +121,41 @@ async def test_each_hop_is_padded_and_macd_with_the_units_it_names(
             "km-a",
             "km-c",
         )
-        assert (hop.application_source_id, hop.application_destination_id) == ("alice", "bob")
-        assert [key_id.key_id for key_id in hop.key_ids] == ids(keys)
-        assert hop.size_of_key == 256
-        metadata = hop.relay_metadata
-        assert (metadata.source_kma_id, metadata.destination_kma_id) == (sender, receiver)
-        assert metadata.key_relay_encryption_method == "otp+poly1305"
-        assert metadata.kma_key_metadata == {"key_length": 256}
         # the units of a hop are those the sender spends: the even ones of each QKD-key, its ID
         # sorting first on both links (a unit's index is the last 16 bits of its ID)
         assert all(int(unit_id[-4:], 16) % 2 == 0 for unit_id in hop.link_key_ids)
-        assert len(hop.link_key_ids) == 1 + 3  # a MAC key, and a pad of 32 + 2 x 32 bytes
-        plaintext = opened(hop, held)
+        assert len(hop.link_key_ids) == 2 + 3  # MAC and metadata keys, a pad of 32 + 2 x 32 bytes
+        plaintext, metadata = opened(hop, held)
+        assert metadata == {
+            "application_source_id": "alice",
+            "application_destination_id": "bob",
+            "key_ids": [{"key_id": key_id} for key_id in ids(keys)],
+            "size_of_key": 256,
+            "relay_metadata": {
+                "source_kma_id": sender,
+                "destination_kma_id": receiver,
+                "key_relay_time_stamp": metadata["relay_metadata"]["key_relay_time_stamp"],
+                "key_relay_encryption_method": "otp+poly1305",
+                "kma_key_metadata": {
+                    "kma_key_id": kma_key_id(sender, receiver, hop.link_key_ids),
+                    "key_length": 5 * 256,
+                    "kma_id": sender,
+                    "matching_kma_id": receiver,
+                },
+            },
+        }
         assert plaintext[32:] == relayed  # the end-to-end MAC key, then the keys
         assert hop.encrypted_key != plaintext
         plaintexts.append(plaintext)
+        # in clear: only what a transit KM routes by
+        frame = encode_message(hop, 1)
+        for hidden in [
+            *ids(keys),
+            "alice",
+            "bob",
+            metadata["relay_metadata"]["kma_key_metadata"]["kma_key_id"],
+        ]:
+            assert hidden.encode() not in frame
         # the end-to-end tag: the key IDs as JSON and the keys, under the relay's MAC key
         Poly1305.verify_tag(plaintext[:32], orjson.dumps(ids(keys)) + relayed, hop.integrity_value)
     assert plaintexts[0] == plaintexts[1]  # the same keys, under two pads
@@ -144,13 +167,29 @@ async def test_each_hop_is_padded_and_macd_with_the_units_it_names(
         assert first.transit_kma_ids is None
 
 
-def flip_a_key_bit(relay: kx.KeyRelay, plaintext: bytes) -> tuple[kx.KeyRelay, bytes]:
+KMA_KEY_NAMESPACE = uuid.UUID("53587cc6-efe7-49a5-89ec-a9b5355caf0f")
+
+
+def kma_key_id(sender: str, receiver: str, unit_ids: list[str]) -> str:
+    """The KMA-key ID of a hop's units: a version 5 UUID of the pair and the unit IDs."""
+    return str(
+        uuid.uuid5(KMA_KEY_NAMESPACE, orjson.dumps([sorted((sender, receiver)), unit_ids]).decode())
+    )
+
+
+Tampered = tuple[kx.KeyRelay, bytes, kx.RelayedKeyMetadata]
+
+
+def flip_a_key_bit(
+    relay: kx.KeyRelay, plaintext: bytes, metadata: kx.RelayedKeyMetadata
+) -> Tampered:
     key_start = 32  # after the end-to-end MAC key
-    return relay, plaintext[:key_start] + bytes([plaintext[key_start] ^ 1]) + plaintext[33:]
+    flipped = plaintext[:key_start] + bytes([plaintext[key_start] ^ 1]) + plaintext[33:]
+    return relay, flipped, metadata
 
 
-def swap_key_ids(relay: kx.KeyRelay, plaintext: bytes) -> tuple[kx.KeyRelay, bytes]:
-    return attrs.evolve(relay, key_ids=relay.key_ids[::-1]), plaintext
+def swap_key_ids(relay: kx.KeyRelay, plaintext: bytes, metadata: kx.RelayedKeyMetadata) -> Tampered:
+    return relay, plaintext, attrs.evolve(metadata, key_ids=metadata.key_ids[::-1])
 
 
 @pytest.mark.parametrize("tamper", [flip_a_key_bit, swap_key_ids])
@@ -166,9 +205,13 @@ async def test_a_trusted_node_that_alters_the_keys_is_caught_at_the_destination(
         send_hop = hops_b.send
 
         async def altered(
-            relay: kx.KeyRelay, plaintext: bytes, next_km: str, units: list[Any]
+            relay: kx.KeyRelay,
+            plaintext: bytes,
+            metadata: kx.RelayedKeyMetadata,
+            next_km: str,
+            units: list[Any],
         ) -> None:
-            await send_hop(*tamper(relay, plaintext), next_km, units)
+            await send_hop(*tamper(relay, plaintext, metadata), next_km, units)
 
         monkeypatch.setattr(hops_b, "send", altered)
         async with client(network, "alice") as alice:
@@ -178,3 +221,108 @@ async def test_a_trusted_node_that_alters_the_keys_is_caught_at_the_destination(
         assert km_c.pending_key_ids == {}
         assert km_c.store.counts("app:") == {}
         assert km(network, "km-a").relays["started"] == 0
+
+
+async def test_every_km_on_the_route_records_the_relay(tmp_path: Path) -> None:
+    """Source, transit and destination each keep a record of the relay (D2.3 clause 7.1.6),
+    naming its neighbours on the route, the keys' count and the KMA-key of each hop alike at
+    both ends of it; a failed relay is recorded with its reason."""
+    async with running(tmp_path, "memory") as network:
+        await ready(network, relay_bits(2, 256))
+        async with client(network, "alice") as alice:
+            keys = await alice.get_keys("bob", 2, 256)
+        stored = await km(network, "km-c").store.peek("app:alice:bob", 2)
+        async with client(network, "bob") as bob:
+            assert same_keys(await bob.get_keys_with_ids("alice", ids(keys)), keys)
+        [at_a], [at_b], [at_c] = (
+            km(network, name).relay_records for name in ("km-a", "km-b", "km-c")
+        )
+        assert km(network, "km-a").relay.records == [at_a]
+        assert km(network, "km-b").relay_receiver.records == [at_b]
+        relay_id = at_a.relay_id
+        assert [
+            (record.relay_id, record.role, record.previous_kma_id, record.next_kma_id)
+            for record in (at_a, at_b, at_c)
+        ] == [
+            (relay_id, RelayRole.SOURCE, None, "km-b"),
+            (relay_id, RelayRole.TRANSIT, "km-a", "km-c"),
+            (relay_id, RelayRole.DESTINATION, "km-b", None),
+        ]
+        assert {record.number_of_keys for record in (at_a, at_b, at_c)} == {2}
+        assert {record.outcome for record in (at_a, at_b, at_c)} == {"confirmed"}
+        a_to_b, b_to_c = at_b.kma_key_ids
+        assert at_a.kma_key_ids == (a_to_b,)
+        assert at_c.kma_key_ids == (b_to_c,)
+        assert a_to_b != b_to_c
+        # the destination stored the last hop's relay metadata with the keys
+        assert [key.metadata["relay"]["kma_key_metadata"]["kma_key_id"] for key in stored] == [
+            b_to_c,
+            b_to_c,
+        ]
+
+        await network.stop_km("km-c")
+        async with client(network, "alice") as alice:
+            reason = await refused(alice.get_keys("bob", 2, 256))
+        unreachable = "failure: neighbour KM km-c is unreachable while relaying keys"
+        failed = km(network, "km-b").relay_records[-1]
+        assert (failed.role, failed.next_kma_id) == (RelayRole.TRANSIT, "km-c")
+        assert failed.outcome.startswith(unreachable)
+        # the source: the relay, then the attempt through km-b and the one around km-c
+        first, second = km(network, "km-a").relay.records[1:]
+        assert first.outcome == failed.outcome
+        assert second.outcome == "failure: the destination KM km-c is unreachable"
+        assert (
+            reason
+            == f"{first.outcome}; then, around it: {second.outcome.removeprefix('failure: ')}"
+        )
+
+
+async def test_a_hop_whose_metadata_ciphertext_was_changed_is_refused_and_spends_its_units(
+    tmp_path: Path,
+) -> None:
+    """A bit of the encrypted metadata changed on the way: the MAC refuses the hop; the same
+    change by a sender that MACs it afterwards: the metadata's own authentication refuses it.
+    Either way the hop's units are spent, and the refusal is recorded."""
+    async with running(tmp_path, "memory") as network:
+        await ready(network, 3 * relay_bits(1, 256))
+        km_b = km(network, "km-b")
+        for remac, reason in (
+            (False, "failure: the key relay failed its message authentication code"),
+            (True, "failure: the key relay's encrypted metadata failed its authentication"),
+        ):
+            units = await km_b.store.take("link:km-c:out", 4)
+            unit_keys = [unit.key for unit in units]
+            metadata = kx.RelayedKeyMetadata(
+                application_source_id="alice",
+                application_destination_id="bob",
+                key_ids=[KeyId(key_id=str(uuid.uuid4()))],
+                size_of_key=256,
+                relay_metadata=km_b.relay_receiver._hops.hop_metadata("km-c", units),
+            )
+            ciphertext, sealed, mac_key = otp.seal(bytes(64), metadata, unit_keys)
+            hop = kx.KeyRelay(
+                key_relay_request_id=str(uuid.uuid4()),
+                sender_kma_id="km-b",
+                source_kma_id="km-b",
+                destination_kma_id="km-c",
+                link_key_ids=[unit.key_id for unit in units],
+                encrypted_metadata=sealed,
+                encrypted_key=ciphertext,
+                integrity_value=bytes(16),
+                message_authentication_code=b"",
+            )
+            hop = attrs.evolve(hop, message_authentication_code=otp.mac(mac_key, otp.hop_data(hop)))
+            hop = attrs.evolve(hop, encrypted_metadata=bytes([sealed[0] ^ 1]) + sealed[1:])
+            if remac:
+                hop = attrs.evolve(
+                    hop, message_authentication_code=otp.mac(mac_key, otp.hop_data(hop))
+                )
+            assert await hop_refused(network, "km-c", hop) == reason
+            km_c = km(network, "km-c")
+            assert await km_c.store.pools_of(hop.link_key_ids) == {}
+            record = km_c.relay_records[-1]
+            assert (record.relay_id, record.role, record.outcome) == (
+                hop.key_relay_request_id,
+                RelayRole.DESTINATION,
+                reason,
+            )

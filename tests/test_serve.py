@@ -6,6 +6,7 @@ files ``qkdn network configure`` wrote, and gets keys relayed from alice to bob 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -200,6 +201,7 @@ def test_module_files_hold_a_secret_and_are_private(deployment: dict[str, Path])
         ),
         (lambda text: text.replace("[controller]", "[nope]"), "top level: unknown keys ['nope']"),
         (lambda text: text + "\n[options]\nrelay_timeout = 'soon'\n", "relay_timeout"),
+        (lambda text: text + "\n[options]\nmin_share = 2\n", "km-a: min_share must be 0 to 1"),
         (lambda text: "role = ", "not valid TOML"),
         (
             lambda text: text.replace(
@@ -217,6 +219,22 @@ def test_bad_km_files_get_one_line(deployment: dict[str, Path], edit: object, pr
     assert str(caught.value).startswith(f"{path}: ")
     assert problem in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_km_file_sets_the_quotas_of_its_applications(deployment: dict[str, Path]) -> None:
+    path = deployment["km-a"]
+    path.write_text(
+        path.read_text()
+        + "\n[options]\nmax_keys_per_second = 100\nmax_keys_held = 5000\nmin_share = 0.25\n"
+    )
+    config = load_role_config(path, "km").config
+    assert isinstance(config, KMConfig)
+    assert (config.max_keys_per_second, config.max_keys_held) == (100.0, 5000)
+    assert (config.min_share, config.fair_share_reserve_bits) == (0.25, 524_288)  # the default
+    path.write_text(path.read_text().replace("= 100\n", "= inf\n"))  # TOML's infinity
+    config = load_role_config(path, "km").config
+    assert isinstance(config, KMConfig)
+    assert config.max_keys_per_second == math.inf
 
 
 def test_bad_module_secret(deployment: dict[str, Path]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from qkdn_sdk.client import KeyManagerClient, SuppliedKey
 from qkdn_sdk.errors import FailureResponse, QkdnError
@@ -342,3 +343,28 @@ async def test_a_km_that_requires_d23_authentication_serves_only_after_it(
             session = await alice.create_session("bob", 1)
             keys = await session.get_keys(1)
             assert same_keys(await pushed(bob, 1), keys)
+
+
+async def test_a_session_ended_at_one_km_ends_at_the_other(tmp_path: Path) -> None:
+    """Ending a session (D2.3 Table 7-6) at either KM ends it at the other too, through the
+    controller (SDK extension 0x1486 -> 0x4187): after alice ends hers at km-a, bob finds no
+    such session at km-c; after bob ends his at km-c, km-a refuses alice's next request in it
+    without relaying anything."""
+    async with running(tmp_path, "memory") as network:
+        await ready(network, 2 * relay_bits(2, 256))
+        async with listening(network, "bob") as bob, client(network, "alice") as alice:
+            first = await alice.create_session("bob", 10)
+            await pushed(bob, len(await first.get_keys(2)))
+            await first.end()
+            await trio.testing.wait_all_tasks_blocked()  # memory://: the notices are through
+            await refused(bob.end_session(first.session_id, "alice"))  # Table 7-7: 0x02
+
+            second = await alice.create_session("bob", 10)
+            await bob.end_session(second.session_id, "alice")
+            await trio.testing.wait_all_tasks_blocked()
+            started = km(network, "km-a").relays["started"]
+            spent = dict(km(network, "km-a").spent_bits)
+            reason = await refused(second.get_keys(1))
+            assert f"session '{second.session_id}' ended: ended by bob" in reason
+            assert km(network, "km-a").relays["started"] == started
+            assert km(network, "km-a").spent_bits == spent

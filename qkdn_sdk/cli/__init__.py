@@ -21,7 +21,8 @@ One module per command group; this one builds :data:`app` from them, in the orde
 - :mod:`~qkdn_sdk.cli.network`: ``serve``, ``demo`` and the ``network`` group (``up``,
   ``configure``);
 - :mod:`~qkdn_sdk.cli.bench`: ``bench``;
-- :mod:`~qkdn_sdk.cli.conformance`: the ``conformance`` group (``km``, ``controller``).
+- :mod:`~qkdn_sdk.cli.conformance`: the ``conformance`` group (``km``, ``controller``,
+  ``qkd-module``).
 """
 
 from __future__ import annotations

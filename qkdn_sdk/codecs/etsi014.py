@@ -44,7 +44,7 @@ from typing import Any
 import attrs
 import orjson
 
-from qkdn_sdk.codecs.payload import MAX_DEPTH, deeper_than
+from qkdn_sdk.codecs.payload import MAX_DEPTH, deeper_than, duplicate_member
 from qkdn_sdk.errors import LocalProtocolError, QkdnError, RemoteProtocolError, quoted, shorten
 from qkdn_sdk.messages import Interface, JSONObject, Key, KeyId, Message, ak, failure_reason, kq1
 from qkdn_sdk.messages._status import StatusFields
@@ -362,6 +362,9 @@ def _json_object(body: bytes, what: str) -> JSONObject:
         raise RemoteProtocolError(
             f"the {what} is nested deeper than {MAX_DEPTH} arrays and objects"
         )
+    name = duplicate_member(body, document)
+    if name is not None:
+        raise RemoteProtocolError(f"the {what} has a duplicate member {quoted(name)}")
     return document
 
 
@@ -502,6 +505,9 @@ def _body(body: bytes) -> JSONObject:
         raise _bad("the body is not a JSON object")
     if deeper_than(document, MAX_DEPTH):
         raise _bad(f"the body is nested deeper than {MAX_DEPTH} arrays and objects")
+    name = duplicate_member(body, document)
+    if name is not None:
+        raise _bad(f"the body has a duplicate member {quoted(name)}")
     return {name: value for name, value in document.items() if value is not None}
 
 

@@ -6,7 +6,8 @@ One cattrs converter, configured once (:func:`make_converter`), with orjson for 
 - absent optional parameters are omitted, never ``null`` (a received ``null`` reads as absent);
 - key data (``bytes``) is base64 (RFC 4648); sizes and lengths are integers (bits);
 - types are strict: ``"5"`` is not an integer, ``true`` is not an integer, a string is not a list;
-- fields the table does not have are refused (extensions go in ``extension``).
+- fields the table does not have are refused (extensions go in ``extension``);
+- an object that names a member twice is refused, at any depth (:func:`duplicate_member`).
 
 A payload that breaks any of this raises one :class:`~qkdn_sdk.errors.PayloadError` whose text
 names each field and rule (``number_of_keys: expected an integer``, ``key_ids[2].key_id:
@@ -53,6 +54,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
+from qkdn_sdk.codecs._json import duplicate_member
 from qkdn_sdk.errors import InvalidMessage, LocalProtocolError, PayloadError, quoted
 from qkdn_sdk.messages import JSONObject, Key, KeyId, Message
 
@@ -61,6 +63,7 @@ __all__ = [
     "MAX_ERRORS",
     "decode_payload",
     "deeper_than",
+    "duplicate_member",
     "encode_payload",
     "make_converter",
     "message_from_dict",
@@ -332,7 +335,13 @@ def decode_payload(cls: type[M], data: bytes) -> M:
         raise PayloadError(
             [f"payload: not valid JSON ({exc})"], message_name=cls.spec_name
         ) from None
-    return message_from_dict(cls, payload)
+    message = message_from_dict(cls, payload)  # which refuses a payload nested too deep
+    name = duplicate_member(data, payload)
+    if name is not None:
+        raise PayloadError(
+            [f"payload: duplicate member {quoted(name)}"], message_name=cls.spec_name
+        )
+    return message
 
 
 def deeper_than(value: Any, limit: int) -> bool:

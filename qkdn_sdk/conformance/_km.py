@@ -1,6 +1,8 @@
 """The suite against a KM: literal applications
-(:class:`~qkdn_sdk.testing.literal.LiteralApplication`) on its Ak URL, and a literal QKDN
-controller (:class:`~qkdn_sdk.testing.literal.LiteralController`) on its Ck URL.
+(:class:`~qkdn_sdk.testing.literal.LiteralApplication`) on its Ak URL, a literal QKDN
+controller (:class:`~qkdn_sdk.testing.literal.LiteralController`) on its Ck URL, a literal
+neighbouring KM (:class:`~qkdn_sdk.testing.literal.LiteralNeighbour`) on its KM link URL and a
+literal QKD module (:class:`~qkdn_sdk.testing.literal.LiteralQKDModule`) on its Kq-1 URL.
 
 The two applications are the source and the destination of every procedure, both served by the
 KM, each on one connection for the whole run: the destination application connects first, so
@@ -24,6 +26,8 @@ from qkdn_sdk.messages import Key
 from qkdn_sdk.testing.literal import (
     LiteralApplication,
     LiteralController,
+    LiteralNeighbour,
+    LiteralQKDModule,
     NonConformance,
     Trace,
 )
@@ -33,11 +37,16 @@ __all__ = ["KM_PROCEDURES", "run_km_suite"]
 SOURCE = "source application"
 DESTINATION = "destination application"
 CONTROLLER = "controller"
+NEIGHBOUR = "neighbour KM"
+MODULE = "QKD module"
 REMOTE_APPLICATION = "conformance-remote-application"
 REMOTE_KM = "conformance-remote-km"
 """The session source a literal controller names in its session creation notification (Table
 8): an application of another KM, which the controller vouches for."""
 _NUMBER, _SIZE = 2, 256
+_LINK_SESSION_TIMER = 60
+"""Seconds of the link session the literal neighbour opens (D2.3 Table 7-9): the KM's own
+session with that neighbour, which it replaces, comes back soon after."""
 
 
 @attrs.define
@@ -46,15 +55,33 @@ class _Peers:
     source: LiteralApplication
     destination: LiteralApplication
     controller: LiteralController | None
+    neighbour: LiteralNeighbour | None
+    module: LiteralQKDModule | None
 
     def ck(self) -> LiteralController:
         if self.controller is None:
             raise Skip("needs the KM's Ck URL (--ck) and its controller's certificate")
         return self.controller
 
+    def kx(self) -> LiteralNeighbour:
+        if self.neighbour is None:
+            raise Skip("needs the KM's KM link URL (--kx) and a neighbour's certificate")
+        return self.neighbour
+
+    def kq1(self) -> LiteralQKDModule:
+        if self.module is None:
+            raise Skip("needs the KM's Kq-1 URL (--kq1) and its QKD module's certificate")
+        return self.module
+
 
 def _traced(peers: _Peers, trace: Trace) -> None:
-    for literal in (peers.source, peers.destination, peers.controller):
+    for literal in (
+        peers.source,
+        peers.destination,
+        peers.controller,
+        peers.neighbour,
+        peers.module,
+    ):
         if literal is not None:
             literal.trace = trace
 
@@ -132,6 +159,38 @@ async def _reservation(peers: _Peers, trace: Trace) -> None:
     await controller.allocate(km, peers.target.peer_km, reserved.key_ids)
 
 
+async def _key_supply(peers: _Peers, trace: Trace) -> None:
+    """Q.4162 clause 7.1 (Figure 1): the KM's QKD module supplies keys, each answered by Table 2
+    with its Key ID (:meth:`~qkdn_sdk.testing.literal.LiteralQKDModule.supply` checks it)."""
+    module = peers.kq1()
+    for _ in range(_NUMBER):
+        await module.supply()
+
+
+async def _wrong_hash(peers: _Peers, trace: Trace) -> None:
+    """Q.4162 Tables 1, 2: a key whose Hash value is not that of its data is refused."""
+    await peers.kq1().supply(wrong_hash=True)
+
+
+async def _hello(peers: _Peers, trace: Trace) -> None:
+    """D2.3 Table 7-8: a neighbour's HELLO, answered by the KM's, which names the KM."""
+    await peers.kx().hello()
+
+
+async def _link_session(peers: _Peers, trace: Trace) -> None:
+    """D2.3 Tables 7-9, 7-10: a link session opened and agreed, then its KMA-key ID
+    distributed."""
+    neighbour = peers.kx()
+    agreed = await neighbour.open_session(_LINK_SESSION_TIMER)
+    await neighbour.update(agreed.session_id)
+
+
+async def _another_community(peers: _Peers, trace: Trace) -> None:
+    """D2.3 Table 7-8: a HELLO of another community is refused."""
+    neighbour = peers.kx()
+    await neighbour.hello_refused(f"not-{neighbour.community}")
+
+
 _KM_ASKS = (
     "the KM asks the controller it is configured with, not the suite: run it with "
     "qkdn_sdk.testing.literal.LiteralController in that controller's place"
@@ -195,6 +254,51 @@ KM_PROCEDURES: tuple[Procedure[_Peers], ...] = (
         play=_reservation,
     ),
     Procedure(
+        name="kq1-key-supply",
+        title="Key supply from a QKD module, proactive mode",
+        clause="Q.4162 7.1, 8.1.1-8.1.2",
+        figure="Q.4162 Figure 1",
+        sequence=(
+            Arrow(MODULE, 0x3101),
+            Arrow(MODULE, 0x1302),
+            Arrow(MODULE, 0x3101, repeated=True),
+            Arrow(MODULE, 0x1302, repeated=True),
+        ),
+        play=_key_supply,
+    ),
+    Procedure(
+        name="kq1-key-supply-with-a-wrong-hash-value",
+        title="Key supply whose Hash value is not the key's, refused",
+        clause="Q.4162 8.1.1-8.1.2",
+        figure="Q.4162 Figure 1",
+        sequence=(Arrow(MODULE, 0x3101), Arrow(MODULE, 0x1302)),
+        play=_wrong_hash,
+    ),
+    Procedure(
+        name="km-link-hello",
+        title="HELLO from a neighbouring KM",
+        clause="D2.3 7.2.2.2, Table 7-8",
+        figure="none in D2.3",
+        sequence=(Arrow(NEIGHBOUR, 0x1180), Arrow(NEIGHBOUR, 0x1180)),
+        play=_hello,
+    ),
+    Procedure(
+        name="km-link-session",
+        title="SESSION from a neighbouring KM, then UPDATE",
+        clause="D2.3 7.2.2.2, Tables 7-9, 7-10",
+        figure="none in D2.3",
+        sequence=(Arrow(NEIGHBOUR, 0x1181), Arrow(NEIGHBOUR, 0x1181), Arrow(NEIGHBOUR, 0x1182)),
+        play=_link_session,
+    ),
+    Procedure(
+        name="km-link-hello-of-another-community",
+        title="HELLO from a KM of another community, refused",
+        clause="D2.3 7.2.2.2, Table 7-8",
+        figure="none in D2.3",
+        sequence=(Arrow(NEIGHBOUR, 0x1180), Arrow(NEIGHBOUR, 0x0080)),
+        play=_another_community,
+    ),
+    Procedure(
         name="next-hop-request",
         title="Key relay next hop request, from the KM",
         clause="Q.4164 7.1, 8.1-8.2",
@@ -243,7 +347,20 @@ async def _connected(target: KMTarget) -> AsyncIterator[_Peers]:
                     target.ck_url, tls=target.controller.tls, identity=target.controller.id
                 )
             )
-        yield _Peers(target, source, destination, controller)
+        neighbour = module = None
+        if target.kx_url is not None and target.neighbour is not None:
+            neighbour = LiteralNeighbour(NEIGHBOUR, community=target.community)
+            await stack.enter_async_context(
+                neighbour.connected(
+                    target.kx_url, tls=target.neighbour.tls, identity=target.neighbour.id
+                )
+            )
+        if target.kq1_url is not None and target.module is not None:
+            module = LiteralQKDModule(MODULE, hash_algorithm=target.hash_algorithm)
+            await stack.enter_async_context(
+                module.connected(target.kq1_url, tls=target.module.tls, identity=target.module.id)
+            )
+        yield _Peers(target, source, destination, controller, neighbour, module)
 
 
 async def run_km_suite(target: KMTarget) -> list[Result]:

@@ -3,6 +3,7 @@ present to it (:class:`Identity`)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import attrs
@@ -10,10 +11,27 @@ import attrs
 from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.tls import TLSConfig
 
-__all__ = ["DEFAULT_TIMEOUT", "ControllerTarget", "Identity", "KMTarget"]
+__all__ = [
+    "DEFAULT_COMMUNITY",
+    "DEFAULT_HASH_ALGORITHM",
+    "DEFAULT_TIMEOUT",
+    "ControllerTarget",
+    "Identity",
+    "KMTarget",
+    "QKDModuleTarget",
+]
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds one procedure may take."""
+DEFAULT_HASH_ALGORITHM = "sha256"
+"""The algorithm of Q.4162 Table 1's Hash value, which the Recommendation does not fix."""
+DEFAULT_COMMUNITY = "qkdn"
+"""The community a literal neighbour names in its HELLO (D2.3 Table 7-8)."""
+
+
+def _hash_algorithm(_instance: object, _attribute: object, value: str) -> None:
+    if value not in hashlib.algorithms_available:
+        raise ValueError(f"unknown hash algorithm {value!r}")
 
 
 @attrs.frozen
@@ -66,11 +84,38 @@ class KMTarget:
     """A KM: its Ak URL, where the suite plays ``applications`` (two it serves: the source and
     the destination); its Ck URL, where the suite plays its QKDN ``controller`` (the Ck
     procedures are skipped without both); ``peer_km``: a neighbouring KM, towards which key is
-    reserved (the reservation is skipped without it)."""
+    reserved (the reservation is skipped without it); its KM link URL, where the suite plays a
+    ``neighbour`` of ``community``, and its Kq-1 URL, where it plays a QKD ``module`` of it,
+    whose Hash values are ``hash_algorithm`` (those procedures are skipped without both)."""
 
     ak_url: str
     applications: tuple[Identity, ...] = attrs.field(converter=_tuple, validator=_two)
     ck_url: str | None = None
     controller: Identity | None = None
     peer_km: str | None = None
+    kx_url: str | None = None
+    neighbour: Identity | None = None
+    kq1_url: str | None = None
+    module: Identity | None = None
+    community: str = DEFAULT_COMMUNITY
+    hash_algorithm: str = attrs.field(default=DEFAULT_HASH_ALGORITHM, validator=_hash_algorithm)
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def _somewhere(instance: QKDModuleTarget, _attribute: object, value: str | None) -> None:
+    if value is None and instance.url is None:
+        raise ValueError("a QKD module is tested at its URL, or where it connects to (listen)")
+
+
+@attrs.frozen
+class QKDModuleTarget:
+    """A QKD module, to which the suite plays its ``km``: at ``url``, where an on-request
+    module serves (Q.4162 clause 7.2), and at ``listen``, a URL the suite serves, which a
+    proactive module is configured to push its keys to (clause 7.1); the procedure of the
+    other mode is skipped. ``hash_algorithm``: the one of the module's Hash values."""
+
+    url: str | None
+    km: Identity
+    listen: str | None = attrs.field(default=None, validator=_somewhere)
+    hash_algorithm: str = attrs.field(default=DEFAULT_HASH_ALGORITHM, validator=_hash_algorithm)
     timeout: float = DEFAULT_TIMEOUT

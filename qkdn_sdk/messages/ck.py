@@ -59,6 +59,8 @@ __all__ = [
     "ResponseToSessionCreationRequest",
     "SessionCreationNotification",
     "SessionCreationRequest",
+    "SessionEndNotification",
+    "SessionEndedNotification",
 ]
 
 KEY_BITS_EXTENSION = "key_bits"
@@ -427,3 +429,47 @@ class ResponseToKeyAllocationRequest(
         default=None,
         metadata=spec(_EXTENSION, "row lost at a page break; gRPC Table II.5-2 maps it"),
     )
+
+
+# --- SDK extensions: the end of a session reaches its other KM ---------------------------------
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class SessionEndNotification(
+    Message,
+    claims=("km_id",),
+    code=0x1486,
+    name="Session end notification",
+    table="SDK extension (Q.4164 clause 7.3)",
+):
+    """A session created through the controller (Q.4164 clause 7.3) ended at ``km_id`` (its
+    application ended it, or its lifetime ran out): the controller tells the session's other
+    KM, ``peer_km_id``, which ends it too. Q.4164 has no message for the end of a session.
+    One-way."""
+
+    km_id: str = attrs.field(
+        metadata=spec("KM ID", "the KM where the session ended: the sender"), validator=identifier
+    )
+    peer_km_id: str = attrs.field(
+        metadata=spec("Peer KM ID", "the session's other KM"), validator=identifier
+    )
+    session_id: str = attrs.field(metadata=spec("Session ID"), validator=identifier)
+    reason: str = attrs.field(metadata=spec("Reason", "why it ended, e.g. 'ended by alice'"))
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class SessionEndedNotification(
+    Message,
+    code=0x4187,
+    name="Session ended notification",
+    table="SDK extension (Q.4164 clause 7.3)",
+):
+    """The controller passes a :class:`SessionEndNotification` on to the session's other KM:
+    the session ``session_id`` ended at ``km_id``; this KM ends it too, if ``km_id`` is that
+    session's other KM. One-way."""
+
+    km_id: str = attrs.field(
+        metadata=spec("KM ID", "the KM where the session ended"), validator=identifier
+    )
+    session_id: str = attrs.field(metadata=spec("Session ID"), validator=identifier)
+    reason: str = attrs.field(metadata=spec("Reason", "why it ended"))

@@ -14,14 +14,29 @@ units, its neighbour the odd ones. A unit is spent once: the sender takes it fro
 before sending, the receiver takes it from its own when the relay arrives and refuses a unit it
 no longer holds.
 
-One hop of a relay (D2.3 clause 7.1.3) spends ``1 + ceil(len(plaintext) / 32)`` units
-(:func:`units_for`): the first keys a Poly1305 one-time MAC of the hop (Wegman-Carter: secure
-without computational assumptions, as the pad is, since its key is never reused), the rest are
-the one-time pad XORed with the plaintext (:func:`seal`, :func:`unseal`).
+One hop of a relay (D2.3 clause 7.1.3) spends ``2 + ceil(len(plaintext) / 32)`` units
+(:func:`units_for`), named in this order in the hop's ``link_key_ids``:
+
+1. the *MAC key*: a Poly1305 one-time MAC over every parameter of the hop, both ciphertexts
+   included (:func:`hop_data`; Wegman-Carter: secure without computational assumptions, as the
+   pad is, since its key is never reused);
+2. the *metadata key*: ChaCha20-Poly1305 (:mod:`cryptography`) of the hop's
+   :class:`~qkdn_sdk.messages.kx.RelayedKeyMetadata` (the key IDs and size, the applications,
+   the session, the relay metadata), :func:`seal_metadata`;
+3. the *pad*: the one-time pad XORed with the plaintext (:func:`seal`, :func:`unseal`).
+
+D2.3 clause 7.1.3 XORs the key data and its metadata alike. The SDK keeps the one-time pad for
+the keys and the end-to-end MAC key (information-theoretic), and encrypts the metadata with a
+256-bit key of the link under ChaCha20-Poly1305 (computational): the key IDs and metadata of a
+relay of 128 keys of 256 bits would cost more link key than the keys themselves, where one unit
+hides any amount of metadata. What stays in clear is what a transit KM routes by.
 
 The plaintext is an end-to-end MAC key followed by the keys relayed (:func:`relay_plaintext`):
 the destination KM checks the keys against the ``integrity_value`` the source computed with that
 key (:func:`end_to_end_tag`, D2.3 clause 7.1.5), so a transit KM that corrupted them is caught.
+
+A hop's link units are the KMA-key it spends (D2.3 Table 7-1 (2)); :func:`kma_key_id` names it
+alike at both of its KMs.
 """
 
 from __future__ import annotations
@@ -30,15 +45,19 @@ import hashlib
 import math
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
 import orjson
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.messages import kx
+from qkdn_sdk.codecs import payload
+from qkdn_sdk.errors import PayloadError, QkdnError
+from qkdn_sdk.messages import Message, kx
 
 __all__ = [
+    "KEY_UNITS",
     "MAC_KEY_BYTES",
     "MAX_UNITS",
     "UNIT_BITS",
@@ -48,14 +67,17 @@ __all__ = [
     "check_hop_units",
     "end_to_end_tag",
     "hop_data",
+    "kma_key_id",
     "mac",
     "relay_plaintext",
     "seal",
+    "seal_metadata",
     "spent_by_first",
     "split_qkd_key",
     "split_relay_plaintext",
     "units_for",
     "unseal",
+    "unseal_metadata",
 ]
 
 UNIT_BITS = 256
@@ -63,8 +85,14 @@ UNIT_BITS = 256
 UNIT_BYTES = UNIT_BITS // 8
 MAC_KEY_BYTES = 32
 """A Poly1305 one-time key: one unit."""
+KEY_UNITS = 2
+"""The units of a hop before its pad: the MAC key, then the metadata key."""
 
 _UNIT_NAMESPACE = uuid.UUID("5d0b7f52-8a0e-4c55-9f39-3b1f6f0b2a61")
+_KMA_KEY_NAMESPACE = uuid.UUID("53587cc6-efe7-49a5-89ec-a9b5355caf0f")
+_METADATA_NONCE = bytes(12)
+"""Fixed: a metadata key is a link unit, used for one encryption only, so the pair (key, nonce)
+never repeats, which is all ChaCha20-Poly1305 asks of a nonce (RFC 8439 clause 4)."""
 
 
 class RelayIntegrityError(QkdnError):
@@ -112,8 +140,22 @@ def spent_by_first(index: int) -> bool:
 
 
 def units_for(plaintext_bytes: int) -> int:
-    """Link key units one hop spends to carry ``plaintext_bytes``: a MAC key and the pad."""
-    return 1 + math.ceil(plaintext_bytes / UNIT_BYTES)
+    """Link key units one hop spends to carry ``plaintext_bytes``: a MAC key, a metadata key and
+    the pad."""
+    return KEY_UNITS + math.ceil(plaintext_bytes / UNIT_BYTES)
+
+
+def kma_key_id(sender: str, receiver: str, unit_ids: Sequence[str]) -> str:
+    """The KMA-key ID (D2.3 Table 7-1 (2)) of the link units ``unit_ids`` a hop from ``sender``
+    to ``receiver`` spends: a version 5 UUID (RFC 9562 clause 5.5) of the two KMs' IDs, sorted,
+    and the unit IDs in order, as JSON.
+
+    Both KMs of the hop compute the same ID ("the same for the pair of keys for Alice and Bob"),
+    and it is "unique in a QKD network" as Table 7-1 asks, which the unit IDs alone are not (two
+    links' QKD modules may name QKD-keys alike): D2.3's own hint, an ID from "the hash value
+    generated from the names of the pair"."""
+    name = orjson.dumps([sorted((sender, receiver)), list(unit_ids)]).decode("utf-8")
+    return str(uuid.uuid5(_KMA_KEY_NAMESPACE, name))
 
 
 def relay_plaintext(mac_key: bytes, keys: Sequence[bytes]) -> bytes:
@@ -160,40 +202,58 @@ def _e2e_data(key_ids: Sequence[str], keys: Sequence[bytes]) -> bytes:
 
 
 def hop_data(relay: kx.KeyRelay) -> bytes:
-    """The bytes a hop's MAC covers: every parameter of the relay but the MAC itself."""
+    """The bytes a hop's MAC covers: every parameter of the relay but the MAC itself: the clear
+    ones as a JSON array (the length of the encrypted metadata last), then the encrypted
+    metadata, then the encrypted key."""
     header = [
         relay.key_relay_request_id,
         relay.sender_kma_id,
         relay.source_kma_id,
         relay.destination_kma_id,
-        relay.application_source_id,
-        relay.application_destination_id,
-        relay.session_id,
         relay.transit_kma_ids,
-        [  # an ID with its Key ID extension, when it has one (an ID alone reads as before)
-            key_id.key_id
-            if key_id.key_id_extension is None
-            else [key_id.key_id, key_id.key_id_extension]
-            for key_id in relay.key_ids
-        ],
-        relay.size_of_key,
         relay.link_key_ids,
-        relay.relay_metadata.source_kma_id,
-        relay.relay_metadata.destination_kma_id,
-        relay.relay_metadata.key_relay_time_stamp,
-        relay.relay_metadata.key_relay_encryption_method,
-        relay.relay_metadata.kma_key_metadata,
         relay.integrity_value.hex(),
         relay.extension,
+        len(relay.encrypted_metadata),
     ]
-    return orjson.dumps(header) + relay.encrypted_key
+    return orjson.dumps(header) + relay.encrypted_metadata + relay.encrypted_key
 
 
-def seal(plaintext: bytes, units: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """``(ciphertext, MAC key)``: ``plaintext`` XORed with ``units[1:]``; ``units[0]`` keys the
-    hop's MAC (compute it over :func:`hop_data` with :func:`mac`)."""
-    mac_key, pad = _mac_key_and_pad(plaintext, units)
-    return _xor(plaintext, pad), mac_key
+def seal(
+    plaintext: bytes, metadata: kx.RelayedKeyMetadata, units: Sequence[bytes]
+) -> tuple[bytes, bytes, bytes]:
+    """``(encrypted key, encrypted metadata, MAC key)``: ``plaintext`` XORed with the pad
+    ``units[2:]``, ``metadata`` sealed with ``units[1]`` (:func:`seal_metadata`); ``units[0]``
+    keys the hop's MAC (compute it over :func:`hop_data` with :func:`mac`)."""
+    mac_key, metadata_key, pad = _keys_and_pad(plaintext, units)
+    return _xor(plaintext, pad), seal_metadata(metadata_key, metadata), mac_key
+
+
+def seal_metadata(key: bytes, metadata: kx.RelayedKeyMetadata) -> bytes:
+    """ChaCha20-Poly1305 (RFC 8439) under ``key`` (a link unit, used this once) of ``metadata``
+    as a JSON object under the conventions of every payload (absent optional fields left out)."""
+    data = payload.encode_payload(cast("Message", metadata))
+    return ChaCha20Poly1305(key).encrypt(_METADATA_NONCE, data, None)
+
+
+def unseal_metadata(key: bytes, sealed: bytes) -> kx.RelayedKeyMetadata:
+    """The metadata :func:`seal_metadata` sealed under ``key``.
+
+    Raises :class:`RelayIntegrityError` when it fails its authentication or is not a
+    :class:`~qkdn_sdk.messages.kx.RelayedKeyMetadata` under the rules of every payload (the
+    sender's error, both: the hop's MAC passed), naming what it breaks."""
+    try:
+        data = ChaCha20Poly1305(key).decrypt(_METADATA_NONCE, sealed, None)
+    except InvalidTag:
+        raise RelayIntegrityError(
+            "the key relay's encrypted metadata failed its authentication"
+        ) from None
+    try:
+        # The payload codec reads any table class that has a spec_name; it is typed for messages.
+        opened = payload.decode_payload(cast("type[Message]", kx.RelayedKeyMetadata), data)
+    except PayloadError as exc:
+        raise RelayIntegrityError(str(exc)) from None
+    return cast("kx.RelayedKeyMetadata", opened)
 
 
 def mac(mac_key: bytes, data: bytes) -> bytes:
@@ -212,24 +272,27 @@ def check_hop_units(relay: kx.KeyRelay) -> None:
         )
 
 
-def unseal(relay: kx.KeyRelay, units: Sequence[bytes]) -> bytes:
-    """The plaintext of one hop, after checking its MAC with ``units[0]``.
+def unseal(relay: kx.KeyRelay, units: Sequence[bytes]) -> tuple[bytes, kx.RelayedKeyMetadata]:
+    """``(plaintext, metadata)`` of one hop, after checking its MAC with ``units[0]``.
 
-    Raises :class:`RelayIntegrityError` when the MAC does not match or the units are too few."""
-    mac_key, pad = _mac_key_and_pad(relay.encrypted_key, units)
+    Raises :class:`RelayIntegrityError` when the MAC does not match, the units are too few, or
+    the metadata fails (:func:`unseal_metadata`)."""
+    mac_key, metadata_key, pad = _keys_and_pad(relay.encrypted_key, units)
     try:
         Poly1305.verify_tag(mac_key, hop_data(relay), relay.message_authentication_code)
     except InvalidSignature:
         raise RelayIntegrityError("the key relay failed its message authentication code") from None
-    return _xor(relay.encrypted_key, pad)
+    metadata = unseal_metadata(metadata_key, relay.encrypted_metadata)
+    return _xor(relay.encrypted_key, pad), metadata
 
 
-def _mac_key_and_pad(data: bytes, units: Sequence[bytes]) -> tuple[bytes, bytes]:
+def _keys_and_pad(data: bytes, units: Sequence[bytes]) -> tuple[bytes, bytes, bytes]:
+    """``(MAC key, metadata key, pad)`` of a hop of ``data``."""
     if len(units) != units_for(len(data)) or any(len(unit) != UNIT_BYTES for unit in units):
         raise RelayIntegrityError(
             f"{len(data)} bytes need {units_for(len(data))} link key units, got {len(units)}"
         )
-    return units[0], b"".join(units[1:])[: len(data)]
+    return units[0], units[1], b"".join(units[KEY_UNITS:])[: len(data)]
 
 
 def _xor(data: bytes, pad: bytes) -> bytes:

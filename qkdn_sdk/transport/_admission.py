@@ -11,8 +11,8 @@ Once the peer is known (its certificate's ID, or its address on plain ``tcp://``
 sends an error indication that says so (:func:`refuse_connection`) and closes.
 
 :func:`close_gracefully` ends a connection after a last word (a refusal here, the error
-indication of a lost framing in :class:`~qkdn_sdk.transport.FramedConnection`) so that no TCP
-reset overtakes it.
+indication of a lost framing in :class:`~qkdn_sdk.transport.FramedConnection`): the peer is told
+the end at once, and no TCP reset overtakes the last word.
 
 Refusals are logged without spam: the first one, then at most one line every
 :data:`LOG_INTERVAL` seconds with how many more there were.
@@ -97,8 +97,8 @@ class Admission:
 
 
 LINGER = 1.0
-"""Seconds :func:`close_gracefully` reads (and drops) what the peer sent after our last word,
-and then waits for a TLS close_notify to go out."""
+"""Seconds :func:`close_gracefully` waits, after telling the peer the end, for the peer to close
+its side (reading and dropping what it sends meanwhile)."""
 
 
 async def refuse_connection(stream: trio.abc.Stream, reason: str, limits: Limits) -> None:
@@ -118,18 +118,29 @@ async def refuse_connection(stream: trio.abc.Stream, reason: str, limits: Limits
 async def close_gracefully(stream: trio.abc.Stream) -> None:
     """Close ``stream`` after a last word to the peer, so that the peer reads it.
 
-    Closing a socket with unread bytes makes the kernel send a reset, which can reach the peer
-    before the last frame does; so our side is half-closed where the stream can (the peer reads
-    the end at once, and closes its own), and what the peer already sent is read and dropped for
-    at most :data:`LINGER` seconds (and 64 KiB), until it closes its side; then a TLS
-    close_notify. Never raises for the peer."""
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            await stream.send_eof()
-        with trio.move_on_after(LINGER):
+    The end is said at once, so the peer need not wait for it: a TLS close_notify, then our side
+    of TCP half-closed. Then what the peer sends is read and dropped until it closes its side,
+    for at most :data:`LINGER` seconds and 64 KiB: closing a socket with unread bytes makes the
+    kernel send a reset, which may overtake the last word and make the peer's kernel drop it.
+    Never raises for the peer.
+    """
+    transport = stream
+    with trio.move_on_after(LINGER):
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
+        ):
+            if isinstance(stream, trio.SSLStream):
+                transport = stream.transport_stream
+                # Sends close_notify, then waits for the peer's: it breaks off when the peer
+                # sends data or closes instead, and the rest is read below as plain bytes.
+                await stream.unwrap()
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
+        ):
+            if isinstance(transport, trio.abc.HalfCloseableStream):
+                await transport.send_eof()
             dropped = 0
-            while dropped < 65536 and (data := await stream.receive_some(16384)):
+            while dropped < 65536 and (data := await transport.receive_some(16384)):
                 dropped += len(data)
-        with trio.move_on_after(LINGER):
-            await stream.aclose()
     await trio.aclose_forcefully(stream)
+    await trio.aclose_forcefully(transport)  # an SSLStream unwrapped leaves it open

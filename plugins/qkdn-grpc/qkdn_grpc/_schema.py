@@ -7,7 +7,7 @@ rendered again (``python -m qkdn_grpc._schema``; a test fails until then).
 
 Messages
     One per class of :func:`~qkdn_sdk.messages.all_messages`, one per attrs class they nest
-    (``Key``, ``KeyId``, ``RelayMetadata``), ``Empty`` (the answer to a one-way message) and
+    (``Key``, ``KeyId``), ``Empty`` (the answer to a one-way message) and
     ``Envelope`` (a message on the ``Peer.Reverse`` stream). A class keeps its name when no other
     registered class has it; otherwise its interface prefixes it (``AkKeyRequest``,
     ``Kq1KeyRequest``). The names of Q.4164 Appendix II Table II.1-1 win for the seven it names.
@@ -316,7 +316,7 @@ def _fields(cls: type[Any]) -> tuple[attrs.Attribute[Any], ...]:
 
 @functools.cache
 def nested_classes() -> tuple[type[Any], ...]:
-    """The attrs classes the messages nest (``KeyId``, ``Key``, ``RelayMetadata``), by first use."""
+    """The attrs classes the messages nest (``KeyId``, ``Key``), by first use."""
     found: dict[type[Any], None] = {}
 
     def walk(cls: type[Any]) -> None:

@@ -28,20 +28,6 @@ class Key(_message.Message):
     key_extension: str
     def __init__(self, key: _Optional[bytes] = ..., key_id: _Optional[str] = ..., key_extension: _Optional[str] = ...) -> None: ...
 
-class RelayMetadata(_message.Message):
-    __slots__ = ("source_kma_id", "destination_kma_id", "key_relay_time_stamp", "key_relay_encryption_method", "kma_key_metadata")
-    SOURCE_KMA_ID_FIELD_NUMBER: _ClassVar[int]
-    DESTINATION_KMA_ID_FIELD_NUMBER: _ClassVar[int]
-    KEY_RELAY_TIME_STAMP_FIELD_NUMBER: _ClassVar[int]
-    KEY_RELAY_ENCRYPTION_METHOD_FIELD_NUMBER: _ClassVar[int]
-    KMA_KEY_METADATA_FIELD_NUMBER: _ClassVar[int]
-    source_kma_id: str
-    destination_kma_id: str
-    key_relay_time_stamp: str
-    key_relay_encryption_method: str
-    kma_key_metadata: str
-    def __init__(self, source_kma_id: _Optional[str] = ..., destination_kma_id: _Optional[str] = ..., key_relay_time_stamp: _Optional[str] = ..., key_relay_encryption_method: _Optional[str] = ..., kma_key_metadata: _Optional[str] = ...) -> None: ...
-
 class Empty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -732,6 +718,28 @@ class RouteInformationSupplyResponse(_message.Message):
     response_code: int
     def __init__(self, sender_id: _Optional[str] = ..., route_table: _Optional[_Iterable[str]] = ..., response_code: _Optional[int] = ...) -> None: ...
 
+class SessionEndNotification(_message.Message):
+    __slots__ = ("km_id", "peer_km_id", "session_id", "reason")
+    KM_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_KM_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    km_id: str
+    peer_km_id: str
+    session_id: str
+    reason: str
+    def __init__(self, km_id: _Optional[str] = ..., peer_km_id: _Optional[str] = ..., session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SessionEndedNotification(_message.Message):
+    __slots__ = ("km_id", "session_id", "reason")
+    KM_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    km_id: str
+    session_id: str
+    reason: str
+    def __init__(self, km_id: _Optional[str] = ..., session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class Hello(_message.Message):
     __slots__ = ("sender_ip", "sender_id", "community_id", "authentication_info")
     SENDER_IP_FIELD_NUMBER: _ClassVar[int]
@@ -767,20 +775,15 @@ class Update(_message.Message):
     def __init__(self, sender_ip: _Optional[str] = ..., receiver_ip: _Optional[str] = ..., kma_key_id: _Optional[str] = ..., qos: _Optional[str] = ...) -> None: ...
 
 class KeyRelay(_message.Message):
-    __slots__ = ("key_relay_request_id", "sender_kma_id", "source_kma_id", "destination_kma_id", "application_source_id", "application_destination_id", "session_id", "transit_kma_ids", "key_ids", "size_of_key", "link_key_ids", "encrypted_key", "relay_metadata", "integrity_value", "message_authentication_code", "extension", "transit_kma_ids_present", "extension_present")
+    __slots__ = ("key_relay_request_id", "sender_kma_id", "source_kma_id", "destination_kma_id", "transit_kma_ids", "link_key_ids", "encrypted_metadata", "encrypted_key", "integrity_value", "message_authentication_code", "extension", "transit_kma_ids_present", "extension_present")
     KEY_RELAY_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_KMA_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_KMA_ID_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_KMA_ID_FIELD_NUMBER: _ClassVar[int]
-    APPLICATION_SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
-    APPLICATION_DESTINATION_ID_FIELD_NUMBER: _ClassVar[int]
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSIT_KMA_IDS_FIELD_NUMBER: _ClassVar[int]
-    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
-    SIZE_OF_KEY_FIELD_NUMBER: _ClassVar[int]
     LINK_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_METADATA_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_KEY_FIELD_NUMBER: _ClassVar[int]
-    RELAY_METADATA_FIELD_NUMBER: _ClassVar[int]
     INTEGRITY_VALUE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_AUTHENTICATION_CODE_FIELD_NUMBER: _ClassVar[int]
     EXTENSION_FIELD_NUMBER: _ClassVar[int]
@@ -790,21 +793,16 @@ class KeyRelay(_message.Message):
     sender_kma_id: str
     source_kma_id: str
     destination_kma_id: str
-    application_source_id: str
-    application_destination_id: str
-    session_id: str
     transit_kma_ids: _containers.RepeatedScalarFieldContainer[str]
-    key_ids: _containers.RepeatedCompositeFieldContainer[KeyId]
-    size_of_key: int
     link_key_ids: _containers.RepeatedScalarFieldContainer[str]
+    encrypted_metadata: bytes
     encrypted_key: bytes
-    relay_metadata: RelayMetadata
     integrity_value: bytes
     message_authentication_code: bytes
     extension: _containers.RepeatedScalarFieldContainer[str]
     transit_kma_ids_present: bool
     extension_present: bool
-    def __init__(self, key_relay_request_id: _Optional[str] = ..., sender_kma_id: _Optional[str] = ..., source_kma_id: _Optional[str] = ..., destination_kma_id: _Optional[str] = ..., application_source_id: _Optional[str] = ..., application_destination_id: _Optional[str] = ..., session_id: _Optional[str] = ..., transit_kma_ids: _Optional[_Iterable[str]] = ..., key_ids: _Optional[_Iterable[_Union[KeyId, _Mapping]]] = ..., size_of_key: _Optional[int] = ..., link_key_ids: _Optional[_Iterable[str]] = ..., encrypted_key: _Optional[bytes] = ..., relay_metadata: _Optional[_Union[RelayMetadata, _Mapping]] = ..., integrity_value: _Optional[bytes] = ..., message_authentication_code: _Optional[bytes] = ..., extension: _Optional[_Iterable[str]] = ..., transit_kma_ids_present: _Optional[bool] = ..., extension_present: _Optional[bool] = ...) -> None: ...
+    def __init__(self, key_relay_request_id: _Optional[str] = ..., sender_kma_id: _Optional[str] = ..., source_kma_id: _Optional[str] = ..., destination_kma_id: _Optional[str] = ..., transit_kma_ids: _Optional[_Iterable[str]] = ..., link_key_ids: _Optional[_Iterable[str]] = ..., encrypted_metadata: _Optional[bytes] = ..., encrypted_key: _Optional[bytes] = ..., integrity_value: _Optional[bytes] = ..., message_authentication_code: _Optional[bytes] = ..., extension: _Optional[_Iterable[str]] = ..., transit_kma_ids_present: _Optional[bool] = ..., extension_present: _Optional[bool] = ...) -> None: ...
 
 class ResponseToKeyRelay(_message.Message):
     __slots__ = ("key_relay_request_id", "response", "extension", "extension_present")
@@ -883,7 +881,7 @@ class ErrorIndication(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., command_code: _Optional[int] = ..., closing: _Optional[bool] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("message_id", "ak_key_request", "key_request_with_id", "ak_response_to_key_request", "ak_session_creation_request", "ak_response_to_session_creation_request", "ak_session_creation_notification", "ak_response_to_session_creation_notification", "key_request_with_session_id", "response_to_key_request_with_session_id", "proactive_key_supply", "response_to_proactive_key_supply", "authentication_command", "authentication_response", "key_supply_command", "key_supply_response", "key_deletion_command", "key_deletion_response", "km_authentication_command", "km_authentication_response", "ak_status_request", "ak_status", "key_supply", "response_to_key_supply", "kq1_key_request", "kq1_response_to_key_request", "key_request_with_key_ids", "kq1_status_request", "kq1_status", "key_relay_next_hop_request", "response_to_key_relay_next_hop_request", "key_relay_request_notification", "key_relay_request", "key_relay_response", "ck_session_creation_request", "ck_response_to_session_creation_request", "ck_session_creation_notification", "ck_response_to_session_creation_notification", "key_reservation_request", "key_reservation_response", "key_allocation_request", "key_allocation_response", "ck_authentication_command", "ck_authentication_response", "status_information_supply_command", "status_information_supply_response", "route_information_supply_command", "route_information_supply_response", "hello", "session_message", "update", "key_relay", "response_to_key_relay", "key_id_synchronization_request", "response_to_key_id_synchronization_request", "key_relay_confirmation", "response_to_key_relay_confirmation", "error_indication")
+    __slots__ = ("message_id", "ak_key_request", "key_request_with_id", "ak_response_to_key_request", "ak_session_creation_request", "ak_response_to_session_creation_request", "ak_session_creation_notification", "ak_response_to_session_creation_notification", "key_request_with_session_id", "response_to_key_request_with_session_id", "proactive_key_supply", "response_to_proactive_key_supply", "authentication_command", "authentication_response", "key_supply_command", "key_supply_response", "key_deletion_command", "key_deletion_response", "km_authentication_command", "km_authentication_response", "ak_status_request", "ak_status", "key_supply", "response_to_key_supply", "kq1_key_request", "kq1_response_to_key_request", "key_request_with_key_ids", "kq1_status_request", "kq1_status", "key_relay_next_hop_request", "response_to_key_relay_next_hop_request", "key_relay_request_notification", "key_relay_request", "key_relay_response", "ck_session_creation_request", "ck_response_to_session_creation_request", "ck_session_creation_notification", "ck_response_to_session_creation_notification", "key_reservation_request", "key_reservation_response", "key_allocation_request", "key_allocation_response", "ck_authentication_command", "ck_authentication_response", "status_information_supply_command", "status_information_supply_response", "route_information_supply_command", "route_information_supply_response", "session_end_notification", "session_ended_notification", "hello", "session_message", "update", "key_relay", "response_to_key_relay", "key_id_synchronization_request", "response_to_key_id_synchronization_request", "key_relay_confirmation", "response_to_key_relay_confirmation", "error_indication")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     AK_KEY_REQUEST_FIELD_NUMBER: _ClassVar[int]
     KEY_REQUEST_WITH_ID_FIELD_NUMBER: _ClassVar[int]
@@ -932,6 +930,8 @@ class Envelope(_message.Message):
     STATUS_INFORMATION_SUPPLY_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ROUTE_INFORMATION_SUPPLY_COMMAND_FIELD_NUMBER: _ClassVar[int]
     ROUTE_INFORMATION_SUPPLY_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_END_NOTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ENDED_NOTIFICATION_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     SESSION_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
@@ -990,6 +990,8 @@ class Envelope(_message.Message):
     status_information_supply_response: StatusInformationSupplyResponse
     route_information_supply_command: RouteInformationSupplyCommand
     route_information_supply_response: RouteInformationSupplyResponse
+    session_end_notification: SessionEndNotification
+    session_ended_notification: SessionEndedNotification
     hello: Hello
     session_message: SessionMessage
     update: Update
@@ -1000,4 +1002,4 @@ class Envelope(_message.Message):
     key_relay_confirmation: KeyRelayConfirmation
     response_to_key_relay_confirmation: ResponseToKeyRelayConfirmation
     error_indication: ErrorIndication
-    def __init__(self, message_id: _Optional[int] = ..., ak_key_request: _Optional[_Union[AkKeyRequest, _Mapping]] = ..., key_request_with_id: _Optional[_Union[KeyRequestWithId, _Mapping]] = ..., ak_response_to_key_request: _Optional[_Union[AkResponseToKeyRequest, _Mapping]] = ..., ak_session_creation_request: _Optional[_Union[AkSessionCreationRequest, _Mapping]] = ..., ak_response_to_session_creation_request: _Optional[_Union[AkResponseToSessionCreationRequest, _Mapping]] = ..., ak_session_creation_notification: _Optional[_Union[AkSessionCreationNotification, _Mapping]] = ..., ak_response_to_session_creation_notification: _Optional[_Union[AkResponseToSessionCreationNotification, _Mapping]] = ..., key_request_with_session_id: _Optional[_Union[KeyRequestWithSessionId, _Mapping]] = ..., response_to_key_request_with_session_id: _Optional[_Union[ResponseToKeyRequestWithSessionId, _Mapping]] = ..., proactive_key_supply: _Optional[_Union[ProactiveKeySupply, _Mapping]] = ..., response_to_proactive_key_supply: _Optional[_Union[ResponseToProactiveKeySupply, _Mapping]] = ..., authentication_command: _Optional[_Union[AuthenticationCommand, _Mapping]] = ..., authentication_response: _Optional[_Union[AuthenticationResponse, _Mapping]] = ..., key_supply_command: _Optional[_Union[KeySupplyCommand, _Mapping]] = ..., key_supply_response: _Optional[_Union[KeySupplyResponse, _Mapping]] = ..., key_deletion_command: _Optional[_Union[KeyDeletionCommand, _Mapping]] = ..., key_deletion_response: _Optional[_Union[KeyDeletionResponse, _Mapping]] = ..., km_authentication_command: _Optional[_Union[KMAuthenticationCommand, _Mapping]] = ..., km_authentication_response: _Optional[_Union[KMAuthenticationResponse, _Mapping]] = ..., ak_status_request: _Optional[_Union[AkStatusRequest, _Mapping]] = ..., ak_status: _Optional[_Union[AkStatus, _Mapping]] = ..., key_supply: _Optional[_Union[KeySupply, _Mapping]] = ..., response_to_key_supply: _Optional[_Union[ResponseToKeySupply, _Mapping]] = ..., kq1_key_request: _Optional[_Union[Kq1KeyRequest, _Mapping]] = ..., kq1_response_to_key_request: _Optional[_Union[Kq1ResponseToKeyRequest, _Mapping]] = ..., key_request_with_key_ids: _Optional[_Union[KeyRequestWithKeyIds, _Mapping]] = ..., kq1_status_request: _Optional[_Union[Kq1StatusRequest, _Mapping]] = ..., kq1_status: _Optional[_Union[Kq1Status, _Mapping]] = ..., key_relay_next_hop_request: _Optional[_Union[KeyRelayNextHopRequest, _Mapping]] = ..., response_to_key_relay_next_hop_request: _Optional[_Union[ResponseToKeyRelayNextHopRequest, _Mapping]] = ..., key_relay_request_notification: _Optional[_Union[KeyRelayRequestNotification, _Mapping]] = ..., key_relay_request: _Optional[_Union[KeyRelayRequest, _Mapping]] = ..., key_relay_response: _Optional[_Union[KeyRelayResponse, _Mapping]] = ..., ck_session_creation_request: _Optional[_Union[CkSessionCreationRequest, _Mapping]] = ..., ck_response_to_session_creation_request: _Optional[_Union[CkResponseToSessionCreationRequest, _Mapping]] = ..., ck_session_creation_notification: _Optional[_Union[CkSessionCreationNotification, _Mapping]] = ..., ck_response_to_session_creation_notification: _Optional[_Union[CkResponseToSessionCreationNotification, _Mapping]] = ..., key_reservation_request: _Optional[_Union[KeyReservationRequest, _Mapping]] = ..., key_reservation_response: _Optional[_Union[KeyReservationResponse, _Mapping]] = ..., key_allocation_request: _Optional[_Union[KeyAllocationRequest, _Mapping]] = ..., key_allocation_response: _Optional[_Union[KeyAllocationResponse, _Mapping]] = ..., ck_authentication_command: _Optional[_Union[CkAuthenticationCommand, _Mapping]] = ..., ck_authentication_response: _Optional[_Union[CkAuthenticationResponse, _Mapping]] = ..., status_information_supply_command: _Optional[_Union[StatusInformationSupplyCommand, _Mapping]] = ..., status_information_supply_response: _Optional[_Union[StatusInformationSupplyResponse, _Mapping]] = ..., route_information_supply_command: _Optional[_Union[RouteInformationSupplyCommand, _Mapping]] = ..., route_information_supply_response: _Optional[_Union[RouteInformationSupplyResponse, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., session_message: _Optional[_Union[SessionMessage, _Mapping]] = ..., update: _Optional[_Union[Update, _Mapping]] = ..., key_relay: _Optional[_Union[KeyRelay, _Mapping]] = ..., response_to_key_relay: _Optional[_Union[ResponseToKeyRelay, _Mapping]] = ..., key_id_synchronization_request: _Optional[_Union[KeyIdSynchronizationRequest, _Mapping]] = ..., response_to_key_id_synchronization_request: _Optional[_Union[ResponseToKeyIdSynchronizationRequest, _Mapping]] = ..., key_relay_confirmation: _Optional[_Union[KeyRelayConfirmation, _Mapping]] = ..., response_to_key_relay_confirmation: _Optional[_Union[ResponseToKeyRelayConfirmation, _Mapping]] = ..., error_indication: _Optional[_Union[ErrorIndication, _Mapping]] = ...) -> None: ...
+    def __init__(self, message_id: _Optional[int] = ..., ak_key_request: _Optional[_Union[AkKeyRequest, _Mapping]] = ..., key_request_with_id: _Optional[_Union[KeyRequestWithId, _Mapping]] = ..., ak_response_to_key_request: _Optional[_Union[AkResponseToKeyRequest, _Mapping]] = ..., ak_session_creation_request: _Optional[_Union[AkSessionCreationRequest, _Mapping]] = ..., ak_response_to_session_creation_request: _Optional[_Union[AkResponseToSessionCreationRequest, _Mapping]] = ..., ak_session_creation_notification: _Optional[_Union[AkSessionCreationNotification, _Mapping]] = ..., ak_response_to_session_creation_notification: _Optional[_Union[AkResponseToSessionCreationNotification, _Mapping]] = ..., key_request_with_session_id: _Optional[_Union[KeyRequestWithSessionId, _Mapping]] = ..., response_to_key_request_with_session_id: _Optional[_Union[ResponseToKeyRequestWithSessionId, _Mapping]] = ..., proactive_key_supply: _Optional[_Union[ProactiveKeySupply, _Mapping]] = ..., response_to_proactive_key_supply: _Optional[_Union[ResponseToProactiveKeySupply, _Mapping]] = ..., authentication_command: _Optional[_Union[AuthenticationCommand, _Mapping]] = ..., authentication_response: _Optional[_Union[AuthenticationResponse, _Mapping]] = ..., key_supply_command: _Optional[_Union[KeySupplyCommand, _Mapping]] = ..., key_supply_response: _Optional[_Union[KeySupplyResponse, _Mapping]] = ..., key_deletion_command: _Optional[_Union[KeyDeletionCommand, _Mapping]] = ..., key_deletion_response: _Optional[_Union[KeyDeletionResponse, _Mapping]] = ..., km_authentication_command: _Optional[_Union[KMAuthenticationCommand, _Mapping]] = ..., km_authentication_response: _Optional[_Union[KMAuthenticationResponse, _Mapping]] = ..., ak_status_request: _Optional[_Union[AkStatusRequest, _Mapping]] = ..., ak_status: _Optional[_Union[AkStatus, _Mapping]] = ..., key_supply: _Optional[_Union[KeySupply, _Mapping]] = ..., response_to_key_supply: _Optional[_Union[ResponseToKeySupply, _Mapping]] = ..., kq1_key_request: _Optional[_Union[Kq1KeyRequest, _Mapping]] = ..., kq1_response_to_key_request: _Optional[_Union[Kq1ResponseToKeyRequest, _Mapping]] = ..., key_request_with_key_ids: _Optional[_Union[KeyRequestWithKeyIds, _Mapping]] = ..., kq1_status_request: _Optional[_Union[Kq1StatusRequest, _Mapping]] = ..., kq1_status: _Optional[_Union[Kq1Status, _Mapping]] = ..., key_relay_next_hop_request: _Optional[_Union[KeyRelayNextHopRequest, _Mapping]] = ..., response_to_key_relay_next_hop_request: _Optional[_Union[ResponseToKeyRelayNextHopRequest, _Mapping]] = ..., key_relay_request_notification: _Optional[_Union[KeyRelayRequestNotification, _Mapping]] = ..., key_relay_request: _Optional[_Union[KeyRelayRequest, _Mapping]] = ..., key_relay_response: _Optional[_Union[KeyRelayResponse, _Mapping]] = ..., ck_session_creation_request: _Optional[_Union[CkSessionCreationRequest, _Mapping]] = ..., ck_response_to_session_creation_request: _Optional[_Union[CkResponseToSessionCreationRequest, _Mapping]] = ..., ck_session_creation_notification: _Optional[_Union[CkSessionCreationNotification, _Mapping]] = ..., ck_response_to_session_creation_notification: _Optional[_Union[CkResponseToSessionCreationNotification, _Mapping]] = ..., key_reservation_request: _Optional[_Union[KeyReservationRequest, _Mapping]] = ..., key_reservation_response: _Optional[_Union[KeyReservationResponse, _Mapping]] = ..., key_allocation_request: _Optional[_Union[KeyAllocationRequest, _Mapping]] = ..., key_allocation_response: _Optional[_Union[KeyAllocationResponse, _Mapping]] = ..., ck_authentication_command: _Optional[_Union[CkAuthenticationCommand, _Mapping]] = ..., ck_authentication_response: _Optional[_Union[CkAuthenticationResponse, _Mapping]] = ..., status_information_supply_command: _Optional[_Union[StatusInformationSupplyCommand, _Mapping]] = ..., status_information_supply_response: _Optional[_Union[StatusInformationSupplyResponse, _Mapping]] = ..., route_information_supply_command: _Optional[_Union[RouteInformationSupplyCommand, _Mapping]] = ..., route_information_supply_response: _Optional[_Union[RouteInformationSupplyResponse, _Mapping]] = ..., session_end_notification: _Optional[_Union[SessionEndNotification, _Mapping]] = ..., session_ended_notification: _Optional[_Union[SessionEndedNotification, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., session_message: _Optional[_Union[SessionMessage, _Mapping]] = ..., update: _Optional[_Union[Update, _Mapping]] = ..., key_relay: _Optional[_Union[KeyRelay, _Mapping]] = ..., response_to_key_relay: _Optional[_Union[ResponseToKeyRelay, _Mapping]] = ..., key_id_synchronization_request: _Optional[_Union[KeyIdSynchronizationRequest, _Mapping]] = ..., response_to_key_id_synchronization_request: _Optional[_Union[ResponseToKeyIdSynchronizationRequest, _Mapping]] = ..., key_relay_confirmation: _Optional[_Union[KeyRelayConfirmation, _Mapping]] = ..., response_to_key_relay_confirmation: _Optional[_Union[ResponseToKeyRelayConfirmation, _Mapping]] = ..., error_indication: _Optional[_Union[ErrorIndication, _Mapping]] = ...) -> None: ...

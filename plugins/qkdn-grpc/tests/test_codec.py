@@ -37,7 +37,6 @@ from qkdn_sdk.messages import (
     failure_reason,
     failure_response,
     kq1,
-    kx,
     mgmt,
 )
 from tests.strategies import any_message, messages
@@ -376,16 +375,6 @@ def test_appendix_ii_refusals_use_the_appendix_ii_names() -> None:
     pb = qkdn_pb2.KeyRelayResponse(result_code=0, error_message="failure: lost")
     error = _refused(ck.ResponseToKeyRelayRequest, pb.SerializeToString())
     assert "error_message: is a failure text but result_code is 0 (OK)" in str(error)
-
-
-def test_a_missing_nested_object() -> None:
-    relay = example(kx.KeyRelay)
-    pb = qkdn_pb2.KeyRelay.FromString(encode(relay))
-    pb.ClearField("relay_metadata")
-    assert "relay_metadata: missing" in str(_refused(kx.KeyRelay, pb.SerializeToString()))
-    pb.relay_metadata.source_kma_id = "km-a"  # set, but its mandatory object text missing
-    error = _refused(kx.KeyRelay, pb.SerializeToString())
-    assert "relay_metadata.kma_key_metadata: expected the text of a JSON object" in str(error)
 
 
 def test_an_envelope_with_no_body() -> None:

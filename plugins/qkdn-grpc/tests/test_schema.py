@@ -88,9 +88,9 @@ def test_proto_compiles_on_its_own(tmp_path: Path) -> None:
 def test_every_registered_message_and_nested_object_has_a_message() -> None:
     names = [proto_name(cls) for cls in all_messages()]
     assert len(set(names)) == len(names)
-    for name in [*names, "Key", "KeyId", "RelayMetadata", "Empty", "Envelope"]:
+    for name in [*names, "Key", "KeyId", "Empty", "Envelope"]:
         assert name in FILE.message_types_by_name, name
-    assert len(FILE.message_types_by_name) == len(names) + 5
+    assert len(FILE.message_types_by_name) == len(names) + 4
 
 
 def test_names_are_class_names_prefixed_by_interface_only_when_shared() -> None:
@@ -111,9 +111,7 @@ def _primary_fields(cls: type[Any]) -> list[FieldDescriptor]:
     return sorted((f for f in fields if f.number < _schema.PRESENCE_OFFSET), key=lambda f: f.number)
 
 
-@pytest.mark.parametrize(
-    "cls", [*all_messages(), Key, KeyId, kx.RelayMetadata], ids=lambda cls: cls.__qualname__
-)
+@pytest.mark.parametrize("cls", [*all_messages(), Key, KeyId], ids=lambda cls: cls.__qualname__)
 def test_fields_follow_the_table_rows_with_the_sdk_types(cls: type[Any]) -> None:
     attributes = attrs.fields(attrs.resolve_types(cls))
     fields = _primary_fields(cls)
@@ -159,7 +157,6 @@ _EXPECTED_TYPES = {
     "qkdn_sdk.messages.mgmt.ApplicationCode": FieldDescriptor.TYPE_INT32,
     "qkdn_sdk.messages._base.Key": FieldDescriptor.TYPE_MESSAGE,
     "qkdn_sdk.messages._base.KeyId": FieldDescriptor.TYPE_MESSAGE,
-    "<class 'qkdn_sdk.messages.kx.RelayMetadata'>": FieldDescriptor.TYPE_MESSAGE,
 }
 
 

@@ -25,10 +25,12 @@ import ssl
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+import h11
 import orjson
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
+from hypercorn.events import Event, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
@@ -41,13 +43,17 @@ from qkdn_sdk.messages import Interface, Message, kq1
 from qkdn_sdk.tls import explain_tls_failure, peer_identity
 from qkdn_sdk.transport import Admission, Connection, Handler, Limits
 
-__all__ = ["serve_connections"]
+__all__ = ["MAX_HEAD_SIZE", "serve_connections"]
 
 logger = logging.getLogger("qkdn_https")
 
 _JSON = [(b"content-type", b"application/json")]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+MAX_HEAD_SIZE = 16 * 1024
+"""The most bytes of a request's head (request line, header fields and the empty line that ends
+them); one byte more is answered 431 and the connection closes."""
 
 
 class ServerSide(Connection):
@@ -100,6 +106,29 @@ class _HTTP11Only(H11Protocol):
     async def _check_protocol(self, event: Any) -> None:
         return None
 
+    async def handle(self, event: Event) -> None:
+        """Hand h11 what was read in pieces that keep the head within :data:`MAX_HEAD_SIZE`.
+
+        h11 refuses a head only while it is incomplete and over ``h11_max_incomplete_size``
+        bytes; a whole head in one read (hypercorn reads 64 KiB) was read however long. Fed no
+        more than fills its buffer to :data:`MAX_HEAD_SIZE`, h11 holds a head of one byte more
+        incomplete at that size, over its limit of one byte less, and answers 431 (its status
+        hint for a receive buffer too long)."""
+        if not isinstance(event, RawData) or not event.data:  # b"": the client's end, for h11
+            await super().handle(event)
+            return
+        data = event.data
+        while data:
+            connection = self.connection
+            if not isinstance(connection, h11.Connection):  # a WebSocket's bytes, refused anyway
+                await super().handle(RawData(data=data))
+                return
+            if connection.their_state is h11.ERROR:  # answered and closing: the rest is moot
+                return
+            room = max(1, MAX_HEAD_SIZE - len(connection.trailing_data[0]))
+            await super().handle(RawData(data=data[:room]))
+            data = data[room:]
+
 
 class _TCPServer(TCPServer):
     """hypercorn's ``TCPServer``, speaking HTTP/1.1 only (:class:`_HTTP11Only`), which ends when
@@ -130,7 +159,7 @@ def _config(limits: Limits) -> Config:
     config.read_timeout = math.ceil(limits.idle_timeout) if limits.idle_timeout else None
     config.include_server_header = False
     config.graceful_timeout = 0
-    config.h11_max_incomplete_size = 16 * 1024
+    config.h11_max_incomplete_size = MAX_HEAD_SIZE - 1  # with _HTTP11Only.handle, exact
     config.accesslog = None
     config.errorlog = None
     return config

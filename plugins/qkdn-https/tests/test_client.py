@@ -79,7 +79,7 @@ class Kme:
                 "size 7 is not a multiple of 8", etsi014_message=etsi014.SIZE_NOT_MULTIPLE_OF_8
             )
         if sae == "deny":
-            raise NotAuthorized("these keys were made for app-c")
+            raise NotAuthorized("application 'app-c' is not served by this KM")
         if sae == "fail":
             raise QkdnError("no keys left for fail")
         if sae == "bug":

@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 from qkdn_https import Etsi014Client
-from qkdn_https._server import ServerSide
+from qkdn_https._server import MAX_HEAD_SIZE, ServerSide
 
 from qkdn_sdk.codecs import etsi014
 from qkdn_sdk.errors import NotAuthorized, NotCarried, QkdnError, RequestRefused, TransportError
@@ -57,7 +57,7 @@ class Recorder:
                 "size 7 is not a multiple of 8", etsi014_message=etsi014.SIZE_NOT_MULTIPLE_OF_8
             )
         if behaviour == "deny":
-            raise NotAuthorized("these keys were made for app-c")
+            raise NotAuthorized("application 'app-c' is not served by this KM")
         if behaviour == "fail":
             raise QkdnError("no keys left for deny-me")
         if behaviour == "bug":
@@ -122,15 +122,17 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-async def _raw_exchange(url: str, tls: TLSConfig, data: bytes) -> bytes:
-    """Send ``data`` on a fresh TLS connection and read until the server ends it."""
+async def _raw_exchange(url: str, tls: TLSConfig, data: bytes, *more: bytes) -> bytes:
+    """Send ``data`` on a fresh TLS connection (then each of ``more``, a TLS record of its own,
+    which the server reads apart) and read until the server ends it."""
     host, port = url.split("://")[1].rsplit(":", 1)
     tcp = await trio.open_tcp_stream(host, int(port))
     stream = trio.SSLStream(tcp, _context(tls), server_hostname=host)
     answer = b""
     try:
         await stream.do_handshake()
-        await stream.send_all(data)
+        for piece in (data, *more):
+            await stream.send_all(piece)
         while chunk := await stream.receive_some(65536):
             answer += chunk
     except trio.BrokenResourceError:
@@ -349,6 +351,37 @@ async def test_a_body_over_the_limit_is_refused(pki: ConformancePKI) -> None:
             good = await http.get(_ENC_KEYS)
             assert good.status_code == 200
             assert len(handler.received) == 2
+
+
+def _head(size: int) -> bytes:
+    """A Get status request whose head (request line, header fields, empty line) is exactly
+    ``size`` bytes; the server closes the connection after its answer."""
+    start = b"GET /api/v1/keys/app-b/status HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-pad: "
+    return start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+async def test_a_request_head_over_16_kib_is_refused(pki: ConformancePKI) -> None:
+    """The finding: a head of 17 KB was served (h11 bounds only a head it has not read whole,
+    and a read holds a TLS record, up to 16 KiB). The largest head is served; one byte more gets
+    431, in one record or in two; the server goes on."""
+    handler = Recorder()
+    status = ak.StatusRequest(application_destination_id="app-b")
+    over = _head(MAX_HEAD_SIZE + 1)
+    with trio.fail_after(_GUARD):
+        async with _server(pki, handler) as url:
+            at_limit = await _raw_exchange(url, pki.client, _head(MAX_HEAD_SIZE))
+            assert at_limit.startswith(b"HTTP/1.1 200 "), at_limit[:100]
+            for pieces in ([over], [over[:1000], over[1000:]]):
+                answer = await _raw_exchange(url, pki.client, *pieces)
+                assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+            assert handler.received == [status]
+            async with _http(pki, url) as http:
+                big = await http.get("/api/v1/keys/app-b/status", headers={"x-big": "a" * 17_000})
+                assert big.status_code == 431
+                assert big.headers["connection"] == "close"
+                good = await http.get("/api/v1/keys/app-b/status")
+                assert good.status_code == 200
+    assert handler.received == [status, status]
 
 
 _NOT_HTTP = [

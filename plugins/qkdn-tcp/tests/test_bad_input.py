@@ -6,8 +6,12 @@ nothing in the SDK's client side can smooth over what the server does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -20,7 +24,7 @@ from qkdn_sdk.messages import Message, ak, example
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.testing import CLIENT_ID, SERVER_ID, ConformancePKI, RawPeer, conformance_pki
 from qkdn_sdk.tls import TLSConfig
-from qkdn_sdk.transport import Connection, Limits, ServerInfo, connect, serve
+from qkdn_sdk.transport import Connection, Limits, ServerInfo, _admission, connect, serve
 
 _GUARD = 10
 
@@ -289,11 +293,67 @@ async def test_a_server_certificate_that_names_no_one_is_refused(
             nursery.cancel_scope.cancel()
 
 
+async def _refused_reads_why(url: str, pki: ConformancePKI, *, sends_first: bool) -> None:
+    """A client over the per-peer cap (app-a, limit 2) reads the refusal, then the end: a TLS
+    close_notify, not a reset or a close without it."""
+    async with _raw_peer(url, pki) as peer:
+        if sends_first:  # bytes the server never reads: closing with them unread sends a reset
+            await peer.stream.send_all(encode_message(example(ak.KeyRequest, sender=CLIENT_ID), 1))
+        assert await peer.next_message() == (
+            0,
+            ErrorIndication(
+                reason="failure: too many connections from app-a (limit 2)", closing=True
+            ),
+        )
+        assert await peer.stream.receive_some(65536) == b""
+
+
+async def test_every_connection_over_the_per_peer_cap_reads_why(pki: ConformancePKI) -> None:
+    """The finding: of 1,381 refusals, 362 came as a bare close. Many at once, each refused
+    client reads the error indication and a clean end, whether it sent a request first or not."""
+    limits = Limits(max_connections=200, max_connections_per_peer=2)
+    with trio.fail_after(4 * _GUARD):
+        async with (
+            _server("tcp+tls", pki, limits) as url,
+            _raw_peer(url, pki) as first,
+            _raw_peer(url, pki) as second,
+        ):
+            for peer in (first, second):  # both admitted: the cap is reached
+                await peer.stream.send_all(
+                    encode_message(example(ak.KeyRequest, sender=CLIENT_ID), 1)
+                )
+                assert (await peer.next_message())[0] == 1
+            async with trio.open_nursery() as nursery:
+                for index in range(80):
+                    nursery.start_soon(
+                        partial(_refused_reads_why, url, pki, sends_first=index % 2 == 0)
+                    )
+
+
+async def test_a_refused_client_is_told_the_end_without_waiting(
+    pki: ConformancePKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end comes right after the refusal: a client that waits for it (and closes only then)
+    is not kept waiting for the server's linger (before, it got the end only once that was up)."""
+    monkeypatch.setattr(_admission, "LINGER", 10 * _GUARD)
+    limits = Limits(max_connections_per_peer=1)
+    with trio.fail_after(_GUARD):
+        async with _server("tcp+tls", pki, limits) as url, _raw_peer(url, pki) as first:
+            await first.stream.send_all(encode_message(example(ak.KeyRequest, sender=CLIENT_ID), 1))
+            assert (await first.next_message())[0] == 1
+            async with _raw_peer(url, pki) as refused:
+                _, indication = await refused.next_message()
+                assert isinstance(indication, ErrorIndication)
+                assert indication.reason == "failure: too many connections from app-a (limit 1)"
+                assert await refused.stream.receive_some(65536) == b""
+
+
 @pytest.mark.parametrize(
     ("client", "expected"),
     [
-        ("client_without_certificate", "probably refused our certificate"),
-        ("client_of_other_ca", "probably refused our certificate"),
+        # a trio server sends no alert when its handshake fails: the client sees a close
+        ("client_without_certificate", "refused us without saying why"),
+        ("client_of_other_ca", "refused us without saying why"),
         ("plain", "before sending anything (a TLS endpoint does this to a plain tcp:// client)"),
     ],
 )
@@ -309,6 +369,75 @@ async def test_tls_refusals_say_what_probably_happened(
                     await connection.request(example(ak.KeyRequest, sender=CLIENT_ID), timeout=5)
             assert expected in str(caught.value)
             assert "SSL" not in str(caught.value)
+
+
+@asynccontextmanager
+async def _one_connection(end: Callable[[socket.socket], None]) -> AsyncIterator[str]:
+    """A ``tcp+tls://`` URL whose server, on a real socket in a thread, accepts one connection
+    and hands it to ``end`` (blocking), then closes it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(_GUARD)
+
+    def serve_one() -> None:
+        with listener, listener.accept()[0] as accepted:
+            accepted.settimeout(_GUARD)
+            end(accepted)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, serve_one)
+        yield f"tcp+tls://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _close_after_the_client_hello(accepted: socket.socket) -> None:
+    accepted.recv(65536)
+
+
+def _reset(accepted: socket.socket) -> None:
+    accepted.recv(65536)
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _refuse_with_an_alert(context: ssl.SSLContext) -> Callable[[socket.socket], None]:
+    """A handshake by the standard library's blocking TLS, which sends the alert of its
+    refusal (and then waits for the client to close, so that no reset overtakes the alert)."""
+
+    def end(accepted: socket.socket) -> None:
+        with context.wrap_socket(accepted, server_side=True, do_handshake_on_connect=False) as tls:
+            with pytest.raises(ssl.SSLError):
+                tls.do_handshake()
+            tls.shutdown(socket.SHUT_WR)  # plain TCP from here: the TLS layer failed
+            while tls.recv(65536):
+                pass
+
+    return end
+
+
+@pytest.mark.parametrize("end", [_close_after_the_client_hello, _reset])
+async def test_a_close_in_the_tls_handshake_is_not_called_a_refused_certificate(
+    pki: ConformancePKI, end: Callable[[socket.socket], None]
+) -> None:
+    """The finding: a peer that only closed (a KM stopped) was said to have "probably refused
+    our certificate"."""
+    with trio.fail_after(_GUARD):
+        async with _one_connection(end) as url:
+            with pytest.raises(TransportError) as caught:
+                async with connect(url, tls=pki.client):
+                    pass
+    assert str(caught.value) == (
+        f"TLS handshake with {url} failed: the peer closed the connection without a TLS alert: "
+        "it stopped, or it refused us without saying why (it was full, or did not take our "
+        "certificate)"
+    )
+
+
+async def test_a_tls_alert_about_our_certificate_says_so(pki: ConformancePKI) -> None:
+    with trio.fail_after(_GUARD):
+        async with _one_connection(_refuse_with_an_alert(pki.server.server_context())) as url:
+            with pytest.raises(TransportError) as caught:  # TLS 1.3: at the first read
+                async with connect(url, tls=pki.client_of_other_ca) as connection:
+                    await connection.request(ak.KeyRequest(application_destination_id="b"))
+    assert "the peer does not trust the CA that signed our certificate" in str(caught.value)
+    assert "without a TLS alert" not in str(caught.value)
 
 
 async def test_a_tls_client_to_a_plain_port_is_told_so(pki: ConformancePKI) -> None:

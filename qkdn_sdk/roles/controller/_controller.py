@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from qkdn_sdk.errors import FailureResponse, NotAuthorized, QkdnError, quoted
+from qkdn_sdk.errors import FailureResponse, NotAuthorized, QkdnError, UnknownApplication, quoted
 from qkdn_sdk.messages import (
     KeyId,
     Message,
@@ -161,8 +161,15 @@ class Controller:
             identity=self.config.controller_id,
             limits=self._limits,
             accepts=received_by(Role.CONTROLLER),
+            on_connect=self._connected,
             task_status=task_status,
         )
+
+    def _connected(self, connection: Connection) -> None:
+        """A KM of the network connected: session creation notifications (and the end of a
+        session) reach it on its latest connection, even if it never sends anything first."""
+        if connection.peer_id in self.config.kms:
+            self._km_connections[connection.peer_id] = connection
 
     # --- what the controller knows ------------------------------------------------------------
 
@@ -343,6 +350,10 @@ class Controller:
             assert self._nursery is not None
             self._nursery.start_soon(self._key_relay_request, message, connection)
             return None
+        if isinstance(message, ck.SessionEndNotification):
+            assert self._nursery is not None
+            self._nursery.start_soon(_pass_session_end, message, self._km_connections)
+            return None
         if isinstance(message, mgmt.StatusInformationSupplyResponse):
             self._status_report(message, connection)
             return None
@@ -417,7 +428,7 @@ class Controller:
         destination = self._destination_km(request)
         if destination is None:
             application = request.application_destination_id
-            raise _Refused(f"unknown destination application {quoted(application or '')}")
+            raise _Refused(str(UnknownApplication(application or "")))
         return source, destination
 
     def _destination_km(
@@ -497,7 +508,7 @@ class Controller:
         destination = request.application_destination_id
         destination_km = self.config.applications.get(destination)
         if destination_km is None:
-            raise _Refused(f"unknown destination application {quoted(destination)}")
+            raise _Refused(str(UnknownApplication(destination)))
         source_km = connection.peer_id
         if source_km is None:
             raise _Refused("the source KM is not authenticated", destination_km_id=destination_km)
@@ -573,6 +584,32 @@ class Controller:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+async def _pass_session_end(
+    notification: ck.SessionEndNotification, connections: Mapping[str, Connection]
+) -> None:
+    """A session ended at one of its KMs (its ``km_id``, the sender: the transport checks it):
+    tell the other KM, over the connection it keeps to the controller (SDK extension; Q.4164
+    has no message for it). The controller keeps no sessions of its own."""
+    peer_km = notification.peer_km_id
+    connection = connections.get(peer_km)
+    if connection is None:
+        logger.info(
+            "session %s %s at %s: %s is not connected, and refuses the session's next relay",
+            notification.session_id,
+            notification.reason,
+            notification.km_id,
+            quoted(peer_km),
+        )
+        return
+    ended = ck.SessionEndedNotification(
+        km_id=notification.km_id, session_id=notification.session_id, reason=notification.reason
+    )
+    try:
+        await connection.send(ended)
+    except QkdnError as exc:
+        logger.info("session %s: cannot tell %s of its end: %s", ended.session_id, peer_km, exc)
 
 
 def _failure(

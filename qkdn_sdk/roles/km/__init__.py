@@ -33,6 +33,8 @@ module (class)                duty
 ``status`` (StatusSupply)     authentication to the controller and status supply (D2.3
                               clause 8.1)
 ``routes`` (Routes)           next hop and route information from the controller
+``quotas`` (Quotas)           per-application quotas and the fair share of link key,
+                              checked before a key request makes anything
 ============================  ==========================================================
 
 and of the collaborators they share: ``config`` (:class:`KMConfig`, what the KM is),
@@ -49,6 +51,7 @@ it. The parts depend on each other one way only (an arrow: "calls")::
     KMLinks ──> Acquisition
     KMLinks ──> StatusSupply
     Reservations ──> Routes
+    KeySupply ──> Quotas ──> LinkTable
 
     every part ──> config, keys; those that use links ──> LinkTable, Peers
 

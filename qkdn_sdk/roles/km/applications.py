@@ -7,24 +7,32 @@ the destination application is served here they go to its ``app:`` pool at once;
 are relayed to its KM (:class:`~qkdn_sdk.roles.km.relays.Relay`), and the source application
 gets them only once that KM holds them. The destination application fetches them once, with
 :class:`~qkdn_sdk.messages.ak.KeyRequestWithId`: a key leaves the store exactly once.
+
+Every key request is admitted by the application's quotas and its pair's fair share of the
+link its relay spends (:class:`~qkdn_sdk.roles.km.quotas.Quotas`) before a key is made, and Get
+status says what they leave it. No answer tells an application anything of another's keys: keys
+asked for or named for deletion that are not held for the caller get one failure, whether they
+are unknown, already supplied or another application's.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from qkdn_sdk.codecs import etsi014
-from qkdn_sdk.errors import NotAuthorized, RequestRefused, quoted
+from qkdn_sdk.errors import RequestRefused, quoted
 from qkdn_sdk.messages import Key, KeyId, ak, mgmt
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import KeyStore, UnknownKeys
 from qkdn_sdk.roles.km.config import MIN_SIZE_OF_KEY, KeyManagerError, KMConfig
-from qkdn_sdk.roles.km.keys import Batch, app_pool, fresh_keys, out_pool
+from qkdn_sdk.roles.km.keys import Batch, app_pool, fresh_keys
 from qkdn_sdk.roles.km.proactive import ProactiveSupply
+from qkdn_sdk.roles.km.quotas import FirstHop, Quotas
 from qkdn_sdk.roles.km.relays import Relay, not_direct
 from qkdn_sdk.roles.km.routes import Routes
-from qkdn_sdk.roles.sessions import SessionError, Sessions, session_pool
+from qkdn_sdk.roles.sessions import Sessions, session_pool
 from qkdn_sdk.transport import Connection
 
 __all__ = ["ROUTE_TYPE_EXTENSION", "KeySupply"]
@@ -48,6 +56,7 @@ class KeySupply:
         relay: Relay,
         proactive: ProactiveSupply,
         sessions: Sessions,
+        quotas: Quotas,
     ) -> None:
         self._config = config
         self._km_id = config.km_id
@@ -56,12 +65,14 @@ class KeySupply:
         self._relay = relay
         self._proactive = proactive
         self._sessions = sessions
+        self._quotas = quotas
 
     async def key_request(
         self, request: ak.KeyRequest, connection: Connection
     ) -> ak.ResponseToKeyRequest:
         """Q.4161 clause 7.1.1: fresh keys for the source application, shared with the
-        destination application (relayed to its KM when that is another)."""
+        destination application (relayed to its KM when that is another), once its quotas
+        admit them (:class:`~qkdn_sdk.roles.km.quotas.OverQuota` otherwise)."""
         source = self._config.served_application(request.application_source_id, connection.peer_id)
         destination = request.application_destination_id
         number = request.number_of_keys or self._config.default_number_of_keys
@@ -72,15 +83,18 @@ class KeySupply:
         destinations = [destination, *self._additional_slaves(options.additional_slaves)]
         if source in destinations:
             raise RequestRefused("the destination application is the source application")
-        key_ids, keys = fresh_keys(number, size)
         if len(destinations) > 1:
             await self._check_multicast(destinations, direct=direct)
-        for slave in destinations:  # the same keys for every slave (ETSI 014 key multicast)
-            batch = Batch(source, slave, key_ids, keys, size, direct=direct)
-            if slave in self._config.applications:
-                await self._store.put(batch.stored(app_pool(source, slave)))
-            else:
-                await self._relay.relay(batch)
+        hops = await self._first_hops(destinations, number, size)
+        local = number * sum(slave in self._config.applications for slave in destinations)
+        with self._quotas.admitted(source, number, local_keys=local, hops=hops):
+            key_ids, keys = fresh_keys(number, size)
+            for slave in destinations:  # the same keys for every slave (ETSI 014 key multicast)
+                batch = Batch(source, slave, key_ids, keys, size, direct=direct)
+                if slave in self._config.applications:
+                    await self._store.put(batch.stored(app_pool(source, slave)))
+                else:
+                    await self._relay.relay(batch)
         logger.info(
             "%s: %d keys of %d bits for %s -> %s",
             self._km_id,
@@ -90,6 +104,23 @@ class KeySupply:
             ", ".join(destinations),
         )
         return ak.ResponseToKeyRequest(keys=batch.supplied(), response="success")
+
+    async def _first_hops(self, slaves: list[str], number: int, size: int) -> list[FirstHop]:
+        """The first hop of the relay to each slave not served here: the neighbour (the only
+        one, else the controller's next hop; nothing is spent asking) and the link key bits
+        the relay of ``number`` keys of ``size`` bits spends towards it."""
+        bits = otp.units_for(otp.MAC_KEY_BYTES + number * size // 8) * otp.UNIT_BITS
+        links = self._config.links
+        hops = []
+        for slave in slaves:
+            if slave in self._config.applications or not links:
+                continue
+            if len(links) == 1:
+                neighbour = links[0].neighbour
+            else:
+                _, neighbour = await self._routes.next_hop(application=slave, bits=bits)
+            hops.append((slave, neighbour, bits))
+        return hops
 
     def _additional_slaves(self, slaves: list[Any]) -> list[str]:
         """The ``additional_slave_SAE_IDs`` of an ETSI 014 Get key, checked."""
@@ -127,7 +158,10 @@ class KeySupply:
         self, request: ak.KeyRequestWithId, connection: Connection
     ) -> ak.ResponseToKeyRequest:
         """Q.4161 clause 7.1.2: the destination application fetches, once, the keys the source
-        application got; only keys meant for it."""
+        application got; only keys meant for it. Keys not held for it from that source get one
+        failure (ETSI 014: 400, keys not found), whether unknown, already supplied or made for
+        another application: ETSI 014 asks 401 for a caller that is not the keys' slave, but
+        that answer would tell an application which key IDs exist (docs/etsi014.md)."""
         destination = self._config.served_application(
             request.application_destination_id, connection.peer_id
         )
@@ -141,19 +175,8 @@ class KeySupply:
         try:
             stored = await self._store.take_ids(pool, key_ids)
         except UnknownKeys as exc:
-            held = await self._store.pools_of(exc.missing)
-            if any(
-                pool.startswith("app:") and not pool.endswith(f":{destination}")
-                for pool in held.values()
-            ):
-                raise NotAuthorized(  # ETSI 014: 401 to a caller that is not the keys' slave
-                    f"{quoted(destination)} is not the application the keys were made for"
-                ) from None
-            raise RequestRefused(
-                f"{len(exc.missing)} of the {len(key_ids)} keys are not held for "
-                f"{quoted(destination)} from {quoted(request.application_source_id)} (unknown, "
-                "or already supplied)",
-                etsi014_message=etsi014.KEYS_NOT_FOUND,
+            raise _not_held(
+                len(exc.missing), len(key_ids), destination, request.application_source_id
             ) from None
         logger.info(
             "%s: %d keys supplied to %s from %s",
@@ -167,27 +190,31 @@ class KeySupply:
         )
 
     async def status(self, request: ak.StatusRequest, connection: Connection) -> ak.Status:
-        """ETSI 014 Get status (Q.4161 Appendix II): what this KM can supply to the caller for
-        keys shared with ``application_destination_id``. For an application of this KM keys
-        are made on demand (``max_key_count``); for another, as many keys of ``key_size`` as
-        the link key towards the first hop pays for (the controller names the hop and the
-        slave's KM). Nothing is spent."""
+        """ETSI 014 Get status (Q.4161 Appendix II): what the caller may still get now for keys
+        shared with ``application_destination_id``. For an application of this KM keys are made
+        on demand, as many as its quotas of keys per second and keys held leave it; for
+        another, as many keys of ``key_size`` as the link key towards the first hop pays for
+        (the controller names the hop and the slave's KM), less the link's reserve when the
+        pair is over its fair share, and no more than its rate quota leaves it. Never above
+        ``max_key_count``; nothing is spent."""
         master = self._config.served_application(request.application_source_id, connection.peer_id)
         slave = request.application_destination_id
         size = self._config.default_size_of_key
-        if slave in self._config.applications:
-            target_km, count = self._km_id, self._config.max_key_count
+        local = slave in self._config.applications
+        count = min(self._quotas.keys_allowed(master, local=local), self._config.max_key_count)
+        if local:
+            target_km = self._km_id
         else:
             target_km, next_km = await self._routes.next_hop(application=slave, bits=otp.UNIT_BITS)
-            units = self._store.count(out_pool(next_km))
-            count = max(0, (units - 2) * otp.UNIT_BYTES // (size // 8))
+            units = self._quotas.link_bits_allowed((master, slave), next_km) // otp.UNIT_BITS
+            count = min(count, (units - 2) * otp.UNIT_BYTES // (size // 8))
         return ak.Status(
             source_kme_id=self._km_id,
             target_kme_id=target_km,
             master_sae_id=master,
             slave_sae_id=slave,
             key_size=size,
-            stored_key_count=min(count, self._config.max_key_count),
+            stored_key_count=max(0, math.floor(count)),
             max_key_count=self._config.max_key_count,
             max_key_per_request=self._config.max_key_per_request,
             max_key_size=self._config.max_size_of_key,
@@ -255,28 +282,27 @@ class KeySupply:
     ) -> mgmt.KeyDeletionResponse:
         """D2.3 Table 7-6: an application deletes keys held for it (``key_ids``), or ends a
         session of its own (``session_id`` alone), deleting what is still held for it in that
-        session. Keys held for other applications are never touched."""
+        session. Keys held for other applications are never touched: a command naming a key
+        not held for the sender deletes nothing and fails as one naming an unknown key does
+        (Table 7-7: 0x02 failure), so it tells the sender nothing of other applications'
+        keys."""
         application = self._config.served_application(command.sender_id, connection.peer_id)
         deleted = 0
         if command.key_ids:
-            key_ids = [key_id.key_id for key_id in command.key_ids]
-            pools = [
-                pool
-                for pool in self._store.counts()
-                if pool.startswith(session_pool(application, ""))
-                or (pool.startswith("app:") and pool.endswith(f":{application}"))
-            ]
-            for pool in pools:
-                deleted += len(await self._store.take_present(pool, key_ids))
+            key_ids = list(dict.fromkeys(key_id.key_id for key_id in command.key_ids))
+            held = await self._store.pools_of(key_ids)
+            by_pool: dict[str, list[str]] = {}
+            for key_id in key_ids:
+                pool = held.get(key_id)
+                if pool is not None and _held_for(pool, application):
+                    by_pool.setdefault(pool, []).append(key_id)
+            missing = len(key_ids) - sum(len(ids) for ids in by_pool.values())
+            if missing:
+                raise _not_held(missing, len(key_ids), application)
+            for pool, ids in by_pool.items():
+                deleted += len(await self._store.take_present(pool, ids))
         elif command.session_id is not None:
-            try:
-                session = self._sessions.end(
-                    command.session_id, application, f"ended by {application}"
-                )
-            except SessionError as exc:
-                raise KeyManagerError(str(exc)) from None
-            if session.destination == application:
-                deleted = await self._store.discard(session_pool(application, session.session_id))
+            deleted = await self._proactive.end_session(command.session_id, application)
         else:
             raise KeyManagerError("say which keys to delete: key_ids, or a session_id")
         logger.info("%s: %s deleted %d keys", self._km_id, application, deleted)
@@ -288,6 +314,27 @@ class KeySupply:
             application_code=command.application_code,
             response_code=mgmt.ResultCode.SUCCESS,
         )
+
+
+def _held_for(pool: str, application: str) -> bool:
+    """Whether ``pool`` holds keys for ``application`` to fetch or be pushed."""
+    return pool.startswith(session_pool(application, "")) or (
+        pool.startswith("app:") and pool.endswith(f":{application}")
+    )
+
+
+def _not_held(
+    missing: int, asked: int, application: str, source: str | None = None
+) -> RequestRefused:
+    """The one failure for keys asked for or named that are not held for ``application`` (from
+    ``source``): the same words whether they are unknown, already supplied or another
+    application's."""
+    source_text = f" from {quoted(source)}" if source is not None else ""
+    return RequestRefused(
+        f"{missing} of the {asked} keys are not held for {quoted(application)}{source_text} "
+        "(unknown, or already supplied)",
+        etsi014_message=etsi014.KEYS_NOT_FOUND,
+    )
 
 
 def _route_type(mandatory: list[Any]) -> bool:

@@ -5,6 +5,7 @@ part of the KM raises."""
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -158,6 +159,24 @@ class KMConfig:
     can supply to one pair of applications (``stored_key_count`` is never above it)."""
     max_sae_id_count: int = 4
     """The most ``additional_slave_SAE_IDs`` of an ETSI 014 Get key (key multicast); 0: none."""
+    max_keys_per_second: float = math.inf
+    """Per application: keys its key requests may get a second, a token bucket of one second's
+    worth (at least ``max_key_per_request``); ``inf``, the default: no limit
+    (:mod:`~qkdn_sdk.roles.km.quotas`, as the next four)."""
+    max_keys_held: int = 1_000_000
+    """Per application: keys made here at its request that its peers at this KM have not
+    fetched yet (keys relayed to another KM are held there)."""
+    min_share: float = 0.1
+    """The share of a link's recent key an application pair is always served from the link's
+    reserve while it has used less, however many pairs share the link (an equal split among
+    the pairs that use it, when that is more)."""
+    fair_share_reserve_bits: int = 524_288
+    """The last bits of each link's key, kept under contention for application pairs within
+    their share (about four relays of the most bits one key request may carry); 0: no
+    fair share."""
+    fair_share_window_bits: int = 8_388_608
+    """The link key a pair's share is measured on: the last bits relays started here spent on
+    the link (about 33 s of a 256 kbit/s link)."""
     relay_timeout: float = 10.0
     """Seconds a hop waits for the next KM (and the controller) to answer."""
     pending_timeout: float = 60.0
@@ -211,6 +230,21 @@ class KMConfig:
     def __attrs_post_init__(self) -> None:
         for key in self.listen:
             listen_interface(key)
+        if not self.max_keys_per_second > 0:
+            raise ValueError(
+                f"{self.km_id}: max_keys_per_second must be > 0, not {self.max_keys_per_second}"
+            )
+        for name, least in (
+            ("max_keys_held", 0),
+            ("fair_share_reserve_bits", 0),
+            ("fair_share_window_bits", 1),
+        ):
+            if getattr(self, name) < least:
+                raise ValueError(
+                    f"{self.km_id}: {name} must be at least {least}, not {getattr(self, name)}"
+                )
+        if not 0 <= self.min_share <= 1:
+            raise ValueError(f"{self.km_id}: min_share must be 0 to 1, not {self.min_share}")
         neighbours = [link.neighbour for link in self.links]
         if len(set(neighbours)) != len(neighbours):
             raise ValueError(f"{self.km_id}: two links to the same neighbour")

@@ -22,7 +22,8 @@ from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.links import KMLinks
 from qkdn_sdk.roles.km.peers import Peers
 from qkdn_sdk.roles.km.proactive import ProactiveSupply
-from qkdn_sdk.roles.km.relay_hops import HopSender
+from qkdn_sdk.roles.km.quotas import Quotas
+from qkdn_sdk.roles.km.relay_hops import HopSender, RelayRecord
 from qkdn_sdk.roles.km.relay_receiver import RelayReceiver
 from qkdn_sdk.roles.km.relays import Relay
 from qkdn_sdk.roles.km.reservation import Reservations
@@ -50,6 +51,7 @@ HANDLERS: Mapping[type[Message], tuple[str, str]] = {
     # Ck (Q.4164; D2.3 Table 8-1 on Ck), from the QKDN controller
     ck.KeyRelayRequest: ("relay", "on_key_relay_request"),
     ck.SessionCreationNotification: ("proactive", "on_session_creation_notification"),
+    ck.SessionEndedNotification: ("proactive", "on_session_ended"),
     ck.KeyReservationRequest: ("reservations", "on_key_reservation"),
     ck.KeyAllocationRequest: ("reservations", "on_key_allocation"),
     mgmt.StatusInformationSupplyCommand: ("status", "on_status_command"),
@@ -115,7 +117,8 @@ class KeyManager:
 
     The parts (each handed only what it uses; :mod:`qkdn_sdk.roles.km` draws how they depend on
     each other): :attr:`key_supply`, :attr:`proactive`, :attr:`relay`, :attr:`links`,
-    :attr:`acquisition`, :attr:`routes`, :attr:`reservations`, :attr:`status`.
+    :attr:`acquisition`, :attr:`routes`, :attr:`reservations`, :attr:`status`, and the
+    applications' :attr:`quotas`.
     """
 
     def __init__(
@@ -175,8 +178,9 @@ class KeyManager:
             stored=self.proactive.keys_stored,
             spawn=self._spawn,
         )
+        self.quotas = Quotas(config, store, self.link_table)
         self.key_supply = KeySupply(
-            config, store, self.routes, self.relay, self.proactive, sessions
+            config, store, self.routes, self.relay, self.proactive, sessions, self.quotas
         )
 
     async def _handle(self, message: Message, connection: Connection) -> Message | None:
@@ -268,6 +272,14 @@ class KeyManager:
             "forwarded": receiver.forwarded,
             "received": receiver.received,
         }
+
+    @property
+    def relay_records(self) -> list[RelayRecord]:
+        """The last relays this KM took part in, as source, transit or destination, by the time
+        each reached it (D2.3 clause 7.1.6: a KMA keeps the key management activities it works
+        on). No key material."""
+        records = [*self.relay.records, *self.relay_receiver.records]
+        return sorted(records, key=lambda record: record.time_stamp)
 
     @property
     def pending_key_ids(self) -> dict[str, list[str]]:

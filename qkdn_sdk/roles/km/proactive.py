@@ -261,6 +261,66 @@ class ProactiveSupply:
             session_id=notification.session_id, response="success"
         )
 
+    async def end_session(self, session_id: str, application: str) -> int:
+        """D2.3 Table 7-6 with a session ID alone: ``application``, one of the session's two,
+        ends it here; what is still held for it in the session is deleted (the number is
+        returned). A session with an application of another KM ends there too: the controller
+        passes its end on (:class:`~qkdn_sdk.messages.ck.SessionEndNotification`)."""
+        why = f"ended by {application}"
+        try:
+            session = self._sessions.end(session_id, application, why)
+        except SessionError as exc:
+            raise KeyManagerError(str(exc)) from None
+        deleted = 0
+        if session.destination == application:
+            deleted = await self._store.discard(session_pool(application, session_id))
+        other = session.destination_km if session.source_km == self._km_id else session.source_km
+        if other != self._km_id:
+            self._spawn(self._tell_session_end, other, session_id, why)
+        return deleted
+
+    async def _tell_session_end(self, other_km: str, session_id: str, why: str) -> None:
+        notification = ck.SessionEndNotification(
+            km_id=self._km_id, peer_km_id=other_km, session_id=session_id, reason=why
+        )
+        try:
+            with self._peers.reaching_controller():
+                await self._peers.dialer(self._config.controller_id).send(notification)
+        except QkdnError as exc:  # the other KM refuses its next relay in the session then
+            logger.warning("%s: %s could not reach %s: %s", self._km_id, why, other_km, exc)
+
+    async def on_session_ended(
+        self, notification: ck.SessionEndedNotification, connection: Connection
+    ) -> None:
+        """The controller passes on the end of a session at its other KM: it ends here too,
+        and what is still held in it for the destination application is deleted. A notice
+        about a session unknown here, or from a KM that is not its other one, is ignored."""
+        try:
+            session = self._sessions.get(notification.session_id)
+        except SessionError as exc:
+            logger.info("%s: session end from %s ignored: %s", self._km_id, notification.km_id, exc)
+            return
+        other = session.destination_km if session.source_km == self._km_id else session.source_km
+        if notification.km_id != other:
+            logger.warning(
+                "%s: %s says session %s ended, and its other KM is %s: ignored",
+                self._km_id,
+                notification.km_id,
+                session.session_id,
+                other,
+            )
+            return
+        self._sessions.end(session.session_id, session.source, notification.reason)
+        if session.destination_km == self._km_id:
+            await self._store.discard(session_pool(session.destination, session.session_id))
+        logger.info(
+            "%s: session %s %s at %s",
+            self._km_id,
+            session.session_id,
+            notification.reason,
+            notification.km_id,
+        )
+
     async def key_request_with_session_id(
         self, request: ak.KeyRequestWithSessionId, connection: Connection
     ) -> ak.ResponseToKeyRequestWithSessionId:

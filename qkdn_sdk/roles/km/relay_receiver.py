@@ -6,9 +6,13 @@ transaction, unseals the hop (checking its MAC), and sends it on towards the des
 next KM of the relay's route (centralized routing) or to the controller's next hop (distributed).
 The destination unseals the hop, checks the end-to-end integrity value of the keys (D2.3 clause
 7.1.5) and holds them *pending*, in memory, with the hop's units; the source's confirmation,
-passed on by every trusted node, stores them and takes those units in one transaction. Keys
-never confirmed are dropped after ``pending_timeout`` (or when the KM stops), and the units of
-a hop that fails are spent all the same: a unit is used once.
+passed on by every trusted node, stores them and takes those units in one transaction, with
+their KSA-key metadata and the relay metadata of the last hop (D2.3 clause 7.1.3). Keys never
+confirmed are dropped after ``pending_timeout`` (or when the KM stops), and the units of a hop
+that fails are spent all the same: a unit is used once.
+
+Both keep a record of every relay that reached them, and of what became of it
+(:attr:`RelayReceiver.records`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig, Spawn
 from qkdn_sdk.roles.km.keys import app_pool, in_pool, ksa_metadata
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.peers import Peers
-from qkdn_sdk.roles.km.relay_hops import MAX_REROUTES, HopSender
+from qkdn_sdk.roles.km.relay_hops import (
+    CONFIRMED,
+    MAX_REROUTES,
+    PENDING,
+    HopSender,
+    RelayRecord,
+    RelayRecords,
+    RelayRole,
+)
 from qkdn_sdk.roles.km.routes import Routes
 from qkdn_sdk.roles.sessions import SessionError, Sessions, session_pool
 from qkdn_sdk.transport import Connection
@@ -99,6 +111,13 @@ class RelayReceiver:
         """Relays this KM passed on (a trusted node)."""
         self.received = 0
         """Relays that ended here (the destination), confirmed or not."""
+        self._records = RelayRecords(self._km_id)
+
+    @property
+    def records(self) -> list[RelayRecord]:
+        """The last relays that reached this KM, passed on (transit) or ended here
+        (destination), refused ones too, oldest first: for audit."""
+        return self._records.entries
 
     @property
     def pending_key_ids(self) -> dict[str, list[str]]:
@@ -120,15 +139,22 @@ class RelayReceiver:
         relay_id = relay.key_relay_request_id
         if relay_id in self._next_hops or relay_id in self._pending:
             raise KeyManagerError(f"relay {quoted(relay_id)} came back to {self._km_id} (a loop)")
+        here = relay.destination_kma_id == self._km_id
+        self._records.begin(
+            relay_id,
+            RelayRole.DESTINATION if here else RelayRole.TRANSIT,
+            sender,
+            kma_key_id=otp.kma_key_id(sender, self._km_id, relay.link_key_ids),
+        )
         try:
             self._check_units_free(relay)
             otp.check_hop_units(relay)
-            if relay.destination_kma_id == self._km_id:
+            if here:
                 units = await self._with_received_units(
                     sender, lambda: self._store.peek_ids(in_pool(sender), relay.link_key_ids)
                 )
-                plaintext = otp.unseal(relay, [unit.key for unit in units])
-                return self._receive_relayed(relay, sender, plaintext)
+                plaintext, metadata = otp.unseal(relay, [unit.key for unit in units])
+                return self._receive_relayed(relay, metadata, sender, plaintext)
             if relay.transit_kma_ids is not None:  # centralized: the route came with the relay
                 next_km = self._after(self._km_id, relay.transit_kma_ids)
             else:
@@ -138,11 +164,18 @@ class RelayReceiver:
                     avoid=_avoided(relay.extension),
                     source=relay.source_kma_id,
                 )
-        except QkdnError:  # the units of a hop that fails here are spent all the same
+        except QkdnError as exc:  # the units of a hop that fails here are spent all the same
+            self._records.update(relay_id, outcome=f"failure: {exc}")
             await self._spend_received(sender, relay.link_key_ids)
             raise
         self._remember(self._next_hops, relay_id, next_km)
-        await self._pass_on(relay, sender, next_km)
+        self._records.update(relay_id, next_kma_id=next_km)
+        try:
+            await self._pass_on(relay, sender, next_km)
+        except QkdnError as exc:
+            self._records.update(relay_id, outcome=f"failure: {exc}")
+            raise
+        self._records.update(relay_id, outcome=PENDING)
         self.forwarded += 1
         return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
 
@@ -163,8 +196,14 @@ class RelayReceiver:
         except InsufficientKeys as exc:
             await self._spend_received(sender, relay.link_key_ids)
             raise self._hops.not_enough_key(next_km, exc, needed) from None
-        plaintext = otp.unseal(relay, [unit.key for unit in received])
-        await self._hops.send(relay, plaintext, next_km, units)
+        plaintext, metadata = otp.unseal(relay, [unit.key for unit in received])
+        metadata = attrs.evolve(metadata, relay_metadata=self._hops.hop_metadata(next_km, units))
+        self._records.update(
+            relay.key_relay_request_id,
+            number_of_keys=len(metadata.key_ids),
+            kma_key_id=metadata.relay_metadata.kma_key_metadata.kma_key_id,
+        )
+        await self._hops.send(relay, plaintext, metadata, next_km, units)
 
     def _after(self, km_id: str, route: list[str]) -> str:
         """The KM after ``km_id`` on a centralized relay's route: one of our neighbours."""
@@ -217,24 +256,26 @@ class RelayReceiver:
     # --- at the destination -------------------------------------------------------------------
 
     def _receive_relayed(
-        self, relay: kx.KeyRelay, sender: str, plaintext: bytes
+        self, relay: kx.KeyRelay, metadata: kx.RelayedKeyMetadata, sender: str, plaintext: bytes
     ) -> kx.ResponseToKeyRelay:
         """At the destination: check the keys end to end and hold them pending, with the link
         units of the hop from ``sender`` (the confirmation takes both in one transaction)."""
-        source = relay.application_source_id
-        destination = relay.application_destination_id
+        relay_id = relay.key_relay_request_id
+        self._records.update(relay_id, number_of_keys=len(metadata.key_ids))
+        source = metadata.application_source_id
+        destination = metadata.application_destination_id
         if source is None or destination is None:
             raise KeyManagerError("a relay to a KM must name both applications")
         if destination not in self._config.applications:
             raise KeyManagerError(
                 f"application {quoted(destination)} is not served by {self._km_id}"
             )
-        if relay.size_of_key % 8:
+        if metadata.size_of_key % 8:
             raise KeyManagerError("size_of_key must be a multiple of 8")
         pool = app_pool(source, destination)
-        if relay.session_id is not None:
+        if metadata.session_id is not None:
             try:
-                session = self._sessions.get(relay.session_id)
+                session = self._sessions.get(metadata.session_id)
             except SessionError as exc:
                 raise KeyManagerError(str(exc)) from None
             if (session.source, session.destination) != (source, destination):
@@ -242,20 +283,21 @@ class RelayReceiver:
                     f"session {quoted(session.session_id)} is not one of {source} -> {destination}"
                 )
             pool = session_pool(destination, session.session_id)
-        key_ids = [key_id.key_id for key_id in relay.key_ids]
-        mac_key, keys = otp.split_relay_plaintext(plaintext, len(key_ids), relay.size_of_key // 8)
+        key_ids = [key_id.key_id for key_id in metadata.key_ids]
+        size = metadata.size_of_key
+        mac_key, keys = otp.split_relay_plaintext(plaintext, len(key_ids), size // 8)
         otp.check_end_to_end(mac_key, key_ids, keys, relay.integrity_value)
-        relay_id = relay.key_relay_request_id
-        metadata = ksa_metadata(source, destination, relay.size_of_key)
-        metadata["relay"] = attrs.asdict(relay.relay_metadata)
-        metadata["source_kma_id"] = relay.source_kma_id
+        stored_metadata = ksa_metadata(source, destination, size)
+        stored_metadata["relay"] = attrs.asdict(metadata.relay_metadata)
+        stored_metadata["source_kma_id"] = relay.source_kma_id
         stored = [
-            StoredKey(key_id, pool, key, metadata)
+            StoredKey(key_id, pool, key, stored_metadata)
             for key_id, key in zip(key_ids, keys, strict=True)
         ]
         self._check_units_free(relay)  # again: another hop may have named them meanwhile
         self._remember(self._pending, relay_id, _Received(pool, stored, sender, relay.link_key_ids))
         self._pending_units.update(relay.link_key_ids)
+        self._records.update(relay_id, outcome=PENDING)
         self.received += 1
         return kx.ResponseToKeyRelay(key_relay_request_id=relay_id, response="success")
 
@@ -267,6 +309,8 @@ class RelayReceiver:
     async def _forget(self, table: dict[str, Any], relay_id: str) -> None:
         await trio.sleep(self._config.pending_timeout)
         forgotten = table.pop(relay_id, None)
+        if forgotten is not None and self._records.outcome(relay_id) == PENDING:
+            self._records.update(relay_id, outcome="failure: the relay was never confirmed")
         if isinstance(forgotten, _Received):
             logger.warning(
                 "%s: relay %s was never confirmed; its keys dropped", self._km_id, relay_id
@@ -280,6 +324,18 @@ class RelayReceiver:
         """The source confirms a relay: a transit KM passes the confirmation on; the
         destination stores the keys held pending, taking the hop's units in one transaction."""
         self._links.neighbour(confirmation.sender_kma_id)
+        relay_id = confirmation.key_relay_request_id
+        try:
+            await self._confirm(confirmation)
+        except QkdnError as exc:
+            if self._records.outcome(relay_id) == PENDING:
+                self._records.update(relay_id, outcome=f"failure: {exc}")
+            raise
+        self._records.update(relay_id, outcome=CONFIRMED)
+        return kx.ResponseToKeyRelayConfirmation(key_relay_request_id=relay_id, response="success")
+
+    async def _confirm(self, confirmation: kx.KeyRelayConfirmation) -> None:
+        """:meth:`on_confirmation` past its checks: pass it on, or store the keys."""
         relay_id = confirmation.key_relay_request_id
         if confirmation.destination_kma_id != self._km_id:
             next_km = self._next_hops.pop(relay_id, None)
@@ -310,7 +366,6 @@ class RelayReceiver:
                     f"{self._km_id}"
                 ) from None
             self._stored(pending.pool)
-        return kx.ResponseToKeyRelayConfirmation(key_relay_request_id=relay_id, response="success")
 
 
 def _avoided(extension: list[dict[str, Any]] | None) -> list[str]:

@@ -35,7 +35,14 @@ from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig, Routing, passed_
 from qkdn_sdk.roles.km.keys import Batch
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.peers import Peers
-from qkdn_sdk.roles.km.relay_hops import MAX_REROUTES, HopSender
+from qkdn_sdk.roles.km.relay_hops import (
+    CONFIRMED,
+    MAX_REROUTES,
+    HopSender,
+    RelayRecord,
+    RelayRecords,
+    RelayRole,
+)
 from qkdn_sdk.roles.km.routes import Routes
 from qkdn_sdk.transport import Connection
 
@@ -83,6 +90,13 @@ class Relay:
         """Relays started here in a centralized QKDN, by ID."""
         self.started = 0
         """Relays this KM started and had confirmed."""
+        self._records = RelayRecords(self._km_id)
+
+    @property
+    def records(self) -> list[RelayRecord]:
+        """The last relays this KM started (each attempt of a relay tried again on another
+        route is a relay of its own), oldest first: for audit."""
+        return self._records.entries
 
     async def relay(self, batch: Batch) -> None:
         """Relay ``batch`` to the KM of its destination and have it confirm them; raises
@@ -140,13 +154,14 @@ class Relay:
 
     async def _relay_once(self, batch: Batch, avoid: list[str]) -> None:
         relay_id = str(uuid.uuid4())
-        keys, key_ids, size, destination = batch.keys, batch.key_ids, batch.size, batch.destination
+        keys, key_ids, destination = batch.keys, batch.key_ids, batch.destination
         mac_key = secrets.token_bytes(otp.MAC_KEY_BYTES)
         plaintext = otp.relay_plaintext(mac_key, keys)
         bits = otp.units_for(len(plaintext)) * otp.UNIT_BITS
         central = None
         if self._config.routing is Routing.CENTRALIZED:
             central = self._central_routes[relay_id] = _CentralRoute()
+        self._records.begin(relay_id, RelayRole.SOURCE, None, len(keys))
         try:
             transit = None
             if central is not None:
@@ -158,6 +173,7 @@ class Relay:
                 destination_km, next_km = await self._routes.next_hop(
                     application=destination, bits=bits, avoid=avoid
                 )
+            self._records.update(relay_id, next_kma_id=next_km)
             if batch.direct and (transit or [next_km]) != [destination_km]:
                 raise not_direct(destination, destination_km)
             relay = kx.KeyRelay(
@@ -165,20 +181,15 @@ class Relay:
                 sender_kma_id=self._km_id,
                 source_kma_id=self._km_id,
                 destination_kma_id=destination_km,
-                application_source_id=batch.source,
-                application_destination_id=destination,
-                session_id=batch.session_id,
                 transit_kma_ids=transit,
-                key_ids=[KeyId(key_id=key_id) for key_id in key_ids],
-                size_of_key=size,
-                link_key_ids=["-"],
+                link_key_ids=["-"],  # the hop's: HopSender.send sets them, and what they seal
+                encrypted_metadata=b"",
                 encrypted_key=b"",
-                relay_metadata=kx.RelayMetadata(kma_key_metadata={"key_length": size}),
                 integrity_value=otp.end_to_end_tag(mac_key, key_ids, keys),
                 message_authentication_code=b"",
                 extension=[{ck.AVOID_EXTENSION: avoid}] if avoid else None,
             )
-            await self._send(relay, plaintext, next_km)
+            await self._send(relay, plaintext, batch, next_km)
             confirmation = kx.KeyRelayConfirmation(
                 key_relay_request_id=relay_id,
                 sender_kma_id=self._km_id,
@@ -187,9 +198,11 @@ class Relay:
             )
             await self._peers.ask_neighbour(next_km, confirmation, "confirming the relay")
             self.started += 1
+            self._records.update(relay_id, outcome=CONFIRMED)
             if central is not None:
                 central.outcome = "success"
         except QkdnError as exc:
+            self._records.update(relay_id, outcome=f"failure: {exc}")
             if central is not None:
                 central.outcome = f"failure: {exc}"
             raise
@@ -214,11 +227,8 @@ class Relay:
             source_kma_id=self._km_id,
             application_destination_id=destination,
             extension=[
-                {
-                    ck.KEY_BITS_EXTENSION: bits,
-                    ck.RELAY_ID_EXTENSION: relay_id,
-                    ck.AVOID_EXTENSION: avoid,
-                }
+                {ck.KEY_BITS_EXTENSION: bits, ck.RELAY_ID_EXTENSION: relay_id}
+                | ({ck.AVOID_EXTENSION: avoid} if avoid else {})
             ],
         )
         with self._peers.reaching_controller():
@@ -293,14 +303,27 @@ class Relay:
             None,
         )
 
-    async def _send(self, relay: kx.KeyRelay, plaintext: bytes, next_km: str) -> None:
-        """At the source: spend link units towards ``next_km`` on ``plaintext``, send the hop."""
+    async def _send(self, relay: kx.KeyRelay, plaintext: bytes, batch: Batch, next_km: str) -> None:
+        """At the source: spend link units towards ``next_km`` on ``plaintext`` and the
+        metadata of ``batch``, send the hop."""
         needed = otp.units_for(len(plaintext))
         try:
             units = await self._store.take(self._hops.spending_pool(relay, next_km, needed), needed)
         except InsufficientKeys as exc:
             raise self._hops.not_enough_key(next_km, exc, needed) from None
-        await self._hops.send(relay, plaintext, next_km, units)
+        metadata = kx.RelayedKeyMetadata(
+            application_source_id=batch.source,
+            application_destination_id=batch.destination,
+            session_id=batch.session_id,
+            key_ids=[KeyId(key_id=key_id) for key_id in batch.key_ids],
+            size_of_key=batch.size,
+            relay_metadata=self._hops.hop_metadata(next_km, units),
+        )
+        self._records.update(
+            relay.key_relay_request_id,
+            kma_key_id=metadata.relay_metadata.kma_key_metadata.kma_key_id,
+        )
+        await self._hops.send(relay, plaintext, metadata, next_km, units)
 
 
 def not_direct(slave: str, km: str) -> RequestRefused:

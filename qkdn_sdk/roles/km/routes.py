@@ -3,7 +3,7 @@ a relay is, and the whole route to a KM. Nothing is spent asking."""
 
 from __future__ import annotations
 
-from qkdn_sdk.errors import quoted
+from qkdn_sdk.errors import UnknownApplication, quoted
 from qkdn_sdk.messages import ck, mgmt
 from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig
 from qkdn_sdk.roles.km.link_table import LinkTable
@@ -42,9 +42,16 @@ class Routes:
             source_kma_id=source or self._km_id,
             destination_kma_id=km,
             application_destination_id=application,
-            extension=[{ck.KEY_BITS_EXTENSION: bits, ck.AVOID_EXTENSION: avoid or []}],
+            extension=[
+                {ck.KEY_BITS_EXTENSION: bits} | ({ck.AVOID_EXTENSION: avoid} if avoid else {})
+            ],
         )
-        response = await self._peers.ask_controller(request)
+        try:
+            response = await self._peers.ask_controller(request)
+        except KeyManagerError as exc:  # the controller's words, as ETSI 014 says it: 400
+            if application is not None and str(exc) == str(UnknownApplication(application)):
+                raise UnknownApplication(application) from None
+            raise
         assert isinstance(response, ck.ResponseToKeyRelayNextHopRequest)
         destination_km = response.destination_kma_id or km
         next_km = response.next_kma_ids[0]  # an empty list was raised as the failure it is
