@@ -27,6 +27,7 @@ from qkdn_sdk.transport import Connection, connect, serve
 from tests.test_network import (
     CAROL_ON_KM_A,
     ROUTINGS,
+    SLOW_B_C,
     TRANSPORTS,
     WAIT,
     ak_url,
@@ -216,8 +217,12 @@ async def test_d23_key_supply_commands(tmp_path: Path) -> None:
             assert isinstance(response, mgmt.KeySupplyResponse)
             assert response.key_data == [first]
             assert response.key_id == first.key_id
-            with pytest.raises(FailureResponse):  # once
+            # once; then the key is not held for bob: no shortage, so no 0x03 (Table 7-5 has
+            # no other failure): an error indication that says so
+            with pytest.raises(FailureResponse) as caught:
                 await bob.request(decryption)
+            assert isinstance(caught.value.response, mgmt.ErrorIndication)
+            assert "1 of the 1 keys are not held for 'bob'" in caught.value.reason
 
 
 @pytest.mark.parametrize("peer", ["carol", "bob"])
@@ -368,3 +373,21 @@ async def test_a_session_ended_at_one_km_ends_at_the_other(tmp_path: Path) -> No
             assert f"session '{second.session_id}' ended: ended by bob" in reason
             assert km(network, "km-a").relays["started"] == started
             assert km(network, "km-a").spent_bits == spent
+
+
+async def test_a_d23_key_supply_that_finds_too_little_key_is_insufficient(tmp_path: Path) -> None:
+    """Table 7-5's one failure code, 0x03 insufficient, answers what keeps the KM from supplying
+    keys now: here km-b's link to km-c makes a bit a second."""
+    options = {"link_key_wait": 0}
+    command = mgmt.KeySupplyCommand(
+        sender_id="alice", source_id="alice", target_id="bob", key_amount=4
+    )
+    async with (
+        running(tmp_path, "memory", replace=[SLOW_B_C], km_options=options) as network,
+        connect(ak_url(network, "alice"), identity="alice") as alice,
+    ):
+        with pytest.raises(FailureResponse) as caught:
+            await alice.request(command)
+    response = caught.value.response
+    assert isinstance(response, mgmt.KeySupplyResponse)
+    assert response.response_code is mgmt.KeySupplyResponseCode.INSUFFICIENT

@@ -702,6 +702,13 @@ def _server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
         ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
         ("grpc.max_concurrent_streams", limits.max_in_flight),
+        # Rapid reset (CVE-2023-44487): a stream the client reset still counts against
+        # max_concurrent_streams until the server has let go of its call, so a connection that
+        # opens and resets streams at once gets REFUSED_STREAM instead of piling up calls.
+        # grpcio 1.85 has it on by default but the core calls it experimental: we pin it.
+        # Without it a burst of resets got a good client's calls cancelled
+        # (tests/test_rapid_reset.py).
+        ("grpc.http.overload_protection", 1),
         ("grpc.max_allowed_incoming_connections", limits.max_connections),
         ("grpc.server_handshake_timeout_ms", _ms(limits.handshake_timeout)),
         ("grpc.keepalive_time_ms", _ms(max(limits.send_timeout, 60.0))),

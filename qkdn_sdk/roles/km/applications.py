@@ -22,8 +22,9 @@ import math
 from typing import Any
 
 from qkdn_sdk.codecs import etsi014
-from qkdn_sdk.errors import RequestRefused, quoted
+from qkdn_sdk.errors import QkdnError, RequestRefused, quoted
 from qkdn_sdk.messages import Key, KeyId, ak, mgmt
+from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import KeyStore, UnknownKeys
 from qkdn_sdk.roles.km.config import MIN_SIZE_OF_KEY, KeyManagerError, KMConfig
@@ -224,12 +225,28 @@ class KeySupply:
 
     async def key_supply_command(
         self, command: mgmt.KeySupplyCommand, connection: Connection
-    ) -> mgmt.KeySupplyResponse:
+    ) -> mgmt.KeySupplyResponse | ErrorIndication:
         """D2.3 Tables 7-4, 7-5, on the same keys as Q.4161: for encryption (the default), new
         keys shared with the application ``target_id`` (in ``session_id`` when given, as a key
         request with session ID; otherwise as a key request); for decryption, the key
         ``key_id`` that ``target_id`` got for us (as a key request with ID). The response's
-        ``key_id`` is the command's, as Table 7-5 says; ``key_data`` names the keys returned."""
+        ``key_id`` is the command's, as Table 7-5 says; ``key_data`` names the keys returned.
+
+        Table 7-5 can say one failure, 0x03 *insufficient*: it answers what keeps the KM from
+        supplying keys now (too little link key, no route, a quota, the controller or a KM
+        unreachable: what ETSI 014 answers with 503). Any other refusal (a bad command, an
+        unknown target, keys not held for the sender) is no shortage of keys: it is answered
+        with an error indication saying what was wrong, as where a table cannot say it."""
+        try:
+            return await self._key_supply(command, connection)
+        except QkdnError as exc:
+            if exc.http_status == 503:
+                raise  # the transport answers Table 7-5 with 0x03 insufficient
+            return ErrorIndication(reason=exc.response_text, command_code=command.code)
+
+    async def _key_supply(
+        self, command: mgmt.KeySupplyCommand, connection: Connection
+    ) -> mgmt.KeySupplyResponse:
         application = self._config.served_application(command.sender_id, connection.peer_id)
         if command.application_code is mgmt.ApplicationCode.DECRYPTION:
             if command.key_id is None:
