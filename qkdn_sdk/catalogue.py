@@ -36,15 +36,17 @@ INTERFACE_TITLES: dict[Interface, str] = {
     Interface.KQ1: "Kq-1: QKD module <-> KM (ITU-T Q.4162)",
     Interface.CK: "Ck: KM <-> QKDN controller (ITU-T Q.4164)",
     Interface.KX: "KM link: KM <-> KM (FG QIT4N D2.3, SDK extensions)",
+    Interface.CQ: "Cq: QKD module <-> QKDN controller (Y.3800 Cq; FG QIT4N D2.3 clause 8.1, "
+    "SDK extensions)",
     Interface.ANY: "Any connection (SDK extension)",
 }
 
-SELECTIONS = ("ak", "kq1", "ck", "kx", "ext")
+SELECTIONS = ("ak", "kq1", "ck", "kx", "cq", "ext")
 """What ``qkdn messages --interface`` accepts: an interface, or ``ext`` for every extension."""
 
 
 def select(selection: str | None = None) -> list[type[Message]]:
-    """The messages of an interface (``ak``, ``kq1``, ``ck``, ``kx``), the SDK extensions
+    """The messages of an interface (``ak``, ``kq1``, ``ck``, ``kx``, ``cq``), the SDK extensions
     (``ext``), or all of them (``None``), in catalogue order."""
     messages = all_messages()
     if selection is None:

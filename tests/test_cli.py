@@ -114,7 +114,7 @@ def test_messages_json_spot_check(catalogue_json: list[dict[str, Any]]) -> None:
     assert fields["application_source_id"]["mandatory"] is False
 
 
-@pytest.mark.parametrize("selection", ["ak", "kq1", "ck", "kx"])
+@pytest.mark.parametrize("selection", ["ak", "kq1", "ck", "kx", "cq"])
 def test_messages_interface_filter(selection: str) -> None:
     result = qkdn("messages", "--interface", selection, "--json")
     assert result.returncode == 0, result.stderr

@@ -149,7 +149,7 @@ def test_is_extension_follows_the_low_byte(cls: type[Message]) -> None:
 
 def test_spec_extensions_exist_for_every_interface() -> None:
     interfaces = {cls.interface for cls in MESSAGES if cls.is_extension}
-    assert {Interface.AK, Interface.CK, Interface.KX, Interface.ANY} <= interfaces
+    assert {Interface.AK, Interface.CK, Interface.KX, Interface.CQ, Interface.ANY} <= interfaces
 
 
 @pytest.mark.parametrize("cls", MESSAGES, ids=_id)
@@ -168,6 +168,8 @@ def test_sender_and_receiver_are_the_first_two_digits(cls: type[Message]) -> Non
         (0x1401, Role.KM, Role.CONTROLLER, Interface.CK),
         (0x4102, Role.CONTROLLER, Role.KM, Interface.CK),
         (0x1183, Role.KM, Role.KM, Interface.KX),
+        (0x3480, Role.QKD_MODULE, Role.CONTROLLER, Interface.CQ),
+        (0x4382, Role.CONTROLLER, Role.QKD_MODULE, Interface.CQ),
         (0x0080, Role.ANY, Role.ANY, Interface.ANY),
     ],
 )

@@ -84,6 +84,9 @@ class Interface(enum.Enum):
     """KM <-> QKDN controller (Q.4164)."""
     KX = "kx"
     """KM <-> KM, the KM link (FG QIT4N D2.3; SDK extension codes only)."""
+    CQ = "cq"
+    """QKD module <-> QKDN controller (Y.3800 Cq; FG QIT4N D2.3 clause 8.1; SDK extension codes
+    only)."""
     ANY = "any"
     """Any connection (the SDK error indication)."""
 
@@ -102,6 +105,7 @@ _INTERFACE_BY_ROLES: dict[frozenset[Role], Interface] = {
     frozenset({Role.QKD_MODULE, Role.KM}): Interface.KQ1,
     frozenset({Role.CONTROLLER, Role.KM}): Interface.CK,
     frozenset({Role.KM}): Interface.KX,
+    frozenset({Role.QKD_MODULE, Role.CONTROLLER}): Interface.CQ,
     frozenset({Role.ANY}): Interface.ANY,
 }
 

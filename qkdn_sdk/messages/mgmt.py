@@ -11,6 +11,10 @@ answers, which is the OrigMessage ID; a proactive supply is sent with a MessageI
   (Tables 7-2/7-3), key supply (7-4/7-5), key deletion (7-6/7-7).
 - Clause 8.1.2, routing control protocol (KM <-> QKDN controller, interface Ck): authentication
   (Tables 7-2/7-3 again), status information supply (8-1/8-2), route information supply (8-3/8-4).
+- The same clause between a QKD module and the QKDN controller (Y.3800 reference point Cq; the
+  ``Cq`` classes, codes 0x34xx and 0x43xx): authentication (Tables 7-2/7-3) and status information
+  supply (8-1/8-2). D2.3 names the messages "the same" as the KM's; they get codes of their own
+  because the code says who sends a message, which is what the receiver admits it by.
 - :class:`ErrorIndication`: what a transport sends back for a frame it cannot decode.
 """
 
@@ -37,6 +41,10 @@ __all__ = [
     "AuthenticationResponse",
     "CkAuthenticationCommand",
     "CkAuthenticationResponse",
+    "CqAuthenticationCommand",
+    "CqAuthenticationResponse",
+    "CqStatusInformationSupplyCommand",
+    "CqStatusInformationSupplyResponse",
     "ErrorIndication",
     "KMAuthenticationCommand",
     "KMAuthenticationResponse",
@@ -357,6 +365,58 @@ class StatusInformationSupplyResponse(
     response_code: ResultCode = attrs.field(
         metadata=spec("Response code", "0x01 success, 0x02 failure")
     )
+
+
+# --- QKD module <-> QKDN controller (Y.3800 Cq; clause 8.1.2 a), b)) ----------------------------
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class CqAuthenticationCommand(
+    AuthenticationCommand,
+    code=0x3480,
+    name="Command message for authentication (Cq)",
+    table="FG QIT4N D2.3 Table 7-2 (clause 8.1.2 a), QKD module)",
+    response="CqAuthenticationResponse",
+):
+    """Command message for authentication between a QKD module and its QKDN controller: Table
+    7-2 as applied by D2.3 clause 8.1.2 a) ("between the KM (or the QKD module) and the QKDN
+    controller"); ``sender_id`` is the module's ID."""
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class CqAuthenticationResponse(
+    AuthenticationResponse,
+    code=0x4381,
+    name="Response message for authentication (Cq)",
+    table="FG QIT4N D2.3 Table 7-3 (clause 8.1.2 a), QKD module)",
+):
+    """Response message for authentication from the QKDN controller to a QKD module: Table 7-3
+    as applied by D2.3 clause 8.1.2 a)."""
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class CqStatusInformationSupplyCommand(
+    StatusInformationSupplyCommand,
+    code=0x4382,
+    name="Command message for status information supply (Cq)",
+    table="FG QIT4N D2.3 Table 8-1 (clause 8.1.2 b), QKD module)",
+    response="CqStatusInformationSupplyResponse",
+):
+    """Command message for status information supply from the QKDN controller to a QKD module
+    (D2.3 Table 8-1, clause 8.1.1 b)): the parameters of its QKD link (key generation rate,
+    status...), once or every ``period`` seconds."""
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class CqStatusInformationSupplyResponse(
+    StatusInformationSupplyResponse,
+    code=0x3483,
+    name="Response message for status information supply (Cq)",
+    table="FG QIT4N D2.3 Table 8-2 (clause 8.1.2 b), QKD module)",
+):
+    """Response message for status information supply from a QKD module (D2.3 Table 8-2): one
+    status table entry for its QKD link; also sent unsolicited for a proactive supply (clause
+    8.1.1 b))."""
 
 
 # --- route information supply (Tables 8-3, 8-4) -------------------------------------------------

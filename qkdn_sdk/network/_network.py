@@ -9,7 +9,8 @@ Theory of operation
 2. a secret and a start time per QKD link, drawn now (what the two modules of a link share);
 3. the controller, then the QKD modules that serve (on-request links), then the KMs (each on its
    own SQLite key store ``STATE_DIR/<km>.sqlite3``, or in memory), then the modules that push
-   keys to their KM (proactive links);
+   keys to their KM (proactive links); every module authenticates to the controller and supplies
+   it the status of its QKD link (FG QIT4N D2.3 clause 8.1);
 4. ``STATE_DIR/endpoints.json`` once everything listens (:meth:`Network.endpoints`).
 
 Roles find each other through one directory (ID -> URL) filled as they start: KMs open their
@@ -117,7 +118,13 @@ class Network:
             ) -> str | None:
                 secret, epoch = shared[link.name]
                 config = topology.module_config(
-                    km, neighbour, secret, epoch, km_url=km_url, listen_url=listen_url
+                    km,
+                    neighbour,
+                    secret,
+                    epoch,
+                    km_url=km_url,
+                    listen_url=listen_url,
+                    controller_url=controller.urls[0],
                 )
                 module = QKDModule(config, tls=self.tls(config.module_id))
                 self.modules[config.module_id] = module

@@ -38,11 +38,13 @@ A KM file::
     hash_algorithm = "sha3_256"        # optional: of the Kq-1 hash values (default sha256)
 
 A controller file has ``role = "controller"``, ``id``, ``listen`` (its Ck URL), ``kms``,
-``links`` (pairs of KM IDs), ``applications`` (application ID = KM ID) and ``tls``. A QKD module
-file has ``role = "qkd-module"``, ``id``, ``matching_id``, ``km_id``, ``mode``, ``km_url``
-(proactive: its KM's Kq-1 URL) or ``listen`` (on-request), ``secret_key_rate``, ``key_size``,
-``buffer_keys``, ``hash_algorithm`` (unless SHA-256), ``epoch``, ``link_secret`` (hex: the
-secret both modules of the link share; the file is written with mode 0600) and ``tls``.
+``links`` (pairs of KM IDs), ``applications`` (application ID = KM ID), ``modules`` (QKD module
+ID = the two KMs of its link) and ``tls``. A QKD module file has ``role = "qkd-module"``, ``id``,
+``matching_id``, ``km_id``, ``mode``, ``km_url`` (proactive: its KM's Kq-1 URL) or ``listen``
+(on-request), ``secret_key_rate``, ``key_size``, ``buffer_keys``, ``hash_algorithm`` (unless
+SHA-256), ``epoch``, ``link_secret`` (hex: the secret both modules of the link share; the file
+is written with mode 0600), ``controller = {id, url}`` (the controller it reports its QKD link's
+status to; optional, with ``report_interval``, seconds) and ``tls``.
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
         "kms": sorted(controller.kms),
         "links": sorted(sorted(link) for link in controller.links),
         "applications": dict(sorted(controller.applications.items())),
+        "modules": {module: sorted(link) for module, link in sorted(controller.modules.items())},
         **tls(controller.controller_id),
     }
     for spec in topology.kms:
@@ -206,6 +209,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                 epoch,
                 km_url=topology.km(km).listen["kq1"],
                 listen_url=module_urls.get(module_id(km, neighbour)),
+                controller_url=topology.controller_listen,
             )
             where = (
                 {"km_url": module.km_url}
@@ -226,6 +230,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                 **_hash_entry(module.hash_algorithm),
                 "epoch": module.epoch,
                 "link_secret": module.link_secret.hex(),
+                "controller": {"id": module.controller_id, "url": module.controller_url},
                 **tls(module.module_id),
             }
     written = {}
@@ -460,11 +465,16 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
 def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
     known_keys(
         data,
-        {"role", "id", "listen", "also_listen", "kms", "links", "applications", "tls"},
+        {"role", "id", "listen", "also_listen", "kms", "links", "applications", "modules"}
+        | {"tls"},
         "top level",
     )
     applications = get(data, "applications", dict, "top level", {})
     links = get(data, "links", list, "top level", [])
+    modules = get(data, "modules", dict, "top level", {})
+    for module, link in modules.items():
+        if not isinstance(link, list) or not all(isinstance(km, str) for km in link):
+            raise Problem(f"modules: {module} must be the list of the two KMs of its link")
     config = ControllerConfig(
         controller_id=identifier(get(data, "id", str, "top level"), "id"),
         listen_url=get(data, "listen", str, "top level"),
@@ -472,6 +482,7 @@ def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
         kms=_strings(data, "kms", "top level"),
         links=links,
         applications=applications,
+        modules=modules,
     )
     return RoleConfig(role="controller", config=config, tls=_tls(data, here))
 
@@ -495,10 +506,24 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "hash_algorithm",
             "epoch",
             "link_secret",
+            "controller",
+            "report_interval",
             "tls",
         },
         where,
     )
+    controller = get(data, "controller", dict, where, {})
+    known_keys(controller, {"id", "url"}, "controller")
+    reporting: dict[str, Any] = (
+        {
+            "controller_id": get(controller, "id", str, "controller"),
+            "controller_url": get(controller, "url", str, "controller"),
+        }
+        if controller
+        else {}
+    )
+    if "report_interval" in data:
+        reporting["report_interval"] = get(data, "report_interval", float, where)
     try:
         secret = bytes.fromhex(get(data, "link_secret", str, where))
     except ValueError:
@@ -519,5 +544,6 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
         listen_url=get(data, "listen", str, where, None),
         km_id=get(data, "km_id", str, where, None),
         peer_km_id=get(data, "peer_km_id", str, where, None),
+        **reporting,
     )
     return RoleConfig(role="qkd-module", config=config, tls=_tls(data, here))

@@ -211,7 +211,8 @@ class Topology:
         )
 
     def controller_config(self) -> ControllerConfig:
-        """The controller's configuration: every KM, link and application of the topology."""
+        """The controller's configuration: every KM, link, application and (simulated) QKD
+        module of the topology."""
         return ControllerConfig(
             controller_id=self.controller_id,
             listen_url=self.controller_listen,
@@ -219,6 +220,12 @@ class Topology:
             kms=frozenset(km.id for km in self.kms),
             links=frozenset(frozenset(link.kms) for link in self.links),
             applications={app.id: app.km for app in self.applications},
+            modules={
+                module_id(km, neighbour): frozenset(link.kms)
+                for link in self.links
+                if not link.kmes  # external ETSI 014 KMEs do not speak to the controller
+                for km, neighbour in (link.kms, link.kms[::-1])
+            },
         )
 
     def km_config(self, km_id: str, module_urls: Mapping[str, str], **options: Any) -> KMConfig:
@@ -256,9 +263,11 @@ class Topology:
         *,
         km_url: str | None = None,
         listen_url: str | None = None,
+        controller_url: str | None = None,
     ) -> QKDModuleConfig:
         """The configuration of ``km``'s QKD module on the link to ``neighbour``: it pushes
-        keys to ``km_url`` (proactive link) or serves ``listen_url`` (on-request link)."""
+        keys to ``km_url`` (proactive link) or serves ``listen_url`` (on-request link), and
+        reports to the topology's controller at ``controller_url`` (none when ``None``)."""
         link = next(link for other, link in self.links_of(km) if other == neighbour)
         return QKDModuleConfig(
             module_id=module_id(km, neighbour),
@@ -274,6 +283,8 @@ class Topology:
             listen_url=listen_url,
             km_id=km,
             peer_km_id=neighbour,
+            controller_id=self.controller_id if controller_url is not None else None,
+            controller_url=controller_url,
         )
 
     def entities(self) -> list[str]:

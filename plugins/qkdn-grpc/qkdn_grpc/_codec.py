@@ -98,7 +98,7 @@ def proto_name(cls: type[Any]) -> str:
 
 
 def service_of(cls: type[Message]) -> str:
-    """The service of ``cls``'s interface (``"Ak"``, ``"Kq1"``, ``"Ck"``, ``"KmLink"``).
+    """The service of ``cls``'s interface (``"Ak"``, ``"Kq1"``, ``"Ck"``, ``"KmLink"``, ``"Cq"``).
 
     Raises :class:`ValueError` for a message of no service (the error indication, which goes
     only in an ``Envelope``)."""

@@ -174,6 +174,9 @@ INTERFACES: dict[Interface, InterfaceNames] = {
         "Ck", "Ck", "KM <-> QKDN controller (Q.4164; FG QIT4N D2.3 routing control protocol)"
     ),
     Interface.KX: InterfaceNames("Kx", "KmLink", "KM <-> KM, the KM link (FG QIT4N D2.3)"),
+    Interface.CQ: InterfaceNames(
+        "Cq", "Cq", "QKD module <-> QKDN controller (Y.3800 Cq; FG QIT4N D2.3 clause 8.1)"
+    ),
     Interface.ANY: InterfaceNames("Any", None, "any connection"),
 }
 
@@ -607,9 +610,9 @@ qkdn.proto: the qkdn-sdk messages (ITU-T Q.4161, Q.4162, Q.4164, FG QIT4N D2.3) 
 Rendered by qkdn_grpc._schema.render_proto() from the qkdn-sdk message registry: do not edit.
 Regenerate this file and qkdn_pb2.py with `python -m qkdn_grpc._schema`.
 
-Names: a message is named after its SDK class, prefixed by its interface (Ak, Kq1, Ck, Kx) when
-another class has the same name; the seven Ck messages of Q.4164 Appendix II Table II.1-1 take its
-names, and their fields the names of its Tables II.2-1 to II.5-2 where those map the parameter;
+Names: a message is named after its SDK class, prefixed by its interface (Ak, Kq1, Ck, Kx, Cq)
+when another class has the same name; the seven Ck messages of Q.4164 Appendix II Table II.1-1 take
+its names, and their fields the names of its Tables II.2-1 to II.5-2 where those map the parameter;
 every other field is the SDK JSON name. Field numbers follow the table's rows from 1;
 {PRESENCE_OFFSET} + n is the presence flag of the optional list in field n, {COMPANION_OFFSET} + n
 the Appendix II companion of field n.

@@ -41,7 +41,13 @@ from qkdn_sdk.messages import (
 
 REGENERATE = "regenerate with `python -m qkdn_grpc._schema` in plugins/qkdn-grpc"
 FILE = qkdn_pb2.DESCRIPTOR
-SERVICES = {Interface.AK: "Ak", Interface.KQ1: "Kq1", Interface.CK: "Ck", Interface.KX: "KmLink"}
+SERVICES = {
+    Interface.AK: "Ak",
+    Interface.KQ1: "Kq1",
+    Interface.CK: "Ck",
+    Interface.KX: "KmLink",
+    Interface.CQ: "Cq",
+}
 
 
 def _message(name: str) -> Descriptor:

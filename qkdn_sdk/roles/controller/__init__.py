@@ -26,9 +26,16 @@ lexicographically smallest list of KM IDs wins, so the answer is deterministic.
 Everything here runs in one trio run; the handler (:meth:`Controller.handle`) never blocks, so
 route and status updates are atomic with respect to each other.
 
-The package has two parts: ``_network`` (the configuration, the key amounts and states the KMs
-report, and the routes over them: no I/O) and ``_controller`` (the :class:`Controller` that
-serves Ck and keeps sessions, reservations and status reports).
+The QKD modules of the network (``ControllerConfig.modules``) authenticate to the controller and
+supply the status of their QKD links too (D2.3 clause 8.1, over the Y.3800 reference point Cq,
+on the controller's Ck URLs): :attr:`Controller.modules` records the key generation rate and
+state of each QKD link. Routes do not use them: a relay spends the key the KMs hold and report.
+
+The package has four parts: ``_network`` (the configuration, the key amounts and states the KMs
+report, and the routes over them: no I/O), ``_controller`` (the :class:`Controller` that serves
+Ck and keeps sessions, reservations and status reports), ``_modules`` (:class:`QKDModules`, what
+the QKD modules authenticate and supply) and ``_reporters`` (the authentication and status
+supplies of KMs and modules alike).
 """
 
 from qkdn_sdk.roles.controller._controller import (
@@ -37,6 +44,7 @@ from qkdn_sdk.roles.controller._controller import (
     KMRequestFailed,
     Reservation,
 )
+from qkdn_sdk.roles.controller._modules import ModuleRequestFailed, QKDModules
 from qkdn_sdk.roles.controller._network import (
     MAX_KEY_BITS,
     SCALE,
@@ -52,7 +60,9 @@ __all__ = [
     "Controller",
     "ControllerConfig",
     "KMRequestFailed",
+    "ModuleRequestFailed",
     "NoRoute",
+    "QKDModules",
     "Reservation",
     "link_cost",
 ]

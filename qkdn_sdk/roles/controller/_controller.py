@@ -17,6 +17,7 @@ import trio
 
 from qkdn_sdk.errors import FailureResponse, NotAuthorized, QkdnError, UnknownApplication, quoted
 from qkdn_sdk.messages import (
+    Interface,
     KeyId,
     Message,
     Role,
@@ -27,7 +28,9 @@ from qkdn_sdk.messages import (
     received_by,
 )
 from qkdn_sdk.roles._authorization import Authorization
+from qkdn_sdk.roles.controller._modules import QKDModules
 from qkdn_sdk.roles.controller._network import MAX_KEY_BITS, ControllerConfig, KeyNetwork, NoRoute
+from qkdn_sdk.roles.controller._reporters import Reporters
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, serve
 
@@ -105,7 +108,9 @@ class Controller:
     It answers *key relay next hop request* (Q.4164 Table 1) with the next hop towards the
     destination (Table 2), and records the key amounts KMs report in unsolicited *status
     information supply* responses (FG QIT4N D2.3 Table 8-2). Other Ck requests get a failure
-    saying they are not supported yet. Use it from one trio run.
+    saying they are not supported yet. The QKD modules of the network authenticate and supply the
+    status of their QKD links on the same URLs (D2.3 clause 8.1, over Cq: :attr:`modules`).
+    Use it from one trio run.
     """
 
     def __init__(
@@ -121,16 +126,22 @@ class Controller:
         self._nursery: trio.Nursery | None = None
         self._km_connections: dict[str, Connection] = {}
         """The latest connection each KM sent us something on: where we reach it."""
-        self.authenticated: set[str] = set()
-        """The KMs that authenticated to the controller (D2.3 clause 8.1.1 a))."""
         self._network = KeyNetwork(config)
-        self._reports: dict[str, int] = {}
-        self._reported = trio.Event()
         self._quiet = _QuietLog()
+        self._reports = Reporters(config.controller_id, "KM", config.kms, self._quiet.warning)
+        self.authenticated = self._reports.authenticated
+        """The KMs that authenticated to the controller (D2.3 clause 8.1.1 a))."""
+        self.modules = QKDModules(config, self._quiet.warning)
+        """The QKD modules of the network: their authentication and the status of their QKD
+        links they supply (D2.3 clause 8.1, over Cq)."""
         self._authorization = Authorization(
             config.controller_id,
-            {km: {Role.KM} for km in config.kms},
-            {Role.KM: "{peer} is not a KM of the network of {owner}"},
+            {km: {Role.KM} for km in config.kms}
+            | {module: {Role.QKD_MODULE} for module in config.modules},
+            {
+                Role.KM: "{peer} is not a KM of the network of {owner}",
+                Role.QKD_MODULE: "{peer} is not a QKD module of the network of {owner}",
+            },
         )
         self.urls: list[str] = []
         """The URLs that reach the controller once it listens: ``listen_url``'s first."""
@@ -170,6 +181,7 @@ class Controller:
         session) reach it on its latest connection, even if it never sends anything first."""
         if connection.peer_id in self.config.kms:
             self._km_connections[connection.peer_id] = connection
+        self.modules.connected(connection)
 
     # --- what the controller knows ------------------------------------------------------------
 
@@ -187,13 +199,12 @@ class Controller:
     def report_count(self, km_id: str) -> int:
         """How many status reports from ``km_id`` were handled (applied, or ignored entry by
         entry) since the controller was made; 0 for a KM not in the network."""
-        return self._reports.get(km_id, 0)
+        return self._reports.count(km_id)
 
     async def wait_for_report(self, km_id: str, count: int = 1) -> None:
         """Return once :meth:`report_count` of ``km_id`` is at least ``count`` (at once if it
         already is): the report that made it so has been applied."""
-        while self.report_count(km_id) < count:
-            await self._reported.wait()
+        await self._reports.wait(km_id, count)
 
     def route(
         self,
@@ -314,12 +325,15 @@ class Controller:
         Table 8-2) and returns ``None``; answers any other request it does not support with a
         failure saying so; ignores other one-way messages. Never raises for what the peer sent.
         Only the KMs of the network are answered: any other peer gets a failure (its one-way
-        messages are dropped).
+        messages are dropped). The QKD modules' messages go to :attr:`modules`, from the modules
+        of the network only.
         """
         try:
             self._authorization.check(message, connection.peer_id)
         except NotAuthorized as exc:
             return None if type(message).response_type() is None else _failure(message, str(exc))
+        if type(message).interface is Interface.CQ:
+            return await self.modules.handle(message, connection)
         if isinstance(message, ck.KeyRelayNextHopRequest):
             try:
                 return self._next_hop(message, connection)
@@ -334,7 +348,7 @@ class Controller:
         if peer in self.config.kms:  # where session creation notifications reach it
             self._km_connections[peer] = connection
         if isinstance(message, mgmt.CkAuthenticationCommand):
-            return self._authenticate(message, connection)
+            return self._reports.authenticate(message, mgmt.CkAuthenticationResponse)
         if isinstance(message, ck.SessionCreationRequest):
             try:
                 return await self._session_creation_request(message, connection)
@@ -355,7 +369,7 @@ class Controller:
             self._nursery.start_soon(_pass_session_end, message, self._km_connections)
             return None
         if isinstance(message, mgmt.StatusInformationSupplyResponse):
-            self._status_report(message, connection)
+            self._reports.receive(message, connection, self._apply)
             return None
         if isinstance(message, mgmt.RouteInformationSupplyCommand):
             try:
@@ -397,21 +411,6 @@ class Controller:
         logger.debug("next hop from %s to %s: %s (route %s)", asker, destination, path[1], path)
         return ck.ResponseToKeyRelayNextHopRequest(
             source_kma_id=source, destination_kma_id=destination, next_kma_ids=[path[1]]
-        )
-
-    def _authenticate(
-        self, command: mgmt.CkAuthenticationCommand, connection: Connection
-    ) -> mgmt.CkAuthenticationResponse:
-        """D2.3 clause 8.1.1 a): a KM of the network authenticates (over TLS, as the KM its
-        certificate names: the transport refuses another ``sender_id``)."""
-        if command.sender_id not in self.config.kms:
-            logger.warning("refused the authentication of unknown KM %s", quoted(command.sender_id))
-            code = mgmt.ResultCode.FAILURE
-        else:
-            self.authenticated.add(command.sender_id)
-            code = mgmt.ResultCode.SUCCESS
-        return mgmt.CkAuthenticationResponse(
-            sender_id=self.config.controller_id, response_code=code
         )
 
     def _ends(
@@ -543,27 +542,6 @@ class Controller:
         return ck.ResponseToSessionCreationRequest(
             session_id=session_id, response="success", destination_km_id=destination_km
         )
-
-    def _status_report(
-        self, report: mgmt.StatusInformationSupplyResponse, connection: Connection
-    ) -> None:
-        sender = report.sender_id
-        peer = connection.peer_id
-        if peer is not None and sender != peer:  # the transport refuses these; never trust it
-            self._quiet.warning(
-                f"ignored a status report: sender_id {quoted(sender)} is not the peer {peer!r}"
-            )
-            return
-        if sender not in self.config.kms:
-            self._quiet.warning(f"ignored a status report from unknown KM {quoted(sender)}")
-            return
-        if report.response_code != mgmt.ResultCode.SUCCESS:
-            logger.info("%s reports that its status supply failed; nothing recorded", sender)
-        else:
-            self._apply(sender, report.status_table)
-        self._reports[sender] = self._reports.get(sender, 0) + 1
-        self._reported.set()
-        self._reported = trio.Event()
 
     def _apply(self, sender: str, status_table: list[Any]) -> None:
         """Record each entry ``{"km_link": <neighbour>, "key_amount": <bits>}`` as the amount of

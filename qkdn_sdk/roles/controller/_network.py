@@ -62,6 +62,15 @@ def _frozen_applications(value: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(value))
 
 
+def _frozen_modules(value: Mapping[str, Iterable[str]]) -> Mapping[str, frozenset[str]]:
+    modules = {}
+    for module, link in value.items():
+        if isinstance(link, str):
+            raise TypeError(f"modules: {module!r} must name the two KMs of its link, not {link!r}")
+        modules[module] = frozenset(link)
+    return MappingProxyType(modules)
+
+
 def _check_kms(_instance: Any, _attribute: attrs.Attribute[Any], value: frozenset[str]) -> None:
     for km in value:
         if not isinstance(km, str) or not km:
@@ -92,14 +101,30 @@ def _check_applications(
             raise ValueError(f"applications: {application!r} is served by {km!r}, not one of kms")
 
 
+def _check_modules(
+    instance: ControllerConfig,
+    _attribute: attrs.Attribute[Any],
+    value: Mapping[str, frozenset[str]],
+) -> None:
+    for module, link in value.items():
+        if not isinstance(module, str) or not module:
+            raise ValueError(f"modules: an ID must be a non-empty string, got {module!r}")
+        if module in instance.kms or module == instance.controller_id:
+            raise ValueError(f"modules: {module!r} is the ID of a KM or of the controller")
+        if link not in instance.links:
+            ends = sorted(link, key=repr)
+            raise ValueError(f"modules: {module!r} is on {ends!r}, not one of links")
+
+
 @attrs.frozen
 class ControllerConfig:
     """What the controller knows of the network before any KM reports.
 
     ``kms``: the KM IDs; ``links``: the KM links, each a pair of distinct KMs of ``kms`` with a
     QKD link between them (any iterable of pairs is taken); ``applications``: application ID ->
-    the KM that serves it (default: none). Building one raises :class:`ValueError` naming the
-    bad entry, or :class:`TypeError` for a string where a collection belongs.
+    the KM that serves it (default: none); ``modules``: QKD module ID -> the two KMs of the link
+    it is an end of (default: none). Building one raises :class:`ValueError` naming the bad
+    entry, or :class:`TypeError` for a string where a collection belongs.
     """
 
     controller_id: str = attrs.field(validator=attrs.validators.min_len(1))
@@ -113,6 +138,12 @@ class ControllerConfig:
     )
     also_listen: tuple[str, ...] = ()
     """Further Ck URLs served, by other transports (``grpcs://...``)."""
+    modules: Mapping[str, frozenset[str]] = attrs.field(
+        factory=dict, converter=_frozen_modules, validator=_check_modules, hash=False
+    )
+    """The QKD modules that authenticate and supply their QKD link's status to the controller
+    (D2.3 clause 8.1, over Cq), each with the two KMs of its link; they reach the controller at
+    its Ck URLs."""
 
 
 def link_cost(bits: int) -> float:

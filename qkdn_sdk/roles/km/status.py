@@ -12,7 +12,8 @@ import trio
 
 from qkdn_sdk.errors import FailureResponse, QkdnError, quoted
 from qkdn_sdk.messages import mgmt
-from qkdn_sdk.roles.km.config import AUTHENTICATION, KeyManagerError, KMConfig
+from qkdn_sdk.roles._status import ReportSchedule
+from qkdn_sdk.roles.km.config import AUTHENTICATION, KMConfig
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.peers import Peers
 from qkdn_sdk.transport import Connection
@@ -39,21 +40,19 @@ class StatusSupply:
             dict(links.generated_bits),
             dict(links.spent_bits),
         )
-        self._report_period: float = config.report_interval
-        self._report_parameters: list[str] = list(STATUS_PARAMETERS)
-        """What the unsolicited supplies carry: the status table of the controller's latest
-        status command with a period, else every parameter."""
-        self._report_wanted = trio.Event()
+        self._schedule = ReportSchedule(config.report_interval, STATUS_PARAMETERS)
+        """When the unsolicited supplies go, and what they carry: the period and status table
+        of the controller's latest status command with a period, else every parameter."""
 
     @property
     def report_period(self) -> float:
         """Seconds between two unsolicited status supplies: ``report_interval``, or the period
         of the controller's latest status command."""
-        return self._report_period
+        return self._schedule.period
 
     def report_now(self) -> None:
         """Have the next status supply go now (a link went up or down)."""
-        self._report_wanted.set()
+        self._schedule.report_now()
 
     def link_status(self, parameters: Collection[str] = STATUS_PARAMETERS) -> list[dict[str, Any]]:
         """The D2.3 Table 8-2 status table: per neighbour (``km_link``), the ``parameters`` of
@@ -92,19 +91,9 @@ class StatusSupply:
         """D2.3 clause 8.1 b): the controller asks for status now, and every ``period`` seconds
         when it gives one (the KM's unsolicited supplies then come at that period, with the
         parameters this command asked for)."""
-        parameters = command.status_table or list(STATUS_PARAMETERS)
-        unknown = sorted(set(parameters) - set(STATUS_PARAMETERS))
-        if unknown:
-            raise KeyManagerError(
-                f"unknown status parameters {unknown} (known: {list(STATUS_PARAMETERS)})"
-            )
-        if command.period is not None:
-            self._report_period = float(command.period)
-            self._report_parameters = list(parameters)
-            self._report_wanted.set()  # start the new period now
         return mgmt.StatusInformationSupplyResponse(
             sender_id=self._km_id,
-            status_table=self.link_status(parameters),
+            status_table=self.link_status(self._schedule.asked(command)),
             response_code=mgmt.ResultCode.SUCCESS,
         )
 
@@ -144,7 +133,7 @@ class StatusSupply:
                 authenticated = await self._authenticate_to_controller()
             report = mgmt.StatusInformationSupplyResponse(
                 sender_id=self._km_id,
-                status_table=self.link_status(self._report_parameters),
+                status_table=self.link_status(self._schedule.parameters),
                 response_code=mgmt.ResultCode.SUCCESS,
             )
             try:
@@ -154,6 +143,4 @@ class StatusSupply:
                 if not failing:
                     logger.warning("%s: cannot report to the controller: %s", self._km_id, exc)
                 failing = True
-            self._report_wanted = trio.Event()
-            with trio.move_on_after(self._report_period):
-                await self._report_wanted.wait()
+            await self._schedule.wait()

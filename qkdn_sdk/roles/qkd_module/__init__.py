@@ -37,9 +37,19 @@ Two Kq-1 modes (Q.4162 clause 7):
 With ``km_id`` configured, keys go to that KM only (the identity the transport authenticated).
 Key bytes never appear in logs, errors or ``repr()``.
 
-The package has three parts: ``_config`` (:class:`QKDModuleConfig`), ``_keys`` (the keys of the
-link and the buffer: :func:`link_key`, no I/O) and ``_module`` (the :class:`QKDModule` that
-serves them over Kq-1 in either mode).
+With ``controller_id`` and ``controller_url`` configured, the module also speaks FG QIT4N D2.3
+clause 8.1 to its QKDN controller (the Y.3800 reference point Cq): it authenticates
+(:class:`~qkdn_sdk.messages.mgmt.CqAuthenticationCommand`, 0x3480, answered by that controller
+only), then supplies the status of its QKD link
+(:class:`~qkdn_sdk.messages.mgmt.CqStatusInformationSupplyResponse`, 0x3483) every
+``report_interval`` seconds and whenever the controller asks (0x4382): one entry ``{"qkd_link":
+<matching module>, "key_amount": <bits buffered>, "key_generation_rate": <bits/s>, "status":
+"up"}`` (:data:`MODULE_STATUS_PARAMETERS`). A controller that is unreachable or refuses is tried
+again a report period later; keys never wait for it.
+
+The package has four parts: ``_config`` (:class:`QKDModuleConfig`), ``_keys`` (the keys of the
+link and the buffer: :func:`link_key`, no I/O), ``_module`` (the :class:`QKDModule` that
+serves them over Kq-1 in either mode) and ``_control`` (its status supply to the controller).
 """
 
 from qkdn_sdk.roles.qkd_module._config import (
@@ -47,11 +57,13 @@ from qkdn_sdk.roles.qkd_module._config import (
     HASH_ALGORITHMS,
     KEY_SIZE_UNIT,
     LINK_SECRET_SIZE,
+    REPORT_INTERVAL,
     Kq1Mode,
     QKDModuleConfig,
     check_hash_algorithm,
     hash_of,
 )
+from qkdn_sdk.roles.qkd_module._control import MODULE_STATUS_PARAMETERS
 from qkdn_sdk.roles.qkd_module._keys import LinkKey, QKDModuleStats, link_key
 from qkdn_sdk.roles.qkd_module._module import QKDModule, max_keys_per_response
 
@@ -60,6 +72,8 @@ __all__ = [
     "HASH_ALGORITHMS",
     "KEY_SIZE_UNIT",
     "LINK_SECRET_SIZE",
+    "MODULE_STATUS_PARAMETERS",
+    "REPORT_INTERVAL",
     "Kq1Mode",
     "LinkKey",
     "QKDModule",

@@ -15,6 +15,7 @@ __all__ = [
     "HASH_ALGORITHMS",
     "KEY_SIZE_UNIT",
     "LINK_SECRET_SIZE",
+    "REPORT_INTERVAL",
     "Kq1Mode",
     "QKDModuleConfig",
     "check_hash_algorithm",
@@ -29,6 +30,10 @@ BUFFER_KEYS = 256
 
 KEY_SIZE_UNIT = 256
 """QKD-key sizes are positive multiples of this many bits."""
+
+REPORT_INTERVAL = 5.0
+"""Seconds between two status supplies of a module to its QKDN controller unless configured
+otherwise (a QKD link's status changes slowly; the KMs report key amounts far more often)."""
 
 
 HASH_ALGORITHMS = (
@@ -108,8 +113,9 @@ class QKDModuleConfig:
     ``epoch``, ``secret_key_rate`` and ``key_size``; each names itself in ``module_id`` and the
     other in ``matching_module_id``.
 
-    Raises :class:`ValueError` when a value is out of range, or the mode's URL is missing
-    (:attr:`Kq1Mode.PROACTIVE` needs ``km_url``, :attr:`Kq1Mode.ON_REQUEST` needs ``listen_url``).
+    Raises :class:`ValueError` when a value is out of range, the mode's URL is missing
+    (:attr:`Kq1Mode.PROACTIVE` needs ``km_url``, :attr:`Kq1Mode.ON_REQUEST` needs ``listen_url``),
+    or only one of ``controller_id`` and ``controller_url`` is given.
     ``link_secret`` never appears in ``repr()``.
     """
 
@@ -146,6 +152,15 @@ class QKDModuleConfig:
     """The KM at the other end of the link: over ETSI GS QKD 014 (Q.4162 Appendix II: the KMs
     are the SAEs) the only slave SAE a Get key may name, and the master of the keys a Get key
     with key IDs fetches. ``None``: any."""
+    controller_id: str | None = None
+    """The QKDN controller the module authenticates to and supplies its QKD link status to (FG
+    QIT4N D2.3 clause 8.1, over Cq): its certificate ID over TLS. ``None`` (with
+    ``controller_url``): the module has no controller."""
+    controller_url: str | None = None
+    """The controller's URL (its Ck URL: the controller serves Cq there too)."""
+    report_interval: float = attrs.field(default=REPORT_INTERVAL, validator=_positive)
+    """Seconds between two unsolicited status supplies to the controller, and between two tries
+    to reach it while it is unreachable or refuses."""
 
     def __attrs_post_init__(self) -> None:
         if self.module_id == self.matching_module_id:
@@ -154,3 +169,7 @@ class QKDModuleConfig:
             raise ValueError("a proactive QKD module needs km_url, the URL of its KM")
         if self.mode is Kq1Mode.ON_REQUEST and not self.listen_url:
             raise ValueError("an on-request QKD module needs listen_url, the URL it serves")
+        if (self.controller_id is None) != (self.controller_url is None):
+            raise ValueError("give controller_id and controller_url together, or neither")
+        if self.controller_id == "" or self.controller_url == "":
+            raise ValueError("controller_id and controller_url must not be empty")

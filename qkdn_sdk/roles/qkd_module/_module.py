@@ -26,9 +26,10 @@ from qkdn_sdk.errors import (
     quoted,
     shorten,
 )
-from qkdn_sdk.messages import Key, Message, Role, failure_response, kq1, received_by
+from qkdn_sdk.messages import Interface, Key, Message, Role, failure_response, kq1, received_by
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.roles.qkd_module._config import Kq1Mode, QKDModuleConfig, hash_of
+from qkdn_sdk.roles.qkd_module._control import ControllerLink
 from qkdn_sdk.roles.qkd_module._keys import KeyBuffer, LinkKey, QKDModuleStats
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, ServerInfo, connect, serve
@@ -44,7 +45,10 @@ under the 65,535 of the frame's Length, with room to spare."""
 _FIRST_BACKOFF = 0.1
 _MAX_BACKOFF = 2.0
 
-_ACCEPTS = received_by(Role.QKD_MODULE)
+_ACCEPTS = frozenset(
+    cls for cls in received_by(Role.QKD_MODULE) if cls.interface is not Interface.CQ
+)
+"""What the KM may send its module: the Kq-1 messages (and the error indication)."""
 
 
 class _Backoff:
@@ -187,7 +191,8 @@ class QKDModule:
     async def run(
         self, *, task_status: trio.TaskStatus[str | None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Supply keys to the KM until cancelled.
+        """Supply keys to the KM until cancelled, and, with ``controller_id``, authenticate to the
+        controller and supply it the link's status (D2.3 clause 8.1; keys never wait for it).
 
         ON_REQUEST: serve ``listen_url`` and report the URL that reaches it (with the real port
         when it was 0) with ``task_status.started``. PROACTIVE: report ``None`` at once, then
@@ -213,6 +218,15 @@ class QKDModule:
         """:meth:`run`, whose errors come out of its nursery in an exception group."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keys.watch)
+            if self._config.controller_id is not None:
+                link = ControllerLink(
+                    self._config,
+                    lambda: self._keys.stats,
+                    nursery,
+                    tls=self._tls,
+                    limits=self._limits,
+                )
+                nursery.start_soon(link.run)
             if self._config.mode is Kq1Mode.ON_REQUEST:
                 assert self._config.listen_url is not None
                 info: ServerInfo = await nursery.start(
