@@ -191,6 +191,21 @@ async def test_an_application_over_its_rate_is_refused_and_nothing_is_spent(
             await carol.get_keys("erin", 128, 256)
 
 
+async def test_keys_asked_in_a_session_count_against_the_rate(tmp_path: Path) -> None:
+    """Q.4161 key requests with session ID share the application's bucket with its plain key
+    requests; one refused counts nothing against the session."""
+    async with line3(tmp_path, max_keys_per_second=0.001) as network:
+        await ready(network, relay_bits(28, 256), [("km-a", "km-b")])
+        async with client(network, "carol") as carol, client(network, "alice") as alice:
+            session = await alice.create_session("carol", 40)
+            await alice.get_keys("erin", 100, 256)  # 28 of the bucket's 128 keys are left
+            reason = await refused(session.get_keys(40, 256))
+            assert "'alice' is over its quota of 0.001 keys per second" in reason
+            keys = await session.get_keys(28, 256)  # the session still has its 40
+            assert len(keys) == 28
+            assert len([await carol.proactive_keys.receive() for _ in keys]) == 28
+
+
 # --- the quota of keys held ----------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -34,6 +35,7 @@ from qkdn_sdk.pki import dev_tls_config
 from qkdn_sdk.roles.controller import ControllerConfig
 from qkdn_sdk.roles.km import KMConfig
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
+from qkdn_sdk.testing.literal import LiteralController
 
 ROOT = Path(__file__).parent.parent
 LINE3 = ROOT / "examples" / "topologies" / "line3.toml"
@@ -374,3 +376,69 @@ def test_the_km_file_the_docs_show_is_one(tmp_path: Path) -> None:
         "controller": "tcp+tls://127.0.0.1:7000",
         "km-c": "tcp+tls://127.0.0.1:7012",
     }
+
+
+async def test_our_kms_and_modules_in_their_processes_with_a_controller_from_q4164_alone(
+    tmp_path: Path,
+) -> None:
+    """line3 in centralized routing (Q.4164 clause 7.2), every KM and QKD module its own
+    ``qkdn serve`` process, and in the controller's place one written from Tables 1-5 alone
+    (:class:`~qkdn_sdk.testing.literal.LiteralController`: its own key relay request IDs, the
+    KMs between source and destination as transit KMs, nothing of D2.3): alice's keys reach bob
+    byte-identical."""
+    text = LINE3.read_text().replace(
+        'transport = "tcp+tls"', 'transport = "tcp+tls"\nrouting = "centralized"'
+    )
+    topology = parse_topology(text)
+    deployment = write_role_configs(topology, tmp_path, first_port=first_port())
+    controller_file = load_role_config(deployment.pop("controller"), "controller").config
+    assert isinstance(controller_file, ControllerConfig)
+    pki = tmp_path / "pki"
+    literal = LiteralController(
+        kms=controller_file.kms,
+        links=controller_file.links,
+        applications=controller_file.applications,
+        ignore_sdk_members=True,  # our KMs' hints (key_bits, their relay IDs) it does not read
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    roles: dict[str, Role] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                literal.serve,
+                controller_file.listen_url,
+                tls=dev_tls_config(pki, "controller"),
+                identity="controller",
+            )
+        )
+        for role_id, path in deployment.items():
+            command = [sys.executable, "-m", "qkdn_sdk", "serve", role_of(path)]
+            process = await trio.lowlevel.open_process(
+                [*command, "--config", str(path), "--verbose"], stderr=subprocess.PIPE, env=env
+            )
+            roles[role_id] = Role(process, role_id)
+            nursery.start_soon(roles[role_id].read)
+        try:
+            with trio.fail_after(WAIT):
+                for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-c")):
+                    await roles[km_id].wait_for(f"{km_id}: link to {neighbour} ready")
+                async with KeyManagerClient.connect(
+                    load_role_config(deployment["km-a"], "km").config.listen["ak"],  # type: ignore[union-attr]
+                    tls=dev_tls_config(pki, "alice"),
+                ) as alice:
+                    keys = await alice.get_keys("bob", 4, 256)
+                async with KeyManagerClient.connect(
+                    load_role_config(deployment["km-c"], "km").config.listen["ak"],  # type: ignore[union-attr]
+                    tls=dev_tls_config(pki, "bob"),
+                ) as bob:
+                    fetched = await bob.get_keys_with_ids("alice", [key.key_id for key in keys])
+        finally:
+            for role in roles.values():
+                if role.process.returncode is None:
+                    role.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(WAIT):
+                for role in roles.values():
+                    await role.process.wait()
+            nursery.cancel_scope.cancel()
+    assert fetched == keys
+    assert [response.response for response in literal.relays] == ["success"]  # Table 5

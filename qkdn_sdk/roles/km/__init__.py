@@ -51,7 +51,7 @@ it. The parts depend on each other one way only (an arrow: "calls")::
     KMLinks ──> Acquisition
     KMLinks ──> StatusSupply
     Reservations ──> Routes
-    KeySupply ──> Quotas ──> LinkTable
+    KeySupply, ProactiveSupply ──> Quotas ──> LinkTable, Routes
 
     every part ──> config, keys; those that use links ──> LinkTable, Peers
 

@@ -30,7 +30,7 @@ from qkdn_sdk.roles.keystore import KeyStore, UnknownKeys
 from qkdn_sdk.roles.km.config import MIN_SIZE_OF_KEY, KeyManagerError, KMConfig
 from qkdn_sdk.roles.km.keys import Batch, app_pool, fresh_keys
 from qkdn_sdk.roles.km.proactive import ProactiveSupply
-from qkdn_sdk.roles.km.quotas import FirstHop, Quotas
+from qkdn_sdk.roles.km.quotas import Quotas
 from qkdn_sdk.roles.km.relays import Relay, not_direct
 from qkdn_sdk.roles.km.routes import Routes
 from qkdn_sdk.roles.sessions import Sessions, session_pool
@@ -86,7 +86,7 @@ class KeySupply:
             raise RequestRefused("the destination application is the source application")
         if len(destinations) > 1:
             await self._check_multicast(destinations, direct=direct)
-        hops = await self._first_hops(destinations, number, size)
+        hops = await self._quotas.first_hops(destinations, number, size)
         local = number * sum(slave in self._config.applications for slave in destinations)
         with self._quotas.admitted(source, number, local_keys=local, hops=hops):
             key_ids, keys = fresh_keys(number, size)
@@ -105,23 +105,6 @@ class KeySupply:
             ", ".join(destinations),
         )
         return ak.ResponseToKeyRequest(keys=batch.supplied(), response="success")
-
-    async def _first_hops(self, slaves: list[str], number: int, size: int) -> list[FirstHop]:
-        """The first hop of the relay to each slave not served here: the neighbour (the only
-        one, else the controller's next hop; nothing is spent asking) and the link key bits
-        the relay of ``number`` keys of ``size`` bits spends towards it."""
-        bits = otp.units_for(otp.MAC_KEY_BYTES + number * size // 8) * otp.UNIT_BITS
-        links = self._config.links
-        hops = []
-        for slave in slaves:
-            if slave in self._config.applications or not links:
-                continue
-            if len(links) == 1:
-                neighbour = links[0].neighbour
-            else:
-                _, neighbour = await self._routes.next_hop(application=slave, bits=bits)
-            hops.append((slave, neighbour, bits))
-        return hops
 
     def _additional_slaves(self, slaves: list[Any]) -> list[str]:
         """The ``additional_slave_SAE_IDs`` of an ETSI 014 Get key, checked."""

@@ -164,8 +164,9 @@ class KeyManager:
         )
         hops = HopSender(config, store, self.link_table, self.peers)
         self.relay = Relay(config, store, self.link_table, self.peers, self.routes, hops)
+        self.quotas = Quotas(config, store, self.link_table, self.routes)
         self.proactive = ProactiveSupply(
-            config, store, self.peers, self.relay, sessions, self._spawn
+            config, store, self.peers, self.relay, sessions, self.quotas, self._spawn
         )
         self.relay_receiver = RelayReceiver(
             config,
@@ -178,7 +179,6 @@ class KeyManager:
             stored=self.proactive.keys_stored,
             spawn=self._spawn,
         )
-        self.quotas = Quotas(config, store, self.link_table)
         self.key_supply = KeySupply(
             config, store, self.routes, self.relay, self.proactive, sessions, self.quotas
         )

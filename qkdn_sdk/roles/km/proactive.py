@@ -34,6 +34,7 @@ from qkdn_sdk.roles.km.config import (
 )
 from qkdn_sdk.roles.km.keys import Batch, fresh_keys
 from qkdn_sdk.roles.km.peers import Peers
+from qkdn_sdk.roles.km.quotas import Quotas
 from qkdn_sdk.roles.km.relays import Relay
 from qkdn_sdk.roles.sessions import SessionError, Sessions, session_application, session_pool
 from qkdn_sdk.transport import Connection
@@ -56,6 +57,7 @@ class ProactiveSupply:
         peers: Peers,
         relay: Relay,
         sessions: Sessions,
+        quotas: Quotas,
         spawn: Spawn,
     ) -> None:
         self._config = config
@@ -64,6 +66,7 @@ class ProactiveSupply:
         self._peers = peers
         self._relay = relay
         self._sessions = sessions
+        self._quotas = quotas
         self._spawn = spawn
         self._connections: dict[str, list[Connection]] = {}
         """The connections of each application in the order they came, one authenticated again
@@ -324,29 +327,37 @@ class ProactiveSupply:
     async def key_request_with_session_id(
         self, request: ak.KeyRequestWithSessionId, connection: Connection
     ) -> ak.ResponseToKeyRequestWithSessionId:
-        """Q.4161 clause 7.2.3 (Figure 5): keys of a session for its source application; the
-        destination KM pushes the same keys to the destination application (clause 7.2.4)."""
+        """Q.4161 clause 7.2.3 (Figure 5): keys of a session for its source application, once its
+        quotas admit them (keys per second, its share of the first hop's link key; the keys a
+        destination KM holds for a session are not counted as held); the destination KM pushes
+        the same keys to the destination application (clause 7.2.4)."""
         source = self._config.served_application(None, connection.peer_id)  # Table 8 names none
         number = request.number_of_keys or self._config.default_number_of_keys
         size = request.size_of_key or self._config.default_size_of_key
         self._config.check_amount(number, size)
-        try:
-            session = self._sessions.supply(request.session_id, source, number)
+        try:  # a session that cannot serve is refused before its quotas count anything
+            session = self._sessions.get(request.session_id)
         except SessionError as exc:
             raise KeyManagerError(str(exc)) from None
-        batch = Batch(
-            source, session.destination, *fresh_keys(number, size), size, session.session_id
-        )
-        try:
-            if session.destination_km == self._km_id:
-                pool = session_pool(session.destination, session.session_id)
-                await self._store.put(batch.stored(pool))
-                self._wake_pusher(session.destination)
-            else:
-                await self._relay.relay(batch)
-        except BaseException:
-            self._sessions.refund(session, number)
-            raise
+        hops = await self._quotas.first_hops([session.destination], number, size)
+        with self._quotas.admitted(source, number, local_keys=0, hops=hops):
+            try:
+                session = self._sessions.supply(request.session_id, source, number)
+            except SessionError as exc:
+                raise KeyManagerError(str(exc)) from None
+            batch = Batch(
+                source, session.destination, *fresh_keys(number, size), size, session.session_id
+            )
+            try:
+                if session.destination_km == self._km_id:
+                    pool = session_pool(session.destination, session.session_id)
+                    await self._store.put(batch.stored(pool))
+                    self._wake_pusher(session.destination)
+                else:
+                    await self._relay.relay(batch)
+            except BaseException:
+                self._sessions.refund(session, number)
+                raise
         return ak.ResponseToKeyRequestWithSessionId(
             session_id=session.session_id, keys=batch.supplied(), response="success"
         )

@@ -43,10 +43,12 @@ from contextlib import contextmanager
 import trio
 
 from qkdn_sdk.errors import quoted
+from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import KeyStore
 from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig
 from qkdn_sdk.roles.km.keys import app_pool
 from qkdn_sdk.roles.km.link_table import LinkTable
+from qkdn_sdk.roles.km.routes import Routes
 
 __all__ = ["FirstHop", "OverQuota", "Quotas"]
 
@@ -98,10 +100,11 @@ class _Window:
 class Quotas:
     """The quotas of the applications of one KM and their shares of its links' key."""
 
-    def __init__(self, config: KMConfig, store: KeyStore, links: LinkTable) -> None:
+    def __init__(self, config: KMConfig, store: KeyStore, links: LinkTable, routes: Routes) -> None:
         self._config = config
         self._store = store
         self._links = links
+        self._routes = routes
         self._depth = max(config.max_keys_per_second, config.max_key_per_request)
         self._buckets: dict[str, tuple[float, float]] = {}
         """Per application: its tokens, and when they were counted."""
@@ -110,6 +113,23 @@ class Quotas:
         }
         self._in_flight = dict.fromkeys(self._windows, 0)
         """Per neighbour: link key bits that relays admitted and not yet ended may spend."""
+
+    async def first_hops(self, slaves: list[str], number: int, size: int) -> list[FirstHop]:
+        """The first hop of the relay to each slave not served here, for :meth:`admitted`: the
+        neighbour (the only one, else the controller's next hop; nothing is spent asking) and
+        the link key bits the relay of ``number`` keys of ``size`` bits spends towards it."""
+        bits = otp.units_for(otp.MAC_KEY_BYTES + number * size // 8) * otp.UNIT_BITS
+        links = self._config.links
+        hops = []
+        for slave in slaves:
+            if slave in self._config.applications or not links:
+                continue
+            if len(links) == 1:
+                neighbour = links[0].neighbour
+            else:
+                _, neighbour = await self._routes.next_hop(application=slave, bits=bits)
+            hops.append((slave, neighbour, bits))
+        return hops
 
     def held(self, application: str) -> int:
         """Keys made here at ``application``'s request that its peers at this KM did not fetch."""
