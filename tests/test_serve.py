@@ -306,17 +306,33 @@ class Role:
             await self._changed.wait()
 
 
-async def test_every_role_in_its_own_process(deployment: dict[str, Path], tmp_path: Path) -> None:
+async def start_roles(deployment: dict[str, Path], nursery: trio.Nursery) -> dict[str, Role]:
+    """A ``qkdn serve`` process for each role file of ``deployment``, its stderr read."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     roles: dict[str, Role] = {}
+    for role_id, path in deployment.items():
+        command = [sys.executable, "-m", "qkdn_sdk", "serve", role_of(path)]
+        process = await trio.lowlevel.open_process(
+            [*command, "--config", str(path), "--verbose"], stderr=subprocess.PIPE, env=env
+        )
+        roles[role_id] = Role(process, role_id)
+        nursery.start_soon(roles[role_id].read)
+    return roles
+
+
+async def stop_roles(roles: dict[str, Role]) -> None:
+    """SIGTERM to every role still running, and wait for each to end."""
+    for role in roles.values():
+        if role.process.returncode is None:
+            role.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(WAIT):
+        for role in roles.values():
+            await role.process.wait()
+
+
+async def test_every_role_in_its_own_process(deployment: dict[str, Path], tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
-        for role_id, path in deployment.items():
-            command = [sys.executable, "-m", "qkdn_sdk", "serve", role_of(path)]
-            process = await trio.lowlevel.open_process(
-                [*command, "--config", str(path), "--verbose"], stderr=subprocess.PIPE, env=env
-            )
-            roles[role_id] = Role(process, role_id)
-            nursery.start_soon(roles[role_id].read)
+        roles = await start_roles(deployment, nursery)
         try:
             with trio.fail_after(WAIT):
                 for role_id, role in roles.items():
@@ -349,12 +365,7 @@ async def test_every_role_in_its_own_process(deployment: dict[str, Path], tmp_pa
             assert len({key.key for key in keys}) == 4
             await roles["km-b"].wait_for("km-b:")  # km-b logged at least a line of its own
         finally:
-            for role in roles.values():
-                if role.process.returncode is None:
-                    role.process.send_signal(signal.SIGTERM)
-            with trio.fail_after(WAIT):
-                for role in roles.values():
-                    await role.process.wait()
+            await stop_roles(roles)
     for role_id, role in roles.items():
         assert role.process.returncode == 0, role.said
         assert role.said.rstrip().endswith(f"{role_id} stopped"), role.said
@@ -400,8 +411,6 @@ async def test_our_kms_and_modules_in_their_processes_with_a_controller_from_q41
         applications=controller_file.applications,
         ignore_sdk_members=True,  # our KMs' hints (key_bits, their relay IDs) it does not read
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    roles: dict[str, Role] = {}
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(
@@ -411,13 +420,7 @@ async def test_our_kms_and_modules_in_their_processes_with_a_controller_from_q41
                 identity="controller",
             )
         )
-        for role_id, path in deployment.items():
-            command = [sys.executable, "-m", "qkdn_sdk", "serve", role_of(path)]
-            process = await trio.lowlevel.open_process(
-                [*command, "--config", str(path), "--verbose"], stderr=subprocess.PIPE, env=env
-            )
-            roles[role_id] = Role(process, role_id)
-            nursery.start_soon(roles[role_id].read)
+        roles = await start_roles(deployment, nursery)
         try:
             with trio.fail_after(WAIT):
                 for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-c")):
@@ -433,12 +436,7 @@ async def test_our_kms_and_modules_in_their_processes_with_a_controller_from_q41
                 ) as bob:
                     fetched = await bob.get_keys_with_ids("alice", [key.key_id for key in keys])
         finally:
-            for role in roles.values():
-                if role.process.returncode is None:
-                    role.process.send_signal(signal.SIGTERM)
-            with trio.fail_after(WAIT):
-                for role in roles.values():
-                    await role.process.wait()
+            await stop_roles(roles)
             nursery.cancel_scope.cancel()
     assert fetched == keys
     assert [response.response for response in literal.relays] == ["success"]  # Table 5
