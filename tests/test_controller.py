@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -740,3 +741,21 @@ def test_config_freezes_what_it_is_given() -> None:
     assert dict(config.applications) == {"app-a": "km-a"}
     same = make_config(["km-b", "km-a"], [("km-a", "km-b")], listen_url=config.listen_url)
     assert hash(config) == hash(same)
+
+
+async def test_a_controller_that_requires_authentication_serves_only_after_it() -> None:
+    """With ``require_authentication`` a KM's messages are refused, saying what to send, until
+    it authenticated (D2.3 clause 8.1.1 a)); then they are served."""
+    config = attrs.evolve(make_config(*LINE), require_authentication=True)
+    controller = Controller(config)
+    request = ck.KeyRelayNextHopRequest(source_kma_id="km-a", destination_kma_id="km-b")
+    async with running(controller) as url, connect(url, identity="km-a") as km_a:
+        with pytest.raises(FailureResponse, match=r"controller requires D2\.3 authentication"):
+            await km_a.request(request)
+        answer = await km_a.request(
+            mgmt.CkAuthenticationCommand(sender_id="km-a", authentication_info="mtls")
+        )
+        assert isinstance(answer, mgmt.CkAuthenticationResponse)
+        hop = await km_a.request(request)
+    assert isinstance(hop, ck.ResponseToKeyRelayNextHopRequest)
+    assert hop.next_kma_ids == ["km-b"]

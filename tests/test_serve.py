@@ -440,3 +440,14 @@ async def test_our_kms_and_modules_in_their_processes_with_a_controller_from_q41
             nursery.cancel_scope.cancel()
     assert fetched == keys
     assert [response.response for response in literal.relays] == ["success"]  # Table 5
+
+
+def test_a_controller_file_may_require_authentication(deployment: dict[str, Path]) -> None:
+    path = deployment["controller"]
+    assert not load_role_config(path, "controller").config.require_authentication  # type: ignore[union-attr]
+    path.write_text(
+        path.read_text().replace(
+            'role = "controller"', 'role = "controller"\nrequire_authentication = true'
+        )
+    )
+    assert load_role_config(path, "controller").config.require_authentication  # type: ignore[union-attr]

@@ -466,7 +466,7 @@ def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
     known_keys(
         data,
         {"role", "id", "listen", "also_listen", "kms", "links", "applications", "modules"}
-        | {"tls"},
+        | {"tls", "require_authentication"},
         "top level",
     )
     applications = get(data, "applications", dict, "top level", {})
@@ -483,6 +483,7 @@ def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
         links=links,
         applications=applications,
         modules=modules,
+        require_authentication=get(data, "require_authentication", bool, "top level", False),
     )
     return RoleConfig(role="controller", config=config, tls=_tls(data, here))
 

@@ -330,6 +330,7 @@ class Controller:
         """
         try:
             self._authorization.check(message, connection.peer_id)
+            self._check_authenticated(message, connection)
         except NotAuthorized as exc:
             return None if type(message).response_type() is None else _failure(message, str(exc))
         if type(message).interface is Interface.CQ:
@@ -393,6 +394,23 @@ class Controller:
             return None
         return _failure(
             message, f"{type(message).spec_name} is not supported by this controller yet"
+        )
+
+    def _check_authenticated(self, message: Message, connection: Connection) -> None:
+        """With :attr:`ControllerConfig.require_authentication`, raise
+        :class:`~qkdn_sdk.errors.NotAuthorized` for a message of a sender that has not
+        authenticated (D2.3 clause 8.1.1 a)) other than its authentication."""
+        if not self.config.require_authentication or isinstance(
+            message, (mgmt.CkAuthenticationCommand, mgmt.CqAuthenticationCommand)
+        ):
+            return
+        peer = connection.peer_id
+        if peer in self.authenticated or peer in self.modules.authenticated:
+            return
+        command = "0x3480" if type(message).interface is Interface.CQ else "0x1480"
+        raise NotAuthorized(
+            f"{self.config.controller_id} requires D2.3 authentication: send the command "
+            f"message for authentication ({command}) first"
         )
 
     def _next_hop(

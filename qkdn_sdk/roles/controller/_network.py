@@ -144,6 +144,10 @@ class ControllerConfig:
     """The QKD modules that authenticate and supply their QKD link's status to the controller
     (D2.3 clause 8.1, over Cq), each with the two KMs of its link; they reach the controller at
     its Ck URLs."""
+    require_authentication: bool = False
+    """Answer a KM or a QKD module only once it authenticated (D2.3 clause 8.1.1 a): 0x1480,
+    0x3480). Off: the TLS handshake is the authentication, and a KM written from Q.4164 alone,
+    which knows no 0x1480, is served."""
 
 
 def link_cost(bits: int) -> float:
