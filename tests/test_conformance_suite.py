@@ -42,7 +42,7 @@ from qkdn_sdk.conformance import (
     run_suite,
 )
 from qkdn_sdk.errors import QkdnError
-from qkdn_sdk.messages import Key, Message, Role, ak, ck, kx
+from qkdn_sdk.messages import Key, Message, Role, ak, ck, kx, mgmt
 from qkdn_sdk.network import Network, parse_topology
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, NoRoute
@@ -110,6 +110,9 @@ async def test_our_controller_conforms(tmp_path: Path, transport: str) -> None:
         "centralized-relay": "pass",
         "centralized-relay-by-application": "pass",
         "session-creation": "pass",
+        "d23-km-authentication": "pass",
+        "d23-status-report": "pass",
+        "d23-route-information": "pass",
         "key-reservation": "skip",
         "key-allocation": "skip",
     }
@@ -202,6 +205,10 @@ async def test_our_km_conforms(tmp_path: Path, transport: str) -> None:
         "km-link-hello": "pass",
         "km-link-session": "pass",
         "km-link-hello-of-another-community": "pass",
+        "d23-authentication": "pass",
+        "d23-key-supply": "pass",
+        "d23-key-deletion": "pass",
+        "d23-status-supply": "pass",
         "next-hop-request": "skip",
         "key-relay-request-notification": "skip",
         "session-creation-request": "skip",
@@ -275,6 +282,50 @@ async def test_a_km_that_takes_a_key_whose_hash_is_wrong_fails(
         "QKD module sent a key whose Hash value is not the sha256 of its data, and it was "
         'accepted: 0x1302 Response to key supply {"key_id":"'
     )
+
+
+async def test_a_km_whose_status_supply_gives_every_parameter_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deviation put back: the KM answers a status command with every parameter it knows,
+    whatever the status table asked (D2.3 Tables 8-1, 8-2)."""
+    async with km_a(tmp_path, "tcp+tls") as network:
+        status = km(network, "km-a").status
+        link_status = status.link_status
+
+        def everything(parameters: Any = ()) -> list[dict[str, Any]]:
+            return link_status()
+
+        monkeypatch.setattr(status, "link_status", everything)
+        results = await run_suite(km_target(network, "tcp+tls"))
+    wrong = failed(results)
+    assert list(wrong) == ["d23-status-supply"]
+    assert wrong["d23-status-supply"].startswith(
+        "controller asked for key_amount, status, and an entry carries key_consumption_rate, "
+        "key_generation_rate too: 0x1483 Response message for status information supply {"
+    )
+
+
+async def test_a_controller_that_answers_a_status_report_fails_the_route_information(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deviation put back: the controller answers an unsolicited status supply (Figure 8-2
+    draws none); the answer reaches the source KM within the next procedure, which fails."""
+    async with lone_controller(tmp_path, "tcp+tls") as (controller, url):
+        receive = controller._reports.receive
+
+        def answered(supply: Any, connection: Connection, record: Any) -> None:
+            receive(supply, connection, record)
+            nursery = controller._nursery
+            assert nursery is not None
+            reply = ck.SessionEndedNotification(km_id="km-c", session_id=SESSION, reason="ended")
+            nursery.start_soon(connection.send, reply)
+
+        monkeypatch.setattr(controller._reports, "receive", answered)
+        results = await run_suite(controller_target(tmp_path, url))
+    wrong = failed(results)
+    assert list(wrong) == ["d23-route-information"]
+    assert wrong["d23-route-information"].startswith("source KM received 0x4187 ")
 
 
 # --- the QKD module -----------------------------------------------------------------------------
@@ -485,6 +536,17 @@ def test_a_message_missing_at_the_end_is_named() -> None:
     assert first_wrong(FIGURE_4_AND_6, []) == ("app never saw 0x1206 Session creation notification")
 
 
+def test_an_arrow_may_allow_another_code() -> None:
+    """A refusal the table's response cannot say may come as an error indication instead."""
+    refused = (Arrow("app", 0x2182), Arrow("app", 0x1283, or_codes=(0x0080,)))
+    command = mgmt.KeySupplyCommand(sender_id="carol", source_id="carol", target_id="alice")
+    indication = mgmt.ErrorIndication(reason="session ended", command_code=0x2182)
+    assert first_wrong(refused, steps(command, indication)) is None
+    assert first_wrong(refused, steps(command)) == (
+        "app never saw 0x1283 Response message for key supply or 0x0080 Error indication"
+    )
+
+
 # --- the command --------------------------------------------------------------------------------
 
 
@@ -510,7 +572,7 @@ async def test_the_command_prints_a_row_per_procedure(tmp_path: Path) -> None:
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
     for procedure in CONTROLLER_PROCEDURES:
         assert any(procedure.name in row for row in rows), procedure.name
-    assert sum(" pass " in row for row in rows) == 5
+    assert sum(" pass " in row for row in rows) == 8
     assert sum(" skip " in row for row in rows) == 2
 
 

@@ -1,8 +1,8 @@
-"""The conformance suite: every procedure of Q.4161, Q.4162, Q.4164 and the KM link of D2.3
-played by literal peers (:mod:`qkdn_sdk.testing.literal`) against a running KM, QKDN
-controller or QKD module, ours or another vendor's, with the message sequence each figure
-draws asserted. ``qkdn conformance`` runs it; docs/conformance.md lists the procedures and the
-readings of the tables they encode.
+"""The conformance suite: every procedure of Q.4161, Q.4162, Q.4164 and D2.3's key supply, KM
+link and routing control protocols played by literal peers (:mod:`qkdn_sdk.testing.literal`)
+against a running KM, QKDN controller or QKD module, ours or another vendor's, with the message
+sequence each figure draws asserted. ``qkdn conformance`` runs it; docs/conformance.md lists
+the procedures and the readings of the tables they encode.
 
 ::
 

@@ -17,7 +17,7 @@ import attrs
 from qkdn_sdk.conformance._suite import Arrow, Procedure, Result, Skip, play
 from qkdn_sdk.conformance._target import ControllerTarget
 from qkdn_sdk.messages import Message
-from qkdn_sdk.testing.literal import LiteralKM, NonConformance, Trace, quote
+from qkdn_sdk.testing.literal import STATUS_LINK, LiteralKM, NonConformance, Trace, quote
 
 __all__ = ["CONTROLLER_PROCEDURES", "run_controller_suite"]
 
@@ -133,6 +133,28 @@ async def _session(kms: _KMs, trace: Trace) -> None:
         )
 
 
+async def _d23_authentication(kms: _KMs, trace: Trace) -> None:
+    """D2.3 clause 8.1.1 a) (Figure 8-1): every literal KM authenticates; they stay
+    authenticated for the D2.3 procedures that follow."""
+    for literal in kms.by_id.values():
+        await literal.authenticate()
+
+
+async def _d23_status_report(kms: _KMs, trace: Trace) -> None:
+    """D2.3 clause 8.1.1 b) (Figure 8-2, the proactive case): the source KM supplies the status
+    of its link towards the next KM given, unsolicited. The controller answers nothing: an
+    answer would reach the source KM before the answer of the next procedure, which it sends on
+    the same connection, and fail that one."""
+    following = kms.target.kms[1].id
+    await kms.source.report_status([{STATUS_LINK: following, "status": "up"}])
+
+
+async def _d23_route_information(kms: _KMs, trace: Trace) -> None:
+    """D2.3 clause 8.1.1 c) (Figure 8-3): the source KM asks for a route to the destination KM
+    (:meth:`LiteralKM.route_information` checks its ends)."""
+    await kms.source.route_information(kms.target.kms[0].id, kms.target.kms[-1].id)
+
+
 def _same(
     literal: LiteralKM, given: str | None, expected: str | None, field: str, message: Message
 ) -> None:
@@ -202,6 +224,37 @@ CONTROLLER_PROCEDURES: tuple[Procedure[_KMs], ...] = (
         play=_session,
     ),
     Procedure(
+        name="d23-km-authentication",
+        title="Authentication of the KMs to the controller",
+        clause="D2.3 8.1.1 a), Tables 7-2, 7-3",
+        figure="D2.3 Figure 8-1",
+        sequence=(
+            Arrow(SOURCE, 0x1480),
+            Arrow(SOURCE, 0x4181),
+            Arrow(TRANSIT, 0x1480, repeated=True),
+            Arrow(TRANSIT, 0x4181, repeated=True),
+            Arrow(DESTINATION, 0x1480),
+            Arrow(DESTINATION, 0x4181),
+        ),
+        play=_d23_authentication,
+    ),
+    Procedure(
+        name="d23-status-report",
+        title="Status information supplied by a KM unsolicited",
+        clause="D2.3 8.1.1 b), Table 8-2",
+        figure="D2.3 Figure 8-2",
+        sequence=(Arrow(SOURCE, 0x1483),),
+        play=_d23_status_report,
+    ),
+    Procedure(
+        name="d23-route-information",
+        title="Route information supply",
+        clause="D2.3 8.1.1 c), Tables 8-3, 8-4",
+        figure="D2.3 Figure 8-3",
+        sequence=(Arrow(SOURCE, 0x1484), Arrow(SOURCE, 0x4185)),
+        play=_d23_route_information,
+    ),
+    Procedure(
         name="key-reservation",
         title="Key reservation request",
         clause="Q.4164 7.5, 8.10-8.11",
@@ -221,7 +274,9 @@ CONTROLLER_PROCEDURES: tuple[Procedure[_KMs], ...] = (
     ),
 )
 """In the order they run: the session creation comes after the centralized relays, in which
-the destination KM sent the controller a message on its connection (see docs/conformance.md)."""
+the destination KM sent the controller a message on its connection (see docs/conformance.md);
+the D2.3 status report after the KMs' authentication, and right before the route information,
+whose answer shows the report was taken without one."""
 
 
 @asynccontextmanager

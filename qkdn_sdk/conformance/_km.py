@@ -10,7 +10,9 @@ the KM knows where it is before anything is notified to it (it then sends its ke
 ID before any session is opened). A KM asks the controller it is configured with, never the
 suite: the procedures in which the KM asks (next hop, whole route, session creation towards
 another KM) are listed as skipped, and the SDK's tests run them with the literal controller in
-the controller's place.
+the controller's place. The D2.3 procedures come after those of the Recommendations: a Q.4161
+application does not authenticate, and once the applications have (``d23-authentication``) they
+stay authenticated for the D2.3 key supply and deletion.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ REMOTE_KM = "conformance-remote-km"
 """The session source a literal controller names in its session creation notification (Table
 8): an application of another KM, which the controller vouches for."""
 _NUMBER, _SIZE = 2, 256
+_STATUS_ASKED = ("key_amount", "status")
+"""What the literal controller asks a KM's status for (D2.3 Table 8-1 lists "key amount of a KM
+link ... status of a KM link"; the names are the SDK's)."""
 _LINK_SESSION_TIMER = 60
 """Seconds of the link session the literal neighbour opens (D2.3 Table 7-9): the KM's own
 session with that neighbour, which it replaces, comes back soon after."""
@@ -191,6 +196,48 @@ async def _another_community(peers: _Peers, trace: Trace) -> None:
     await neighbour.hello_refused(f"not-{neighbour.community}")
 
 
+async def _d23_authentication(peers: _Peers, trace: Trace) -> None:
+    """D2.3 clause 7.2.1.1 a) (Figure 7-9): each application authenticates; the KM may
+    authenticate to it in turn before it answers. The applications stay authenticated for the
+    D2.3 procedures that follow ("before key supply operations")."""
+    await peers.source.authenticate()
+    await peers.destination.authenticate()
+
+
+async def _d23_key_supply(peers: _Peers, trace: Trace) -> None:
+    """D2.3 clause 7.2.1.1 b) (Figure 7-10): keys for encryption shared with the destination,
+    then each of them, by its Key ID, for decryption at the destination."""
+    source, destination = _ids(peers)
+    keys = await peers.source.supply_keys(destination, _NUMBER)
+    got = [await peers.destination.supply_key_by_id(source, key.key_id) for key in keys]
+    _same_keys(f"{DESTINATION}'s key supplies for decryption", got, keys)
+
+
+async def _d23_key_deletion(peers: _Peers, trace: Trace) -> None:
+    """D2.3 clause 7.2.1.1 c) (Figure 7-11): keys of a key supply session (a Q.4161 session:
+    D2.3 has no message that opens one) made for the destination, whose deletion of the
+    session succeeds; keys asked in it afterwards are refused. Table 7-6 names no key: the
+    session is what is deleted."""
+    source, destination = _ids(peers)
+    session_id = await peers.source.create_session(destination, 2 * _NUMBER)
+    while session_id not in peers.destination.notified and not trace.violations:
+        await trace.changed()
+    pushed_before = len(peers.destination.pushed)
+    await peers.source.supply_keys(destination, _NUMBER, session_id=session_id)
+    # the KM pushes what it makes for the destination (Q.4161 clause 7.2): all of it first
+    await peers.destination.wait_pushed(pushed_before + _NUMBER)
+    await peers.destination.delete_keys(source, session_id)
+    await peers.source.supply_keys_refused(
+        destination, _NUMBER, session_id, f"a key supply in session {session_id}, deleted"
+    )
+
+
+async def _d23_status_supply(peers: _Peers, trace: Trace) -> None:
+    """D2.3 clause 8.1.1 b) (Figure 8-2): the controller asks for some parameters; the status
+    table carries those and nothing else (:meth:`LiteralController.status` checks it)."""
+    await peers.ck().status(_STATUS_ASKED)
+
+
 _KM_ASKS = (
     "the KM asks the controller it is configured with, not the suite: run it with "
     "qkdn_sdk.testing.literal.LiteralController in that controller's place"
@@ -297,6 +344,67 @@ KM_PROCEDURES: tuple[Procedure[_Peers], ...] = (
         figure="none in D2.3",
         sequence=(Arrow(NEIGHBOUR, 0x1180), Arrow(NEIGHBOUR, 0x0080)),
         play=_another_community,
+    ),
+    Procedure(
+        name="d23-authentication",
+        title="Authentication of the applications, and of the KM to them",
+        clause="D2.3 7.2.1.1 a), Tables 7-2, 7-3",
+        figure="D2.3 Figure 7-9",
+        sequence=(
+            Arrow(SOURCE, 0x2180),
+            Arrow(SOURCE, 0x1286, repeated=True),
+            Arrow(SOURCE, 0x2187, repeated=True),
+            Arrow(SOURCE, 0x1281),
+            Arrow(DESTINATION, 0x2180),
+            Arrow(DESTINATION, 0x1286, repeated=True),
+            Arrow(DESTINATION, 0x2187, repeated=True),
+            Arrow(DESTINATION, 0x1281),
+        ),
+        play=_d23_authentication,
+    ),
+    Procedure(
+        name="d23-key-supply",
+        title="Key supply for encryption, then for decryption by Key ID",
+        clause="D2.3 7.2.1.1 b), Tables 7-4, 7-5",
+        figure="D2.3 Figure 7-10",
+        sequence=(
+            Arrow(SOURCE, 0x2182),
+            Arrow(SOURCE, 0x1283),
+            Arrow(DESTINATION, 0x2182),
+            Arrow(DESTINATION, 0x1283),
+            Arrow(DESTINATION, 0x2182, repeated=True),
+            Arrow(DESTINATION, 0x1283, repeated=True),
+        ),
+        play=_d23_key_supply,
+    ),
+    Procedure(
+        name="d23-key-deletion",
+        title="Key deletion of a key supply session, then a key supply in it refused",
+        clause="D2.3 7.2.1.1 c), Tables 7-6, 7-7",
+        figure="D2.3 Figure 7-11",
+        sequence=(
+            Arrow(SOURCE, 0x2104),
+            Arrow(SOURCE, 0x1205),
+            Arrow(SOURCE, 0x2182),
+            Arrow(SOURCE, 0x1283),
+            Arrow(SOURCE, 0x2182),
+            Arrow(SOURCE, 0x1283, or_codes=(0x0080,)),
+            Arrow(DESTINATION, 0x1206),
+            Arrow(DESTINATION, 0x2107),
+            Arrow(DESTINATION, 0x120A, repeated=True),
+            Arrow(DESTINATION, 0x210B, repeated=True),
+            Arrow(DESTINATION, 0x2184),
+            Arrow(DESTINATION, 0x1285),
+        ),
+        play=_d23_key_deletion,
+    ),
+    Procedure(
+        name="d23-status-supply",
+        title="Status information supply for the parameters asked",
+        clause="D2.3 8.1.1 b), Tables 8-1, 8-2",
+        figure="D2.3 Figure 8-2",
+        sequence=(Arrow(CONTROLLER, 0x4182), Arrow(CONTROLLER, 0x1483)),
+        play=_d23_status_supply,
     ),
     Procedure(
         name="next-hop-request",

@@ -35,16 +35,23 @@ class Skip(Exception):
 @attrs.frozen
 class Arrow:
     """One message of a figure, as one literal peer (``peer``) sends or receives it (the command
-    code says which). ``repeated`` arrows next to each other form a group that may come any
-    number of times, none included (the keys a KM pushes)."""
+    code says which; ``or_codes``: others that may come in its place, such as an error
+    indication for a refusal the table's response cannot say). ``repeated`` arrows next to each
+    other form a group that may come any number of times, none included (the keys a KM
+    pushes)."""
 
     peer: str
     code: int
     repeated: bool = False
+    or_codes: tuple[int, ...] = ()
+
+    def matches(self, code: int) -> bool:
+        return code == self.code or code in self.or_codes
 
     def describe(self) -> str:
-        cls = message_class(self.code)
-        return f"0x{self.code:04X} {cls.spec_name}"
+        return " or ".join(
+            f"0x{code:04X} {message_class(code).spec_name}" for code in (self.code, *self.or_codes)
+        )
 
 
 @attrs.frozen
@@ -118,7 +125,7 @@ def first_wrong(sequence: Sequence[Arrow], steps: Sequence[Step]) -> str | None:
     positions = closure({0})
     for step in steps:
         possible = sorted(p for p in positions if p < len(sequence))
-        following = {p + 1 for p in possible if sequence[p].code == step.message.code}
+        following = {p + 1 for p in possible if sequence[p].matches(step.message.code)}
         if not following:
             wanted = " or ".join(dict.fromkeys(sequence[p].describe() for p in possible))
             return f"{step.describe()}; the figure has {wanted or 'nothing more'} there"

@@ -3,14 +3,14 @@ written from the specification tables alone, as a vendor would write them.
 
 Theory of operation
 -------------------
-A literal peer speaks one side of Ak (Q.4161), Ck (Q.4164), Kq-1 (Q.4162) or the KM link
-(D2.3 clause 7.2.2) through an ordinary :class:`~qkdn_sdk.transport.Connection`, and does
-nothing the tables do not say:
+A literal peer speaks one side of Ak (Q.4161, and D2.3 clause 7.2.1), Ck (Q.4164, and D2.3
+clause 8.1), Kq-1 (Q.4162) or the KM link (D2.3 clause 7.2.2) through an ordinary
+:class:`~qkdn_sdk.transport.Connection`, and does nothing the tables do not say:
 
-- it sends only messages of the Recommendations and fills only their table fields; it never
-  puts anything in an ``extension``. The KM link's HELLO, SESSION and UPDATE have D2.3 tables
-  but no code: :class:`LiteralNeighbour` sends them under the SDK's codes, and nothing else of
-  the SDK's KM link (key ID synchronisation, key relay);
+- it sends only messages of the Recommendations and of D2.3's tables, and fills only their
+  table fields; it never puts anything in an ``extension``. D2.3 gives its messages no code:
+  the literal peers send them under the SDK's codes, and nothing else of the SDK's (the KM
+  link's key ID synchronisation and key relay, the SDK's Key IDs of a key deletion);
 - it reads only table fields of what it receives;
 - it fails loudly on anything else it receives: a message the procedure does not expect, an SDK
   extension message, an SDK object in an ``extension`` (:data:`SDK_EXTENSION_MEMBERS`), or a
@@ -39,13 +39,14 @@ from qkdn_sdk.testing.literal._base import (
     hash_value,
     quote,
 )
-from qkdn_sdk.testing.literal._controller import LiteralController
+from qkdn_sdk.testing.literal._controller import STATUS_LINK, LiteralController
 from qkdn_sdk.testing.literal._km import LiteralKM
 from qkdn_sdk.testing.literal._module import LiteralQKDModule
 from qkdn_sdk.testing.literal._neighbour import LiteralNeighbour, session_hash
 
 __all__ = [
     "SDK_EXTENSION_MEMBERS",
+    "STATUS_LINK",
     "LiteralApplication",
     "LiteralController",
     "LiteralKM",

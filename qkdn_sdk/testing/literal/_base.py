@@ -20,12 +20,14 @@ from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, ServerInfo, connect, serve
 
 __all__ = [
+    "AUTHENTICATION_INFO",
     "SDK_EXTENSION_MEMBERS",
     "LiteralPeer",
     "NonConformance",
     "Step",
     "Trace",
     "check",
+    "check_sender",
     "hash_value",
     "quote",
 ]
@@ -42,6 +44,10 @@ SDK_EXTENSION_MEMBERS = frozenset(
 )
 """Members of an Extension object that only the SDK gives a meaning: a literal peer refuses a
 message that carries one, since a peer written from the tables could not read it."""
+
+AUTHENTICATION_INFO = "mtls"
+"""The Authentication info a literal peer gives in a D2.3 authentication (Table 7-2), whose
+format D2.3 leaves open: it names how the peer authenticated, by its connection's mutual TLS."""
 
 _QUOTE_LIMIT = 400
 _M = TypeVar("_M", bound=Message)
@@ -118,8 +124,8 @@ def check(
     """Raise :class:`NonConformance` unless ``message`` is one of ``expected``, (``success``)
     reporting no failure, and (``members``) with no SDK member in its Extension. An SDK
     extension code is expected only where a D2.3 table gives the message and the SDK its code
-    (the KM link's HELLO, SESSION, UPDATE); any other is named as one no Recommendation
-    defines."""
+    (the key supply, KM link and routing control protocols'); any other is named as one no
+    Recommendation defines."""
     wanted = expected if isinstance(expected, tuple) else (expected,)
     if not isinstance(message, wanted):
         if type(message).is_extension:
@@ -140,6 +146,14 @@ def check(
                 f"{peer} received {quote(message)}: its extension carries the SDK's "
                 f"{', '.join(sdk)}, which no table defines"
             )
+
+
+def check_sender(peer: str, message: Message, expected: str | None) -> None:
+    """Raise :class:`NonConformance` unless the Sender ID of ``message`` (a D2.3 table's) is
+    ``expected``, the other side's certificate ID (not checked when it is unknown)."""
+    sender = getattr(message, "sender_id", None)
+    if expected is not None and sender != expected:
+        raise NonConformance(f"{peer}: Sender ID is not {expected}: {quote(message)}")
 
 
 class LiteralPeer:

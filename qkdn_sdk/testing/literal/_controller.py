@@ -9,11 +9,22 @@ from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 
-from qkdn_sdk.messages import KeyId, Message, Role, ck
-from qkdn_sdk.testing.literal._base import LiteralPeer, NonConformance, Trace, check, quote
+from qkdn_sdk.messages import KeyId, Message, Role, ck, mgmt
+from qkdn_sdk.testing.literal._base import (
+    LiteralPeer,
+    NonConformance,
+    Trace,
+    check,
+    check_sender,
+    quote,
+)
 from qkdn_sdk.transport import Connection
 
-__all__ = ["LiteralController"]
+__all__ = ["STATUS_LINK", "LiteralController"]
+
+STATUS_LINK = "km_link"
+"""The member of a D2.3 Table 8-2 entry that names the KM link it describes (the SDK's name:
+D2.3 leaves the status table's format open)."""
 
 
 @attrs.frozen
@@ -53,7 +64,8 @@ class LiteralController(LiteralPeer):
     as the SDK reads it: the KMs between source and destination) and awaits its response (Table
     5), and session creation requests by notifying the destination KM (Tables 6-9). Routes have
     the fewest hops: it knows nothing of key amounts, which only D2.3 reports. Connected to a
-    KM's Ck URL (:meth:`connected`), it notifies sessions and reserves and allocates key."""
+    KM's Ck URL (:meth:`connected`), it notifies sessions, reserves and allocates key, and asks
+    for status (D2.3 Tables 8-1, 8-2, the SDK's codes)."""
 
     role = Role.CONTROLLER
 
@@ -222,3 +234,29 @@ class LiteralController(LiteralPeer):
             key_ids=list(key_ids),
         )
         return await self.ask(request, ck.ResponseToKeyAllocationRequest)
+
+    async def status(self, parameters: Sequence[str]) -> list[dict[str, object]]:
+        """D2.3 clause 8.1.1 b) (Figure 8-2): the KM's status now, for ``parameters`` only, with
+        no Period (Table 8-1); its status table (Table 8-2), from the KM (its certificate's ID),
+        every entry an object with each parameter asked and nothing else but ``km_link``, the
+        KM link it describes (D2.3 leaves the table's format open: these are the SDK's
+        names)."""
+        command = mgmt.StatusInformationSupplyCommand(
+            sender_id=self.own_id(), status_table=list(parameters)
+        )
+        response = await self.ask(command, mgmt.StatusInformationSupplyResponse)
+        check_sender(self.name, response, self.peer_id)
+        allowed = {*parameters, STATUS_LINK}
+        for entry in response.status_table:
+            if not isinstance(entry, dict) or set(parameters) - set(entry):
+                raise NonConformance(
+                    f"{self.name} asked for {', '.join(parameters)}, and an entry lacks one: "
+                    f"{quote(response)}"
+                )
+            others = sorted(set(entry) - allowed)
+            if others:
+                raise NonConformance(
+                    f"{self.name} asked for {', '.join(parameters)}, and an entry carries "
+                    f"{', '.join(others)} too: {quote(response)}"
+                )
+        return [dict(entry) for entry in response.status_table]

@@ -1,15 +1,20 @@
-"""The literal KM towards its QKDN controller (Q.4164) and its QKD modules (Q.4162)."""
+"""The literal KM towards its QKDN controller (Q.4164, and the routing control protocol of FG
+QIT4N D2.3 clause 8.1) and its QKD modules (Q.4162)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
-from qkdn_sdk.messages import Key, Message, Role, ck, failure_reason, kq1
+from qkdn_sdk.messages import Key, Message, Role, ck, failure_reason, kq1, mgmt
 from qkdn_sdk.testing.literal._base import (
+    AUTHENTICATION_INFO,
     LiteralPeer,
     NonConformance,
     Trace,
     check,
+    check_sender,
     hash_value,
     quote,
 )
@@ -24,7 +29,9 @@ class LiteralKM(LiteralPeer):
     Towards its QKDN controller (:meth:`connected` to its Ck URL) it asks for next hops (clause
     7.1) and whole routes (7.2), creates sessions (7.3), and answers the controller's key relay
     requests (Table 4, with Table 5 at once: it relays nothing) and session creation
-    notifications (Table 8, with Table 9).
+    notifications (Table 8, with Table 9). With D2.3's routing control protocol (clause 8.1,
+    the SDK's codes) it authenticates (Tables 7-2, 7-3), supplies its status unsolicited
+    (Table 8-2) and asks for routes (Tables 8-3, 8-4).
 
     Towards a QKD module (Q.4162) it asks for keys (:meth:`key_request`, clause 7.2, connected
     to the module's URL), or, served (:meth:`serve`), takes the keys a module supplies (clause
@@ -151,6 +158,52 @@ class LiteralKM(LiteralPeer):
             number_of_keys=number,
         )
         return await self.ask(request, ck.ResponseToSessionCreationRequest)
+
+    # --- D2.3 clause 8.1 -------------------------------------------------------------------------
+
+    async def authenticate(self) -> mgmt.CkAuthenticationResponse:
+        """D2.3 clause 8.1.1 a) (Figure 8-1): authenticate to the controller (Tables 7-2, 7-3);
+        the answer must be a success from the controller (its certificate's ID)."""
+        command = mgmt.CkAuthenticationCommand(
+            sender_id=self.own_id(), authentication_info=AUTHENTICATION_INFO
+        )
+        response = await self.ask(command, mgmt.CkAuthenticationResponse)
+        check_sender(self.name, response, self.peer_id)
+        return response
+
+    async def report_status(self, status_table: list[dict[str, Any]]) -> None:
+        """D2.3 clause 8.1.1 b) (Figure 8-2): supply ``status_table`` unsolicited (Table 8-2,
+        with no OrigMessage ID); the controller answers nothing."""
+        await self.send(
+            mgmt.StatusInformationSupplyResponse(
+                sender_id=self.own_id(),
+                status_table=status_table,
+                response_code=mgmt.ResultCode.SUCCESS,
+            )
+        )
+
+    async def route_information(
+        self, source: str, destination: str
+    ) -> mgmt.RouteInformationSupplyResponse:
+        """D2.3 clause 8.1.1 c) (Figure 8-3): a route from KM ``source`` to KM ``destination``
+        (Tables 8-3, 8-4): from the controller, ``source`` first, ``destination`` last, no KM
+        twice."""
+        command = mgmt.RouteInformationSupplyCommand(
+            sender_id=self.own_id(), source_id=source, destination_id=destination
+        )
+        response = await self.ask(command, mgmt.RouteInformationSupplyResponse)
+        check_sender(self.name, response, self.peer_id)
+        route = response.route_table
+        if (
+            len(route) < 2
+            or (route[0], route[-1]) != (source, destination)
+            or len(set(route)) != len(route)
+        ):
+            raise NonConformance(
+                f"{self.name} asked for a route from {source} to {destination}, got "
+                f"{quote(response)}"
+            )
+        return response
 
     # --- towards a QKD module (Q.4162) ---------------------------------------------------------
 
