@@ -61,8 +61,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         async with MemoryKeyStore() as memory:
             yield memory
     else:
-        # A parent directory that does not exist yet: open makes it.
-        async with await SQLiteKeyStore.open(tmp_path / "km-a" / "keys.db") as sqlite:
+        # Parent directories that do not exist yet: open makes them.
+        async with await SQLiteKeyStore.open(tmp_path / "state" / "km-a" / "keys.db") as sqlite:
             yield sqlite
 
 
@@ -107,12 +107,22 @@ async def test_take_more_than_available_removes_nothing(store: KeyStore) -> None
         await store.take("empty", 1)
 
 
-@pytest.mark.parametrize("call", ["take", "key_ids"])
-async def test_negative_counts_are_refused(store: KeyStore, call: str) -> None:
+@pytest.mark.parametrize(
+    ("call", "args", "text"),
+    [
+        ("take", ("p", -1), "count must be >= 0, got -1"),
+        ("take_ids_and_oldest", ("p", ["k0"], "p", -2), "count must be >= 0, got -2"),
+        ("key_ids", ("p", -1), "limit must be >= 0, got -1"),
+        ("peek", ("p", -3), "limit must be >= 0, got -3"),
+    ],
+)
+async def test_negative_counts_are_refused_naming_the_argument(
+    store: KeyStore, call: str, args: tuple[Any, ...], text: str
+) -> None:
     await store.put(make_many("p", 2))
-    with pytest.raises(ValueError, match="must be >= 0"):
-        await getattr(store, call)("p", -1)
-    assert store.count("p") == 2
+    with pytest.raises(ValueError, match=f"^{re.escape(text)}$"):
+        await getattr(store, call)(*args)
+    assert await store.key_ids("p", 10) == ["k0", "k1"]
 
 
 async def test_key_ids_lists_the_oldest_without_removing(store: KeyStore) -> None:
@@ -195,6 +205,16 @@ async def test_take_ids_returns_the_keys_in_the_order_asked(store: KeyStore) -> 
             ["a", "b", "c", "d", "e"],
             "pool 'p' does not hold 5 key IDs asked for: 'a', 'b', 'c' and 2 more",
         ),
+        (
+            ["a", "b", "c"],
+            ["a", "b", "c"],
+            "pool 'p' does not hold 3 key IDs asked for: 'a', 'b', 'c'",
+        ),
+        (
+            ["a", "b", "c", "d"],
+            ["a", "b", "c", "d"],
+            "pool 'p' does not hold 4 key IDs asked for: 'a', 'b', 'c' and 1 more",
+        ),
     ],
 )
 async def test_take_ids_of_unknown_keys_changes_nothing(
@@ -265,6 +285,18 @@ async def test_take_ids_and_oldest_takes_both_in_one_transaction(store: KeyStore
     received, onward = await store.take_ids_and_oldest("both", ["b0"], "both", 2)
     assert (ids(received), ids(onward)) == (["b0"], ["b1", "b2"])
     assert await store.key_ids("both", 10) == ["b3"]
+
+
+async def test_take_ids_and_oldest_from_one_pool_counts_the_named_keys_as_taken(
+    store: KeyStore,
+) -> None:
+    """The oldest are counted among the keys left once the named ones are gone: asking for more
+    takes nothing, rather than fewer units than asked or the named keys alone."""
+    await store.put(make_many("both", 4, prefix="b"))
+    with pytest.raises(InsufficientKeys, match=r"^pool 'both' holds 2 keys, 3 requested$"):
+        await store.take_ids_and_oldest("both", ["b3", "b0"], "both", 3)
+    assert await store.key_ids("both", 10) == ["b0", "b1", "b2", "b3"]
+    assert store.counts() == {"both": 4}
 
 
 @pytest.mark.parametrize(
@@ -482,6 +514,29 @@ async def test_a_closed_store_refuses_every_use(store: KeyStore) -> None:
         store.counts()
 
 
+async def test_a_store_is_closed_at_the_end_of_a_cancelled_block(store: KeyStore) -> None:
+    with trio.CancelScope() as scope:
+        async with store:
+            scope.cancel()
+            await trio.lowlevel.checkpoint()  # the cancellation lands here, inside the block
+    assert scope.cancelled_caught
+    with pytest.raises(KeyStoreError, match="closed"):
+        store.count("p")
+
+
+async def test_a_cancelled_close_of_a_sqlite_store_still_closes_it(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    store = await SQLiteKeyStore.open(path)
+    await store.put(make_many("p", 1))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.aclose()
+    with pytest.raises(KeyStoreError, match="closed"):
+        store.count("p")
+    async with await SQLiteKeyStore.open(path) as reopened:  # the file's lock was let go
+        assert reopened.count("p") == 1
+
+
 async def test_key_bytes_appear_in_no_repr_and_no_error(store: KeyStore) -> None:
     key = make("k0", "p")
     assert "TOPSECRET" not in repr(key)
@@ -512,6 +567,7 @@ async def test_key_bytes_appear_in_no_repr_and_no_error(store: KeyStore) -> None
     [
         (StoredKey("k", "p", "not bytes"), "the key of a StoredKey must be bytes, not str"),  # type: ignore[arg-type]
         (StoredKey(1, "p", b"\x01"), "the key_id of a StoredKey must be str, not int"),  # type: ignore[arg-type]
+        (StoredKey({}, "p", b"\x01"), "the key_id of a StoredKey must be str, not dict"),  # type: ignore[arg-type]
         (StoredKey("k", None, b"\x01"), "the pool of a StoredKey must be str, not NoneType"),  # type: ignore[arg-type]
         (StoredKey("k", "p", b"\x01", ["x"]), "the metadata of a StoredKey must be dict, not list"),  # type: ignore[arg-type]
         (("k", "p", b"\x01"), "expected a StoredKey, got tuple"),
@@ -603,12 +659,77 @@ async def test_a_store_other_users_may_read_or_write_is_refused(
     (tmp_path / name).chmod(mode)
     with pytest.raises(KeyStoreError) as info:
         await SQLiteKeyStore.open(path)
-    text = str(info.value)
-    assert text.startswith(f"cannot open key store {str(path)!r}: other users may read or write")
-    assert f"(mode {mode:04o}); make it owner-only: chmod 600 {tmp_path / name}" in text
+    whose = "it" if name == "keys.db" else f"its {name}"
+    assert str(info.value) == (
+        f"cannot open key store {str(path)!r}: other users may read or write {whose} "
+        f"(mode {mode:04o}); make it owner-only: chmod 600 {tmp_path / name}"
+    )
     (tmp_path / name).chmod(0o600)
     async with await SQLiteKeyStore.open(path) as store:
         assert store.count("p") == 3
+
+
+async def test_a_shared_memory_file_others_may_read_is_refused_without_a_wal(
+    tmp_path: Path,
+) -> None:
+    """Each of the three files is checked, whichever of the others is missing."""
+    path = tmp_path / "keys.db"
+    async with await SQLiteKeyStore.open(path) as store:
+        await store.put(make_many("p", 1))
+    assert not (tmp_path / "keys.db-wal").exists()  # closing the store removed it
+    (tmp_path / "keys.db-shm").touch(mode=0o644)
+    (tmp_path / "keys.db-shm").chmod(0o644)
+    with pytest.raises(KeyStoreError, match=r"may read or write its keys\.db-shm \(mode 0644\)"):
+        await SQLiteKeyStore.open(path)
+
+
+async def test_a_new_store_file_is_owner_only_from_its_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Created 0600, not created with the umask's mode and narrowed after: a reader that
+    opened it in between would keep its descriptor, and read the keys later. The mode is read
+    from the descriptor just before the store sets it (the real ``os.fchmod`` still runs)."""
+    seen: list[int] = []
+    fchmod = os.fchmod
+
+    def watched(fd: int, mode: int) -> None:
+        seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", watched)
+    umask = os.umask(0)
+    try:
+        async with await SQLiteKeyStore.open(tmp_path / "keys.db"):
+            pass
+    finally:
+        os.umask(umask)
+    assert seen == [0o600]
+
+
+async def test_a_store_serves_from_a_worker_thread_other_than_the_one_that_opened_it(
+    tmp_path: Path,
+) -> None:
+    """The file is opened in one of trio's worker threads; while that thread is busy with other
+    work, the store's next transaction runs in another."""
+    released = threading.Event()
+    async with await SQLiteKeyStore.open(tmp_path / "keys.db") as store:
+        async with trio.open_nursery() as nursery:
+            # the idle thread that opened the store is the next one trio hands work to
+            nursery.start_soon(trio.to_thread.run_sync, released.wait, 10)
+            await trio.testing.wait_all_tasks_blocked()
+            try:
+                await store.put(make_many("p", 2))
+            finally:
+                released.set()
+        assert ids(await store.take("p", 2)) == ["k0", "k1"]
+
+
+async def test_a_path_that_is_a_directory_gives_a_key_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    path.mkdir(mode=0o700)
+    with pytest.raises(KeyStoreError) as info:
+        await SQLiteKeyStore.open(path)
+    assert str(info.value) == f"cannot open key store {str(path)!r}: unable to open database file"
 
 
 async def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -686,11 +807,13 @@ async def test_a_file_of_schema_version_1_is_brought_to_version_2(tmp_path: Path
 @attrs.define
 class HeldTransactions:
     """Holds each transaction of a SQLite store in its worker thread until :meth:`release`
-    lets it go on; ``batches`` lists how many operations each transaction ran."""
+    lets it go on; ``batches`` lists how many operations each transaction ran, ``outcomes`` what
+    the operations run by :meth:`keep` returned or raised."""
 
     permits: threading.Semaphore = attrs.Factory(lambda: threading.Semaphore(0))
     batches: list[int] = attrs.Factory(list)
     changed: trio.Event = attrs.Factory(trio.Event)
+    outcomes: dict[str, Any] = attrs.Factory(dict)
 
     def entered(self, operations: int) -> None:
         self.batches.append(operations)
@@ -705,6 +828,14 @@ class HeldTransactions:
 
     def release(self) -> None:
         self.permits.release()
+
+    async def keep(self, name: str, call: Callable[[], Awaitable[Any]]) -> None:
+        """Await ``call`` and keep in :attr:`outcomes`, under ``name``, what it returned or the
+        :class:`KeyStoreError` it raised."""
+        try:
+            self.outcomes[name] = await call()
+        except KeyStoreError as error:
+            self.outcomes[name] = error
 
 
 @pytest.fixture
@@ -732,13 +863,7 @@ async def test_operations_that_wait_share_one_transaction(
     """Group commit: what arrives while a transaction runs goes, in the order it arrived, into
     the next one; an operation that fails there undoes only itself."""
     store, hold = held
-    outcomes: dict[str, Any] = {}
-
-    async def run(name: str, call: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            outcomes[name] = await call()
-        except KeyStoreError as error:
-            outcomes[name] = error
+    outcomes, run = hold.outcomes, hold.keep
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run, "first", lambda: store.take("p", 1))
@@ -767,6 +892,55 @@ async def test_operations_that_wait_share_one_transaction(
     await store.aclose()
     async with await SQLiteKeyStore.open(tmp_path / "keys.db") as reopened:
         assert reopened.counts() == {"p": 3, "r": 1}
+
+
+@pytest.mark.parametrize("others", [1, 3])
+async def test_an_operation_failing_in_a_shared_transaction_undoes_its_own_changes(
+    held: tuple[SQLiteKeyStore, HeldTransactions], tmp_path: Path, others: int
+) -> None:
+    """``take_ids_and_oldest`` deletes the named keys before it finds the other pool short: in a
+    transaction shared with operations that succeed (which commit it), those keys come back."""
+    store, hold = held
+    outcomes, run = hold.outcomes, hold.keep
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "first", lambda: store.take("p", 1))
+        await hold.wait_for(1)
+        nursery.start_soon(run, "short", lambda: store.take_ids_and_oldest("p", ["k5"], "q", 1))
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(others):
+            nursery.start_soon(run, f"put{n}", lambda n=n: store.put([make(f"n{n}", "r")]))
+            await trio.testing.wait_all_tasks_blocked()
+        hold.release()
+        hold.release()
+    assert hold.batches == [1, 1 + others]
+    assert isinstance(outcomes["short"], InsufficientKeys)
+    assert store.counts() == {"p": 5, "r": others}
+    hold.release()
+    assert await store.key_ids("p", 10) == ["k1", "k2", "k3", "k4", "k5"]
+    await store.aclose()
+    async with await SQLiteKeyStore.open(tmp_path / "keys.db") as reopened:
+        assert reopened.counts() == {"p": 5, "r": others}
+
+
+async def test_an_operation_queued_behind_a_close_is_refused(
+    held: tuple[SQLiteKeyStore, HeldTransactions],
+) -> None:
+    store, hold = held
+    outcomes, run = hold.outcomes, hold.keep
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "first", lambda: store.take("p", 1))
+        await hold.wait_for(1)
+        nursery.start_soon(store.aclose)  # waits for the transaction in progress
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(run, "late", lambda: store.take("p", 1))  # queued after the close
+        await trio.testing.wait_all_tasks_blocked()
+        hold.release()
+    assert ids(outcomes["first"]) == ["k0"]
+    assert isinstance(outcomes["late"], KeyStoreError)
+    assert str(outcomes["late"]) == f"the key store {str(store.path)!r} is closed"
+    assert hold.batches == [1]
 
 
 async def test_cancelled_while_it_waits_an_operation_does_nothing(
