@@ -228,7 +228,8 @@ async def test_every_km_on_the_route_records_the_relay(tmp_path: Path) -> None:
     naming its neighbours on the route, the keys' count and the KMA-key of each hop alike at
     both ends of it; a failed relay is recorded with its reason."""
     async with running(tmp_path, "memory") as network:
-        await ready(network, relay_bits(2, 256))
+        # key for both relays on every link, so the second can only fail for km-c being gone
+        await ready(network, 2 * relay_bits(2, 256))
         async with client(network, "alice") as alice:
             keys = await alice.get_keys("bob", 2, 256)
         stored = await km(network, "km-c").store.peek("app:alice:bob", 2)
