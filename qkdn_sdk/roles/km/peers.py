@@ -88,13 +88,19 @@ class Peers:
     async def ask_controller(self, request: Message, *, timeout: float | None = None) -> Message:
         """The controller's answer to ``request``; :class:`KeyManagerError` with its failure
         reason, or saying it is unreachable."""
-        with self.reaching_controller():
+        with self._reaching_controller():
             return await self.dialer(self._config.controller_id).request(
                 request, timeout=timeout or self._config.relay_timeout
             )
 
+    async def tell_controller(self, message: Message) -> None:
+        """Send the controller the one-way ``message``; :class:`KeyManagerError` saying it is
+        unreachable, as :meth:`ask_controller`."""
+        with self._reaching_controller():
+            await self.dialer(self._config.controller_id).send(message)
+
     @contextmanager
-    def reaching_controller(self) -> Iterator[None]:
+    def _reaching_controller(self) -> Iterator[None]:
         """Within the block, a failure the controller answers, or not reaching it, is a
         :class:`KeyManagerError` saying so."""
         try:

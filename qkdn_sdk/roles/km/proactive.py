@@ -287,8 +287,7 @@ class ProactiveSupply:
             km_id=self._km_id, peer_km_id=other_km, session_id=session_id, reason=why
         )
         try:
-            with self._peers.reaching_controller():
-                await self._peers.dialer(self._config.controller_id).send(notification)
+            await self._peers.tell_controller(notification)
         except QkdnError as exc:  # the other KM refuses its next relay in the session then
             logger.warning("%s: %s could not reach %s: %s", self._km_id, why, other_km, exc)
 

@@ -231,8 +231,7 @@ class Relay:
                 | ({ck.AVOID_EXTENSION: avoid} if avoid else {})
             ],
         )
-        with self._peers.reaching_controller():
-            await self._peers.dialer(controller).send(notification)
+        await self._peers.tell_controller(notification)
         with trio.move_on_after(self._config.relay_timeout):
             await central.routed.wait()
         request = central.request
