@@ -24,7 +24,7 @@ import trio
 from typer.testing import CliRunner
 
 from qkdn_sdk.cli import app
-from qkdn_sdk.client import KeyManagerClient
+from qkdn_sdk.client import KeyManagerClient, SuppliedKey
 from qkdn_sdk.network import load_topology, parse_topology
 from qkdn_sdk.network.deployment import (
     RoleConfigError,
@@ -330,6 +330,23 @@ async def stop_roles(roles: dict[str, Role]) -> None:
             await role.process.wait()
 
 
+async def alice_to_bob(
+    deployment: dict[str, Path], pki: Path
+) -> tuple[list[SuppliedKey], list[SuppliedKey]]:
+    """4 keys alice gets from km-a for bob, and the keys bob fetches by their IDs from km-c."""
+    async with KeyManagerClient.connect(
+        load_role_config(deployment["km-a"], "km").config.listen["ak"],  # type: ignore[union-attr]
+        tls=dev_tls_config(pki, "alice"),
+    ) as alice:
+        keys = await alice.get_keys("bob", 4, 256)
+    async with KeyManagerClient.connect(
+        load_role_config(deployment["km-c"], "km").config.listen["ak"],  # type: ignore[union-attr]
+        tls=dev_tls_config(pki, "bob"),
+    ) as bob:
+        fetched = await bob.get_keys_with_ids("alice", [key.key_id for key in keys])
+    return keys, fetched
+
+
 async def test_every_role_in_its_own_process(deployment: dict[str, Path], tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         roles = await start_roles(deployment, nursery)
@@ -349,18 +366,8 @@ async def test_every_role_in_its_own_process(deployment: dict[str, Path], tmp_pa
                 for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-c")):
                     await roles["controller"].wait_for(f"link {km_id}->{neighbour} has key")
 
-            pki = tmp_path / "pki"
             with trio.fail_after(WAIT):
-                async with KeyManagerClient.connect(
-                    load_role_config(deployment["km-a"], "km").config.listen["ak"],  # type: ignore[union-attr]
-                    tls=dev_tls_config(pki, "alice"),
-                ) as alice:
-                    keys = await alice.get_keys("bob", 4, 256)
-                async with KeyManagerClient.connect(
-                    load_role_config(deployment["km-c"], "km").config.listen["ak"],  # type: ignore[union-attr]
-                    tls=dev_tls_config(pki, "bob"),
-                ) as bob:
-                    fetched = await bob.get_keys_with_ids("alice", [key.key_id for key in keys])
+                keys, fetched = await alice_to_bob(deployment, tmp_path / "pki")
             assert fetched == keys  # the same IDs and bytes, relayed across km-b's process
             assert len({key.key for key in keys}) == 4
             await roles["km-b"].wait_for("km-b:")  # km-b logged at least a line of its own
@@ -425,16 +432,7 @@ async def test_our_kms_and_modules_in_their_processes_with_a_controller_from_q41
             with trio.fail_after(WAIT):
                 for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-c")):
                     await roles[km_id].wait_for(f"{km_id}: link to {neighbour} ready")
-                async with KeyManagerClient.connect(
-                    load_role_config(deployment["km-a"], "km").config.listen["ak"],  # type: ignore[union-attr]
-                    tls=dev_tls_config(pki, "alice"),
-                ) as alice:
-                    keys = await alice.get_keys("bob", 4, 256)
-                async with KeyManagerClient.connect(
-                    load_role_config(deployment["km-c"], "km").config.listen["ak"],  # type: ignore[union-attr]
-                    tls=dev_tls_config(pki, "bob"),
-                ) as bob:
-                    fetched = await bob.get_keys_with_ids("alice", [key.key_id for key in keys])
+                keys, fetched = await alice_to_bob(deployment, pki)
         finally:
             await stop_roles(roles)
             nursery.cancel_scope.cancel()
