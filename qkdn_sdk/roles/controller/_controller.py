@@ -345,9 +345,7 @@ class Controller:
                     "destination_kma_id": self._destination_km(message),
                 }
                 return _failure(message, str(exc), known)
-        peer = connection.peer_id
-        if peer in self.config.kms:  # where session creation notifications reach it
-            self._km_connections[peer] = connection
+        self._connected(connection)  # the KM's latest: where notifications reach it
         if isinstance(message, mgmt.CkAuthenticationCommand):
             return self._reports.authenticate(message, mgmt.CkAuthenticationResponse)
         if isinstance(message, ck.SessionCreationRequest):
