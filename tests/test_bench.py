@@ -156,13 +156,16 @@ async def test_the_key_store_figures_measure_a_store_of_a_million_keys(
     monkeypatch.setattr("qkdn_sdk.bench._km.STORED_KEYS", 20_000)
     reported: list[Figure] = []
     await key_store(tmp_path, 0.05, reported.extend)
-    taken, on_disk, resident = reported
+    taken, on_disk, per_byte, resident = reported
     assert taken.unit == "keys/s"
     assert taken.baseline
     assert taken.value > 0
     assert on_disk.unit == "MiB on disk"
     assert on_disk.value > 0
     assert on_disk.baseline
+    assert per_byte.unit == "bytes on disk per key byte"
+    assert per_byte.value == pytest.approx(on_disk.value * 2**20 / (20_000 * 32))
+    assert per_byte.value < per_byte.baseline  # type: ignore[operator]
     assert resident.unit == "MiB resident"
     assert resident.baseline is None
 

@@ -46,6 +46,14 @@ def make_many(pool: str, n: int, prefix: str = "k") -> list[StoredKey]:
     return [make(f"{prefix}{i}", pool) for i in range(n)]
 
 
+def wal(path: Path) -> Path:
+    """The write-ahead log of the store in ``path`` (its bytes, or none, once the store closed)."""
+    log = path.with_name(f"{path.name}-wal")
+    if not log.exists():
+        log.write_bytes(b"")
+    return log
+
+
 def ids(keys: Sequence[StoredKey]) -> list[str]:
     return [key.key_id for key in keys]
 
@@ -151,7 +159,8 @@ async def test_move_some_keys_all_or_nothing(store: KeyStore) -> None:
     assert store.counts() == {"p": 2, "r": 2}
     assert await store.move("p", "r", key_ids=["k1", "k3"]) == 2
     assert store.counts() == {"r": 4}
-    assert [key.key_id for key in await store.take("r", 4)] == ["k0", "k1", "k2", "k3"]
+    # keys moved by ID go after those the pool held, in their order in the source
+    assert [key.key_id for key in await store.take("r", 4)] == ["k0", "k2", "k1", "k3"]
 
 
 async def test_peek_shows_the_oldest_keys_and_leaves_them(store: KeyStore) -> None:
@@ -639,7 +648,7 @@ async def test_a_store_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
             await store.put(make_many("p", 3))
             files = sorted(path.parent.iterdir())
             # (exclusive locking: the WAL index is in memory, there is no -shm file)
-            assert [file.name for file in files] == ["keys.db", "keys.db-wal"]
+            assert [file.name for file in files] == ["keys.db", "keys.db-wal", "keys.db.kek"]
             for file in files:
                 assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
     finally:
@@ -703,7 +712,7 @@ async def test_a_new_store_file_is_owner_only_from_its_creation(
             pass
     finally:
         os.umask(umask)
-    assert seen == [0o600]
+    assert seen == [0o600, 0o600]  # the KEK file, then the database
 
 
 async def test_a_store_serves_from_a_worker_thread_other_than_the_one_that_opened_it(
@@ -763,10 +772,10 @@ async def test_a_file_in_use_cannot_be_opened_twice(tmp_path: Path) -> None:
         assert store.count("p") == 1
 
 
-async def test_a_file_of_schema_version_1_is_brought_to_version_2(tmp_path: Path) -> None:
+async def test_a_file_of_schema_version_1_is_brought_to_version_3(tmp_path: Path) -> None:
     """A store written by version 1 (a UNIQUE index of key IDs in ``keys``, IDs alone in
-    ``ever``) opens with its keys, its counters and every ID it ever stored, and gives no seq
-    it gave before."""
+    ``ever``) opens with its keys in their order, its counters and the IDs it stored before,
+    its keys now sealed."""
     path = tmp_path / "keys.db"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -799,9 +808,11 @@ async def test_a_file_of_schema_version_1_is_brought_to_version_2(tmp_path: Path
         assert await store.take_ids("p", ["k3"]) == [make("k3", "p")]
         assert await store.take("p", 4) == [make(f"k{i}", "p") for i in (1, 2, 4, 6)]
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
-    assert db.execute("SELECT seq FROM ever WHERE key_id = 'k6'").fetchone() == (7,)
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "keys" not in tables and "ever" not in tables
     db.close()
+    assert make("k2", "p").key not in path.read_bytes() + wal(path).read_bytes()
 
 
 @attrs.define

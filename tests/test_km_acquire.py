@@ -21,7 +21,7 @@ import trio
 from qkdn_sdk.messages import Key, Message, Role, kq1, received_by
 from qkdn_sdk.roles.keystore import MemoryKeyStore, StoredKey
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink
-from qkdn_sdk.roles.km.keys import fresh_keys
+from qkdn_sdk.roles.km.keys import fresh_key_ids, fresh_keys
 from qkdn_sdk.roles.qkd_module import Kq1Mode
 from qkdn_sdk.transport import Connection, serve
 
@@ -166,7 +166,11 @@ def test_fresh_key_ids_are_distinct_version_7_uuids_of_now() -> None:
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == key_id
         assert before <= parsed.int >> 80 <= after  # unix_ts_ms, the first 48 bits
-    assert len({uuid.UUID(key_id).int & (2**80 - 1) for key_id in key_ids}) == 1000
+    assert len({key_id[:32] for key_id in key_ids}) == 1  # one batch: one stem
+    assert [int(key_id[32:], 16) for key_id in key_ids] == list(range(1000))
+    assert fresh_key_ids(1)[0][:32] != fresh_key_ids(1)[0][:32]
+    many = fresh_key_ids(65_537)
+    assert len(set(many)) == 65_537 and many[-1][:32] != many[0][:32]
     assert len(set(keys)) == 1000
     assert {len(key) for key in keys} == {32}
     assert fresh_keys(0, 256) == ([], [])

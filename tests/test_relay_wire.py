@@ -266,8 +266,12 @@ async def test_every_km_on_the_route_records_the_relay(tmp_path: Path) -> None:
             reason = await refused(alice.get_keys("bob", 2, 256))
         unreachable = "failure: neighbour KM km-c is unreachable while relaying keys"
         failed = km(network, "km-b").relay_records[-1]
-        assert (failed.role, failed.next_kma_id) == (RelayRole.TRANSIT, "km-c")
-        assert failed.outcome.startswith(unreachable)
+        assert failed.role == RelayRole.TRANSIT
+        if failed.next_kma_id is None:  # km-b learnt that km-c was gone before the relay came
+            assert "km-c" in failed.outcome
+        else:
+            assert failed.next_kma_id == "km-c"
+            assert failed.outcome.startswith(unreachable)
         # the source: the relay, then the attempt through km-b and the one around km-c
         first, second = km(network, "km-a").relay.records[1:]
         assert first.outcome == failed.outcome

@@ -33,6 +33,7 @@ from qkdn_sdk.network.deployment import (
 )
 from qkdn_sdk.pki import dev_tls_config
 from qkdn_sdk.roles.controller import ControllerConfig
+from qkdn_sdk.roles.keystore import SQLiteKeyStore
 from qkdn_sdk.roles.km import KMConfig
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
 from qkdn_sdk.testing.literal import LiteralController
@@ -269,6 +270,40 @@ def test_cli_configure_prints_the_command_of_each_role(tmp_path: Path) -> None:
     assert lines[1] == f"qkdn serve km --config {tmp_path / 'config' / 'km-a.toml'}"
     assert lines[-1] == f"qkdn serve qkd-module --config {tmp_path / 'config' / 'km-c.km-b.toml'}"
     assert len(lines) == 8
+
+
+def test_a_km_file_names_where_its_stores_kek_comes_from(deployment: dict[str, Path]) -> None:
+    path = deployment["km-a"]
+    text = path.read_text()
+    assert load_role_config(path, "km").key_encryption_key is None  # the store's path + .kek
+    path.write_text('key_encryption_key = "file:keys/km-a.kek"\n' + text)
+    assert load_role_config(path, "km").key_encryption_key == f"file:{path.parent}/keys/km-a.kek"
+    path.write_text('key_encryption_key = "command:vault read km-a"\n' + text)
+    assert load_role_config(path, "km").key_encryption_key == "command:vault read km-a"
+    path.write_text('key_encryption_key = "km-a.kek"\n' + text)
+    with pytest.raises(RoleConfigError, match="key_encryption_key must be file:<path>, env:"):
+        load_role_config(path, "km")
+
+
+def test_cli_serve_refuses_a_kek_that_does_not_open_the_store(
+    deployment: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = deployment["km-a"]
+    path.write_text('key_encryption_key = "env:QKDN_TEST_KEK"\n' + path.read_text())
+    store = load_role_config(path, "km").store
+    assert store is not None
+
+    async def written_with(kek: bytes) -> None:
+        async with await SQLiteKeyStore.open(store, kek=kek):
+            pass
+
+    trio.run(written_with, bytes(32))
+    monkeypatch.setenv("QKDN_TEST_KEK", "11" * 32)
+    result = CliRunner().invoke(app, ["serve", "km", "--config", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("its key-encryption key is not the one given")
+    assert "11" * 32 not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_serve_refuses_a_file_of_another_role(deployment: dict[str, Path]) -> None:

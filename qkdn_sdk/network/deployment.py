@@ -22,6 +22,8 @@ A KM file::
     role = "km"
     id = "km-a"
     store = "../km-a.sqlite3"          # its SQLite key store
+    key_encryption_key = "file:../km-a.kek"  # optional: or env:NAME, command:... (default:
+                                       # the store's path + ".kek", made when missing)
     applications = ["alice"]           # the applications it serves
     routing = "distributed"            # or "centralized" (Q.4164 clauses 7.1, 7.2)
     listen = {ak = "tcp+tls://127.0.0.1:7001", ck = "...", kq1 = "...", kx = "..."}
@@ -77,7 +79,7 @@ from qkdn_sdk.network._toml import (
 from qkdn_sdk.network.topology import Topology, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
-from qkdn_sdk.roles.keystore import SQLiteKeyStore
+from qkdn_sdk.roles.keystore import SQLiteKeyStore, load_kek
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink, Routing, listen_interface
 from qkdn_sdk.roles.qkd_module import (
     BUFFER_KEYS,
@@ -297,6 +299,9 @@ class RoleConfig:
     tls: TLSConfig | None = None
     store: Path | None = None
     """A KM's SQLite key store."""
+    key_encryption_key: str | None = None
+    """Where a KM's store's key-encryption key comes from (``file:``, ``env:``, ``command:``;
+    :func:`~qkdn_sdk.roles.keystore.load_kek`); None: the store's path + ``.kek``."""
     directory: Mapping[str, str] = attrs.field(factory=dict)
     """A KM's peers: the controller's Ck URL and each neighbour's KM-link URL, by ID."""
 
@@ -317,7 +322,10 @@ class RoleConfig:
             await QKDModule(config, tls=self.tls).run(task_status=task_status)
         else:
             assert self.store is not None
-            async with await SQLiteKeyStore.open(self.store) as store:
+            kek = None
+            if self.key_encryption_key is not None:
+                kek = await trio.to_thread.run_sync(load_kek, self.key_encryption_key)
+            async with await SQLiteKeyStore.open(self.store, kek=kek) as store:
                 km = KeyManager(config, store, tls=self.tls, directory=self.directory)
                 await km.run(task_status=task_status)
 
@@ -394,6 +402,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "role",
             "id",
             "store",
+            "key_encryption_key",
             "applications",
             "routing",
             "listen",
@@ -458,8 +467,23 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
         config=config,
         tls=_tls(data, here),
         store=_path(here, get(data, "store", str, "top level")),
+        key_encryption_key=_kek_source(data, here),
         directory=directory,
     )
+
+
+def _kek_source(data: Mapping[str, Any], here: Path) -> str | None:
+    """The KM file's ``key_encryption_key``, a ``file:`` path made absolute from the file."""
+    source: str | None = get(data, "key_encryption_key", str, "top level", None)
+    if source is None:
+        return None
+    kind, _, rest = source.partition(":")
+    if kind not in ("file", "env", "command") or not rest:
+        raise Problem(
+            f"top level: key_encryption_key must be file:<path>, env:<name> or "
+            f"command:<command>, not {source!r}"
+        )
+    return f"file:{_path(here, rest)}" if kind == "file" else source
 
 
 def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:

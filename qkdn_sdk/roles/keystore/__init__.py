@@ -12,8 +12,17 @@ Two rules make a key usable as a one-time pad:
 - **Taken once.** Concurrent takers always get disjoint keys, and a taken key is never returned
   again, even after a crash and a restart (:class:`SQLiteKeyStore` commits with
   ``synchronous=FULL`` before it hands a key out).
-- **Stored once.** Every key ID ever stored is remembered (the ``ever`` table), so a key ID taken
-  or discarded long ago cannot come back: :meth:`KeyStore.put` raises :class:`DuplicateKey`.
+- **Stored once.** A key ID held now, or taken, discarded or expired within a window (the last
+  :data:`~qkdn_sdk.roles.keystore._sql.TOMBSTONES_KEPT` rows deleted), cannot be stored again:
+  :meth:`KeyStore.put` raises :class:`DuplicateKey`. Why a window is enough is said in
+  :mod:`~qkdn_sdk.roles.keystore._sql`.
+
+A row of the store holds a *batch*: the keys of one call to one pool whose IDs share all but
+their last four hex digits (a key request's keys, a QKD-key's link units), sealed together;
+spending part of a row rewrites it (:mod:`~qkdn_sdk.roles.keystore._sql`). Key bytes rest only
+sealed under a key-encryption key kept outside the database (:mod:`~qkdn_sdk.roles.keystore._seal`);
+a deleted row's bytes are zeroed in the file (``secure_delete``), and the write-ahead log is
+copied back and truncated every few seconds. :meth:`KeyStore.expire` erases what waited too long.
 
 The number of keys of each pool is kept in memory (:meth:`KeyStore.count` is O(1), cheap enough
 for every status request): the store is the only writer of its file (it holds SQLite's exclusive
@@ -23,21 +32,20 @@ lock while open), loads the counters when it opens and updates them after each c
 operation run in a worker thread (``trio.to_thread.run_sync``) under a :class:`trio.Lock`, so the
 event loop never waits on the disk and operations never interleave. Operations that arrive while
 a transaction runs wait and then share the next one (group commit: one fsync for all of them),
-each in its own savepoint, so each still happens whole or not at all. A key's ID is indexed
-once, in ``ever``, beside the key's row number: an index of random IDs costs a page write per
-key, the largest cost of storing a key. :class:`MemoryKeyStore` has the same semantics in dicts,
-for tests.
+each in its own savepoint, so each still happens whole or not at all. :class:`MemoryKeyStore`
+runs the same statements on a database in memory, in the event loop's thread.
 
 Key bytes never appear in a ``repr``, an exception text or a log line. Errors of the database
 (a corrupt file, a full disk) are turned into :class:`KeyStoreError` with one line naming the
 file; no ``sqlite3`` exception leaks to callers.
 
 Modules: :mod:`~qkdn_sdk.roles.keystore._base` (:class:`StoredKey`, the errors, the
-:class:`KeyStore` protocol and the rules both stores share),
-:mod:`~qkdn_sdk.roles.keystore.memory` (:class:`MemoryKeyStore`),
+:class:`KeyStore` protocol and the checks of what callers hand in),
+:mod:`~qkdn_sdk.roles.keystore._store` (the operations, as SQL run in a transaction),
 :mod:`~qkdn_sdk.roles.keystore.sqlite` (:class:`SQLiteKeyStore`: its file, worker thread
-and group commit) and :mod:`~qkdn_sdk.roles.keystore._sql` (its schema and the statements
-it runs in its transactions).
+and group commit), :mod:`~qkdn_sdk.roles.keystore.memory` (:class:`MemoryKeyStore`),
+:mod:`~qkdn_sdk.roles.keystore._sql` (the schema and statements) and
+:mod:`~qkdn_sdk.roles.keystore._seal` (the KEK and sealing).
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from qkdn_sdk.roles.keystore._base import (
     StoredKey,
     UnknownKeys,
 )
+from qkdn_sdk.roles.keystore._seal import load_kek
 from qkdn_sdk.roles.keystore.memory import MemoryKeyStore
 from qkdn_sdk.roles.keystore.sqlite import SQLiteKeyStore
 
@@ -66,6 +75,7 @@ __all__ = [
     "Splitter",
     "StoredKey",
     "UnknownKeys",
+    "load_kek",
 ]
 
 if TYPE_CHECKING:

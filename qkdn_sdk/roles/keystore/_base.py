@@ -7,7 +7,7 @@ The theory of operation is in :mod:`qkdn_sdk.roles.keystore`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -94,8 +94,9 @@ class UnknownKeys(KeyStoreError):
 
 
 class DuplicateKey(KeyStoreError):
-    """A key ID was stored before (even if since taken or discarded), or given twice in one
-    call; nothing was added. Storing a key twice could reuse a one-time pad."""
+    """A key ID was stored before (even if since taken, discarded or expired, within the store's
+    window of refused IDs), or given twice in one call; nothing was added. Storing a key twice
+    could reuse a one-time pad."""
 
     def __init__(self, key_id: str, *, twice: bool = False) -> None:
         if twice:
@@ -120,8 +121,9 @@ class KeyStore(Protocol):
     async def put(self, keys: Sequence[StoredKey]) -> None:
         """Add ``keys`` (each to its own ``pool``, in order), in one transaction.
 
-        Raises :class:`DuplicateKey`, adding nothing, when a key ID was *ever* stored before
-        (even if since taken or discarded) or is given twice in ``keys``. Raises
+        Raises :class:`DuplicateKey`, adding nothing, when a key ID was stored before (held now,
+        or taken, discarded or expired within the store's window of refused IDs) or is given
+        twice in ``keys``. Raises
         :class:`TypeError` when a key's metadata is not JSON-serialisable.
         """
         ...
@@ -173,9 +175,10 @@ class KeyStore(Protocol):
     async def move(
         self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
     ) -> int:
-        """Move every key of ``source_pool`` (or exactly the keys ``key_ids`` of it) into
-        ``destination_pool``, each keeping its place in the insertion order, in one
-        transaction. Returns how many moved. Raises :class:`UnknownKeys` and moves nothing when
+        """Move every key of ``source_pool`` into ``destination_pool``, each keeping its place
+        in the order of every key stored (or exactly the keys ``key_ids`` of it, which go after
+        the keys ``destination_pool`` holds, in their order in the source), in one transaction.
+        Returns how many moved. Raises :class:`UnknownKeys` and moves nothing when
         ``source_pool`` lacks one of ``key_ids``."""
         ...
 
@@ -186,6 +189,12 @@ class KeyStore(Protocol):
     async def discard_prefix(self, prefix: str) -> int:
         """Delete every key of every pool whose name starts with ``prefix`` (``"pending:"``
         when a KM starts). Returns how many."""
+        ...
+
+    async def expire(self, prefix: str, before: float) -> dict[str, int]:
+        """Erase every key of every pool whose name starts with ``prefix`` that entered its
+        pool (:meth:`put`, or :meth:`move` into it) before ``before`` (Unix time, seconds), in
+        one transaction. Returns how many left each pool (pools that lost none are left out)."""
         ...
 
     async def peek_ids(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
@@ -206,7 +215,8 @@ class KeyStore(Protocol):
         ...
 
     async def seen(self, key_ids: Sequence[str]) -> set[str]:
-        """Which of ``key_ids`` were ever stored (present now or not)."""
+        """Which of ``key_ids`` were stored before, as :meth:`put` sees it (held now, or gone
+        within the window of refused IDs)."""
         ...
 
     async def pools_of(self, key_ids: Sequence[str]) -> dict[str, str]:
@@ -270,17 +280,6 @@ def _not_a_stored_key(key: object) -> str:
     raise AssertionError(f"{key!r} can be stored")
 
 
-def _check_duplicates(key_ids: Iterable[str], stored_before: Callable[[str], bool]) -> None:
-    """Raise DuplicateKey for the first ID (in order) stored before or given twice."""
-    given: set[str] = set()
-    for key_id in key_ids:
-        if key_id in given:
-            raise DuplicateKey(key_id, twice=True)
-        if stored_before(key_id):
-            raise DuplicateKey(key_id)
-        given.add(key_id)
-
-
 def _missing(key_ids: Sequence[str], present: Callable[[str], bool]) -> list[str]:
     """The IDs (in the order asked, each once) not present or asked twice."""
     asked: set[str] = set()
@@ -304,14 +303,6 @@ def _add(counts: dict[str, int], pool: str, delta: int) -> None:
         counts[pool] = value
     else:
         counts.pop(pool, None)
-
-
-def _pool_sizes(keys: Iterable[StoredKey]) -> dict[str, int]:
-    """How many of ``keys`` go to each pool."""
-    sizes: dict[str, int] = {}
-    for key in keys:
-        sizes[key.pool] = sizes.get(key.pool, 0) + 1
-    return sizes
 
 
 def _counts(counts: dict[str, int], prefix: str) -> dict[str, int]:

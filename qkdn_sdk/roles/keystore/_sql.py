@@ -1,57 +1,89 @@
-"""The SQL of :class:`~qkdn_sdk.roles.keystore.SQLiteKeyStore`: its schema, the upgrade of a
-file of version 1, and the statements its operations run inside a transaction.
+"""The SQL of the key stores: the schema, the upgrade of older files, and the statements their
+operations run inside a transaction.
 
-Each function here takes the open ``sqlite3`` connection, runs in the store's worker thread
-inside the transaction the store began, and neither begins nor ends one (:func:`_put` uses a
-savepoint of its own). Batches of rows or key IDs go as a few statements of many rows each
-(:data:`_ROWS_AT_ONCE`).
+Rows are batches
+----------------
+A row holds the keys of one batch: keys put in one call, of one pool and one length, with the
+same metadata, whose IDs share a *stem* and differ in an *index* (:func:`split_id`: an ID ending
+in four lowercase hex digits is its stem and that index, as the SDK's own key IDs and link unit
+IDs are made; any other ID is a stem alone). A row covers the indexes ``first`` to
+``first + span - 1``; of those, the bitmap ``ever`` names the keys it was made with and ``held``
+those it holds now. Its keys' bytes, in index order, are sealed as one value
+(:mod:`~qkdn_sdk.roles.keystore._seal`). Spending part of a row rewrites its ``held`` and reseals
+what is left; a row whose keys are all gone is deleted (SQLite's ``secure_delete`` zeroes its
+bytes in the file) and leaves a *tombstone*, its stem, range and ``ever``, in ``gone``.
+
+A key request's keys are one row, a QKD-key's link units two (one per direction), where they
+were one row and one index entry per key: a key's ID finds its row through the index of stems.
+
+Stored once, within a window
+----------------------------
+A key ID is refused (:class:`DuplicateKey`) while a row holds, or once held, it, and while a
+tombstone names it. Tombstones are kept for the last :data:`TOMBSTONES_KEPT` rows deleted, not
+for ever. That is enough because the only way a key ID can come back is a source delivering
+the same key again: a QKD module or KME re-sending keys after a restart (at most its buffer,
+within minutes), or a peer replaying a relay, which is refused anyway since the link units it
+names are spent. Keys this SDK makes have fresh random IDs (74 random bits per batch).
+
+Each function here takes the open ``sqlite3`` connection, runs inside the transaction the store
+began, and neither begins nor ends one.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import attrs
 import orjson
 
 from qkdn_sdk.roles.keystore._base import (
+    DuplicateKey,
     InsufficientKeys,
+    KeyStoreError,
     StoredKey,
     UnknownKeys,
-    _check_duplicates,
     _missing,
 )
+from qkdn_sdk.roles.keystore._seal import Sealer
 
-__all__ = ["SCHEMA_VERSION"]
+__all__ = ["ROW_KEYS", "SCHEMA_VERSION", "TOMBSTONES_KEPT", "join_id", "split_id"]
 
 _I = TypeVar("_I")
 
-SCHEMA_VERSION = 2
-"""``PRAGMA user_version`` of a key store file written by this module (a file of version 1 is
-brought to it when opened)."""
+SCHEMA_VERSION = 3
+"""``PRAGMA user_version`` of a key store file written by this module (files of versions 1 and
+2 are brought to it when opened)."""
 
-_ROWS_AT_ONCE = (512, 128, 32, 8, 2, 1)
-"""How many rows (or key IDs of an ``IN (...)``) one SQL statement takes at once: a batch goes
-as statements of these sizes, largest first, so that a few texts, each prepared once and cached,
-serve every batch (512 rows of 5 values stay far under SQLite's limit of parameters).
+ROW_KEYS = 256
+"""Most keys in one row: spending part of a row reseals the rest, so rows stay small."""
+_MAX_SPAN = 2048
+"""Most indexes one row covers (its bitmaps' bits)."""
+TOMBSTONES_KEPT = 1 << 20
+"""Deleted rows whose key IDs are still refused (see "Stored once, within a window")."""
 
-Not ``executemany``: sqlite3 lets go of the GIL around each step of a statement and takes it back
-after, and ``executemany`` steps once per row. While the event loop runs Python, each taking back
-waits for it to let go, up to the switch interval (5 ms): 1,152 keys inserted a row a step took
-8 s beside a busy thread, and 99 ms as statements of many rows (6 ms either way alone)."""
+_ROWS_AT_ONCE = (256, 64, 16, 4, 1)
+"""How many values of an ``IN (...)`` one statement takes: a list goes as statements of these
+sizes, largest first, so that a few texts, each prepared once and cached, serve every list."""
 
-_SCHEMA = (
-    # A key's row; its ID is found through ``ever``, so no second index of random IDs is kept.
-    "CREATE TABLE IF NOT EXISTS keys (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " key_id TEXT NOT NULL, pool TEXT NOT NULL, key BLOB NOT NULL, metadata TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS keys_pool_seq ON keys (pool, seq)",
-    # Every key ID ever stored, with the seq its row had: AUTOINCREMENT never gives a seq twice,
-    # so once the row is gone (the key taken) the ID finds no key again.
-    "CREATE TABLE IF NOT EXISTS ever (key_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+_COLUMNS = "seq, pool, stem, first, span, ever, held, length, since, metadata, sealed"
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " pool TEXT NOT NULL, stem TEXT NOT NULL, first INTEGER NOT NULL, span INTEGER NOT NULL,"
+    " ever BLOB NOT NULL, held BLOB NOT NULL, n INTEGER NOT NULL, length INTEGER NOT NULL,"
+    " since REAL NOT NULL, metadata TEXT NOT NULL, sealed BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS batches_pool ON batches (pool, seq)",
+    "CREATE INDEX IF NOT EXISTS batches_stem ON batches (stem, first)",
+    "CREATE TABLE IF NOT EXISTS gone (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " stem TEXT NOT NULL, first INTEGER NOT NULL, span INTEGER NOT NULL, ever BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS gone_stem ON gone (stem, first)",
+    "CREATE TABLE IF NOT EXISTS kek_check (sealed BLOB NOT NULL)",
 )
 
-_FROM_VERSION_1 = (
+FROM_VERSION_1 = (
     # Version 1 kept a UNIQUE index of key IDs in ``keys`` and the IDs alone in ``ever``.
     "CREATE TABLE ever_2 (key_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
     "INSERT INTO ever_2 (key_id, seq) SELECT ever.key_id, coalesce(keys.seq, 0)"
@@ -59,22 +91,23 @@ _FROM_VERSION_1 = (
     "INSERT OR IGNORE INTO ever_2 (key_id, seq) SELECT key_id, seq FROM keys",
     "DROP TABLE ever",
     "ALTER TABLE ever_2 RENAME TO ever",
-    "CREATE TABLE keys_2 (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " key_id TEXT NOT NULL, pool TEXT NOT NULL, key BLOB NOT NULL, metadata TEXT NOT NULL)",
-    "INSERT INTO keys_2 (seq, key_id, pool, key, metadata)"
-    " SELECT seq, key_id, pool, key, metadata FROM keys ORDER BY seq",
-    # every seq version 1 gave, so that none is given again
-    "DELETE FROM sqlite_sequence WHERE name = 'keys_2'",
-    "INSERT INTO sqlite_sequence (name, seq) SELECT 'keys_2', max("
-    "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'keys'), 0),"
-    " coalesce((SELECT max(seq) FROM keys_2), 0))",
-    "DROP TABLE keys",
-    "ALTER TABLE keys_2 RENAME TO keys",
 )
 
 
+def split_id(key_id: str) -> tuple[str, int]:
+    """``(stem, index)`` of a key ID: an ID ending in four lowercase hex digits is the rest and
+    their value; any other is itself with index -1. :func:`join_id` undoes it."""
+    tail = key_id[-4:]
+    if len(tail) == 4 and all(c in "0123456789abcdef" for c in tail):
+        return key_id[:-4], int(tail, 16)
+    return key_id, -1
+
+
+def join_id(stem: str, index: int) -> str:
+    return stem if index < 0 else f"{stem}{index:04x}"
+
+
 def _chunks(items: Sequence[_I]) -> Iterator[Sequence[_I]]:
-    """``items`` cut in slices of the sizes of :data:`_ROWS_AT_ONCE`."""
     start = 0
     for size in _ROWS_AT_ONCE:
         while len(items) - start >= size:
@@ -82,133 +115,467 @@ def _chunks(items: Sequence[_I]) -> Iterator[Sequence[_I]]:
             start += size
 
 
-def _placeholders(items: Sequence[Any], group: str = "?") -> str:
-    """``group`` once per item, comma-separated: ``?,?`` or ``(?,?),(?,?)``."""
-    return ",".join([group] * len(items))
+def _marks(items: Sequence[Any]) -> str:
+    return ",".join("?" * len(items))
 
 
-def _execute_rows(
-    db: sqlite3.Connection, statement: str, group: str, rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """Run ``statement`` (its ``{}`` replaced by ``group`` once per row) on ``rows``, as a few
-    statements of many rows each (:data:`_ROWS_AT_ONCE`)."""
-    for chunk in _chunks(rows):
-        db.execute(
-            statement.format(_placeholders(chunk, group)), [value for row in chunk for value in row]
+def _bits(bitmap: int) -> list[int]:
+    """The positions of the set bits, lowest first."""
+    positions = []
+    while bitmap:
+        low = bitmap & -bitmap
+        positions.append(low.bit_length() - 1)
+        bitmap ^= low
+    return positions
+
+
+def _blob(bitmap: int) -> bytes:
+    return bitmap.to_bytes((bitmap.bit_length() + 7) // 8, "little")
+
+
+def _int(blob: bytes) -> int:
+    return int.from_bytes(blob, "little")
+
+
+@attrs.define(eq=False)
+class _Row:
+    """A row of ``batches`` (``seq`` 0 before it is inserted)."""
+
+    seq: int
+    pool: str
+    stem: str
+    first: int
+    span: int
+    ever: int
+    held: int
+    length: int
+    since: float
+    metadata: str
+    sealed: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def of(cls, row: tuple[Any, ...]) -> _Row:
+        seq, pool, stem, first, span, ever, held, length, since, metadata, sealed = row
+        return cls(
+            seq, pool, stem, first, span, _int(ever), _int(held), length, since, metadata, sealed
         )
 
+    def associated(self) -> bytes:
+        """What the sealing binds the bytes to: the IDs and which of them the row holds."""
+        return orjson.dumps([self.stem, self.first]) + _blob(self.held)
 
-def _ever_stored(db: sqlite3.Connection, key_ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in _chunks(key_ids):
-        rows = db.execute(
-            f"SELECT key_id FROM ever WHERE key_id IN ({_placeholders(chunk)})", chunk
+    def indexes(self) -> list[int]:
+        """The indexes of the keys held, in order."""
+        return [self.first + bit for bit in _bits(self.held)]
+
+    def keys(self, sealer: Sealer) -> dict[int, bytes]:
+        """The keys held, by index, in order."""
+        data = sealer.open(self.sealed, self.associated())
+        return {
+            index: data[position * self.length : (position + 1) * self.length]
+            for position, index in enumerate(self.indexes())
+        }
+
+    def stored_keys(
+        self, sealer: Sealer, only: Iterable[int] | None = None
+    ) -> dict[int, StoredKey]:
+        metadata = orjson.loads(self.metadata)
+        keys = self.keys(sealer)
+        wanted = keys if only is None else only
+        return {
+            index: StoredKey(join_id(self.stem, index), self.pool, keys[index], dict(metadata))
+            for index in wanted
+        }
+
+    def stored_key(self, sealer: Sealer, index: int) -> StoredKey:
+        return self.stored_keys(sealer, [index])[index]
+
+    def holds(self, index: int) -> bool:
+        return 0 <= index - self.first < self.span and bool(self.held >> (index - self.first) & 1)
+
+
+# --- making rows ------------------------------------------------------------------------------
+
+
+@attrs.define
+class _NewRow:
+    pool: str
+    stem: str
+    metadata: bytes
+    length: int
+    indexes: list[int] = attrs.Factory(list)
+    keys: list[bytes] = attrs.Factory(list)
+
+    def accepts(self, stem: str, index: int, metadata: bytes, length: int) -> bool:
+        return (
+            stem == self.stem
+            and length == self.length
+            and metadata == self.metadata
+            and self.indexes[-1] >= 0
+            and self.indexes[-1] < index < self.indexes[0] + _MAX_SPAN
+            and len(self.indexes) < ROW_KEYS
         )
-        found.update(row[0] for row in rows)
+
+    def row(self, sealer: Sealer, since: float) -> _Row:
+        first = self.indexes[0]
+        bitmap = 0
+        for index in self.indexes:
+            bitmap |= 1 << (index - first)
+        row = _Row(
+            0,
+            self.pool,
+            self.stem,
+            first,
+            self.indexes[-1] - first + 1,
+            bitmap,
+            bitmap,
+            self.length,
+            since,
+            self.metadata.decode(),
+            b"",
+        )
+        row.sealed = sealer.seal(b"".join(self.keys), row.associated())
+        return row
+
+
+def _group(keys: Sequence[StoredKey], metadata: list[bytes]) -> list[_NewRow]:
+    """The rows of ``keys``: a key joins the open row of its pool when it has the row's stem,
+    length and metadata and a higher index; keys of other pools never break it, so each pool
+    keeps the order given."""
+    rows: list[_NewRow] = []
+    open_rows: dict[str, _NewRow] = {}
+    for key, encoded in zip(keys, metadata, strict=True):
+        stem, index = split_id(key.key_id)
+        current = open_rows.get(key.pool)
+        if current is None or not current.accepts(stem, index, encoded, len(key.key)):
+            current = open_rows[key.pool] = _NewRow(key.pool, stem, encoded, len(key.key))
+            rows.append(current)
+        current.indexes.append(index)
+        current.keys.append(key.key)
+    return rows
+
+
+def _covering(db: sqlite3.Connection, stems: Sequence[str]) -> list[tuple[str, int, int, int]]:
+    """``(stem, first, span, ever)`` of every row and tombstone of ``stems``."""
+    found = []
+    for chunk in _chunks(stems):
+        for table in ("batches", "gone"):
+            found += [
+                (stem, first, span, _int(ever))
+                for stem, first, span, ever in db.execute(
+                    f"SELECT stem, first, span, ever FROM {table} WHERE stem IN ({_marks(chunk)})",
+                    chunk,
+                )
+            ]
     return found
 
 
-def _pools_of(db: sqlite3.Connection, key_ids: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for chunk in _chunks(key_ids):
-        rows = db.execute(
-            "SELECT ever.key_id, keys.pool FROM ever JOIN keys ON keys.seq = ever.seq "
-            f"WHERE ever.key_id IN ({_placeholders(chunk)})",
-            chunk,
-        )
-        found.update((row[0], row[1]) for row in rows)
-    return found
+def _once(ranges: Iterable[tuple[str, int, int, int]]) -> dict[str, list[tuple[int, int]]]:
+    """By stem, ``(first, ever)`` of each range."""
+    by_stem: dict[str, list[tuple[int, int]]] = {}
+    for stem, first, _, ever in ranges:
+        by_stem.setdefault(stem, []).append((first, ever))
+    return by_stem
 
 
-def _insert(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
-    """Insert keys with the seqs after every seq ever given (AUTOINCREMENT's
-    ``sqlite_sequence``, which these inserts advance); a key ID in ``ever`` already, or twice
-    among ``keys``, raises :class:`sqlite3.IntegrityError`."""
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'keys'").fetchone()
-    first = (row[0] if row else 0) + 1
-    _execute_rows(
-        db,
-        "INSERT INTO ever (key_id, seq) VALUES {}",
-        "(?,?)",
-        [(key.key_id, seq) for seq, key in enumerate(keys, first)],
-    )
-    _execute_rows(
-        db,
-        "INSERT INTO keys (seq, key_id, pool, key, metadata) VALUES {}",
-        "(?,?,?,?,?)",
-        [
-            (seq, key.key_id, key.pool, key.key, encoded.decode())
-            for seq, (key, encoded) in enumerate(zip(keys, metadata, strict=True), first)
-        ],
+def _was_stored(ranges: dict[str, list[tuple[int, int]]], stem: str, index: int) -> bool:
+    return any(
+        index - first >= 0 and ever >> (index - first) & 1 for first, ever in ranges.get(stem, ())
     )
 
 
-def _put(db: sqlite3.Connection, keys: Sequence[StoredKey], metadata: list[bytes]) -> None:
-    """Insert ``keys``, refusing a key ID stored before or given twice (:class:`DuplicateKey`,
-    nothing inserted). ``ever``'s primary key refuses it: the keys are inserted at once, and
-    only when the insert fails are their IDs looked up, to name the first duplicate."""
+def insert(
+    db: sqlite3.Connection, sealer: Sealer, keys: Sequence[StoredKey], metadata: list[bytes]
+) -> dict[str, int]:
+    """Insert ``keys`` as rows; raises :class:`DuplicateKey` (nothing inserted) for the first
+    key ID stored before (see the module docstring) or given twice. Returns how many keys went
+    to each pool."""
     if not keys:
-        return
-    db.execute("SAVEPOINT put")
-    try:
-        _insert(db, keys, metadata)
-    except sqlite3.IntegrityError:
-        db.execute("ROLLBACK TO put")
-        db.execute("RELEASE put")
-        stored = _ever_stored(db, [key.key_id for key in keys])
-        _check_duplicates((key.key_id for key in keys), stored.__contains__)
-        raise  # not a duplicate key ID: an error of the database
-    db.execute("RELEASE put")
+        return {}
+    rows = _group(keys, metadata)
+    before = _once(_covering(db, list({row.stem for row in rows})))
+    given: set[str] = set()
+    for key in keys:
+        if key.key_id in given:
+            raise DuplicateKey(key.key_id, twice=True)
+        if _was_stored(before, *split_id(key.key_id)):
+            raise DuplicateKey(key.key_id)
+        given.add(key.key_id)
+    since = time.time()
+    added: dict[str, int] = {}
+    for new in rows:
+        _insert_row(db, new.row(sealer, since))
+        added[new.pool] = added.get(new.pool, 0) + len(new.indexes)
+    return added
 
 
-def _held(
-    db: sqlite3.Connection, pool: str, key_ids: Sequence[str]
-) -> dict[str, tuple[int, StoredKey]]:
-    """Those of ``key_ids`` that ``pool`` holds, by ID: their seq and key."""
-    found: dict[str, tuple[int, StoredKey]] = {}
-    for chunk in _chunks(key_ids):
-        rows = db.execute(
-            "SELECT keys.seq, keys.key_id, keys.pool, keys.key, keys.metadata "
-            "FROM ever JOIN keys ON keys.seq = ever.seq "
-            f"WHERE ever.key_id IN ({_placeholders(chunk)}) AND keys.pool = ?",
-            (*chunk, pool),
-        )
-        found.update((row[1], (row[0], _row_key(row[1:]))) for row in rows)
+def _insert_row(db: sqlite3.Connection, row: _Row) -> None:
+    db.execute(
+        "INSERT INTO batches (pool, stem, first, span, ever, held, n, length, since, metadata,"
+        " sealed) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            row.pool,
+            row.stem,
+            row.first,
+            row.span,
+            _blob(row.ever),
+            _blob(row.held),
+            row.held.bit_count(),
+            row.length,
+            row.since,
+            row.metadata,
+            row.sealed,
+        ),
+    )
+
+
+# --- finding and removing keys ----------------------------------------------------------------
+
+
+def rows_of_pool(db: sqlite3.Connection, pool: str, *, newest: bool = False) -> Iterator[_Row]:
+    order = "DESC" if newest else "ASC"
+    cursor = db.execute(
+        f"SELECT {_COLUMNS} FROM batches WHERE pool = ? ORDER BY seq {order}", (pool,)
+    )
+    for row in cursor:
+        yield _Row.of(row)
+
+
+def find(
+    db: sqlite3.Connection, pool: str | None, key_ids: Sequence[str]
+) -> dict[str, tuple[_Row, int]]:
+    """Those of ``key_ids`` held (in ``pool``, or any pool when None): their row and index.
+    Rows are shared: one object per row."""
+    wanted: dict[str, list[tuple[str, int]]] = {}
+    for key_id in key_ids:
+        stem, index = split_id(key_id)
+        wanted.setdefault(stem, []).append((key_id, index))
+    stems = list(wanted)
+    found: dict[str, tuple[_Row, int]] = {}
+    where = "" if pool is None else " AND pool = ?"
+    for chunk in _chunks(stems):
+        params = (*chunk, pool) if pool is not None else tuple(chunk)
+        for values in db.execute(
+            f"SELECT {_COLUMNS} FROM batches WHERE stem IN ({_marks(chunk)}){where}", params
+        ):
+            row = _Row.of(values)
+            for key_id, index in wanted[row.stem]:
+                if row.holds(index):
+                    found[key_id] = (row, index)
     return found
 
 
-def _held_all(
+def find_all(
     db: sqlite3.Connection, pool: str, key_ids: Sequence[str]
-) -> dict[str, tuple[int, StoredKey]]:
-    """:func:`_held`, raising :class:`UnknownKeys` when ``pool`` lacks one of ``key_ids`` (or
+) -> dict[str, tuple[_Row, int]]:
+    """:func:`find`, raising :class:`UnknownKeys` when ``pool`` lacks one of ``key_ids`` (or
     one is asked twice)."""
-    found = _held(db, pool, key_ids)
+    found = find(db, pool, key_ids)
     missing = _missing(key_ids, found.__contains__)
     if missing:
         raise UnknownKeys(pool, missing)
     return found
 
 
-def _take_oldest(db: sqlite3.Connection, pool: str, count: int) -> list[StoredKey]:
-    """Delete and return the ``count`` oldest keys of ``pool`` (:class:`InsufficientKeys` when
-    it holds fewer)."""
-    rows = db.execute(
-        "SELECT seq, key_id, pool, key, metadata FROM keys WHERE pool = ? ORDER BY seq LIMIT ?",
-        (pool, count),
+def remove(
+    db: sqlite3.Connection, sealer: Sealer, found: Iterable[tuple[_Row, int]]
+) -> dict[_Row, dict[int, bytes]]:
+    """Remove the keys ``found`` from their rows (deleting emptied rows, leaving tombstones);
+    returns each row's keys as they were, by index."""
+    by_row: dict[_Row, list[int]] = {}
+    for row, index in found:
+        by_row.setdefault(row, []).append(index)
+    before = {}
+    for row, indexes in by_row.items():
+        keys = row.keys(sealer)
+        before[row] = keys
+        taken = 0
+        for index in indexes:
+            taken |= 1 << (index - row.first)
+        _keep(db, sealer, row, keys, row.held & ~taken)
+    return before
+
+
+def _keep(
+    db: sqlite3.Connection, sealer: Sealer, row: _Row, keys: dict[int, bytes], held: int
+) -> None:
+    """Leave ``row`` holding the keys of bitmap ``held`` of ``keys`` (its keys): rewrite and
+    reseal it, or delete it when that is none."""
+    if not held:
+        delete_rows(db, [row])
+        return
+    row.held = held
+    row.sealed = sealer.seal(b"".join(keys[index] for index in row.indexes()), row.associated())
+    db.execute(
+        "UPDATE batches SET held = ?, n = ?, sealed = ? WHERE seq = ?",
+        (_blob(held), held.bit_count(), row.sealed, row.seq),
+    )
+
+
+def delete_rows(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
+    """Delete ``rows``, leaving their tombstones."""
+    for row in rows:
+        db.execute(
+            "INSERT INTO gone (stem, first, span, ever) VALUES (?,?,?,?)",
+            (row.stem, row.first, row.span, _blob(row.ever)),
+        )
+    for chunk in _chunks([row.seq for row in rows]):
+        db.execute(f"DELETE FROM batches WHERE seq IN ({_marks(chunk)})", chunk)
+
+
+def delete_where(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> dict[str, int]:
+    """Delete every row matching ``where``, leaving tombstones; how many keys left each pool."""
+    db.execute(
+        f"INSERT INTO gone (stem, first, span, ever) SELECT stem, first, span, ever FROM batches"
+        f" WHERE {where} ORDER BY seq",
+        params,
+    )
+    counts = {
+        pool: n
+        for pool, n in db.execute(
+            f"SELECT pool, SUM(n) FROM batches WHERE {where} GROUP BY pool", params
+        )
+    }
+    db.execute(f"DELETE FROM batches WHERE {where}", params)
+    return counts
+
+
+def take_oldest(db: sqlite3.Connection, sealer: Sealer, pool: str, count: int) -> list[StoredKey]:
+    """Remove and return the ``count`` oldest keys of ``pool`` (:class:`InsufficientKeys`, and
+    nothing removed, when it holds fewer)."""
+    if count == 0:
+        return []
+    taken: list[StoredKey] = []
+    emptied: list[_Row] = []
+    for row in rows_of_pool(db, pool):
+        stored = row.stored_keys(sealer)
+        wanted = list(stored)[: count - len(taken)]
+        taken += [stored[index] for index in wanted]
+        if len(wanted) == len(stored):
+            emptied.append(row)
+        else:
+            left = 0
+            for index in list(stored)[len(wanted) :]:
+                left |= 1 << (index - row.first)
+            delete_rows(db, emptied)
+            _keep(db, sealer, row, {i: k.key for i, k in stored.items()}, left)
+            return taken
+        if len(taken) == count:
+            break
+    if len(taken) < count:
+        raise InsufficientKeys(pool, count, len(taken))
+    delete_rows(db, emptied)
+    return taken
+
+
+def keys_in_order(
+    db: sqlite3.Connection, sealer: Sealer | None, pool: str, limit: int, *, newest: bool = False
+) -> list[StoredKey] | list[str]:
+    """The ``limit`` oldest (or newest) keys of ``pool``, oldest first: as StoredKeys, or their
+    IDs alone when ``sealer`` is None (nothing is opened then)."""
+    found: list[Any] = []
+    for row in rows_of_pool(db, pool, newest=newest):
+        if len(found) >= limit:
+            break
+        indexes = row.indexes()
+        if newest:
+            indexes = indexes[::-1]
+        indexes = indexes[: limit - len(found)]
+        if sealer is None:
+            found += [join_id(row.stem, index) for index in indexes]
+        else:
+            stored = row.stored_keys(sealer, indexes)
+            found += [stored[index] for index in indexes]
+    return found[::-1] if newest else found
+
+
+def ever_stored(db: sqlite3.Connection, key_ids: Sequence[str]) -> set[str]:
+    """Which of ``key_ids`` a row holds, or once held, or a tombstone names."""
+    ids = {key_id: split_id(key_id) for key_id in key_ids}
+    ranges = _once(_covering(db, list({stem for stem, _ in ids.values()})))
+    return {key_id for key_id, (stem, index) in ids.items() if _was_stored(ranges, stem, index)}
+
+
+def move_rows(
+    db: sqlite3.Connection,
+    sealer: Sealer,
+    found: dict[str, tuple[_Row, int]],
+    destination: str,
+) -> None:
+    """Move the keys ``found`` into ``destination``, after the keys it holds, in their order in
+    the source: each row they leave gives a row of the keys it loses (the whole row, when it
+    loses all)."""
+    by_row: dict[_Row, int] = {}
+    for row, index in found.values():
+        by_row[row] = by_row.get(row, 0) | 1 << (index - row.first)
+    since = time.time()
+    for row in sorted(by_row, key=lambda row: row.seq):
+        moving = by_row[row]
+        keys = row.keys(sealer)
+        if moving == row.held:
+            db.execute("DELETE FROM batches WHERE seq = ?", (row.seq,))  # no tombstone: it moves
+        else:
+            _keep(db, sealer, row, keys, row.held & ~moving)
+        moved = _Row(0, destination, row.stem, row.first, row.span, row.ever, moving,
+                     row.length, since, row.metadata, b"")  # fmt: skip
+        moved.sealed = sealer.seal(
+            b"".join(keys[index] for index in moved.indexes()), moved.associated()
+        )
+        _insert_row(db, moved)
+
+
+def forget_old_tombstones(db: sqlite3.Connection, kept: int) -> None:
+    """Keep only the ``kept`` newest tombstones."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'gone'").fetchone()
+    if row is not None and row[0] > kept:
+        db.execute("DELETE FROM gone WHERE seq <= ?", (row[0] - kept,))
+
+
+def pool_count(db: sqlite3.Connection, pool: str) -> int:
+    row = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches WHERE pool = ?", (pool,)).fetchone()
+    return int(row[0])
+
+
+def pool_counts(db: sqlite3.Connection) -> dict[str, int]:
+    return {pool: n for pool, n in db.execute("SELECT pool, SUM(n) FROM batches GROUP BY pool")}
+
+
+def check_kek(db: sqlite3.Connection, sealer: Sealer, path: str) -> None:
+    """Make sure ``sealer``'s KEK is the one the file was written with (a new file: record it)."""
+    row = db.execute("SELECT sealed FROM kek_check").fetchone()
+    if row is None:
+        db.execute("INSERT INTO kek_check (sealed) VALUES (?)", (sealer.seal(b"", b"kek"),))
+        return
+    try:
+        sealer.open(row[0], b"kek")
+    except KeyStoreError:
+        raise KeyStoreError(
+            f"cannot open key store {path!r}: its key-encryption key is not the one given"
+        ) from None
+
+
+def upgrade_from_version_2(db: sqlite3.Connection, sealer: Sealer) -> None:
+    """Bring the tables of version 2 (one row per key in ``keys``, every ID ever stored in
+    ``ever``) to batches: each pool's keys in their order, and tombstones for the newest
+    :data:`TOMBSTONES_KEPT` IDs no longer held."""
+    keys = [
+        StoredKey(key_id, pool, bytes(key), orjson.loads(metadata))
+        for key_id, pool, key, metadata in db.execute(
+            "SELECT key_id, pool, key, metadata FROM keys ORDER BY seq"
+        )
+    ]
+    gone = db.execute(
+        "SELECT key_id FROM ever WHERE key_id NOT IN (SELECT key_id FROM keys)"
+        " ORDER BY seq DESC LIMIT ?",
+        (TOMBSTONES_KEPT,),
     ).fetchall()
-    if len(rows) < count:
-        raise InsufficientKeys(pool, count, len(rows))
-    if rows:
-        # The rows are the pool's oldest: every key of the pool up to the last one.
-        db.execute("DELETE FROM keys WHERE pool = ? AND seq <= ?", (pool, rows[-1][0]))
-    return [_row_key(row[1:]) for row in rows]
-
-
-def _delete(db: sqlite3.Connection, found: Iterable[tuple[int, StoredKey]]) -> None:
-    for chunk in _chunks([seq for seq, _ in found]):
-        db.execute(f"DELETE FROM keys WHERE seq IN ({_placeholders(chunk)})", chunk)
-
-
-def _row_key(row: tuple[Any, ...]) -> StoredKey:
-    key_id, pool, key, metadata = row
-    return StoredKey(key_id, pool, bytes(key), orjson.loads(metadata))
+    db.execute("DROP TABLE keys")
+    db.execute("DROP TABLE ever")
+    for statement in SCHEMA:
+        db.execute(statement)
+    for (key_id,) in reversed(gone):
+        stem, index = split_id(key_id)
+        db.execute(
+            "INSERT INTO gone (stem, first, span, ever) VALUES (?,?,1,?)", (stem, index, b"\x01")
+        )
+    insert(db, sealer, keys, [orjson.dumps(key.metadata) for key in keys])

@@ -15,6 +15,7 @@ import os
 import shlex
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, NoReturn, Self, TypeVar
@@ -22,32 +23,10 @@ from typing import Any, Generic, NoReturn, Self, TypeVar
 import attrs
 import trio
 
-from qkdn_sdk.roles.keystore._base import (
-    KeyStoreError,
-    Splitter,
-    StoredKey,
-    _add,
-    _check_count,
-    _check_keys,
-    _ClosedOnExit,
-    _counts,
-    _pool_sizes,
-)
-from qkdn_sdk.roles.keystore._sql import (
-    _FROM_VERSION_1,
-    _SCHEMA,
-    SCHEMA_VERSION,
-    _chunks,
-    _delete,
-    _ever_stored,
-    _held,
-    _held_all,
-    _placeholders,
-    _pools_of,
-    _put,
-    _row_key,
-    _take_oldest,
-)
+from qkdn_sdk.roles.keystore import _sql
+from qkdn_sdk.roles.keystore._base import KeyStoreError
+from qkdn_sdk.roles.keystore._seal import Sealer, load_kek
+from qkdn_sdk.roles.keystore._store import _SQLKeyStore
 
 __all__ = ["SQLiteKeyStore"]
 
@@ -112,19 +91,27 @@ def _batch_error(path: Path, exc: BaseException) -> KeyStoreError:
     return KeyStoreError(f"key store {str(path)!r}: the transaction failed ({type(exc).__name__})")
 
 
-class SQLiteKeyStore(_ClosedOnExit):
+_CHECKPOINT_SECONDS = 5.0
+"""How often, at most, the store copies its write-ahead log into the file and truncates it: the
+log keeps the pages of rows since rewritten or deleted (sealed, but not kept beyond need)."""
+
+
+class SQLiteKeyStore(_SQLKeyStore):
     """A :class:`KeyStore` in one SQLite file per KM; open it with :meth:`open`.
 
     A key taken stays taken after a crash (``synchronous=FULL``); reopening the file sees exactly
-    the keys not yet taken, and still refuses every key ID ever stored. While open, the store
+    the keys not yet taken, and still refuses the key IDs it refused. While open, the store
     holds the file's exclusive lock, so a second store (or process) cannot open it.
     """
 
-    def __init__(self, path: Path, db: sqlite3.Connection, counts: dict[str, int]) -> None:
+    def __init__(
+        self, path: Path, db: sqlite3.Connection, sealer: Sealer, counts: dict[str, int]
+    ) -> None:
         """Use :meth:`open`."""
+        super().__init__(sealer, counts)
         self._path = path
         self._db: sqlite3.Connection | None = db
-        self._counts = counts
+        self._checkpointed = time.monotonic()
         self._lock = trio.Lock()
         self._queue: list[_Operation[Any]] = []
 
@@ -138,20 +125,28 @@ class SQLiteKeyStore(_ClosedOnExit):
         return f"<SQLiteKeyStore {str(self._path)!r} {state}>"
 
     @classmethod
-    async def open(cls, path: str | Path) -> Self:
+    async def open(cls, path: str | Path, *, kek: bytes | None = None) -> Self:
         """Open the key store in ``path``, creating the file (and its parent directory) when
-        missing, and load the pool counters.
+        missing, and load the pool counters. Key bytes are sealed under ``kek``, the
+        key-encryption key (:func:`load_kek` reads one from a file, the environment or a
+        command); by default the KEK file ``<path>.kek`` beside it, made when missing.
 
         Raises :class:`KeyStoreError`, one line naming the file, when it cannot be opened: not a
-        database, corrupt, written by a newer version, in use by another store, or its directory
-        cannot be made.
+        database, corrupt, written by a newer version, in use by another store, its directory
+        cannot be made, or ``kek`` is not the KEK it was written with.
         """
         path = Path(path)
-        db, counts = await trio.to_thread.run_sync(cls._open_sync, path)
-        return cls(path, db, counts)
+        if kek is None:
+            try:
+                kek = await trio.to_thread.run_sync(load_kek, f"file:{path}.kek")
+            except KeyStoreError as exc:
+                raise KeyStoreError(f"cannot open key store {str(path)!r}: {exc}") from None
+        sealer = Sealer(kek)
+        db, counts = await trio.to_thread.run_sync(cls._open_sync, path, sealer)
+        return cls(path, db, sealer, counts)
 
     @staticmethod
-    def _open_sync(path: Path) -> tuple[sqlite3.Connection, dict[str, int]]:
+    def _open_sync(path: Path, sealer: Sealer) -> tuple[sqlite3.Connection, dict[str, int]]:
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _owner_only(path)
@@ -165,21 +160,9 @@ class SQLiteKeyStore(_ClosedOnExit):
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are zeroed in the file
             db.execute("BEGIN IMMEDIATE")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                db.execute("ROLLBACK")
-                raise KeyStoreError(
-                    f"cannot open key store {str(path)!r}: schema version {version} is newer "
-                    f"than this SDK's ({SCHEMA_VERSION})"
-                )
-            if version == 1:
-                for statement in _FROM_VERSION_1:
-                    db.execute(statement)
-            for statement in _SCHEMA:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            rows = db.execute("SELECT pool, COUNT(*) FROM keys GROUP BY pool").fetchall()
+            counts = _prepare(db, sealer, str(path))
             db.execute("COMMIT")
         except (sqlite3.Error, KeyStoreError) as exc:
             if db is not None:
@@ -188,7 +171,7 @@ class SQLiteKeyStore(_ClosedOnExit):
             if isinstance(exc, KeyStoreError):
                 raise
             raise KeyStoreError(f"cannot open key store {str(path)!r}: {exc}") from None
-        return db, {pool: n for pool, n in rows}
+        return db, counts
 
     def _check_open(self) -> sqlite3.Connection:
         if self._db is None:
@@ -266,6 +249,7 @@ class SQLiteKeyStore(_ClosedOnExit):
                 for op in batch:
                     results.append(_run_one(db, op, alone=len(batch) == 1))
                 if any(isinstance(result, _Done) for result in results):
+                    _sql.forget_old_tombstones(db, _sql.TOMBSTONES_KEPT)
                     db.execute("COMMIT")
                 else:
                     db.execute("ROLLBACK")
@@ -277,188 +261,16 @@ class SQLiteKeyStore(_ClosedOnExit):
         except sqlite3.Error as exc:
             error = f"key store {str(self._path)!r}: {exc}"
             return [_Failed(KeyStoreError(error)) for _ in batch]
+        if time.monotonic() - self._checkpointed >= _CHECKPOINT_SECONDS:
+            self._checkpoint(db)
         return results
 
-    async def put(self, keys: Sequence[StoredKey]) -> None:
-        metadata = _check_keys(keys)
-        keys = list(keys)
-        added = _pool_sizes(keys)
-
-        def committed(_: None) -> None:
-            for pool, n in added.items():
-                _add(self._counts, pool, n)
-
-        await self._transaction(lambda db: _put(db, keys, metadata), committed)
-
-    async def take(self, pool: str, count: int) -> list[StoredKey]:
-        _check_count("count", count)
-
-        return await self._transaction(
-            lambda db: _take_oldest(db, pool, count),
-            lambda taken: _add(self._counts, pool, -len(taken)),
-        )
-
-    async def take_ids(
-        self, pool: str, key_ids: Sequence[str], *, replace_with: Sequence[StoredKey] = ()
-    ) -> list[StoredKey]:
-        metadata = _check_keys(replace_with)
-        key_ids = list(key_ids)
-        replace_with = list(replace_with)
-
-        def work(db: sqlite3.Connection) -> list[StoredKey]:
-            found = _held_all(db, pool, key_ids)
-            _delete(db, found.values())
-            _put(db, replace_with, metadata)
-            return [found[key_id][1] for key_id in key_ids]
-
-        added = _pool_sizes(replace_with)
-
-        def committed(taken: list[StoredKey]) -> None:
-            _add(self._counts, pool, -len(taken))
-            for into, n in added.items():
-                _add(self._counts, into, n)
-
-        return await self._transaction(work, committed)
-
-    async def take_ids_and_oldest(
-        self, pool: str, key_ids: Sequence[str], oldest_pool: str, count: int
-    ) -> tuple[list[StoredKey], list[StoredKey]]:
-        _check_count("count", count)
-        key_ids = list(key_ids)
-
-        def work(db: sqlite3.Connection) -> tuple[list[StoredKey], list[StoredKey]]:
-            found = _held_all(db, pool, key_ids)
-            _delete(db, found.values())
-            return [found[key_id][1] for key_id in key_ids], _take_oldest(db, oldest_pool, count)
-
-        def committed(taken: tuple[list[StoredKey], list[StoredKey]]) -> None:
-            _add(self._counts, pool, -len(taken[0]))
-            _add(self._counts, oldest_pool, -len(taken[1]))
-
-        return await self._transaction(work, committed)
-
-    async def take_present(
-        self, pool: str, key_ids: Sequence[str], *, split: Splitter | None = None
-    ) -> list[StoredKey]:
-        key_ids = list(dict.fromkeys(key_ids))
-        added: dict[str, int] = {}
-
-        def work(db: sqlite3.Connection) -> list[StoredKey]:
-            found = _held(db, pool, key_ids)
-            taken = [found[key_id][1] for key_id in key_ids if key_id in found]
-            _delete(db, found.values())
-            if split is not None:
-                pieces = [piece for key in taken for piece in split(key)]
-                _put(db, pieces, _check_keys(pieces))
-                added.update(_pool_sizes(pieces))
-            return taken
-
-        def committed(taken: list[StoredKey]) -> None:
-            _add(self._counts, pool, -len(taken))
-            for into, n in added.items():
-                _add(self._counts, into, n)
-
-        return await self._transaction(work, committed)
-
-    async def move(
-        self, source_pool: str, destination_pool: str, *, key_ids: Sequence[str] | None = None
-    ) -> int:
-        wanted = None if key_ids is None else list(dict.fromkeys(key_ids))
-
-        def work(db: sqlite3.Connection) -> int:
-            if wanted is None:
-                cursor = db.execute(
-                    "UPDATE keys SET pool = ? WHERE pool = ?", (destination_pool, source_pool)
-                )
-                return cursor.rowcount
-            found = _held_all(db, source_pool, wanted)
-            for chunk in _chunks([found[key_id][0] for key_id in wanted]):
-                db.execute(
-                    f"UPDATE keys SET pool = ? WHERE seq IN ({_placeholders(chunk)})",
-                    (destination_pool, *chunk),
-                )
-            return len(wanted)
-
-        def committed(moved: int) -> None:
-            _add(self._counts, source_pool, -moved)
-            _add(self._counts, destination_pool, moved)
-
-        return await self._transaction(work, committed)
-
-    async def discard(self, pool: str) -> int:
-        def work(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM keys WHERE pool = ?", (pool,)).rowcount
-
-        return await self._transaction(work, lambda discarded: _add(self._counts, pool, -discarded))
-
-    async def discard_prefix(self, prefix: str) -> int:
-        # substr, not LIKE: a prefix may hold "%" or "_".
-        where = "substr(pool, 1, ?) = ?"
-        params = (len(prefix), prefix)
-
-        def work(db: sqlite3.Connection) -> dict[str, int]:
-            rows = db.execute(
-                f"SELECT pool, COUNT(*) FROM keys WHERE {where} GROUP BY pool", params
-            ).fetchall()
-            db.execute(f"DELETE FROM keys WHERE {where}", params)
-            return {pool: n for pool, n in rows}
-
-        def committed(discarded: dict[str, int]) -> None:
-            for pool, n in discarded.items():
-                _add(self._counts, pool, -n)
-
-        return sum((await self._transaction(work, committed)).values())
-
-    async def peek_ids(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
-        key_ids = list(key_ids)
-
-        def work(db: sqlite3.Connection) -> list[StoredKey]:
-            found = _held_all(db, pool, key_ids)
-            return [found[key_id][1] for key_id in key_ids]
-
-        return await self._transaction(work)
-
-    async def key_ids(self, pool: str, limit: int, *, newest: bool = False) -> list[str]:
-        _check_count("limit", limit)
-        order = "DESC" if newest else "ASC"
-
-        def work(db: sqlite3.Connection) -> list[str]:
-            rows = db.execute(
-                f"SELECT key_id FROM keys WHERE pool = ? ORDER BY seq {order} LIMIT ?",
-                (pool, limit),
-            )
-            ids = [row[0] for row in rows]
-            return ids[::-1] if newest else ids
-
-        return await self._transaction(work)
-
-    async def peek(self, pool: str, limit: int) -> list[StoredKey]:
-        _check_count("limit", limit)
-
-        def work(db: sqlite3.Connection) -> list[StoredKey]:
-            rows = db.execute(
-                "SELECT key_id, pool, key, metadata FROM keys WHERE pool = ? ORDER BY seq LIMIT ?",
-                (pool, limit),
-            )
-            return [_row_key(row) for row in rows]
-
-        return await self._transaction(work)
-
-    async def seen(self, key_ids: Sequence[str]) -> set[str]:
-        key_ids = list(key_ids)
-        return await self._transaction(lambda db: _ever_stored(db, key_ids))
-
-    async def pools_of(self, key_ids: Sequence[str]) -> dict[str, str]:
-        key_ids = list(key_ids)
-        return await self._transaction(lambda db: _pools_of(db, key_ids))
-
-    def count(self, pool: str) -> int:
-        self._check_open()
-        return self._counts.get(pool, 0)
-
-    def counts(self, prefix: str = "") -> dict[str, int]:
-        self._check_open()
-        return _counts(self._counts, prefix)
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        """Copy the write-ahead log into the file and truncate it (its failure is harmless: the
+        log stays, and the next commit tries again)."""
+        self._checkpointed = time.monotonic()
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def aclose(self) -> None:
         """Close the store, after the operation in progress (if any) ends. Closing twice is
@@ -470,7 +282,32 @@ class SQLiteKeyStore(_ClosedOnExit):
             async with self._lock:
                 db, self._db = self._db, None
                 if db is not None:
-                    await trio.to_thread.run_sync(db.close)
+                    await trio.to_thread.run_sync(self._close_sync, db)
+
+    def _close_sync(self, db: sqlite3.Connection) -> None:
+        self._checkpoint(db)
+        db.close()
+
+
+def _prepare(db: sqlite3.Connection, sealer: Sealer, path: str) -> dict[str, int]:
+    """Create the tables of a new file, or bring an older file's to this version, check the KEK,
+    and count each pool's keys."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > _sql.SCHEMA_VERSION:
+        raise KeyStoreError(
+            f"cannot open key store {path!r}: schema version {version} is newer "
+            f"than this SDK's ({_sql.SCHEMA_VERSION})"
+        )
+    if version == 1:
+        for statement in _sql.FROM_VERSION_1:
+            db.execute(statement)
+    for statement in _sql.SCHEMA:
+        db.execute(statement)
+    _sql.check_kek(db, sealer, path)
+    if version in (1, 2):
+        _sql.upgrade_from_version_2(db, sealer)
+    db.execute(f"PRAGMA user_version={_sql.SCHEMA_VERSION}")
+    return _sql.pool_counts(db)
 
 
 def _owner_only(path: Path) -> None:
