@@ -810,7 +810,8 @@ async def test_a_file_of_schema_version_1_is_brought_to_version_3(tmp_path: Path
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone() == (3,)
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert "keys" not in tables and "ever" not in tables
+    assert "keys" not in tables
+    assert "ever" not in tables
     db.close()
     assert make("k2", "p").key not in path.read_bytes() + wal(path).read_bytes()
 

@@ -170,7 +170,8 @@ def test_fresh_key_ids_are_distinct_version_7_uuids_of_now() -> None:
     assert [int(key_id[32:], 16) for key_id in key_ids] == list(range(1000))
     assert fresh_key_ids(1)[0][:32] != fresh_key_ids(1)[0][:32]
     many = fresh_key_ids(65_537)
-    assert len(set(many)) == 65_537 and many[-1][:32] != many[0][:32]
+    assert len(set(many)) == 65_537
+    assert many[-1][:32] != many[0][:32]
     assert len(set(keys)) == 1000
     assert {len(key) for key in keys} == {32}
     assert fresh_keys(0, 256) == ([], [])
