@@ -121,9 +121,10 @@ async def test_keys_the_neighbour_never_got_do_not_stall_the_link() -> None:
         assert km_a.store.count("qkd:km-b") == 0
 
 
-async def test_keys_only_the_asking_km_lacks_wait_at_its_neighbour() -> None:
-    """km-b holds keys km-a never got: km-a asks only for what it holds, so they stay at km-b,
-    unused, and the keys both hold are cut at both ends alike."""
+async def test_keys_only_the_answering_km_holds_are_discarded_there() -> None:
+    """km-b holds keys km-a never got: km-a asks only for what it holds, and names newer keys
+    than those, which it will never get: km-b discards them (they would fill its cap on link
+    key), and the keys both hold are cut at both ends alike."""
     only_b, shared = qkd_keys(3), qkd_keys(2)
     async with two_kms("only-b") as (km_a, km_b):
         await supply(km_b, "km-a", [*only_b, *shared])
@@ -135,7 +136,32 @@ async def test_keys_only_the_asking_km_lacks_wait_at_its_neighbour() -> None:
         assert km_a.store.count("link:km-b:out") == km_b.store.count("link:km-a:in")
         assert km_a.store.count("link:km-b:out") == len(shared) * UNITS_PER_KEY // 2
         assert km_a.store.count("qkd:km-b") == 0
-        assert km_b.store.count("qkd:km-a") == len(only_b)
+        assert km_b.store.count("qkd:km-a") == 0
+        assert await km_b.store.seen([key_id for key_id, _ in only_b]) == {
+            key_id for key_id, _ in only_b
+        }  # taken out, not cut: neither end has units of them
+        assert km_b.store.count("link:km-a:out") + km_b.store.count("link:km-a:in") == (
+            len(shared) * UNITS_PER_KEY
+        )
+
+
+async def test_a_long_run_of_keys_only_the_answering_km_holds_is_discarded_too() -> None:
+    """km-b holds 300 old keys km-a never got, more than it reads at once: the first answer
+    discards the 256 oldest (all older than the keys named), the next the rest."""
+    only_b, shared, more = qkd_keys(300), qkd_keys(2), qkd_keys(1)
+    async with two_kms("only-b-many") as (km_a, km_b):
+        await supply(km_b, "km-a", [*only_b, *shared])
+        await supply(km_a, "km-b", shared)
+        with trio.fail_after(WAIT):
+            await km_b.wait_link_key("km-a", len(shared) * KEY_BITS // 2)
+        assert km_b.store.count("qkd:km-a") <= len(only_b) - 256
+        await supply(km_b, "km-a", more)
+        await supply(km_a, "km-b", more)
+        with trio.fail_after(WAIT):
+            await km_b.wait_link_key("km-a", (len(shared) + 1) * KEY_BITS // 2)
+            await km_a.wait_link_key("km-b", (len(shared) + 1) * KEY_BITS // 2)
+        assert km_b.store.count("qkd:km-a") == 0
+        assert km_a.link_key_bits("km-b") == km_b.link_key_bits("km-a") == 3 * KEY_BITS // 2
 
 
 @pytest.mark.parametrize("gated", ["km-a", "km-b"])

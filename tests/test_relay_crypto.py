@@ -329,10 +329,36 @@ def test_split_qkd_key_refuses_more_than_max_units() -> None:
 
 
 @pytest.mark.parametrize(
-    ("index", "first"), [(0, True), (1, False), (2, True), (3, False), (otp.MAX_UNITS - 1, False)]
+    ("qkd_key_id", "index", "first"),
+    [
+        # SHA-1(namespace + "qkd-key-1") ends in 0x3e: its low bit 0, unit 0 to the first KM
+        ("qkd-key-1", 0, True),
+        ("qkd-key-1", 1, False),
+        ("qkd-key-1", 2, True),
+        ("qkd-key-1", otp.MAX_UNITS - 1, False),
+        # ... and that of "qkd-key-6" in 0xb5: its low bit 1, unit 0 to the other KM
+        ("qkd-key-6", 0, False),
+        ("qkd-key-6", 1, True),
+        ("qkd-key-6", otp.MAX_UNITS - 1, True),
+    ],
 )
-def test_spent_by_first_takes_the_even_units(index: int, first: bool) -> None:
-    assert otp.spent_by_first(index) is first
+def test_spent_by_first_known_answer(qkd_key_id: str, index: int, first: bool) -> None:
+    """Both ends of every link split alike by this rule: changing it splits the network."""
+    digest = hashlib.sha1(UNIT_NAMESPACE.bytes + qkd_key_id.encode()).digest()
+    assert (digest[-1] & 1) == (0 if qkd_key_id == "qkd-key-1" else 1)
+    assert otp.spent_by_first(qkd_key_id, index) is first
+
+
+def test_the_units_of_a_qkd_key_alternate_between_the_ends() -> None:
+    """Whatever its length, a QKD-key gives each end half its units (the odd one out to
+    either); one-unit QKD-keys go to each end about half the time."""
+    for units in range(1, 9):
+        for qkd_key_id in ("qkd-key-1", "qkd-key-6"):
+            first = sum(otp.spent_by_first(qkd_key_id, index) for index in range(units))
+            assert first in (units // 2, units - units // 2)
+    ids = [str(uuid.UUID(int=number, version=4)) for number in range(4000)]
+    to_first = sum(otp.spent_by_first(qkd_key_id, 0) for qkd_key_id in ids)
+    assert 1800 < to_first < 2200  # binomial(4000, 1/2): 6 standard deviations either way
 
 
 # --- a changed hop fails its MAC ------------------------------------------------------------

@@ -30,6 +30,7 @@ from tests.test_network import (
     SLOW_B_C,
     TRANSPORTS,
     WAIT,
+    after_refetch_window,
     ak_url,
     client,
     ids,
@@ -217,8 +218,13 @@ async def test_d23_key_supply_commands(tmp_path: Path) -> None:
             assert isinstance(response, mgmt.KeySupplyResponse)
             assert response.key_data == [first]
             assert response.key_id == first.key_id
-            # once; then the key is not held for bob: no shortage, so no 0x03 (Table 7-5 has
+            # asked again within the re-fetch window (a response lost): the same key
+            again = await bob.request(decryption)
+            assert isinstance(again, mgmt.KeySupplyResponse)
+            assert again.key_data == [first]
+            # after it, the key is not held for bob: no shortage, so no 0x03 (Table 7-5 has
             # no other failure): an error indication that says so
+            await after_refetch_window(km(network, "km-c"))
             with pytest.raises(FailureResponse) as caught:
                 await bob.request(decryption)
             assert isinstance(caught.value.response, mgmt.ErrorIndication)

@@ -38,6 +38,7 @@ A KM file::
     mode = "on-request"
     module_url = "tcp+tls://127.0.0.1:7012"   # on-request only: where the module serves
     hash_algorithm = "sha3_256"        # optional: of the Kq-1 hash values (default sha256)
+    key_size = 4096                    # optional: bits per QKD-key asked of the module or KME
 
 A controller file has ``role = "controller"``, ``id``, ``listen`` (its Ck URL), ``kms``,
 ``links`` (pairs of KM IDs), ``applications`` (application ID = KM ID), ``modules`` (QKD module
@@ -76,7 +77,7 @@ from qkdn_sdk.network._toml import (
     known_keys,
     tables,
 )
-from qkdn_sdk.network.topology import Topology, module_id
+from qkdn_sdk.network.topology import Topology, km_options, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
 from qkdn_sdk.roles.keystore import SQLiteKeyStore, load_kek
@@ -105,12 +106,6 @@ ROLES = ("controller", "km", "qkd-module")
 """The roles a config file can describe (``qkdn serve ROLE``)."""
 CONFIG_DIR = "config"
 _PKI_DIR = "pki"
-_KM_OPTIONS = {
-    field.name: field.default
-    for field in attrs.fields(KMConfig)
-    if field.name not in ("km_id", "listen", "controller_id", "links", "applications", "routing")
-}
-"""The further KMConfig fields a KM file may set in ``options``, with their defaults."""
 
 
 class RoleConfigError(QkdnError):
@@ -186,6 +181,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
             "listen": dict(km_config.listen),
             "controller": {"id": km_config.controller_id, "url": topology.controller_listen},
             **tls(spec.id),
+            **({"options": dict(spec.options)} if spec.options else {}),
             "link": [
                 {
                     "neighbour": link.neighbour,
@@ -195,6 +191,7 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
                 }
                 | ({"module_url": link.module_url} if link.module_url else {})
                 | _hash_entry(link.hash_algorithm)
+                | ({"key_size": link.key_size} if link.key_size is not None else {})
                 | _kme_entries(link)
                 for link in km_config.links
             ],
@@ -430,7 +427,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
         known_keys(
             table,
             {"neighbour", "url", "module", "mode", "module_url", "kme_pair", "peer_sae_id"}
-            | {"kme_tls", "hash_algorithm"},
+            | {"kme_tls", "hash_algorithm", "key_size"},
             where,
         )
         neighbour = get(table, "neighbour", str, where)
@@ -447,11 +444,10 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
                 hash_algorithm=checked(
                     table, "hash_algorithm", check_hash_algorithm, where, HASH_ALGORITHMS[0]
                 ),
+                key_size=get(table, "key_size", int, where, None),
             )
         )
-    table = get(data, "options", dict, "top level", {})
-    known_keys(table, set(_KM_OPTIONS), "options")
-    options = {name: get(table, name, type(_KM_OPTIONS[name]), "options") for name in table}
+    options = km_options(get(data, "options", dict, "top level", {}), "options")
     routing = choice(data, "routing", Routing, None, Routing.DISTRIBUTED.value)
     config = KMConfig(
         km_id=km_id,

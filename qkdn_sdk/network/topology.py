@@ -13,12 +13,13 @@
 
     [[km]]
     id = "km-a"                  # optional: listen = {ak = "tcp+tls://127.0.0.1:7001", ...}
+    options = {max_keys_held_per_pair = 10_000}   # optional: further KMConfig fields
 
     [[link]]                     # a QKD link: one simulated QKD module at each end
     kms = ["km-a", "km-b"]
     secret_key_rate = 256_000    # bits per second
     mode = "proactive"           # Kq-1 mode: "proactive" (Q.4162 7.1) or "on-request" (7.2)
-    key_size = 4096              # bits per QKD-key (optional)
+    key_size = 4096              # bits per QKD-key (optional; what the KMs ask of KMEs too)
     buffer_keys = 256            # ready keys a module holds for its KM (optional)
     hash_algorithm = "sha256"    # of each key's Kq-1 "Hash value" (optional): SHA-2, SHA-3, BLAKE2
     etsi014 = true               # on-request: the modules serve Kq-1 as ETSI 014 (optional)
@@ -67,18 +68,27 @@ from qkdn_sdk.roles.qkd_module import (
 from qkdn_sdk.tls import TLSConfig
 
 __all__ = [
+    "KM_OPTIONS",
     "ApplicationSpec",
     "KMESpec",
     "KMSpec",
     "LinkSpec",
     "Topology",
     "TopologyError",
+    "km_options",
     "load_topology",
     "module_id",
     "parse_topology",
 ]
 
 _SCHEMES = ("tcp+tls", "tcp", "grpcs", "grpc", "memory")
+KM_OPTIONS: Mapping[str, Any] = {
+    field.name: field.default
+    for field in attrs.fields(KMConfig)
+    if field.name not in ("km_id", "listen", "controller_id", "links", "applications", "routing")
+}
+"""The further KMConfig fields (quotas, caps, lifetimes, limits, timeouts, intervals) a KM's
+``options`` may set, in a topology's ``[[km]]`` or a KM's role file, with their defaults."""
 _TLS_SCHEMES = ("tcp+tls", "grpcs", "https")
 
 
@@ -91,12 +101,22 @@ def module_id(km: str, neighbour: str) -> str:
     return f"{km}.{neighbour}"
 
 
+def km_options(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``options`` table of a KM, each a field of :data:`KM_OPTIONS` of its type. Raises
+    :class:`~qkdn_sdk.network._toml.Problem` (prefixed with ``where``) for another key or
+    type."""
+    known_keys(table, set(KM_OPTIONS), where)
+    return {name: get(table, name, type(KM_OPTIONS[name]), where) for name in table}
+
+
 @attrs.frozen
 class KMSpec:
     id: str
     listen: Mapping[str, str]
     """URL per interface (``ak``, ``ck``, ``kq1``, ``kx``), and ``<interface>@<scheme>`` for
     an interface served by another transport too (``ak@https``: ETSI GS QKD 014)."""
+    options: Mapping[str, Any] = attrs.Factory(dict)
+    """Further :class:`~qkdn_sdk.roles.km.KMConfig` fields of this KM (:data:`KM_OPTIONS`)."""
 
 
 @attrs.frozen
@@ -231,9 +251,10 @@ class Topology:
     def km_config(self, km_id: str, module_urls: Mapping[str, str], **options: Any) -> KMConfig:
         """The configuration of the KM ``km_id``; ``module_urls`` gives the URL of each QKD
         module (by ID) that serves on-request keys; ``options`` are further
-        :class:`~qkdn_sdk.roles.km.KMConfig` fields (timeouts, intervals, limits)."""
+        :class:`~qkdn_sdk.roles.km.KMConfig` fields (timeouts, intervals, limits), over those
+        the KM's ``options`` in the topology give."""
         links = tuple(
-            _kme_link(km_id, neighbour, link.kmes)
+            _kme_link(km_id, neighbour, link)
             if link.kmes
             else KMLink(
                 neighbour=neighbour,
@@ -251,7 +272,7 @@ class Topology:
             links=links,
             applications=self.applications_of(km_id),
             routing=self.routing,
-            **options,
+            **{**self.km(km_id).options, **options},
         )
 
     def module_config(
@@ -304,16 +325,18 @@ class Topology:
         ]
 
 
-def _kme_link(km: str, neighbour: str, kmes: Mapping[str, KMESpec]) -> KMLink:
-    ours = kmes[km]
+def _kme_link(km: str, neighbour: str, link: LinkSpec) -> KMLink:
+    """``km``'s end of a link whose keys come from ETSI 014 KMEs: it asks for ``key_size``."""
+    ours = link.kmes[km]
     return KMLink(
         neighbour=neighbour,
         module_id=ours.id or module_id(km, neighbour),
         mode=Kq1Mode.ON_REQUEST,
         module_url=ours.url,
         kme_pair=True,
-        peer_sae_id=kmes[neighbour].sae_id,
+        peer_sae_id=link.kmes[neighbour].sae_id,
         tls=ours.tls,
+        key_size=link.key_size,
     )
 
 
@@ -408,8 +431,13 @@ def _topology(data: Mapping[str, Any]) -> Topology:
     kms: list[KMSpec] = []
     for index, table in enumerate(tables(data, "km"), 1):
         where = f"km {index}"
-        known_keys(table, {"id", "listen"}, where)
+        known_keys(table, {"id", "listen", "options"}, where)
         km_id = identifier(get(table, "id", str, where), where)
+        options = km_options(get(table, "options", dict, f"km {km_id}", {}), f"km {km_id} options")
+        try:  # a value the KM would refuse is refused when the file is read
+            KMConfig(km_id=km_id, listen={}, controller_id=controller_id, **options)
+        except ValueError as exc:
+            raise Problem(f"km {km_id} options: {exc}") from None
         listen = dict(get(table, "listen", dict, f"km {km_id}", {}))
         for key in listen:
             try:
@@ -418,7 +446,7 @@ def _topology(data: Mapping[str, Any]) -> Topology:
                 raise Problem(f"km {km_id}: listen: {exc}") from None
         for interface in INTERFACES:
             listen.setdefault(interface, default_url(f"{km_id}/{interface}"))
-        kms.append(KMSpec(id=km_id, listen=listen))
+        kms.append(KMSpec(id=km_id, listen=listen, options=options))
     if not kms:
         raise Problem("no [[km]]")
     km_ids = [km.id for km in kms]

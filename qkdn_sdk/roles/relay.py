@@ -9,10 +9,13 @@ QKD-keys into keys of a prescribed unit length) whose IDs derive from the QKD-ke
 offset (:func:`split_qkd_key`), so both ends name every unit alike without a message.
 
 Relays may cross on a link in both directions at once, so the units are split between the two
-ends once and for all (:func:`spent_by_first`): the KM whose ID sorts first spends the even
-units, its neighbour the odd ones. A unit is spent once: the sender takes it from its store
-before sending, the receiver takes it from its own when the relay arrives and refuses a unit it
-no longer holds.
+ends once and for all (:func:`spent_by_first`): the units of a QKD-key alternate between the two
+KMs, and one bit of a hash of the QKD-key ID (the hash its unit IDs come from) says which KM
+gets unit 0. So both ends spend whatever the length of the QKD-keys (a link of 256-bit QKD-keys,
+one unit each, gives each end about half of them) and derive the same split from what both
+hold, with no message. A unit is spent once: the sender takes it from its store before sending,
+the receiver takes it from its own when the relay arrives and refuses a unit it no longer
+holds.
 
 One hop of a relay (D2.3 clause 7.1.3) spends ``2 + ceil(len(plaintext) / 32)`` units
 (:func:`units_for`), named in this order in the hop's ``link_key_ids``:
@@ -41,6 +44,7 @@ alike at both of its KMs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import uuid
@@ -120,23 +124,43 @@ def split_qkd_key(qkd_key_id: str, key: bytes) -> list[tuple[int, str, bytes]]:
     count = len(key) // UNIT_BYTES
     if count > MAX_UNITS:
         raise ValueError(f"a QKD-key of {count} link units is over {MAX_UNITS}")
-    data = bytearray(
-        hashlib.sha1(_UNIT_NAMESPACE.bytes + qkd_key_id.encode(), usedforsecurity=False).digest()
-    )
-    data[6] = (data[6] & 0x0F) | 0x80
-    data[8] = (data[8] & 0x3F) | 0x80
-    text = data.hex()
-    prefix = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:28]}"
+    prefix = _unit_id_prefix(qkd_key_id)
     return [
         (index, f"{prefix}{index:04x}", key[start : start + UNIT_BYTES])
         for index, start in enumerate(range(0, count * UNIT_BYTES, UNIT_BYTES))
     ]
 
 
-def spent_by_first(index: int) -> bool:
-    """Whether unit ``index`` of a QKD-key is spent by the KM whose ID sorts first on its link
-    (even units); the other KM spends the odd ones."""
-    return index % 2 == 0
+@functools.lru_cache(maxsize=1024)
+def _unit_digest(qkd_key_id: str) -> bytes:
+    """``SHA-1(namespace + QKD-key ID)``: unit IDs and the split of units come from it (cached:
+    a QKD-key's units are named and split one after the other)."""
+    return hashlib.sha1(_UNIT_NAMESPACE.bytes + qkd_key_id.encode(), usedforsecurity=False).digest()
+
+
+def _unit_id_prefix(qkd_key_id: str) -> str:
+    """The first 32 hex digits (with dashes) of every unit ID of a QKD-key."""
+    data = bytearray(_unit_digest(qkd_key_id))
+    data[6] = (data[6] & 0x0F) | 0x80
+    data[8] = (data[8] & 0x3F) | 0x80
+    text = data.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:28]}"
+
+
+def spent_by_first(qkd_key_id: str, index: int) -> bool:
+    """Whether unit ``index`` of the QKD-key ``qkd_key_id`` is spent by the KM whose ID sorts
+    first on its link (else by its neighbour): ``(index + b) % 2 == 0``, where ``b`` is the
+    lowest bit of the last byte of ``SHA-1(namespace + QKD-key ID)`` (a byte no unit ID
+    carries).
+
+    The units of a QKD-key alternate between the ends, so a key of ``n`` units gives each end
+    ``n // 2`` or ``n // 2 + 1`` of them, and ``b`` decides which end gets the odd one out: a
+    one-unit QKD-key (a 256-bit key, the default of many ETSI 014 KMEs) goes to either end
+    with probability one half. A rule by unit index alone (even units to the first KM) gave the
+    other end nothing on such a link. ``b`` is a function of what both ends hold, so they split
+    alike with no message; a module or KME, which names the QKD-keys, could steer it, but it
+    holds the keys themselves anyway."""
+    return (index + (_unit_digest(qkd_key_id)[-1] & 1)) % 2 == 0
 
 
 def units_for(plaintext_bytes: int) -> int:

@@ -182,6 +182,17 @@ class KeyStore(Protocol):
         ``source_pool`` lacks one of ``key_ids``."""
         ...
 
+    async def deliver(
+        self, pool: str, delivered_pool: str, key_ids: Sequence[str]
+    ) -> list[StoredKey]:
+        """The keys ``key_ids``, in the order asked, each held in ``pool`` or already in
+        ``delivered_pool``; those of ``pool`` move to ``delivered_pool``, in one transaction.
+        Each key comes back with the pool it was in before the call (``delivered_pool``: it was
+        delivered before). Raises :class:`UnknownKeys` naming ``pool``, and changes nothing,
+        when an ID is in neither or is asked twice. (A KM hands keys out this way and keeps
+        them for a re-fetch of the same IDs.)"""
+        ...
+
     async def discard(self, pool: str) -> int:
         """Delete every key of ``pool`` (it was never supplied). Returns how many."""
         ...

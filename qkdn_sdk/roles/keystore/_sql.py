@@ -152,6 +152,8 @@ class _Row:
     since: float
     metadata: str
     sealed: bytes = attrs.field(repr=False)
+    opened: dict[int, bytes] | None = attrs.field(default=None, repr=False)
+    """The keys of ``sealed``, once opened (:meth:`keys`)."""
 
     @classmethod
     def of(cls, row: tuple[Any, ...]) -> _Row:
@@ -169,12 +171,14 @@ class _Row:
         return [self.first + bit for bit in _bits(self.held)]
 
     def keys(self, sealer: Sealer) -> dict[int, bytes]:
-        """The keys held, by index, in order."""
-        data = sealer.open(self.sealed, self.associated())
-        return {
-            index: data[position * self.length : (position + 1) * self.length]
-            for position, index in enumerate(self.indexes())
-        }
+        """The keys held, by index, in order (opened once)."""
+        if self.opened is None:
+            data = sealer.open(self.sealed, self.associated())
+            self.opened = {
+                index: data[position * self.length : (position + 1) * self.length]
+                for position, index in enumerate(self.indexes())
+            }
+        return self.opened
 
     def stored_keys(
         self, sealer: Sealer, only: Iterable[int] | None = None
@@ -405,7 +409,8 @@ def _keep(
         delete_rows(db, [row])
         return
     row.held = held
-    row.sealed = sealer.seal(b"".join(keys[index] for index in row.indexes()), row.associated())
+    row.opened = {index: keys[index] for index in row.indexes()}
+    row.sealed = sealer.seal(b"".join(row.opened.values()), row.associated())
     db.execute(
         "UPDATE batches SET held = ?, n = ?, sealed = ? WHERE seq = ?",
         (_blob(held), held.bit_count(), row.sealed, row.seq),
@@ -526,9 +531,9 @@ def move_rows(
 
 def forget_old_tombstones(db: sqlite3.Connection, kept: int) -> None:
     """Keep only the ``kept`` newest tombstones."""
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'gone'").fetchone()
-    if row is not None and row[0] > kept:
-        db.execute("DELETE FROM gone WHERE seq <= ?", (row[0] - kept,))
+    newest = db.execute("SELECT max(seq) FROM gone").fetchone()[0]
+    if newest is not None and newest > kept:
+        db.execute("DELETE FROM gone WHERE seq <= ?", (newest - kept,))
 
 
 def pool_count(db: sqlite3.Connection, pool: str) -> int:

@@ -18,11 +18,13 @@ from qkdn_sdk.roles.keystore import _sql
 from qkdn_sdk.roles.keystore._base import (
     Splitter,
     StoredKey,
+    UnknownKeys,
     _add,
     _check_count,
     _check_keys,
     _ClosedOnExit,
     _counts,
+    _missing,
 )
 from qkdn_sdk.roles.keystore._seal import Sealer
 
@@ -142,6 +144,32 @@ class _SQLKeyStore(_ClosedOnExit):
                 _add(self._counts, destination_pool, moved)
 
         return await self._transaction(work, committed)
+
+    async def deliver(
+        self, pool: str, delivered_pool: str, key_ids: Sequence[str]
+    ) -> list[StoredKey]:
+        key_ids = list(key_ids)
+
+        def work(db: sqlite3.Connection) -> tuple[list[StoredKey], int]:
+            held = _sql.find(db, pool, key_ids)
+            before = _sql.find(db, delivered_pool, [k for k in key_ids if k not in held])
+            missing = _missing(key_ids, lambda key_id: key_id in held or key_id in before)
+            if missing:
+                raise UnknownKeys(pool, missing)
+            keys = {**before, **held}
+            taken = {
+                key_id: row.stored_key(self._sealer, index) for key_id, (row, index) in keys.items()
+            }
+            if held and pool != delivered_pool:
+                _sql.move_rows(db, self._sealer, held, delivered_pool)
+            return [taken[key_id] for key_id in key_ids], len(held)
+
+        def committed(result: tuple[list[StoredKey], int]) -> None:
+            if pool != delivered_pool:
+                _add(self._counts, pool, -result[1])
+                _add(self._counts, delivered_pool, result[1])
+
+        return (await self._transaction(work, committed))[0]
 
     async def discard(self, pool: str) -> int:
         return sum((await self._delete_where("pool = ?", (pool,))).values())

@@ -34,7 +34,10 @@ module (class)                duty
                               clause 8.1)
 ``routes`` (Routes)           next hop and route information from the controller
 ``quotas`` (Quotas)           per-application quotas and the fair share of link key,
-                              checked before a key request makes anything
+                              checked before a key request makes anything (and, at the
+                              destination, before a relay's keys are held)
+``expiry`` (Expiry)           the erasure of keys past their lifetime: never fetched,
+                              never pushed, or kept for a re-fetch
 ============================  ==========================================================
 
 and of the collaborators they share: ``config`` (:class:`KMConfig`, what the KM is),
@@ -47,11 +50,11 @@ it. The parts depend on each other one way only (an arrow: "calls")::
         │                                │
         └───────────> Relay, Routes      └──> HopSender (relay_hops) <── RelayReceiver
                                                                            │
-                                              Routes, Sessions (roles.sessions) <──┘
+                                   Quotas, Routes, Sessions (roles.sessions) <──┘
     KMLinks ──> Acquisition
     KMLinks ──> StatusSupply
     Reservations ──> Routes
-    KeySupply, ProactiveSupply ──> Quotas ──> LinkTable, Routes
+    KeySupply, ProactiveSupply, RelayReceiver ──> Quotas ──> LinkTable, Routes
 
     every part ──> config, keys; those that use links ──> LinkTable, Peers
 

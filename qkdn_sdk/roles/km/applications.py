@@ -5,8 +5,14 @@ supply and key deletion commands (Tables 7-4 to 7-6).
 A :class:`~qkdn_sdk.messages.ak.KeyRequest` from the source application makes fresh keys. When
 the destination application is served here they go to its ``app:`` pool at once; otherwise they
 are relayed to its KM (:class:`~qkdn_sdk.roles.km.relays.Relay`), and the source application
-gets them only once that KM holds them. The destination application fetches them once, with
-:class:`~qkdn_sdk.messages.ak.KeyRequestWithId`: a key leaves the store exactly once.
+gets them only once that KM holds them.
+
+The destination application fetches them with :class:`~qkdn_sdk.messages.ak.KeyRequestWithId`,
+exactly once: the fetch moves them, in one transaction, from the ``app:`` pool to the pair's
+``delivered:`` pool before the response is sent, and for ``refetch_window`` seconds the same
+application asking for the same IDs (a response lost with a connection or a KM that stopped)
+gets the same keys again; nobody else ever does. Then they are erased, as are keys never
+fetched after ``key_lifetime`` (:mod:`~qkdn_sdk.roles.km.expiry`).
 
 Every key request is admitted by the application's quotas and its pair's fair share of the
 link its relay spends (:class:`~qkdn_sdk.roles.km.quotas.Quotas`) before a key is made, and Get
@@ -26,9 +32,9 @@ from qkdn_sdk.errors import QkdnError, RequestRefused, quoted
 from qkdn_sdk.messages import Key, KeyId, ak, mgmt
 from qkdn_sdk.messages.mgmt import ErrorIndication
 from qkdn_sdk.roles import relay as otp
-from qkdn_sdk.roles.keystore import KeyStore, UnknownKeys
+from qkdn_sdk.roles.keystore import KeyStore, StoredKey, UnknownKeys
 from qkdn_sdk.roles.km.config import MIN_SIZE_OF_KEY, KeyManagerError, KMConfig
-from qkdn_sdk.roles.km.keys import Batch, app_pool, fresh_keys
+from qkdn_sdk.roles.km.keys import Batch, app_pool, delivered_pool, fresh_keys
 from qkdn_sdk.roles.km.proactive import ProactiveSupply
 from qkdn_sdk.roles.km.quotas import Quotas
 from qkdn_sdk.roles.km.relays import Relay, not_direct
@@ -87,8 +93,8 @@ class KeySupply:
         if len(destinations) > 1:
             await self._check_multicast(destinations, direct=direct)
         hops = await self._quotas.first_hops(destinations, number, size)
-        local = number * sum(slave in self._config.applications for slave in destinations)
-        with self._quotas.admitted(source, number, local_keys=local, hops=hops):
+        local = [slave for slave in destinations if slave in self._config.applications]
+        with self._quotas.admitted(source, number, local=local, hops=hops):
             key_ids, keys = fresh_keys(number, size)
             for slave in destinations:  # the same keys for every slave (ETSI 014 key multicast)
                 batch = Batch(source, slave, key_ids, keys, size, direct=direct)
@@ -141,11 +147,13 @@ class KeySupply:
     async def key_request_with_id(
         self, request: ak.KeyRequestWithId, connection: Connection
     ) -> ak.ResponseToKeyRequest:
-        """Q.4161 clause 7.1.2: the destination application fetches, once, the keys the source
-        application got; only keys meant for it. Keys not held for it from that source get one
-        failure (ETSI 014: 400, keys not found), whether unknown, already supplied or made for
-        another application: ETSI 014 asks 401 for a caller that is not the keys' slave, but
-        that answer would tell an application which key IDs exist (docs/etsi014.md)."""
+        """Q.4161 clause 7.1.2: the destination application fetches the keys the source
+        application got; only keys meant for it, exactly once (:meth:`_deliver`: asked again
+        within ``refetch_window``, the same keys). Keys not held for it from that source get one
+        failure (ETSI 014: 400, keys not found), whether unknown, expired, already supplied or
+        made for another application: ETSI 014 asks 401 for a caller that is not the keys'
+        slave, but that answer would tell an application which key IDs exist
+        (docs/etsi014.md)."""
         destination = self._config.served_application(
             request.application_destination_id, connection.peer_id
         )
@@ -155,37 +163,50 @@ class KeySupply:
                 f"{len(key_ids)} key IDs are over this KM's max_key_per_request "
                 f"({self._config.max_key_per_request})"
             )
-        pool = app_pool(request.application_source_id, destination)
-        try:
-            stored = await self._store.take_ids(pool, key_ids)
-        except UnknownKeys as exc:
-            raise _not_held(
-                len(exc.missing), len(key_ids), destination, request.application_source_id
-            ) from None
+        source = request.application_source_id
+        stored, again = await self._deliver(source, destination, key_ids)
         logger.info(
-            "%s: %d keys supplied to %s from %s",
+            "%s: %d keys supplied to %s from %s%s",
             self._km_id,
             len(stored),
             destination,
-            request.application_source_id,
+            source,
+            f" ({again} of them again)" if again else "",
         )
         return ak.ResponseToKeyRequest(
             keys=[Key(key=key.key, key_id=key.key_id) for key in stored], response="success"
         )
 
+    async def _deliver(
+        self, source: str, destination: str, key_ids: list[str]
+    ) -> tuple[list[StoredKey], int]:
+        """The keys ``key_ids`` held for ``destination`` from ``source``, moved to their
+        ``delivered:`` pool in the transaction that reads them (before any response leaves),
+        and how many of them were delivered before (within ``refetch_window``). Raises the one
+        failure of keys not held, changing nothing, unless every ID is in one of the two pools,
+        once."""
+        delivered = delivered_pool(source, destination)
+        try:
+            keys = await self._store.deliver(app_pool(source, destination), delivered, key_ids)
+        except UnknownKeys as exc:
+            raise _not_held(len(exc.missing), len(key_ids), destination, source) from None
+        return keys, sum(key.pool == delivered for key in keys)
+
     async def status(self, request: ak.StatusRequest, connection: Connection) -> ak.Status:
         """ETSI 014 Get status (Q.4161 Appendix II): what the caller may still get now for keys
         shared with ``application_destination_id``. For an application of this KM keys are made
-        on demand, as many as its quotas of keys per second and keys held leave it; for
-        another, as many keys of ``key_size`` as the link key towards the first hop pays for
-        (the controller names the hop and the slave's KM), less the link's reserve when the
-        pair is over its fair share, and no more than its rate quota leaves it. Never above
-        ``max_key_count``; nothing is spent."""
+        on demand, as many as its quotas of keys per second and keys held (by the master, and
+        by the pair: what the slave has not fetched yet) leave it; for another, as many keys of
+        ``key_size`` as the link key towards the first hop pays for (the controller names the
+        hop and the slave's KM), less the link's reserve when the pair is over its fair share,
+        and no more than its rate quota leaves it. ``max_key_count`` is the cap of keys held
+        per pair (``max_keys_held_per_pair``), and never below the count; nothing is spent."""
         master = self._config.served_application(request.application_source_id, connection.peer_id)
         slave = request.application_destination_id
         size = self._config.default_size_of_key
         local = slave in self._config.applications
-        count = min(self._quotas.keys_allowed(master, local=local), self._config.max_key_count)
+        cap = self._config.max_keys_held_per_pair
+        count = min(self._quotas.keys_allowed(master, slave, local=local), cap)
         if local:
             target_km = self._km_id
         else:
@@ -199,7 +220,7 @@ class KeySupply:
             slave_sae_id=slave,
             key_size=size,
             stored_key_count=max(0, math.floor(count)),
-            max_key_count=self._config.max_key_count,
+            max_key_count=cap,
             max_key_per_request=self._config.max_key_per_request,
             max_key_size=self._config.max_size_of_key,
             min_key_size=MIN_SIZE_OF_KEY,
@@ -280,12 +301,12 @@ class KeySupply:
     async def key_deletion(
         self, command: mgmt.KeyDeletionCommand, connection: Connection
     ) -> mgmt.KeyDeletionResponse:
-        """D2.3 Table 7-6: an application deletes keys held for it (``key_ids``), or ends a
-        session of its own (``session_id`` alone), deleting what is still held for it in that
-        session. Keys held for other applications are never touched: a command naming a key
-        not held for the sender deletes nothing and fails as one naming an unknown key does
-        (Table 7-7: 0x02 failure), so it tells the sender nothing of other applications'
-        keys."""
+        """D2.3 Table 7-6: an application deletes keys held for it (``key_ids``: to fetch, or
+        fetched and kept for a re-fetch, which ends their window), or ends a session of its own
+        (``session_id`` alone), deleting what is still held for it in that session. Keys held
+        for other applications are never touched: a command naming a key not held for the
+        sender deletes nothing and fails as one naming an unknown key does (Table 7-7: 0x02
+        failure), so it tells the sender nothing of other applications' keys."""
         application = self._config.served_application(command.sender_id, connection.peer_id)
         deleted = 0
         if command.key_ids:
@@ -317,9 +338,10 @@ class KeySupply:
 
 
 def _held_for(pool: str, application: str) -> bool:
-    """Whether ``pool`` holds keys for ``application`` to fetch or be pushed."""
+    """Whether ``pool`` holds keys for ``application`` to fetch (or fetch again) or be
+    pushed."""
     return pool.startswith(session_pool(application, "")) or (
-        pool.startswith("app:") and pool.endswith(f":{application}")
+        pool.startswith(("app:", "delivered:")) and pool.endswith(f":{application}")
     )
 
 

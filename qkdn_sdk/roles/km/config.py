@@ -92,6 +92,17 @@ class KMLink:
     hash_algorithm: str = attrs.field(default=HASH_ALGORITHMS[0], converter=check_hash_algorithm)
     """The algorithm of the "Hash value" the module gives each key it pushes (Q.4162 Table 1
     does not fix one; :data:`~qkdn_sdk.roles.qkd_module.HASH_ALGORITHMS`)."""
+    key_size: int | None = attrs.field(default=None)
+    """Bits per QKD-key the KM asks of an on-request module or KME (the ``size`` of an ETSI 014
+    Get key, checked against the KME's Get status); ``None``: the source's default size."""
+
+    @key_size.validator
+    def _check_key_size(self, _attribute: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and (value < 8 or value % 8):
+            raise ValueError(
+                f"link to {self.neighbour}: key_size must be a positive multiple of 8 bits, "
+                f"not {value}"
+            )
 
     @property
     def sae_of_neighbour(self) -> str:
@@ -154,9 +165,6 @@ class KMConfig:
     default_size_of_key: int = 256
     max_key_per_request: int = 128
     max_size_of_key: int = 8192
-    max_key_count: int = 100_000
-    """The ETSI 014 ``max_key_count`` this KM reports: the most keys its status ever says it
-    can supply to one pair of applications (``stored_key_count`` is never above it)."""
     max_sae_id_count: int = 4
     """The most ``additional_slave_SAE_IDs`` of an ETSI 014 Get key (key multicast); 0: none."""
     max_keys_per_second: float = math.inf
@@ -166,6 +174,9 @@ class KMConfig:
     max_keys_held: int = 1_000_000
     """Per application: keys made here at its request that its peers at this KM have not
     fetched yet (keys relayed to another KM are held there)."""
+    max_keys_held_per_pair: int = 100_000
+    """Per pair of applications of this KM: keys made here at the source's request that the
+    destination has not fetched yet. ETSI 014 Get status reports it as ``max_key_count``."""
     min_share: float = 0.1
     """The share of a link's recent key an application pair is always served from the link's
     reserve while it has used less, however many pairs share the link (an equal split among
@@ -181,12 +192,31 @@ class KMConfig:
     """Seconds a hop waits for the next KM (and the controller) to answer."""
     pending_timeout: float = 60.0
     """Seconds relayed keys wait for their confirmation before they are dropped."""
+    key_lifetime: float = 3600.0
+    """Seconds a key held for an application waits to be fetched by ID (its ``app:`` pool,
+    where the keys of a relay whose confirmation was interrupted stay too) or pushed in a
+    session and acknowledged, before it is erased (:mod:`~qkdn_sdk.roles.km.expiry`)."""
+    refetch_window: float = 60.0
+    """Seconds after a fetch by ID during which the same destination application asking for
+    the same key IDs gets the same keys again (its response may have been lost); then they are
+    erased."""
+    expiry_interval: float = 5.0
+    """Seconds between two sweeps that erase expired keys: a key is erased at most this long
+    after its lifetime ends."""
     report_interval: float = 0.5
     """Seconds between two status reports to the controller."""
     sync_interval: float = 0.25
     """Seconds between two key ID synchronisations of a link (sooner when keys arrive)."""
     acquire_interval: float = 0.25
     """Seconds between two Kq-1 key requests to a module that supplies upon request."""
+    max_link_key_bits: int = 2**24
+    """The most key one end of each link holds (bits): its QKD-keys waiting for synchronisation
+    and its link units, both directions, reserved and allocated ones included. At the cap the
+    KM stops acquiring on the link (refuses pushed QKD-keys, asks for none) until consumption
+    brings it to three quarters of the cap (:mod:`~qkdn_sdk.roles.km.link_table`). The default,
+    2 MiB, is about 127 relays of the largest key request (131,072 bits), twice
+    ``fair_share_window_bits``, a minute of a 256 kbit/s link (the disk holds it with the
+    store's overhead)."""
 
     def check_amount(self, number: int, size: int) -> None:
         """Raise :class:`~qkdn_sdk.errors.RequestRefused` saying why ``number`` keys of
@@ -236,13 +266,18 @@ class KMConfig:
             )
         for name, least in (
             ("max_keys_held", 0),
+            ("max_keys_held_per_pair", 0),
             ("fair_share_reserve_bits", 0),
             ("fair_share_window_bits", 1),
+            ("max_link_key_bits", 1),
         ):
             if getattr(self, name) < least:
                 raise ValueError(
                     f"{self.km_id}: {name} must be at least {least}, not {getattr(self, name)}"
                 )
+        for name in ("key_lifetime", "refetch_window", "expiry_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{self.km_id}: {name} must be > 0, not {getattr(self, name)}")
         if not 0 <= self.min_share <= 1:
             raise ValueError(f"{self.km_id}: min_share must be 0 to 1, not {self.min_share}")
         neighbours = [link.neighbour for link in self.links]

@@ -9,10 +9,16 @@ here:
     Link key units both ends hold (key ID synchronisation): those this KM spends sending to the
     neighbour, and those the neighbour spends sending here (:mod:`qkdn_sdk.roles.relay`).
 ``app:<source application>:<destination application>``
-    Keys waiting for the destination application to fetch them by ID (Q.4161 clause 7.1.2).
+    Keys waiting for the destination application to fetch them by ID (Q.4161 clause 7.1.2),
+    erased after ``key_lifetime`` (:mod:`~qkdn_sdk.roles.km.expiry`).
+``delivered:<source application>:<destination application>``
+    Keys the destination application fetched, kept for ``refetch_window`` so that the same
+    application asking again for the same IDs (its response was lost) gets them again; then
+    erased. No quota or status counts them as held.
 ``session:<destination application>:<session ID>``
     Keys waiting to be pushed to the destination application of a session (Q.4161 clause 7.2.4,
-    :func:`~qkdn_sdk.roles.sessions.session_pool`).
+    :func:`~qkdn_sdk.roles.sessions.session_pool`), erased after ``key_lifetime`` when never
+    acknowledged.
 ``reserved:<neighbour>:<reservation ID>`` / ``allocated:<neighbour>:<source KM>:<destination KM>``
     Link units towards ``<neighbour>`` set aside by a key reservation, then allocated to the
     relays between two KMs (Q.4164 clauses 7.5, 7.6).
@@ -36,6 +42,7 @@ __all__ = [
     "Batch",
     "allocated_pool",
     "app_pool",
+    "delivered_pool",
     "fresh_key_ids",
     "fresh_keys",
     "in_pool",
@@ -62,6 +69,10 @@ def in_pool(neighbour: str) -> str:
 
 def app_pool(source: str, destination: str) -> str:
     return f"app:{source}:{destination}"
+
+
+def delivered_pool(source: str, destination: str) -> str:
+    return f"delivered:{source}:{destination}"
 
 
 def reserved_pool(neighbour: str, reservation_id: str) -> str:
@@ -162,7 +173,9 @@ def link_units(neighbour: str, first: bool, qkd_key: StoredKey) -> list[StoredKe
     return [
         StoredKey(
             key_id=unit_id,
-            pool=out_pool(neighbour) if otp.spent_by_first(index) == first else in_pool(neighbour),
+            pool=out_pool(neighbour)
+            if otp.spent_by_first(qkd_key.key_id, index) == first
+            else in_pool(neighbour),
             key=unit,
             metadata=metadata,
         )

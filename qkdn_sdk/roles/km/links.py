@@ -4,8 +4,17 @@ and key ID synchronisation, which turns the QKD-keys both ends of a link hold in
 Both ends receive a link's QKD-keys in the order its modules made them. The KM whose ID sorts
 first asks (:class:`~qkdn_sdk.messages.kx.KeyIdSynchronizationRequest` with the IDs waiting in
 its ``qkd:`` pool), the neighbour answers with those it holds too, and both cut those QKD-keys
-into link units (:func:`~qkdn_sdk.roles.km.keys.link_units`): the even units are spent by the
-first KM, the odd ones by the other.
+into link units (:func:`~qkdn_sdk.roles.km.keys.link_units`): the units of each QKD-key
+alternate between the two KMs, starting at the one a bit of a hash of its ID names
+(:func:`~qkdn_sdk.roles.relay.spent_by_first`), so both ends can spend whatever the length of
+the QKD-keys.
+
+QKD-keys one end holds that the other never will are discarded, so they cannot fill the cap on
+the key a link end holds (:mod:`~qkdn_sdk.roles.km.link_table`): at either end, those older than
+the newest key both hold that the request does not match; and, while the end is full, the keys
+of a request nothing of which matched (the two ends took keys at different moments: each waits
+for keys the other will never take). A discarded key is only wasted: units are cut of the keys
+both ends named in one request and answer, never of others.
 """
 
 from __future__ import annotations
@@ -288,6 +297,8 @@ class KMLinks:
                 held = {key.key_id for key in response.key_ids}
                 both = [key_id for key_id in ids if key_id in held]
                 await self._discard_unmatched(neighbour, ids, both)
+                if not both and not self._links.room_bits(neighbour):
+                    await self._discard(neighbour, ids, "nothing matched while the link is full")
                 await self._adopt(neighbour, both)
             except QkdnError as exc:
                 if isinstance(exc, TransportError):
@@ -318,15 +329,43 @@ class KMLinks:
         newest_held = asked.index(both[-1])
         matched = set(both)
         dead = [key_id for key_id in asked[:newest_held] if key_id not in matched]
-        if dead:
-            await self._store.take_present(qkd_pool(neighbour), dead)
+        await self._discard(neighbour, dead, f"{neighbour} never got them")
+
+    async def _discard(self, neighbour: str, qkd_key_ids: list[str], why: str) -> None:
+        """Discard those of the QKD-keys ``qkd_key_ids`` of the link to ``neighbour`` that
+        wait here (logged with ``why``)."""
+        if not qkd_key_ids:
+            return
+        discarded = await self._store.take_present(qkd_pool(neighbour), qkd_key_ids)
+        if discarded:
+            self._links.notify_change()  # the link end may have room again
             logger.info(
-                "%s: %d QKD-keys of the link to %s discarded: %s never got them",
+                "%s: %d QKD-keys of the link to %s discarded: %s",
                 self._km_id,
-                len(dead),
+                len(discarded),
                 neighbour,
-                neighbour,
+                why,
             )
+
+    async def _discard_stale(self, neighbour: str, both: list[str]) -> None:
+        """At the answering end, before the QKD-keys ``both`` (those a synchronisation request
+        named that we hold) are cut: discard the QKD-keys waiting here that the neighbour will
+        never name. It names the oldest it holds, so one of ours older than the newest of
+        ``both`` that it did not name, it lacks while it holds a newer one: it never gets it.
+        While this end is full and nothing matched, our oldest waiting keys go too (the ends
+        took keys at different moments; the neighbour discards its own likewise)."""
+        if self._store.count(qkd_pool(neighbour)) <= len(both):
+            return  # every key waiting here is one of them (the usual case): no read
+        waiting = await self._store.key_ids(qkd_pool(neighbour), _SYNC_BATCH)
+        matched = set(both)
+        last = max((index for index, key_id in enumerate(waiting) if key_id in matched), default=-1)
+        if last < 0 and both and len(waiting) == _SYNC_BATCH:
+            last = len(waiting)  # more wait than we read: those of ``both`` come after these
+        if last >= 0:
+            stale = [key_id for key_id in waiting[:last] if key_id not in matched]
+            await self._discard(neighbour, stale, f"{neighbour} never got them")
+        elif waiting and not both and not self._links.room_bits(neighbour):
+            await self._discard(neighbour, waiting, "nothing matched while the link is full")
 
     async def on_synchronisation(
         self, request: kx.KeyIdSynchronizationRequest, connection: Connection
@@ -341,14 +380,19 @@ class KMLinks:
         if len(request.key_ids) > _SYNC_BATCH:
             raise KeyManagerError(f"at most {_SYNC_BATCH} key IDs per synchronisation")
         asked = [key.key_id for key in request.key_ids]
+        previous = self._links.sync_rounds.get(neighbour)
+        if previous is not None:  # the keys of the last answer are cut before any is discarded
+            await previous.wait()
         held = await self._store.seen(asked)  # here now, or cut into link units before
         link = self._config.link(neighbour)
         if link.kme_pair:
-            await self._acquisition.fetch_from_kme(
-                link, [key_id for key_id in asked if key_id not in held]
-            )
+            missing = [key_id for key_id in asked if key_id not in held]
+            fits = self._links.keys_to_ask(neighbour, len(missing))
+            self._links.refused_keys[neighbour] += len(missing) - fits
+            await self._acquisition.fetch_from_kme(link, missing[:fits])
             held = await self._store.seen(asked)
         both = [key_id for key_id in asked if key_id in held]
+        await self._discard_stale(neighbour, both)
         if both:
             # Answered at once, cut meanwhile: both ends cut their units at the same time. A
             # hop on units we have not cut yet waits for this round (Relay.with_received_units).
@@ -387,7 +431,7 @@ class KMLinks:
             1
             for qkd_key in qkd_keys
             for index in range(len(qkd_key.key) // otp.UNIT_BYTES)
-            if otp.spent_by_first(index) == first
+            if otp.spent_by_first(qkd_key.key_id, index) == first
         )
         self._links.notify_change()
         if neighbour not in self._ready:

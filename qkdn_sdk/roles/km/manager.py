@@ -18,6 +18,7 @@ from qkdn_sdk.roles.keystore import KeyStore
 from qkdn_sdk.roles.km.acquisition import Acquisition
 from qkdn_sdk.roles.km.applications import KeySupply
 from qkdn_sdk.roles.km.config import KMConfig, listen_interface
+from qkdn_sdk.roles.km.expiry import Expiry
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.links import KMLinks
 from qkdn_sdk.roles.km.peers import Peers
@@ -117,8 +118,8 @@ class KeyManager:
 
     The parts (each handed only what it uses; :mod:`qkdn_sdk.roles.km` draws how they depend on
     each other): :attr:`key_supply`, :attr:`proactive`, :attr:`relay`, :attr:`links`,
-    :attr:`acquisition`, :attr:`routes`, :attr:`reservations`, :attr:`status`, and the
-    applications' :attr:`quotas`.
+    :attr:`acquisition`, :attr:`routes`, :attr:`reservations`, :attr:`status`, the
+    applications' :attr:`quotas`, and the :attr:`expiry` of the keys held for them.
     """
 
     def __init__(
@@ -176,12 +177,14 @@ class KeyManager:
             self.routes,
             sessions,
             hops,
+            self.quotas,
             stored=self.proactive.keys_stored,
             spawn=self._spawn,
         )
         self.key_supply = KeySupply(
             config, store, self.routes, self.relay, self.proactive, sessions, self.quotas
         )
+        self.expiry = Expiry(config, store)
 
     async def _handle(self, message: Message, connection: Connection) -> Message | None:
         """The answer of the part :data:`HANDLERS` names for ``message``, once the peer was
@@ -245,6 +248,7 @@ class KeyManager:
                 ):  # of a KME pair, the neighbour fetches by ID what we name
                     nursery.start_soon(self.acquisition.run, link)
             nursery.start_soon(self.status.run)
+            nursery.start_soon(self.expiry.run)
             task_status.started(urls)
 
     # --- what a network, a test or an operator reads of a running KM -------------------------
@@ -291,6 +295,17 @@ class KeyManager:
     def pushed(self) -> dict[str, int]:
         """Session keys each application acknowledged, each taken from the store since."""
         return self.proactive.pushed
+
+    @property
+    def expired(self) -> dict[str, int]:
+        """Keys erased since the KM started because their lifetime ended, by kind
+        (:data:`~qkdn_sdk.roles.km.expiry.LIFETIMES`)."""
+        return self.expiry.expired
+
+    async def expire_keys(self, now: float | None = None) -> dict[str, int]:
+        """Erase now what has expired by ``now`` (Unix time; the clock's when ``None``), as
+        the KM does every ``expiry_interval``: :meth:`Expiry.expire`."""
+        return await self.expiry.expire(now)
 
     @property
     def link_sessions(self) -> dict[str, str]:

@@ -339,7 +339,7 @@ class ProactiveSupply:
         except SessionError as exc:
             raise KeyManagerError(str(exc)) from None
         hops = await self._quotas.first_hops([session.destination], number, size)
-        with self._quotas.admitted(source, number, local_keys=0, hops=hops):
+        with self._quotas.admitted(source, number, local=(), hops=hops):
             try:
                 session = self._sessions.supply(request.session_id, source, number)
             except SessionError as exc:

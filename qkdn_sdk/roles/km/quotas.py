@@ -7,7 +7,7 @@ Theory of operation
 A key request (Q.4161 clause 7.1.1, its ETSI 014 Get key, a D2.3 key supply for encryption) is
 admitted by :meth:`Quotas.admitted` after it was checked and before any key is made, stored or
 relayed. A refusal is :class:`OverQuota`, the request's own failure saying which limit, and
-changes nothing: no token, no link key, no share is taken. Three rules, each a well-known
+changes nothing: no token, no link key, no share is taken. Four rules, each a well-known
 scheme, each of :class:`~qkdn_sdk.roles.km.config.KMConfig`:
 
 1. **Rate** (``max_keys_per_second``): a token bucket per source application, refilled at that
@@ -15,8 +15,12 @@ scheme, each of :class:`~qkdn_sdk.roles.km.config.KMConfig`:
    request fits a full bucket). A request takes ``number_of_keys`` tokens, or is refused.
 2. **Keys held** (``max_keys_held``): the keys made at an application's request for
    applications of this KM and not yet fetched by them (its ``app:<application>:*`` pools, which
-   the store counts without I/O). Keys relayed to another KM are held there, not here.
-3. **Fair share of a link** (``fair_share_reserve_bits``, ``fair_share_window_bits``,
+   the store counts without I/O). Keys relayed to another KM are held there, not here; keys
+   fetched and kept for a re-fetch (``delivered:`` pools) are held no more.
+3. **Keys held per pair** (``max_keys_held_per_pair``): the same, for one destination: the
+   ``app:<source>:<destination>`` pool. A bound on what one pair leaves unfetched, which ETSI
+   014 Get status reports as ``max_key_count``.
+4. **Fair share of a link** (``fair_share_reserve_bits``, ``fair_share_window_bits``,
    ``min_share``): the last ``fair_share_reserve_bits`` of a link's key are a reserve. A relay
    whose first hop would take the link's spendable key (less what relays admitted and not yet
    ended are about to spend) into the reserve is admitted only for an application pair within
@@ -135,12 +139,20 @@ class Quotas:
         """Keys made here at ``application``'s request that its peers at this KM did not fetch."""
         return sum(self._store.counts(app_pool(application, "")).values())
 
-    def keys_allowed(self, application: str, *, local: bool) -> float:
-        """The most keys the rate quota (and, for a peer of this KM, ``local``, the quota of keys
-        held) would let ``application`` get now; ``math.inf`` without a limit."""
+    def pair_room(self, source: str, destination: str) -> int:
+        """Keys ``source`` may still have made for ``destination`` to fetch here before their
+        pair holds ``max_keys_held_per_pair``."""
+        held = self._store.count(app_pool(source, destination))
+        return max(0, self._config.max_keys_held_per_pair - held)
+
+    def keys_allowed(self, application: str, destination: str, *, local: bool) -> float:
+        """The most keys the rate quota (and, for ``destination`` a peer of this KM, ``local``,
+        the quotas of keys held) would let ``application`` get now for ``destination``;
+        ``math.inf`` without a limit."""
         allowed = self._tokens(application)
         if local:
-            allowed = min(allowed, max(0, self._config.max_keys_held - self.held(application)))
+            held_room = max(0, self._config.max_keys_held - self.held(application))
+            allowed = min(allowed, held_room, self.pair_room(application, destination))
         return allowed
 
     def link_bits_allowed(self, pair: Pair, neighbour: str) -> int:
@@ -153,13 +165,13 @@ class Quotas:
 
     @contextmanager
     def admitted(
-        self, source: str, number: int, *, local_keys: int, hops: Sequence[FirstHop]
+        self, source: str, number: int, *, local: Sequence[str], hops: Sequence[FirstHop]
     ) -> Iterator[None]:
-        """Admit a key request of ``source`` for ``number`` keys, of which ``local_keys`` are to
-        be held here for its peers and the rest relayed over ``hops``; raise :class:`OverQuota`,
-        taking nothing, when a rule of the module docstring refuses it. Admitted, its tokens
-        are taken and its first hops counted in their links' windows; the block serves it, and
-        while it runs its hops' bits count as about to be spent."""
+        """Admit a key request of ``source`` for ``number`` keys, to be held here for each of
+        its peers ``local`` and relayed over ``hops``; raise :class:`OverQuota`, taking nothing,
+        when a rule of the module docstring refuses it. Admitted, its tokens are taken and its
+        first hops counted in their links' windows; the block serves it, and while it runs its
+        hops' bits count as about to be spent."""
         tokens = self._tokens(source)
         if number > tokens:
             rate = self._config.max_keys_per_second
@@ -167,6 +179,7 @@ class Quotas:
                 f"{quoted(source)} is over its quota of {rate:g} keys per second "
                 f"(max_keys_per_second): {math.floor(tokens)} keys now, {number} asked"
             )
+        local_keys = number * len(local)
         if local_keys:
             held = self.held(source)
             if held + local_keys > self._config.max_keys_held:
@@ -174,6 +187,16 @@ class Quotas:
                     f"{quoted(source)} is over its quota of {self._config.max_keys_held} keys "
                     f"held (max_keys_held): {held} keys it asked for wait at "
                     f"{self._config.km_id} for their peers to fetch them, {local_keys} more asked"
+                )
+        cap = self._config.max_keys_held_per_pair
+        for destination in local:
+            held = self._store.count(app_pool(source, destination))
+            if held + number > cap:
+                raise OverQuota(
+                    f"{quoted(source)} is over its quota of {cap} keys held for "
+                    f"{quoted(destination)} (max_keys_held_per_pair): {held} keys wait at "
+                    f"{self._config.km_id} for {quoted(destination)} to fetch them, {number} "
+                    "more asked"
                 )
         planned: dict[str, int] = {}
         for destination, neighbour, bits in hops:

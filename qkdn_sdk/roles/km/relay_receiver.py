@@ -40,6 +40,7 @@ from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig, Spawn
 from qkdn_sdk.roles.km.keys import app_pool, in_pool, ksa_metadata
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.peers import Peers
+from qkdn_sdk.roles.km.quotas import Quotas
 from qkdn_sdk.roles.km.relay_hops import (
     CONFIRMED,
     MAX_REROUTES,
@@ -86,6 +87,7 @@ class RelayReceiver:
         routes: Routes,
         sessions: Sessions,
         hops: HopSender,
+        quotas: Quotas,
         *,
         stored: Callable[[str], None],
         spawn: Spawn,
@@ -94,6 +96,7 @@ class RelayReceiver:
         self._km_id = config.km_id
         self._store = store
         self._links = links
+        self._quotas = quotas
         self._peers = peers
         self._routes = routes
         self._sessions = sessions
@@ -255,6 +258,20 @@ class RelayReceiver:
 
     # --- at the destination -------------------------------------------------------------------
 
+    def _check_pair_room(self, source: str, destination: str, pool: str, number: int) -> None:
+        """Refuse ``number`` keys more for the pair when it would hold more than
+        ``max_keys_held_per_pair`` here (those of relays waiting for their confirmation
+        counted)."""
+        pending = sum(len(held.keys) for held in self._pending.values() if held.pool == pool)
+        room = self._quotas.pair_room(source, destination) - pending
+        if number > room:
+            raise KeyManagerError(
+                f"{quoted(destination)} holds its quota of keys from {quoted(source)} at "
+                f"{self._km_id} (max_keys_held_per_pair "
+                f"{self._config.max_keys_held_per_pair}): it can take {max(0, room)} more, "
+                f"{number} were relayed"
+            )
+
     def _receive_relayed(
         self, relay: kx.KeyRelay, metadata: kx.RelayedKeyMetadata, sender: str, plaintext: bytes
     ) -> kx.ResponseToKeyRelay:
@@ -284,6 +301,8 @@ class RelayReceiver:
                 )
             pool = session_pool(destination, session.session_id)
         key_ids = [key_id.key_id for key_id in metadata.key_ids]
+        if metadata.session_id is None:
+            self._check_pair_room(source, destination, pool, len(key_ids))
         size = metadata.size_of_key
         mac_key, keys = otp.split_relay_plaintext(plaintext, len(key_ids), size // 8)
         otp.check_end_to_end(mac_key, key_ids, keys, relay.integrity_value)
@@ -365,6 +384,7 @@ class RelayReceiver:
                     f"the link keys relay {quoted(relay_id)} came with are no longer held at "
                     f"{self._km_id}"
                 ) from None
+            self._links.notify_change()  # link key spent: a full link end may acquire again
             self._stored(pending.pool)
 
 

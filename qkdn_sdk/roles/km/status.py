@@ -54,12 +54,33 @@ class StatusSupply:
         """Have the next status supply go now (a link went up or down)."""
         self._schedule.report_now()
 
+    def link_key_held(self) -> dict[str, dict[str, int]]:
+        """Per neighbour, what this end of the link holds against its cap (the SDK's, beside
+        Table 8-2, which has no parameter for it): ``held_bits`` (QKD-keys waiting for
+        synchronisation, link units both ways, reserved and allocated), ``max_bits``
+        (``max_link_key_bits``), ``room_bits`` (0 while full) and ``refused_keys``
+        (QKD-keys refused or left at their source because the link end was full, since the KM
+        started)."""
+        return {
+            link.neighbour: {
+                "held_bits": self._links.held_bits(link.neighbour),
+                "max_bits": self._links.max_bits,
+                "room_bits": self._links.room_bits(link.neighbour),
+                "refused_keys": self._links.refused_keys[link.neighbour],
+            }
+            for link in self._config.links
+        }
+
     def link_status(self, parameters: Collection[str] = STATUS_PARAMETERS) -> list[dict[str, Any]]:
         """The D2.3 Table 8-2 status table: per neighbour (``km_link``), the ``parameters`` of
         :data:`STATUS_PARAMETERS` asked for. ``key_amount``: bits this KM can spend towards it
         (0 while it is unreachable); ``key_generation_rate`` and ``key_consumption_rate``: bits
         per second got and spent towards it since the previous status table; ``status``:
-        ``"up"``, or ``"down"`` while the last request to it failed to reach it."""
+        ``"up"``, or ``"down"`` while the last request to it failed to reach it. (Built every
+        report period, it also wakes the acquisition of a full link end that consumption
+        brought down unannounced: :meth:`~qkdn_sdk.roles.km.link_table.LinkTable.recheck_room`.)
+        """
+        self._links.recheck_room()
         now, generated, spent = (
             trio.current_time(),
             dict(self._links.generated_bits),
