@@ -15,7 +15,7 @@ import trio
 
 from qkdn_sdk.bench import FIGURE_NAMES, Figure
 from qkdn_sdk.bench._codec import codec_figures, key_response
-from qkdn_sdk.bench._km import key_store, keys_delivered
+from qkdn_sdk.bench._km import key_store, keys_delivered, relay_latency_by_size
 from qkdn_sdk.bench._measure import measure, time_per_call
 from qkdn_sdk.bench._processes import network_process, running
 from qkdn_sdk.bench._round_trips import (
@@ -180,6 +180,23 @@ async def test_keys_delivered_measures_a_km_in_a_process_of_its_own(tmp_path: Pa
         assert figure.value > 0
         assert figure.baseline
         assert "server in a process of its own" in figure.baseline_is
+
+
+async def test_relay_latency_by_size_relays_along_each_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qkdn_sdk.bench._km.LINE_SIZES", (3, 4))
+    reported: list[Figure] = []
+    await relay_latency_by_size(tmp_path, 2, reported.extend)
+    assert [figure.case.split(",")[:2] for figure in reported] == [
+        ["a line of 3 KMs in one process", " 2 hops"],
+        ["a line of 4 KMs in one process", " 3 hops"],
+    ]
+    for figure in reported:
+        assert figure.name == "relay_latency_by_size"
+        assert figure.unit == "ms per hop (p50)"
+        assert figure.value > 0
+        assert figure.baseline
 
 
 async def test_a_network_process_serves_until_the_block_ends(tmp_path: Path) -> None:

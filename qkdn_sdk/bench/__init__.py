@@ -12,9 +12,11 @@ Figures (:class:`Figure`, by name):
   ``tcp+tls``, in requests of the KM's ``max_key_per_request``, for 1 and 16 applications,
   the KM in a process of its own as deployed (:mod:`qkdn_sdk.bench._processes`);
 - ``relay_latency``: ms per hop of a key request relayed over 1 to 8 hops (p50, p99);
+- ``relay_latency_by_size``: ms per hop of a key relayed end to end along lines of 6, 12 and 24
+  KMs in one process (as ``qkdn demo`` runs a network), every link acquiring meanwhile;
 - ``kq1_ingest``: Mb/s of QKD-keys a KM takes from its QKD module;
-- ``key_store``: keys per second taken (and deleted) from a SQLite key store of 10^6 keys, and
-  its resident memory and file size.
+- ``key_store``: keys per second taken (and deleted) from a SQLite key store of 10^6 keys, its
+  resident memory, its file size and the bytes on disk per byte of key.
 
 Nothing here is a test: the figures depend on the machine. :func:`run_bench` reports each as
 it is measured.
@@ -41,6 +43,7 @@ FIGURE_NAMES = (
     "ak_round_trip_pipelined",
     "ak_keys_delivered",
     "relay_latency",
+    "relay_latency_by_size",
     "kq1_ingest",
     "key_store",
 )

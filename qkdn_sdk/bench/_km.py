@@ -1,11 +1,11 @@
-"""The figures of a running KM: ``ak_keys_delivered``, ``relay_latency``, ``kq1_ingest`` and
-``key_store``. Each runs the roles of a small network over ``tcp+tls`` with SQLite key stores
-and the KMs' default settings (a KM's background work, such as asking its modules for keys and
-synchronising key IDs, as often as it would in a deployment), beside the bare ``tcp+tls`` stack
-exchanging frames of the same sizes. ``ak_keys_delivered`` runs the network in a process of its
-own, as deployed (its figure is the KM's, not that of a KM sharing an event loop with the
-applications measuring it); the others run it in this process, where they read its roles'
-counters and wait on their events."""
+"""The figures of a running KM: ``ak_keys_delivered``, ``relay_latency``,
+``relay_latency_by_size``, ``kq1_ingest`` and ``key_store``. Each runs the roles of a small
+network over ``tcp+tls`` with SQLite key stores and the KMs' default settings (a KM's background
+work, such as asking its modules for keys and synchronising key IDs, as often as it would in a
+deployment), beside the bare ``tcp+tls`` stack exchanging frames of the same sizes.
+``ak_keys_delivered`` runs the network in a process of its own, as deployed (its figure is the
+KM's, not that of a KM sharing an event loop with the applications measuring it); the others
+run it in this process, where they read its roles' counters and wait on their events."""
 
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ SCHEME = "tcp+tls"
 KEY_SIZE = 256
 APPLICATIONS = 16
 MAX_HOPS = 8
+LINE_SIZES = (6, 12, 24)
+"""The lines of ``relay_latency_by_size``: ``qkdn demo`` on these took 38, 132 and 219 ms a
+hop with a row per key in the store."""
 STORED_KEYS = 10**6
 INGEST_RATE = 200_000_000
 """Bits/s each module of ``kq1_ingest`` makes: more than a KM takes."""
@@ -54,14 +57,19 @@ range of key indices, its size costs nothing)."""
 
 
 def _topology(
-    kms: int, applications: dict[str, int], *, rate: int = 256_000, buffer_keys: int = BUFFER_KEYS
+    kms: int,
+    applications: dict[str, int],
+    *,
+    rate: int = 256_000,
+    buffer_keys: int = BUFFER_KEYS,
+    options: str = "",
 ) -> str:
     """A line of ``kms`` KMs (``km-0`` ...) with QKD links between neighbours (on request,
     ``rate`` bits/s, each module holding ``buffer_keys`` ready keys), and ``applications``
-    (ID -> index of its KM)."""
+    (ID -> index of its KM); ``options``, a TOML inline table, sets further KMConfig fields."""
     lines = [f'transport = "{SCHEME}"', 'host = "127.0.0.1"', "[controller]", 'id = "controller"']
     for index in range(kms):
-        lines += ["[[km]]", f'id = "km-{index}"']
+        lines += ["[[km]]", f'id = "km-{index}"'] + ([f"options = {options}"] if options else [])
     for index in range(kms - 1):
         lines += [
             "[[link]]",
@@ -111,7 +119,9 @@ async def keys_delivered(directory: Path, seconds: float, report: Report) -> Non
     deployed, in a process of its own (``qkdn network up``), the applications in this one; the
     bare server too runs in a process of its own."""
     sources = [f"app-{index}" for index in range(1, APPLICATIONS + 1)]
-    text = _topology(1, {"sink": 0, **dict.fromkeys(sources, 0)})
+    # the sink never fetches: the caps on keys held would end the run, not the KM's speed
+    unbounded = "{max_keys_held = 1_000_000_000, max_keys_held_per_pair = 1_000_000_000}"
+    text = _topology(1, {"sink": 0, **dict.fromkeys(sources, 0)}, options=unbounded)
     number = KMConfig(km_id="km-0", listen={}, controller_id="controller").max_key_per_request
     async with network_process(directory / "keys", text) as (pid, endpoints):
         km_url = endpoints["kms"]["km-0"]["ak"][SCHEME]
@@ -198,6 +208,48 @@ async def relay_latency(directory: Path, requests: int, report: Report) -> None:
                         )
                     ]
                 )
+
+
+async def relay_latency_by_size(directory: Path, requests: int, report: Report) -> None:
+    """``relay_latency_by_size``: a key of 256 bits relayed end to end along a line of
+    :data:`LINE_SIZES` KMs in one process, as ``qkdn demo`` runs one (every link at line3's
+    256 kbit/s, each link end cutting its QKD-keys into link key meanwhile), one request at a
+    time: how the relay scales with the network."""
+    request = ak.KeyRequest(application_destination_id="bob", number_of_keys=1, size_of_key=256)
+    bare = await _bare(
+        request, key_response(1), directory / "pki", 1, 0.0, warm_up=0.0, minimum=requests
+    )
+    spent = otp.units_for(otp.MAC_KEY_BYTES + KEY_SIZE // 8) * otp.UNIT_BITS
+    for kms in LINE_SIZES:
+        text = _topology(kms, {"alice": 0, "bob": kms - 1})
+        async with _network(directory / f"line{kms}", text) as network:
+            await network.wait_for_keys()
+            for index in range(kms - 1):
+                await network.kms[f"km-{index}"].wait_link_key(
+                    f"km-{index + 1}", (requests + 2) * spent
+                )
+            url = network.endpoints()["kms"]["km-0"]["ak"][SCHEME]
+            async with KeyManagerClient.connect(url, tls=network.tls("alice")) as client:
+                call = partial(client.get_keys, "bob", 1, KEY_SIZE)
+                await call()
+                sample = await measure([call], 0.0, warm_up=0.0, minimum=requests)
+        hops = kms - 1
+        report(
+            [
+                Figure(
+                    name="relay_latency_by_size",
+                    transport=SCHEME,
+                    value=sample.p50 * 1e3 / hops,
+                    unit="ms per hop (p50)",
+                    baseline=bare.p50 * 1e3,
+                    case=f"a line of {kms} KMs in one process, {hops} hops, 256 kbit/s links, "
+                    f"{requests} requests",
+                    baseline_is="one round trip of the bare stack (trio exchanging frames)",
+                    p50=sample.p50 * 1e3 / hops,
+                    p99=sample.p99 * 1e3 / hops,
+                )
+            ]
+        )
 
 
 async def kq1_ingest(directory: Path, seconds: float, report: Report) -> None:
@@ -350,6 +402,8 @@ async def km_figures(
     await keys_delivered(directory, seconds, report)
     progress("relay latency, 1 to 8 hops")
     await relay_latency(directory, 20 if quick else 50, report)
+    progress("relay latency, lines of 6 to 24 KMs")
+    await relay_latency_by_size(directory, 10 if quick else 20, report)
     progress("QKD-key ingest")
     await kq1_ingest(directory, seconds, report)
     progress("key store")
