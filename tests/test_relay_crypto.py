@@ -673,3 +673,11 @@ def test_a_hop_naming_the_wrong_number_of_units_is_refused_before_any_is_taken(
             f"{len(hop.encrypted_key)} bytes need {len(hop.link_key_ids)} link key units, "
             f"got {len(unit_ids)}"
         )
+
+
+@given(st.text(max_size=20), st.integers(0, 40), st.booleans())
+def test_units_spent_by_counts_what_spent_by_first_gives(
+    qkd_key_id: str, units: int, first: bool
+) -> None:
+    expected = sum(otp.spent_by_first(qkd_key_id, index) == first for index in range(units))
+    assert otp.units_spent_by(qkd_key_id, units, first=first) == expected

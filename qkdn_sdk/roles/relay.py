@@ -80,6 +80,7 @@ __all__ = [
     "split_qkd_key",
     "split_relay_plaintext",
     "units_for",
+    "units_spent_by",
     "unseal",
     "unseal_metadata",
 ]
@@ -161,6 +162,13 @@ def spent_by_first(qkd_key_id: str, index: int) -> bool:
     alike with no message; a module or KME, which names the QKD-keys, could steer it, but it
     holds the keys themselves anyway."""
     return (index + (_unit_digest(qkd_key_id)[-1] & 1)) % 2 == 0
+
+
+def units_spent_by(qkd_key_id: str, units: int, *, first: bool) -> int:
+    """How many of the ``units`` units of the QKD-key ``qkd_key_id`` the KM whose ID sorts
+    first (``first``), or its neighbour, spends: :func:`spent_by_first` counted at once."""
+    by_first = (units + 1 - (_unit_digest(qkd_key_id)[-1] & 1)) // 2
+    return by_first if first else units - by_first
 
 
 def units_for(plaintext_bytes: int) -> int:

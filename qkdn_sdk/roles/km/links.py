@@ -428,10 +428,8 @@ class KMLinks:
             qkd_pool(neighbour), qkd_key_ids, split=partial(link_units, neighbour, first)
         )
         self._links.generated_bits[neighbour] += otp.UNIT_BITS * sum(
-            1
+            otp.units_spent_by(qkd_key.key_id, len(qkd_key.key) // otp.UNIT_BYTES, first=first)
             for qkd_key in qkd_keys
-            for index in range(len(qkd_key.key) // otp.UNIT_BYTES)
-            if otp.spent_by_first(qkd_key.key_id, index) == first
         )
         self._links.notify_change()
         if neighbour not in self._ready:
