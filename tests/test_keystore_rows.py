@@ -31,6 +31,7 @@ from qkdn_sdk.roles.keystore import (
     UnknownKeys,
     _sql,
     load_kek,
+    sqlite,
 )
 from qkdn_sdk.roles.km.keys import fresh_keys, link_units
 
@@ -322,6 +323,7 @@ async def test_ids_of_rows_gone_are_refused_for_the_last_rows_deleted_only(
     store: KeyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_sql, "TOMBSTONES_KEPT", 2)
+    monkeypatch.setattr(sqlite, "_CHECKPOINT_SECONDS", 0.0)  # a file store forgets every 5 s
     batches = [batch("p", 3) for _ in range(4)]
     for keys in batches:
         await store.put(keys)

@@ -1,12 +1,14 @@
 """Key material at rest: the key-encryption key (KEK) of a key store and the sealing of its rows.
 
 A store never writes a key's bytes as they are: each row's keys are sealed with
-ChaCha20-Poly1305 (RFC 8439) under a key derived from the KEK and 16 fresh random bytes, and the
-row's identity (its key IDs' stem, first index and which keys it holds) is the associated data,
-so a row's bytes cannot be moved to other key IDs or read back after a change without the
-tag failing. Deriving a key per sealing (keyed BLAKE2b of the random bytes) leaves the nonce
-fixed and removes the bound a random 96-bit nonce puts on how often one key may seal
-(about 2^32 sealings): a KM reseals a row each time it spends part of it.
+ChaCha20-Poly1305 (RFC 8439) under a key derived (keyed BLAKE2b) from the KEK and 16 bytes of
+that sealing's own, and the row's identity (its key IDs' stem, first index and which keys it
+holds) is the associated data, so a row's bytes cannot be moved to other key IDs or read back
+after a change without the tag failing. The 16 bytes are 8 random bytes drawn when the store
+opens, then a counter: unique for every sealing, which is all the derivation needs (two opens
+share the random bytes with probability 2^-64). A key per sealing leaves the nonce fixed and
+removes the bound a random 96-bit nonce puts on how often one key may seal (about 2^32
+sealings): a KM reseals a row each time it spends part of it.
 
 The KEK is never in the database. It comes from (:func:`load_kek`):
 
@@ -23,6 +25,7 @@ The KEK is never in the database. It comes from (:func:`load_kek`):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import secrets
 import shlex
@@ -51,6 +54,8 @@ class Sealer:
         if type(kek) is not bytes or len(kek) != KEK_BYTES:
             raise ValueError(f"a key-encryption key is {KEK_BYTES} bytes")
         self._kek = kek
+        self._salts = itertools.count()
+        self._salt_prefix = os.urandom(_SALT_BYTES - 8)
 
     def __repr__(self) -> str:
         return "<Sealer>"
@@ -62,7 +67,10 @@ class Sealer:
 
     def seal(self, plaintext: bytes, associated: bytes) -> bytes:
         """The random salt, then the ciphertext and its tag."""
-        salt = os.urandom(_SALT_BYTES)
+        # Unique, not secret: random bytes drawn once, then a counter. os.urandom for each
+        # sealing would let go of the GIL each time, and a store's worker thread would wait
+        # to take it back while the event loop runs Python.
+        salt = self._salt_prefix + next(self._salts).to_bytes(8, "big")
         return salt + self._aead(salt).encrypt(_NONCE, plaintext, associated)
 
     def open(self, sealed: bytes, associated: bytes) -> bytes:

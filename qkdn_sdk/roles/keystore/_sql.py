@@ -65,8 +65,9 @@ TOMBSTONES_KEPT = 1 << 20
 """Deleted rows whose key IDs are still refused (see "Stored once, within a window")."""
 
 _ROWS_AT_ONCE = (256, 64, 16, 4, 1)
-"""How many values of an ``IN (...)`` one statement takes: a list goes as statements of these
-sizes, largest first, so that a few texts, each prepared once and cached, serve every list."""
+"""How many rows (or values of an ``IN (...)``) one statement takes: a list goes as statements
+of these sizes, largest first, so that a few texts, each prepared once and cached, serve every
+list (256 rows of 11 values stay under SQLite's 32,766 parameters)."""
 
 _COLUMNS = "seq, pool, stem, first, span, ever, held, length, since, metadata, sealed"
 
@@ -263,14 +264,15 @@ def _covering(db: sqlite3.Connection, stems: Sequence[str]) -> list[tuple[str, i
     """``(stem, first, span, ever)`` of every row and tombstone of ``stems``."""
     found = []
     for chunk in _chunks(stems):
-        for table in ("batches", "gone"):
-            found += [
-                (stem, first, span, _int(ever))
-                for stem, first, span, ever in db.execute(
-                    f"SELECT stem, first, span, ever FROM {table} WHERE stem IN ({_marks(chunk)})",
-                    chunk,
-                )
-            ]
+        marks = _marks(chunk)
+        found += [
+            (stem, first, span, _int(ever))
+            for stem, first, span, ever in db.execute(
+                f"SELECT stem, first, span, ever FROM batches WHERE stem IN ({marks}) UNION ALL "
+                f"SELECT stem, first, span, ever FROM gone WHERE stem IN ({marks})",
+                (*chunk, *chunk),
+            )
+        ]
     return found
 
 
@@ -306,31 +308,28 @@ def insert(
             raise DuplicateKey(key.key_id)
         given.add(key.key_id)
     since = time.time()
+    _insert_rows(db, [new.row(sealer, since) for new in rows])
     added: dict[str, int] = {}
     for new in rows:
-        _insert_row(db, new.row(sealer, since))
         added[new.pool] = added.get(new.pool, 0) + len(new.indexes)
     return added
 
 
-def _insert_row(db: sqlite3.Connection, row: _Row) -> None:
-    db.execute(
-        "INSERT INTO batches (pool, stem, first, span, ever, held, n, length, since, metadata,"
-        " sealed) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            row.pool,
-            row.stem,
-            row.first,
-            row.span,
-            _blob(row.ever),
-            _blob(row.held),
-            row.held.bit_count(),
-            row.length,
-            row.since,
-            row.metadata,
-            row.sealed,
-        ),
-    )
+def _insert_rows(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
+    """Insert ``rows`` in their order, a few statements of many rows each: every statement a
+    worker thread runs lets go of the GIL and takes it back, which costs up to the switch
+    interval (5 ms) while the event loop runs Python, so a transaction runs few of them."""
+    values = [
+        (row.pool, row.stem, row.first, row.span, _blob(row.ever), _blob(row.held),
+         row.held.bit_count(), row.length, row.since, row.metadata, row.sealed)
+        for row in rows
+    ]  # fmt: skip
+    for chunk in _chunks(values):
+        db.execute(
+            "INSERT INTO batches (pool, stem, first, span, ever, held, n, length, since,"
+            " metadata, sealed) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
+            [value for row in chunk for value in row],
+        )
 
 
 # --- finding and removing keys ----------------------------------------------------------------
@@ -390,13 +389,18 @@ def remove(
     for row, index in found:
         by_row.setdefault(row, []).append(index)
     before = {}
+    emptied = []
     for row, indexes in by_row.items():
         keys = row.keys(sealer)
         before[row] = keys
         taken = 0
         for index in indexes:
             taken |= 1 << (index - row.first)
-        _keep(db, sealer, row, keys, row.held & ~taken)
+        if row.held & ~taken:
+            _keep(db, sealer, row, keys, row.held & ~taken)
+        else:
+            emptied.append(row)
+    delete_rows(db, emptied)  # in a few statements (see _insert_rows)
     return before
 
 
@@ -419,13 +423,15 @@ def _keep(
 
 def delete_rows(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
     """Delete ``rows``, leaving their tombstones."""
-    for row in rows:
+    for chunk in _chunks(rows):
         db.execute(
-            "INSERT INTO gone (stem, first, span, ever) VALUES (?,?,?,?)",
-            (row.stem, row.first, row.span, _blob(row.ever)),
+            "INSERT INTO gone (stem, first, span, ever) VALUES "
+            + ",".join(["(?,?,?,?)"] * len(chunk)),
+            [value for row in chunk for value in (row.stem, row.first, row.span, _blob(row.ever))],
         )
-    for chunk in _chunks([row.seq for row in rows]):
-        db.execute(f"DELETE FROM batches WHERE seq IN ({_marks(chunk)})", chunk)
+        db.execute(
+            f"DELETE FROM batches WHERE seq IN ({_marks(chunk)})", [row.seq for row in chunk]
+        )
 
 
 def delete_where(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> dict[str, int]:
@@ -514,11 +520,13 @@ def move_rows(
     for row, index in found.values():
         by_row[row] = by_row.get(row, 0) | 1 << (index - row.first)
     since = time.time()
+    leaving: list[_Row] = []
+    arriving: list[_Row] = []
     for row in sorted(by_row, key=lambda row: row.seq):
         moving = by_row[row]
         keys = row.keys(sealer)
         if moving == row.held:
-            db.execute("DELETE FROM batches WHERE seq = ?", (row.seq,))  # no tombstone: it moves
+            leaving.append(row)  # no tombstone: its keys move
         else:
             _keep(db, sealer, row, keys, row.held & ~moving)
         moved = _Row(0, destination, row.stem, row.first, row.span, row.ever, moving,
@@ -526,7 +534,10 @@ def move_rows(
         moved.sealed = sealer.seal(
             b"".join(keys[index] for index in moved.indexes()), moved.associated()
         )
-        _insert_row(db, moved)
+        arriving.append(moved)
+    for chunk in _chunks([row.seq for row in leaving]):
+        db.execute(f"DELETE FROM batches WHERE seq IN ({_marks(chunk)})", chunk)
+    _insert_rows(db, arriving)
 
 
 def forget_old_tombstones(db: sqlite3.Connection, kept: int) -> None:

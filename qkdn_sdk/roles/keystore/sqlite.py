@@ -92,8 +92,10 @@ def _batch_error(path: Path, exc: BaseException) -> KeyStoreError:
 
 
 _CHECKPOINT_SECONDS = 5.0
-"""How often, at most, the store copies its write-ahead log into the file and truncates it: the
-log keeps the pages of rows since rewritten or deleted (sealed, but not kept beyond need)."""
+"""How often, at most, the store copies its write-ahead log into the file and truncates it (the
+log keeps the pages of rows since rewritten or deleted: sealed, but not kept beyond need), and
+forgets tombstones past :data:`~qkdn_sdk.roles.keystore._sql.TOMBSTONES_KEPT` (a few seconds'
+more are harmless; each statement costs the worker thread a wait for the GIL)."""
 
 
 class SQLiteKeyStore(_SQLKeyStore):
@@ -111,7 +113,7 @@ class SQLiteKeyStore(_SQLKeyStore):
         super().__init__(sealer, counts)
         self._path = path
         self._db: sqlite3.Connection | None = db
-        self._checkpointed = time.monotonic()
+        self._checkpointed = self._pruned = time.monotonic()
         self._lock = trio.Lock()
         self._queue: list[_Operation[Any]] = []
 
@@ -249,7 +251,9 @@ class SQLiteKeyStore(_SQLKeyStore):
                 for op in batch:
                     results.append(_run_one(db, op, alone=len(batch) == 1))
                 if any(isinstance(result, _Done) for result in results):
-                    _sql.forget_old_tombstones(db, _sql.TOMBSTONES_KEPT)
+                    if time.monotonic() - self._pruned >= _CHECKPOINT_SECONDS:
+                        self._pruned = time.monotonic()
+                        _sql.forget_old_tombstones(db, _sql.TOMBSTONES_KEPT)
                     db.execute("COMMIT")
                 else:
                     db.execute("ROLLBACK")
