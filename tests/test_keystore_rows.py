@@ -33,6 +33,7 @@ from qkdn_sdk.roles.keystore import (
     load_kek,
 )
 from qkdn_sdk.roles.km.keys import fresh_keys, link_units
+from tests.test_keystore import STORES, open_store
 
 KEK = bytes(range(32))
 
@@ -71,14 +72,10 @@ def readable(keys: list[bytes], directory: Path) -> list[bytes]:
     return [key for key in keys if any(form in content for form in forms(key))]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
-    if request.param == "memory":
-        async with MemoryKeyStore() as memory:
-            yield memory
-    else:
-        async with await SQLiteKeyStore.open(tmp_path / "keys.db", kek=KEK) as sqlite:
-            yield sqlite
+    async with open_store(request, tmp_path, KEK) as opened:
+        yield opened
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -144,6 +141,29 @@ async def test_a_moved_part_of_a_row_goes_after_the_destinations_keys(store: Key
     taken = await store.take("dst", 4)
     assert [key.pool for key in taken] == ["dst"] * 4
     assert [key.key for key in taken] == [k.key for k in (held[0], held[1], keys[1], keys[4])]
+
+
+async def test_deliver_moves_keys_once_and_hands_them_out_again(store: KeyStore) -> None:
+    keys = batch("app:a:b", 6)
+    await store.put(keys)
+    first = await store.deliver("app:a:b", "delivered:a:b", [keys[3].key_id, keys[1].key_id])
+    assert [(key.key_id, key.key, key.pool) for key in first] == [
+        (keys[i].key_id, keys[i].key, "app:a:b") for i in (3, 1)
+    ]
+    assert store.counts() == {"app:a:b": 4, "delivered:a:b": 2}
+    again = await store.deliver("app:a:b", "delivered:a:b", [keys[1].key_id, keys[0].key_id])
+    assert [(key.key, key.pool) for key in again] == [
+        (keys[1].key, "delivered:a:b"),
+        (keys[0].key, "app:a:b"),
+    ]
+    for refused in ([keys[2].key_id, "unknown"], [keys[2].key_id, keys[2].key_id]):
+        with pytest.raises(UnknownKeys) as info:
+            await store.deliver("app:a:b", "delivered:a:b", refused)
+        assert info.value.pool == "app:a:b"
+    with pytest.raises(UnknownKeys):  # another pair's pools hold none of them
+        await store.deliver("app:c:b", "delivered:c:b", [keys[3].key_id])
+    assert store.counts() == {"app:a:b": 3, "delivered:a:b": 3}
+    assert await store.take("app:a:b", 3) == [keys[i] for i in (2, 4, 5)]
 
 
 # --- a model of the store, against both ------------------------------------------------------

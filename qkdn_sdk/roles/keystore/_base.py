@@ -167,8 +167,9 @@ class KeyStore(Protocol):
         With ``split``, each key taken is replaced, in the same transaction, by the keys
         ``split`` makes of it (to cut QKD-keys into link units): :class:`DuplicateKey` as
         :meth:`put` raises it, and nothing changes, when one of those breaks its rule.
-        ``split`` must be a pure function: :class:`SQLiteKeyStore` calls it in its worker
-        thread.
+        ``split`` must be a pure function: :class:`SQLiteKeyStore` and
+        :class:`PostgresKeyStore` call it in their worker thread, and the latter again when it
+        runs a transaction again (after a deadlock).
         """
         ...
 
@@ -180,6 +181,17 @@ class KeyStore(Protocol):
         the keys ``destination_pool`` holds, in their order in the source), in one transaction.
         Returns how many moved. Raises :class:`UnknownKeys` and moves nothing when
         ``source_pool`` lacks one of ``key_ids``."""
+        ...
+
+    async def deliver(
+        self, pool: str, delivered_pool: str, key_ids: Sequence[str]
+    ) -> list[StoredKey]:
+        """The keys ``key_ids``, in the order asked, each held in ``pool`` or already in
+        ``delivered_pool``; those of ``pool`` move to ``delivered_pool``, in one transaction.
+        Each key comes back with the pool it was in before the call (``delivered_pool``: it was
+        delivered before). Raises :class:`UnknownKeys` naming ``pool``, and changes nothing,
+        when an ID is in neither or is asked twice. (A KM hands keys out this way and keeps
+        them for a re-fetch of the same IDs.)"""
         ...
 
     async def discard(self, pool: str) -> int:
