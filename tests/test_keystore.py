@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
 import stat
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import pytest
 import trio
 import trio.testing
@@ -26,10 +28,12 @@ from qkdn_sdk.roles.keystore import (
     KeyStore,
     KeyStoreError,
     MemoryKeyStore,
+    PostgresKeyStore,
     SQLiteKeyStore,
     StoredKey,
     UnknownKeys,
 )
+from tests._postgres import PostgresServer
 
 SECRET = b"\x00TOPSECRET\xff"
 
@@ -63,15 +67,37 @@ def assert_no_secret(text: str) -> None:
         assert str(form) not in text
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
+KEK = bytes(range(32))
+
+
+STORES = ["memory", "sqlite", "postgres"]
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path, kek: bytes | None = None
+) -> AsyncIterator[KeyStore]:
+    """A new store of the kind ``request.param`` (one of :data:`STORES`): a PostgreSQL store in
+    a database of its own, made for it; a SQLite store in ``tmp_path``, under ``kek`` (by
+    default, the KEK file beside it)."""
     if request.param == "memory":
         async with MemoryKeyStore() as memory:
             yield memory
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        async with await PostgresKeyStore.open(url, kek=kek or KEK) as postgres:
+            yield postgres
     else:
         # Parent directories that do not exist yet: open makes them.
-        async with await SQLiteKeyStore.open(tmp_path / "state" / "km-a" / "keys.db") as sqlite:
+        path = tmp_path / "state" / "km-a" / "keys.db"
+        async with await SQLiteKeyStore.open(path, kek=kek) as sqlite:
             yield sqlite
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
+    async with open_store(request, tmp_path) as opened:
+        yield opened
 
 
 # --- put and take ---------------------------------------------------------------------------
@@ -857,10 +883,10 @@ async def held(
     hold = HeldTransactions()
     run = SQLiteKeyStore._transaction_sync
 
-    def held_transaction(self: SQLiteKeyStore, db: sqlite3.Connection, batch: Any) -> Any:
+    def held_transaction(self: SQLiteKeyStore, batch: Any) -> Any:
         trio.from_thread.run_sync(hold.entered, len(batch))
         assert hold.permits.acquire(timeout=10)  # a guard against a hang, never a wait
-        return run(self, db, batch)
+        return run(self, batch)
 
     async with await SQLiteKeyStore.open(tmp_path / "keys.db") as store:
         await store.put(make_many("p", 6))
@@ -1179,16 +1205,18 @@ def steps(
     raise AssertionError(op)
 
 
-async def check_against_model(kind: str, ops: list[tuple[Any, ...]], directory: Path) -> None:
+async def check_against_model(kind: str, ops: list[tuple[Any, ...]], where: str) -> None:
     async def open_store() -> KeyStore:
         if kind == "memory":
             return MemoryKeyStore()
-        return await SQLiteKeyStore.open(directory / "keys.db")
+        if kind == "postgres":
+            return await PostgresKeyStore.open(where, kek=KEK)
+        return await SQLiteKeyStore.open(Path(where) / "keys.db")
 
     store, model = await open_store(), Model()
     for op in ops:
-        if op == ("reopen",):  # a restarted KM: the file must hold exactly the model's state
-            if kind == "sqlite":
+        if op == ("reopen",):  # a restarted KM: the store must hold exactly the model's state
+            if kind != "memory":
                 await store.aclose()
                 store = await open_store()
             continue
@@ -1215,4 +1243,23 @@ async def check_against_model(kind: str, ops: list[tuple[Any, ...]], directory: 
 @given(ops=operations)
 def test_stores_behave_like_the_model(kind: str, ops: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        trio.run(check_against_model, kind, ops, Path(directory))
+        trio.run(check_against_model, kind, ops, directory)
+
+
+@pytest.fixture(scope="module")
+def model_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """One database for every example (making one each takes longer than the example)."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.start()
+    postgres_server.drop_database(url)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=operations)
+def test_a_postgres_store_behaves_like_the_model(
+    model_database: str, ops: list[tuple[Any, ...]]
+) -> None:
+    with psycopg.connect(model_database, autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS batches, gone, kek_check, schema_version")
+    trio.run(check_against_model, "postgres", ops, model_database)

@@ -30,10 +30,11 @@ from qkdn_sdk.roles.keystore import (
     StoredKey,
     UnknownKeys,
     _sql,
+    _threaded,
     load_kek,
-    sqlite,
 )
 from qkdn_sdk.roles.km.keys import fresh_keys, link_units
+from tests.test_keystore import STORES, open_store
 
 KEK = bytes(range(32))
 
@@ -72,14 +73,10 @@ def readable(keys: list[bytes], directory: Path) -> list[bytes]:
     return [key for key in keys if any(form in content for form in forms(key))]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
-    if request.param == "memory":
-        async with MemoryKeyStore() as memory:
-            yield memory
-    else:
-        async with await SQLiteKeyStore.open(tmp_path / "keys.db", kek=KEK) as sqlite:
-            yield sqlite
+    async with open_store(request, tmp_path, KEK) as opened:
+        yield opened
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -323,7 +320,7 @@ async def test_ids_of_rows_gone_are_refused_for_the_last_rows_deleted_only(
     store: KeyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_sql, "TOMBSTONES_KEPT", 2)
-    monkeypatch.setattr(sqlite, "_CHECKPOINT_SECONDS", 0.0)  # a file store forgets every 5 s
+    monkeypatch.setattr(_threaded, "_PRUNE_SECONDS", 0.0)  # a threaded store forgets every 5 s
     batches = [batch("p", 3) for _ in range(4)]
     for keys in batches:
         await store.put(keys)

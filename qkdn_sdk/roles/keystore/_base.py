@@ -167,8 +167,9 @@ class KeyStore(Protocol):
         With ``split``, each key taken is replaced, in the same transaction, by the keys
         ``split`` makes of it (to cut QKD-keys into link units): :class:`DuplicateKey` as
         :meth:`put` raises it, and nothing changes, when one of those breaks its rule.
-        ``split`` must be a pure function: :class:`SQLiteKeyStore` calls it in its worker
-        thread.
+        ``split`` must be a pure function: :class:`SQLiteKeyStore` and
+        :class:`PostgresKeyStore` call it in their worker thread, and the latter again when it
+        runs a transaction again (after a deadlock).
         """
         ...
 

@@ -25,16 +25,23 @@ the same key again: a QKD module or KME re-sending keys after a restart (at most
 within minutes), or a peer replaying a relay, which is refused anyway since the link units it
 names are spent. Keys this SDK makes have fresh random IDs (74 random bits per batch).
 
-Each function here takes the open ``sqlite3`` connection, runs inside the transaction the store
-began, and neither begins nor ends one.
+One set of statements, two databases
+------------------------------------
+Each function here takes a :class:`Connection` (a ``sqlite3`` connection wrapped as
+:class:`SQLite`, or a PostgreSQL one, :mod:`~qkdn_sdk.roles.keystore.postgres`), runs inside the
+transaction the store began, and neither begins nor ends one. The statements are common SQL with
+``?`` placeholders; what differs between the databases is data in one place, a
+:class:`Dialect`: the column types of the schema, how a transaction begins, and the clauses that
+lock the rows a statement reads to change them (PostgreSQL's ``FOR UPDATE``; SQLite's one writer
+needs none).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import orjson
@@ -49,13 +56,24 @@ from qkdn_sdk.roles.keystore._base import (
 )
 from qkdn_sdk.roles.keystore._seal import Sealer
 
-__all__ = ["ROW_KEYS", "SCHEMA_VERSION", "TOMBSTONES_KEPT", "join_id", "split_id"]
+__all__ = [
+    "POSTGRES",
+    "ROW_KEYS",
+    "SCHEMA_VERSION",
+    "SQLITE",
+    "TOMBSTONES_KEPT",
+    "Connection",
+    "Dialect",
+    "SQLite",
+    "join_id",
+    "split_id",
+]
 
 _I = TypeVar("_I")
 
 SCHEMA_VERSION = 3
-"""``PRAGMA user_version`` of a key store file written by this module (files of versions 1 and
-2 are brought to it when opened)."""
+"""The schema version of a key store written by this module: SQLite's ``PRAGMA user_version``
+(files of versions 1 and 2 are brought to it when opened), PostgreSQL's ``schema_version``."""
 
 ROW_KEYS = 256
 """Most keys in one row: spending part of a row reseals the rest, so rows stay small."""
@@ -69,20 +87,108 @@ _ROWS_AT_ONCE = (256, 64, 16, 4, 1)
 of these sizes, largest first, so that a few texts, each prepared once and cached, serve every
 list (256 rows of 11 values stay under SQLite's 32,766 parameters)."""
 
+_PAGE_ROWS = 64
+"""Most rows :func:`rows_of_pool` reads with one statement."""
+
 _COLUMNS = "seq, pool, stem, first, span, ever, held, length, since, metadata, sealed"
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS batches (seq {seq},"
     " pool TEXT NOT NULL, stem TEXT NOT NULL, first INTEGER NOT NULL, span INTEGER NOT NULL,"
-    " ever BLOB NOT NULL, held BLOB NOT NULL, n INTEGER NOT NULL, length INTEGER NOT NULL,"
-    " since REAL NOT NULL, metadata TEXT NOT NULL, sealed BLOB NOT NULL)",
+    " ever {blob} NOT NULL, held {blob} NOT NULL, n INTEGER NOT NULL, length INTEGER NOT NULL,"
+    " since {real} NOT NULL, metadata TEXT NOT NULL, sealed {blob} NOT NULL)",
     "CREATE INDEX IF NOT EXISTS batches_pool ON batches (pool, seq)",
     "CREATE INDEX IF NOT EXISTS batches_stem ON batches (stem, first)",
-    "CREATE TABLE IF NOT EXISTS gone (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " stem TEXT NOT NULL, first INTEGER NOT NULL, span INTEGER NOT NULL, ever BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gone (seq {seq},"
+    " stem TEXT NOT NULL, first INTEGER NOT NULL, span INTEGER NOT NULL, ever {blob} NOT NULL)",
     "CREATE INDEX IF NOT EXISTS gone_stem ON gone (stem, first)",
-    "CREATE TABLE IF NOT EXISTS kek_check (sealed BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS kek_check (sealed {blob} NOT NULL)",
 )
+
+
+@attrs.frozen
+class Dialect:
+    """What differs between the databases the statements run on; everything else is common SQL
+    (savepoints, ``substr``, ``COALESCE(SUM(n), 0)``, ``INSERT ... SELECT``, ``RETURNING``)."""
+
+    name: str
+    types: Mapping[str, str]
+    """The column types of the schema's ``{seq}`` (an increasing row number), ``{blob}`` and
+    ``{real}``."""
+    begin: str
+    """Begins a transaction that changes rows."""
+    lock: str
+    """Appended to a lookup of rows by key ID that will change them: waits for, and then sees,
+    what another transaction holding them did."""
+    take_locks: tuple[str, ...]
+    """Appended, in turn, to the reading of a pool's oldest rows to take them: PostgreSQL's
+    first skips the rows another transaction holds (two takers get disjoint rows without
+    waiting), and only when what is left is too few, the second waits for them."""
+
+    @property
+    def schema(self) -> tuple[str, ...]:
+        return tuple(statement.format(**self.types) for statement in _SCHEMA)
+
+
+SQLITE = Dialect(
+    "SQLite",
+    {"seq": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "real": "REAL"},
+    # The write lock at once: a transaction that reads and then writes cannot fail to upgrade.
+    begin="BEGIN IMMEDIATE",
+    lock="",  # one writer at a time: the write lock serialises transactions
+    take_locks=("",),
+)
+POSTGRES = Dialect(
+    "PostgreSQL",
+    {
+        "seq": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "blob": "BYTEA",
+        "real": "DOUBLE PRECISION",
+    },
+    # Each statement sees what committed before it, and a row lock it waited for shows the row
+    # as its holder left it: the reasoning about locks here assumes this level.
+    begin="BEGIN ISOLATION LEVEL READ COMMITTED",
+    lock=" FOR UPDATE",
+    take_locks=(" FOR UPDATE SKIP LOCKED", " FOR UPDATE"),
+)
+
+
+class Cursor(Protocol):
+    """What the statements read of a cursor."""
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the statements need of a database connection: ``execute`` with ``?`` placeholders,
+    and the database's :class:`Dialect`."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor: ...
+
+
+@attrs.frozen
+class SQLite:
+    """A ``sqlite3`` connection (``isolation_level=None``) as a :class:`Connection`."""
+
+    db: sqlite3.Connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return SQLITE
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> sqlite3.Cursor:
+        return self.db.execute(sql, params)
+
+    def close(self) -> None:
+        self.db.close()
+
 
 FROM_VERSION_1 = (
     # Version 1 kept a UNIQUE index of key IDs in ``keys`` and the IDs alone in ``ever``.
@@ -99,7 +205,7 @@ def split_id(key_id: str) -> tuple[str, int]:
     """``(stem, index)`` of a key ID: an ID ending in four lowercase hex digits is the rest and
     their value; any other is itself with index -1. :func:`join_id` undoes it."""
     tail = key_id[-4:]
-    if len(tail) == 4 and all(c in "0123456789abcdef" for c in tail):
+    if len(tail) == 4 and not tail.strip("0123456789abcdef"):  # str.strip: in C, per key
         return key_id[:-4], int(tail, 16)
     return key_id, -1
 
@@ -260,7 +366,7 @@ def _group(keys: Sequence[StoredKey], metadata: list[bytes]) -> list[_NewRow]:
     return rows
 
 
-def _covering(db: sqlite3.Connection, stems: Sequence[str]) -> list[tuple[str, int, int, int]]:
+def _covering(db: Connection, stems: Sequence[str]) -> list[tuple[str, int, int, int]]:
     """``(stem, first, span, ever)`` of every row and tombstone of ``stems``."""
     found = []
     for chunk in _chunks(stems):
@@ -291,7 +397,7 @@ def _was_stored(ranges: dict[str, list[tuple[int, int]]], stem: str, index: int)
 
 
 def insert(
-    db: sqlite3.Connection, sealer: Sealer, keys: Sequence[StoredKey], metadata: list[bytes]
+    db: Connection, sealer: Sealer, keys: Sequence[StoredKey], metadata: list[bytes]
 ) -> dict[str, int]:
     """Insert ``keys`` as rows; raises :class:`DuplicateKey` (nothing inserted) for the first
     key ID stored before (see the module docstring) or given twice. Returns how many keys went
@@ -299,14 +405,18 @@ def insert(
     if not keys:
         return {}
     rows = _group(keys, metadata)
-    before = _once(_covering(db, list({row.stem for row in rows})))
-    given: set[str] = set()
-    for key in keys:
-        if key.key_id in given:
-            raise DuplicateKey(key.key_id, twice=True)
-        if _was_stored(before, *split_id(key.key_id)):
-            raise DuplicateKey(key.key_id)
-        given.add(key.key_id)
+    stems = [row.stem for row in rows]
+    before = _once(_covering(db, list(set(stems))))
+    # A row's indexes rise, so a duplicate needs a stem stored before or in two rows: else the
+    # IDs are not looked at one by one (a key request's 128 keys are one fresh stem).
+    if before or len(set(stems)) < len(stems):
+        given: set[str] = set()
+        for key in keys:
+            if key.key_id in given:
+                raise DuplicateKey(key.key_id, twice=True)
+            if _was_stored(before, *split_id(key.key_id)):
+                raise DuplicateKey(key.key_id)
+            given.add(key.key_id)
     since = time.time()
     _insert_rows(db, [new.row(sealer, since) for new in rows])
     added: dict[str, int] = {}
@@ -315,7 +425,7 @@ def insert(
     return added
 
 
-def _insert_rows(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
+def _insert_rows(db: Connection, rows: Sequence[_Row]) -> None:
     """Insert ``rows`` in their order, a few statements of many rows each: every statement a
     worker thread runs lets go of the GIL and takes it back, which costs up to the switch
     interval (5 ms) while the event loop runs Python, so a transaction runs few of them."""
@@ -335,20 +445,41 @@ def _insert_rows(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
 # --- finding and removing keys ----------------------------------------------------------------
 
 
-def rows_of_pool(db: sqlite3.Connection, pool: str, *, newest: bool = False) -> Iterator[_Row]:
-    order = "DESC" if newest else "ASC"
-    cursor = db.execute(
-        f"SELECT {_COLUMNS} FROM batches WHERE pool = ? ORDER BY seq {order}", (pool,)
-    )
-    for row in cursor:
-        yield _Row.of(row)
+def rows_of_pool(
+    db: Connection, pool: str, keys: int, *, newest: bool = False, lock: str = ""
+) -> Iterator[_Row]:
+    """The rows of ``pool``, oldest first (newest first with ``newest``), for a reader that
+    wants at most ``keys`` of their keys, with ``lock`` appended to each statement. Read a page
+    at a time, as the reader goes on: pages grow from one row, and never hold more rows than
+    keys still wanted (a row holds one at least), so a reader reads, and locks, few rows it does
+    not use."""
+    after, compare, order = ((1 << 63) - 1, "<", "DESC") if newest else (-1, ">", "ASC")
+    page = 1
+    while keys > 0:
+        limit = min(page, keys)
+        rows = [
+            _Row.of(values)
+            for values in db.execute(
+                f"SELECT {_COLUMNS} FROM batches WHERE pool = ? AND seq {compare} ?"
+                f" ORDER BY seq {order} LIMIT ?{lock}",
+                (pool, after, limit),
+            ).fetchall()
+        ]
+        for row in rows:
+            yield row
+            keys -= row.held.bit_count()
+        if len(rows) < limit:  # the pool's last row (a row another holds is not counted)
+            return
+        after, page = rows[-1].seq, min(page * 4, _PAGE_ROWS)
 
 
 def find(
-    db: sqlite3.Connection, pool: str | None, key_ids: Sequence[str]
+    db: Connection, pool: str | None, key_ids: Sequence[str], *, lock: bool
 ) -> dict[str, tuple[_Row, int]]:
     """Those of ``key_ids`` held (in ``pool``, or any pool when None): their row and index.
-    Rows are shared: one object per row."""
+    Rows are shared: one object per row. With ``lock``, the rows are locked until the
+    transaction ends (``Dialect.lock``: waiting for, then seeing, what a transaction holding
+    one did with it), in the order of ``seq``, so that lookups never lock in opposite orders."""
     wanted: dict[str, list[tuple[str, int]]] = {}
     for key_id in key_ids:
         stem, index = split_id(key_id)
@@ -356,11 +487,14 @@ def find(
     stems = list(wanted)
     found: dict[str, tuple[_Row, int]] = {}
     where = "" if pool is None else " AND pool = ?"
+    clause = db.dialect.lock if lock else ""
     for chunk in _chunks(stems):
         params = (*chunk, pool) if pool is not None else tuple(chunk)
         for values in db.execute(
-            f"SELECT {_COLUMNS} FROM batches WHERE stem IN ({_marks(chunk)}){where}", params
-        ):
+            f"SELECT {_COLUMNS} FROM batches WHERE stem IN ({_marks(chunk)}){where}"
+            f" ORDER BY seq{clause}",
+            params,
+        ).fetchall():
             row = _Row.of(values)
             for key_id, index in wanted[row.stem]:
                 if row.holds(index):
@@ -369,11 +503,11 @@ def find(
 
 
 def find_all(
-    db: sqlite3.Connection, pool: str, key_ids: Sequence[str]
+    db: Connection, pool: str, key_ids: Sequence[str], *, lock: bool
 ) -> dict[str, tuple[_Row, int]]:
     """:func:`find`, raising :class:`UnknownKeys` when ``pool`` lacks one of ``key_ids`` (or
     one is asked twice)."""
-    found = find(db, pool, key_ids)
+    found = find(db, pool, key_ids, lock=lock)
     missing = _missing(key_ids, found.__contains__)
     if missing:
         raise UnknownKeys(pool, missing)
@@ -381,7 +515,7 @@ def find_all(
 
 
 def remove(
-    db: sqlite3.Connection, sealer: Sealer, found: Iterable[tuple[_Row, int]]
+    db: Connection, sealer: Sealer, found: Iterable[tuple[_Row, int]]
 ) -> dict[_Row, dict[int, bytes]]:
     """Remove the keys ``found`` from their rows (deleting emptied rows, leaving tombstones);
     returns each row's keys as they were, by index."""
@@ -404,9 +538,7 @@ def remove(
     return before
 
 
-def _keep(
-    db: sqlite3.Connection, sealer: Sealer, row: _Row, keys: dict[int, bytes], held: int
-) -> None:
+def _keep(db: Connection, sealer: Sealer, row: _Row, keys: dict[int, bytes], held: int) -> None:
     """Leave ``row`` holding the keys of bitmap ``held`` of ``keys`` (its keys): rewrite and
     reseal it, or delete it when that is none."""
     if not held:
@@ -421,73 +553,82 @@ def _keep(
     )
 
 
-def delete_rows(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
+def _bury(db: Connection, tombstones: Sequence[tuple[str, int, int, bytes]]) -> None:
+    """Insert ``(stem, first, span, ever)`` tombstones, in order."""
+    for chunk in _chunks(tombstones):
+        rows = ",".join(["(?,?,?,?)"] * len(chunk))
+        db.execute(
+            f"INSERT INTO gone (stem, first, span, ever) VALUES {rows}",
+            [value for tombstone in chunk for value in tombstone],
+        )
+
+
+def delete_rows(db: Connection, rows: Sequence[_Row]) -> None:
     """Delete ``rows``, leaving their tombstones."""
-    for chunk in _chunks(rows):
-        db.execute(
-            "INSERT INTO gone (stem, first, span, ever) VALUES "
-            + ",".join(["(?,?,?,?)"] * len(chunk)),
-            [value for row in chunk for value in (row.stem, row.first, row.span, _blob(row.ever))],
-        )
-        db.execute(
-            f"DELETE FROM batches WHERE seq IN ({_marks(chunk)})", [row.seq for row in chunk]
-        )
+    _bury(db, [(row.stem, row.first, row.span, _blob(row.ever)) for row in rows])
+    for chunk in _chunks([row.seq for row in rows]):
+        db.execute(f"DELETE FROM batches WHERE seq IN ({_marks(chunk)})", chunk)
 
 
-def delete_where(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> dict[str, int]:
-    """Delete every row matching ``where``, leaving tombstones; how many keys left each pool."""
-    db.execute(
-        f"INSERT INTO gone (stem, first, span, ever) SELECT stem, first, span, ever FROM batches"
-        f" WHERE {where} ORDER BY seq",
-        params,
+def delete_where(db: Connection, where: str, params: Sequence[Any]) -> dict[str, int]:
+    """Delete every row matching ``where``, leaving tombstones; how many keys left each pool.
+    (One statement deletes and reads what it deleted: a row another transaction adds or
+    changes meanwhile is either deleted and buried, or left.)"""
+    deleted = sorted(
+        db.execute(
+            f"DELETE FROM batches WHERE {where} RETURNING seq, pool, n, stem, first, span, ever",
+            params,
+        ).fetchall()
     )
-    counts = {
-        pool: n
-        for pool, n in db.execute(
-            f"SELECT pool, SUM(n) FROM batches WHERE {where} GROUP BY pool", params
-        )
-    }
-    db.execute(f"DELETE FROM batches WHERE {where}", params)
+    _bury(db, [(stem, first, span, ever) for _, _, _, stem, first, span, ever in deleted])
+    counts: dict[str, int] = {}
+    for _, pool, n, *_ in deleted:
+        counts[pool] = counts.get(pool, 0) + n
     return counts
 
 
-def take_oldest(db: sqlite3.Connection, sealer: Sealer, pool: str, count: int) -> list[StoredKey]:
+def take_oldest(db: Connection, sealer: Sealer, pool: str, count: int) -> list[StoredKey]:
     """Remove and return the ``count`` oldest keys of ``pool`` (:class:`InsufficientKeys`, and
-    nothing removed, when it holds fewer)."""
+    nothing removed, when it holds fewer), reading and locking its rows with each of
+    ``Dialect.take_locks`` in turn until they hold enough."""
     if count == 0:
         return []
-    taken: list[StoredKey] = []
-    emptied: list[_Row] = []
-    for row in rows_of_pool(db, pool):
-        stored = row.stored_keys(sealer)
-        wanted = list(stored)[: count - len(taken)]
-        taken += [stored[index] for index in wanted]
-        if len(wanted) == len(stored):
-            emptied.append(row)
-        else:
-            left = 0
-            for index in list(stored)[len(wanted) :]:
-                left |= 1 << (index - row.first)
-            delete_rows(db, emptied)
-            _keep(db, sealer, row, {i: k.key for i, k in stored.items()}, left)
-            return taken
-        if len(taken) == count:
+    for lock in db.dialect.take_locks:
+        rows: list[_Row] = []
+        held = 0
+        for row in rows_of_pool(db, pool, count, lock=lock):
+            rows.append(row)
+            held += row.held.bit_count()
+            if held >= count:
+                break
+        if held >= count:
             break
-    if len(taken) < count:
-        raise InsufficientKeys(pool, count, len(taken))
-    delete_rows(db, emptied)
+    else:
+        raise InsufficientKeys(pool, count, held)
+    *emptied, last = rows
+    taken = [key for row in emptied for key in row.stored_keys(sealer).values()]
+    stored = last.stored_keys(sealer)
+    indexes = list(stored)
+    wanted = count - len(taken)
+    taken += [stored[index] for index in indexes[:wanted]]
+    if wanted == len(indexes):
+        delete_rows(db, rows)
+    else:
+        delete_rows(db, emptied)
+        left = 0
+        for index in indexes[wanted:]:
+            left |= 1 << (index - last.first)
+        _keep(db, sealer, last, {i: k.key for i, k in stored.items()}, left)
     return taken
 
 
 def keys_in_order(
-    db: sqlite3.Connection, sealer: Sealer | None, pool: str, limit: int, *, newest: bool = False
+    db: Connection, sealer: Sealer | None, pool: str, limit: int, *, newest: bool = False
 ) -> list[StoredKey] | list[str]:
     """The ``limit`` oldest (or newest) keys of ``pool``, oldest first: as StoredKeys, or their
     IDs alone when ``sealer`` is None (nothing is opened then)."""
     found: list[Any] = []
-    for row in rows_of_pool(db, pool, newest=newest):
-        if len(found) >= limit:
-            break
+    for row in rows_of_pool(db, pool, limit, newest=newest):
         indexes = row.indexes()
         if newest:
             indexes = indexes[::-1]
@@ -497,10 +638,12 @@ def keys_in_order(
         else:
             stored = row.stored_keys(sealer, indexes)
             found += [stored[index] for index in indexes]
+        if len(found) >= limit:
+            break
     return found[::-1] if newest else found
 
 
-def ever_stored(db: sqlite3.Connection, key_ids: Sequence[str]) -> set[str]:
+def ever_stored(db: Connection, key_ids: Sequence[str]) -> set[str]:
     """Which of ``key_ids`` a row holds, or once held, or a tombstone names."""
     ids = {key_id: split_id(key_id) for key_id in key_ids}
     ranges = _once(_covering(db, list({stem for stem, _ in ids.values()})))
@@ -508,7 +651,7 @@ def ever_stored(db: sqlite3.Connection, key_ids: Sequence[str]) -> set[str]:
 
 
 def move_rows(
-    db: sqlite3.Connection,
+    db: Connection,
     sealer: Sealer,
     found: dict[str, tuple[_Row, int]],
     destination: str,
@@ -540,24 +683,34 @@ def move_rows(
     _insert_rows(db, arriving)
 
 
-def forget_old_tombstones(db: sqlite3.Connection, kept: int) -> None:
+def forget_old_tombstones(db: Connection, kept: int) -> None:
     """Keep only the ``kept`` newest tombstones."""
     newest = db.execute("SELECT max(seq) FROM gone").fetchone()[0]
     if newest is not None and newest > kept:
         db.execute("DELETE FROM gone WHERE seq <= ?", (newest - kept,))
 
 
-def pool_count(db: sqlite3.Connection, pool: str) -> int:
+def pool_count(db: Connection, pool: str) -> int:
     row = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches WHERE pool = ?", (pool,)).fetchone()
     return int(row[0])
 
 
-def pool_counts(db: sqlite3.Connection) -> dict[str, int]:
+def pool_counts(db: Connection) -> dict[str, int]:
     return {pool: n for pool, n in db.execute("SELECT pool, SUM(n) FROM batches GROUP BY pool")}
 
 
-def check_kek(db: sqlite3.Connection, sealer: Sealer, path: str) -> None:
-    """Make sure ``sealer``'s KEK is the one the file was written with (a new file: record it)."""
+def check_version(version: int, name: str) -> None:
+    """Refuse the store ``name`` when schema ``version`` is newer than this module's."""
+    if version > SCHEMA_VERSION:
+        raise KeyStoreError(
+            f"cannot open key store {name!r}: schema version {version} is newer "
+            f"than this SDK's ({SCHEMA_VERSION})"
+        )
+
+
+def check_kek(db: Connection, sealer: Sealer, name: str) -> None:
+    """Make sure ``sealer``'s KEK is the one the store ``name`` was written with (a new store:
+    record it)."""
     row = db.execute("SELECT sealed FROM kek_check").fetchone()
     if row is None:
         db.execute("INSERT INTO kek_check (sealed) VALUES (?)", (sealer.seal(b"", b"kek"),))
@@ -566,11 +719,11 @@ def check_kek(db: sqlite3.Connection, sealer: Sealer, path: str) -> None:
         sealer.open(row[0], b"kek")
     except KeyStoreError:
         raise KeyStoreError(
-            f"cannot open key store {path!r}: its key-encryption key is not the one given"
+            f"cannot open key store {name!r}: its key-encryption key is not the one given"
         ) from None
 
 
-def upgrade_from_version_2(db: sqlite3.Connection, sealer: Sealer) -> None:
+def upgrade_from_version_2(db: Connection, sealer: Sealer) -> None:
     """Bring the tables of version 2 (one row per key in ``keys``, every ID ever stored in
     ``ever``) to batches: each pool's keys in their order, and tombstones for the newest
     :data:`TOMBSTONES_KEPT` IDs no longer held."""
@@ -587,7 +740,7 @@ def upgrade_from_version_2(db: sqlite3.Connection, sealer: Sealer) -> None:
     ).fetchall()
     db.execute("DROP TABLE keys")
     db.execute("DROP TABLE ever")
-    for statement in SCHEMA:
+    for statement in SQLITE.schema:
         db.execute(statement)
     for (key_id,) in reversed(gone):
         stem, index = split_id(key_id)

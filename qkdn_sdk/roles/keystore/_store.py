@@ -1,4 +1,4 @@
-"""What both key stores of SQL share: every operation of the
+"""What the key stores of SQL share: every operation of the
 :class:`~qkdn_sdk.roles.keystore.KeyStore` protocol, as a function of the connection (made of the
 statements of :mod:`~qkdn_sdk.roles.keystore._sql`) run by the subclass's ``_transaction``, and
 the pool counters. The theory of operation is in :mod:`qkdn_sdk.roles.keystore`.
@@ -7,7 +7,6 @@ the pool counters. The theory of operation is in :mod:`qkdn_sdk.roles.keystore`.
 from __future__ import annotations
 
 import abc
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -43,7 +42,7 @@ class _SQLKeyStore(_ClosedOnExit):
     @abc.abstractmethod
     async def _transaction(
         self,
-        work: Callable[[sqlite3.Connection], _T],
+        work: Callable[[_sql.Connection], _T],
         committed: Callable[[_T], None] | None = None,
     ) -> _T:
         """Run ``work`` as one transaction (or a savepoint of a shared one), and ``committed``
@@ -74,8 +73,8 @@ class _SQLKeyStore(_ClosedOnExit):
         key_ids = list(key_ids)
         replace_with = list(replace_with)
 
-        def work(db: sqlite3.Connection) -> tuple[list[StoredKey], dict[str, int]]:
-            taken = self._remove(db, key_ids, _sql.find_all(db, pool, key_ids))
+        def work(db: _sql.Connection) -> tuple[list[StoredKey], dict[str, int]]:
+            taken = self._remove(db, key_ids, _sql.find_all(db, pool, key_ids, lock=True))
             return taken, _sql.insert(db, self._sealer, replace_with, metadata)
 
         def committed(result: tuple[list[StoredKey], dict[str, int]]) -> None:
@@ -90,8 +89,8 @@ class _SQLKeyStore(_ClosedOnExit):
         _check_count("count", count)
         key_ids = list(key_ids)
 
-        def work(db: sqlite3.Connection) -> tuple[list[StoredKey], list[StoredKey]]:
-            taken = self._remove(db, key_ids, _sql.find_all(db, pool, key_ids))
+        def work(db: _sql.Connection) -> tuple[list[StoredKey], list[StoredKey]]:
+            taken = self._remove(db, key_ids, _sql.find_all(db, pool, key_ids, lock=True))
             return taken, _sql.take_oldest(db, self._sealer, oldest_pool, count)
 
         def committed(taken: tuple[list[StoredKey], list[StoredKey]]) -> None:
@@ -105,8 +104,8 @@ class _SQLKeyStore(_ClosedOnExit):
     ) -> list[StoredKey]:
         key_ids = list(dict.fromkeys(key_ids))
 
-        def work(db: sqlite3.Connection) -> tuple[list[StoredKey], dict[str, int]]:
-            found = _sql.find(db, pool, key_ids)
+        def work(db: _sql.Connection) -> tuple[list[StoredKey], dict[str, int]]:
+            found = _sql.find(db, pool, key_ids, lock=True)
             taken = self._remove(db, [key_id for key_id in key_ids if key_id in found], found)
             if split is None:
                 return taken, {}
@@ -124,16 +123,16 @@ class _SQLKeyStore(_ClosedOnExit):
     ) -> int:
         wanted = None if key_ids is None else list(dict.fromkeys(key_ids))
 
-        def work(db: sqlite3.Connection) -> int:
+        def work(db: _sql.Connection) -> int:
             if wanted is None:
-                moved = _sql.pool_count(db, source_pool)
-                if source_pool != destination_pool:
-                    db.execute(
-                        "UPDATE batches SET pool = ?, since = ? WHERE pool = ?",
-                        (destination_pool, time.time(), source_pool),
-                    )
-                return moved
-            found = _sql.find_all(db, source_pool, wanted)
+                if source_pool == destination_pool:
+                    return _sql.pool_count(db, source_pool)
+                moved = db.execute(
+                    "UPDATE batches SET pool = ?, since = ? WHERE pool = ? RETURNING n",
+                    (destination_pool, time.time(), source_pool),
+                ).fetchall()
+                return sum(n for (n,) in moved)
+            found = _sql.find_all(db, source_pool, wanted, lock=True)
             if source_pool != destination_pool:
                 _sql.move_rows(db, self._sealer, found, destination_pool)
             return len(wanted)
@@ -150,9 +149,10 @@ class _SQLKeyStore(_ClosedOnExit):
     ) -> list[StoredKey]:
         key_ids = list(key_ids)
 
-        def work(db: sqlite3.Connection) -> tuple[list[StoredKey], int]:
-            held = _sql.find(db, pool, key_ids)
-            before = _sql.find(db, delivered_pool, [k for k in key_ids if k not in held])
+        def work(db: _sql.Connection) -> tuple[list[StoredKey], int]:
+            held = _sql.find(db, pool, key_ids, lock=True)
+            others = [key_id for key_id in key_ids if key_id not in held]
+            before = _sql.find(db, delivered_pool, others, lock=False)
             missing = _missing(key_ids, lambda key_id: key_id in held or key_id in before)
             if missing:
                 raise UnknownKeys(pool, missing)
@@ -194,8 +194,8 @@ class _SQLKeyStore(_ClosedOnExit):
     async def peek_ids(self, pool: str, key_ids: Sequence[str]) -> list[StoredKey]:
         key_ids = list(key_ids)
 
-        def work(db: sqlite3.Connection) -> list[StoredKey]:
-            found = _sql.find_all(db, pool, key_ids)
+        def work(db: _sql.Connection) -> list[StoredKey]:
+            found = _sql.find_all(db, pool, key_ids, lock=False)
             return [
                 found[key_id][0].stored_key(self._sealer, found[key_id][1]) for key_id in key_ids
             ]
@@ -221,14 +221,15 @@ class _SQLKeyStore(_ClosedOnExit):
     async def pools_of(self, key_ids: Sequence[str]) -> dict[str, str]:
         key_ids = list(key_ids)
 
-        def work(db: sqlite3.Connection) -> dict[str, str]:
-            return {key_id: row.pool for key_id, (row, _) in _sql.find(db, None, key_ids).items()}
+        def work(db: _sql.Connection) -> dict[str, str]:
+            found = _sql.find(db, None, key_ids, lock=False)
+            return {key_id: row.pool for key_id, (row, _) in found.items()}
 
         return await self._transaction(work)
 
     def _remove(
         self,
-        db: sqlite3.Connection,
+        db: _sql.Connection,
         key_ids: Sequence[str],
         found: dict[str, tuple[_sql._Row, int]],
     ) -> list[StoredKey]:

@@ -29,27 +29,28 @@ class MemoryKeyStore(_SQLKeyStore):
     durability. Each async method checkpoints once, then runs its transaction without yielding."""
 
     def __init__(self) -> None:
-        self._db: sqlite3.Connection | None = sqlite3.connect(":memory:", isolation_level=None)
+        db = _sql.SQLite(sqlite3.connect(":memory:", isolation_level=None))
         sealer = Sealer(os.urandom(KEK_BYTES))
-        self._db.execute("BEGIN")
-        for statement in _sql.SCHEMA:
-            self._db.execute(statement)
-        _sql.check_kek(self._db, sealer, ":memory:")
-        self._db.execute("COMMIT")
+        db.execute("BEGIN")
+        for statement in _sql.SQLITE.schema:
+            db.execute(statement)
+        _sql.check_kek(db, sealer, ":memory:")
+        db.execute("COMMIT")
+        self._db: _sql.SQLite | None = db
         super().__init__(sealer, {})
 
     def __repr__(self) -> str:
         state = "closed" if self._db is None else f"{sum(self._counts.values())} keys"
         return f"<MemoryKeyStore {state}>"
 
-    def _check_open(self) -> sqlite3.Connection:
+    def _check_open(self) -> _sql.SQLite:
         if self._db is None:
             raise KeyStoreError("the key store is closed")
         return self._db
 
     async def _transaction(
         self,
-        work: Callable[[sqlite3.Connection], _T],
+        work: Callable[[_sql.Connection], _T],
         committed: Callable[[_T], None] | None = None,
     ) -> _T:
         await trio.lowlevel.checkpoint()
