@@ -270,7 +270,9 @@ async def kq1_ingest(directory: Path, seconds: float, report: Report) -> None:
     and synchronise them into link key as they would on a real link (a module dropping keys on
     its own would leave the ends few keys in common, and the KMs little to do): the case says
     how much became link key."""
-    text = _topology(2, {}, rate=INGEST_RATE, buffer_keys=INGEST_BUFFER_KEYS)
+    # nothing spends the link key: the cap on it would end the run, not the KM's speed
+    uncapped = "{max_link_key_bits = 1_000_000_000_000}"
+    text = _topology(2, {}, rate=INGEST_RATE, buffer_keys=INGEST_BUFFER_KEYS, options=uncapped)
     async with _network(directory / "ingest", text) as network:
         km, module = network.kms["km-0"], network.modules[module_id("km-0", "km-1")]
         await km.wait_link_key("km-1", 1)
