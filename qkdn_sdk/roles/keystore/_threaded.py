@@ -28,8 +28,9 @@ __all__: list[str] = []
 
 _T = TypeVar("_T")
 
-_ATTEMPTS = 3
-"""Most times one transaction is run when its database says it may be tried again."""
+_ATTEMPTS = 10
+"""Most times one transaction is run when its database says it may be tried again (a
+PostgreSQL deadlock between stores taking from one pool: each try waits a random moment)."""
 _PRUNE_SECONDS = 5.0
 """How often, at most, a transaction forgets the tombstones past
 :data:`~qkdn_sdk.roles.keystore._sql.TOMBSTONES_KEPT` (a few seconds' more are harmless; every

@@ -15,10 +15,11 @@ Every statement that reads rows it will change locks them: a take reads its pool
 ``FOR UPDATE SKIP LOCKED`` (two stores taking from one pool get disjoint rows without waiting;
 only when the rows left are too few does it wait for those another transaction holds, to see
 what that one left), and a lookup by key ID ``FOR UPDATE`` (it waits, and then sees the keys
-gone). The transactions are ``READ COMMITTED``; a deadlock or serialization failure is run again,
-twice at most. So a key is handed out once even by several stores on one database, and a commit
-is on disk before it returns (the connection's ``synchronous_commit`` is turned on if the
-server's is off). Storing once is not yet kept by the database: two stores putting the same key
+gone). The transactions are ``READ COMMITTED``; a transaction that meets a deadlock or a
+serialization failure is run again (after a random wait of up to 20 ms, nine times at most).
+So a key is handed out once even by several stores on one database, and a commit is on disk
+before it returns (the connection's ``synchronous_commit`` is turned on if the server's is
+off). Storing once is not yet kept by the database: two stores putting the same key
 ID at the same moment could both store it (one KM per database for now).
 
 Counts
@@ -50,6 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import random
+import time
 import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
@@ -66,6 +69,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresKeyStore"]
 
+_RETRY_WAIT = 0.02
+"""Seconds, at most, a transaction waits before it runs again after a deadlock."""
 _CONNECT_TIMEOUT = 10
 """Seconds a connection may take, unless the URL says otherwise."""
 _SETUP_LOCK = 0x716B_646E_6B73  # "qkdnks"
@@ -219,7 +224,13 @@ class PostgresKeyStore(_ThreadedKeyStore):
             # Broken before its transaction began, nothing ran: the connection broke while idle
             # (a restart), and a new one may do. After, the commit may have happened.
             return not began
-        return isinstance(exc, self._retryable)
+        if not isinstance(exc, self._retryable):
+            return False
+        # Two stores' transactions that deadlocked (one took rows SKIP LOCKED, then waits for
+        # those the other holds) would meet again at once: wait a random moment first, in
+        # this worker thread.
+        time.sleep(random.uniform(0.0, _RETRY_WAIT))
+        return True
 
     def _recount_sync(self, db: _sql.Connection) -> dict[str, int]:
         return _sql.pool_counts(db)
