@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -298,9 +298,6 @@ class _Row:
             for index in wanted
         }
 
-    def stored_key(self, sealer: Sealer, index: int) -> StoredKey:
-        return self.stored_keys(sealer, [index])[index]
-
     def holds(self, index: int) -> bool:
         return 0 <= index - self.first < self.span and bool(self.held >> (index - self.first) & 1)
 
@@ -502,6 +499,24 @@ def find(
     return found
 
 
+def stored_in_order(
+    key_ids: Sequence[str],
+    found: dict[str, tuple[_Row, int]],
+    keys_of: Callable[[_Row], dict[int, bytes]],
+) -> list[StoredKey]:
+    """The keys ``key_ids`` (each in ``found``: its row and index) in that order, their bytes
+    from ``keys_of(row)`` (:meth:`_Row.keys`, or the keys a row held before a change); each
+    row's metadata is parsed once, not once per key."""
+    metadata: dict[_Row, dict[str, Any]] = {}
+    stored = []
+    for key_id in key_ids:
+        row, index = found[key_id]
+        if row not in metadata:
+            metadata[row] = orjson.loads(row.metadata)
+        stored.append(StoredKey(key_id, row.pool, keys_of(row)[index], dict(metadata[row])))
+    return stored
+
+
 def find_all(
     db: Connection, pool: str, key_ids: Sequence[str], *, lock: bool
 ) -> dict[str, tuple[_Row, int]]:
@@ -648,6 +663,16 @@ def ever_stored(db: Connection, key_ids: Sequence[str]) -> set[str]:
     ids = {key_id: split_id(key_id) for key_id in key_ids}
     ranges = _once(_covering(db, list({stem for stem, _ in ids.values()})))
     return {key_id for key_id, (stem, index) in ids.items() if _was_stored(ranges, stem, index)}
+
+
+def move_pool(db: Connection, source: str, destination: str) -> int:
+    """Move every row of pool ``source`` into ``destination``, each keeping its place in the
+    order of rows (its seq); how many keys moved."""
+    moved = db.execute(
+        "UPDATE batches SET pool = ?, since = ? WHERE pool = ? RETURNING n",
+        (destination, time.time(), source),
+    ).fetchall()
+    return sum(n for (n,) in moved)
 
 
 def move_rows(

@@ -7,11 +7,8 @@ the pool counters. The theory of operation is in :mod:`qkdn_sdk.roles.keystore`.
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
-
-import orjson
 
 from qkdn_sdk.roles.keystore import _sql
 from qkdn_sdk.roles.keystore._base import (
@@ -127,11 +124,7 @@ class _SQLKeyStore(_ClosedOnExit):
             if wanted is None:
                 if source_pool == destination_pool:
                     return _sql.pool_count(db, source_pool)
-                moved = db.execute(
-                    "UPDATE batches SET pool = ?, since = ? WHERE pool = ? RETURNING n",
-                    (destination_pool, time.time(), source_pool),
-                ).fetchall()
-                return sum(n for (n,) in moved)
+                return _sql.move_pool(db, source_pool, destination_pool)
             found = _sql.find_all(db, source_pool, wanted, lock=True)
             if source_pool != destination_pool:
                 _sql.move_rows(db, self._sealer, found, destination_pool)
@@ -156,13 +149,10 @@ class _SQLKeyStore(_ClosedOnExit):
             missing = _missing(key_ids, lambda key_id: key_id in held or key_id in before)
             if missing:
                 raise UnknownKeys(pool, missing)
-            keys = {**before, **held}
-            taken = {
-                key_id: row.stored_key(self._sealer, index) for key_id, (row, index) in keys.items()
-            }
+            keys = _sql.stored_in_order(key_ids, {**before, **held}, self._open)
             if held and pool != delivered_pool:
                 _sql.move_rows(db, self._sealer, held, delivered_pool)
-            return [taken[key_id] for key_id in key_ids], len(held)
+            return keys, len(held)
 
         def committed(result: tuple[list[StoredKey], int]) -> None:
             if pool != delivered_pool:
@@ -195,10 +185,9 @@ class _SQLKeyStore(_ClosedOnExit):
         key_ids = list(key_ids)
 
         def work(db: _sql.Connection) -> list[StoredKey]:
-            found = _sql.find_all(db, pool, key_ids, lock=False)
-            return [
-                found[key_id][0].stored_key(self._sealer, found[key_id][1]) for key_id in key_ids
-            ]
+            return _sql.stored_in_order(
+                key_ids, _sql.find_all(db, pool, key_ids, lock=False), self._open
+            )
 
         return await self._transaction(work)
 
@@ -235,12 +224,10 @@ class _SQLKeyStore(_ClosedOnExit):
     ) -> list[StoredKey]:
         """Remove the keys ``key_ids`` (all in ``found``) and return them in that order."""
         before = _sql.remove(db, self._sealer, [found[key_id] for key_id in key_ids])
-        metadata = {row: orjson.loads(row.metadata) for row in before}
-        taken = []
-        for key_id in key_ids:
-            row, index = found[key_id]
-            taken.append(StoredKey(key_id, row.pool, before[row][index], dict(metadata[row])))
-        return taken
+        return _sql.stored_in_order(key_ids, found, before.__getitem__)
+
+    def _open(self, row: _sql._Row) -> dict[int, bytes]:
+        return row.keys(self._sealer)
 
     def _added(self, added: dict[str, int]) -> None:
         for pool, n in added.items():
