@@ -24,7 +24,7 @@ from qkdn_sdk.errors import quoted
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.keystore import KeyStore
 from qkdn_sdk.roles.km.config import KeyManagerError, KMConfig
-from qkdn_sdk.roles.km.keys import in_pool, out_pool, qkd_pool
+from qkdn_sdk.roles.km.keys import in_pool, out_pool, qkd_pool, reserved_pool
 
 __all__ = ["RESUME_AT", "LinkTable"]
 
@@ -74,18 +74,27 @@ class LinkTable:
         """Bits of link key this KM can spend towards ``neighbour`` now."""
         return self._store.count(out_pool(neighbour)) * otp.UNIT_BITS
 
+    def reserved_bits(self, neighbour: str) -> int:
+        """Bits of link key towards ``neighbour`` reserved and not yet allocated (Q.4164 clause
+        7.5)."""
+        return sum(self._store.counts(reserved_pool(neighbour, "")).values()) * otp.UNIT_BITS
+
+    def allocated_bits(self, neighbour: str) -> int:
+        """Bits of link key towards ``neighbour`` allocated to relays (Q.4164 clause 7.6)."""
+        return sum(self._store.counts(f"allocated:{neighbour}:").values()) * otp.UNIT_BITS
+
     def held_bits(self, neighbour: str) -> int:
         """Bits of key this end of the link to ``neighbour`` holds: its QKD-keys waiting for
         synchronisation (at :attr:`qkd_key_bits` each), link units both ways, reserved and
         allocated ones (O(pools), no I/O)."""
-        units = (
-            self._store.count(out_pool(neighbour))
-            + self._store.count(in_pool(neighbour))
-            + sum(self._store.counts(f"reserved:{neighbour}:").values())
-            + sum(self._store.counts(f"allocated:{neighbour}:").values())
-        )
+        units = self._store.count(out_pool(neighbour)) + self._store.count(in_pool(neighbour))
         waiting = self._store.count(qkd_pool(neighbour)) * self.qkd_key_bits[neighbour]
-        return waiting + units * otp.UNIT_BITS
+        return (
+            waiting
+            + units * otp.UNIT_BITS
+            + self.reserved_bits(neighbour)
+            + self.allocated_bits(neighbour)
+        )
 
     def room_bits(self, neighbour: str) -> int:
         """Bits of QKD-key the link to ``neighbour`` may take now: 0 while it is full (it

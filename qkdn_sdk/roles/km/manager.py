@@ -337,11 +337,11 @@ class KeyManager:
 
     def reserved_bits(self, neighbour: str) -> int:
         """Bits of link key towards ``neighbour`` reserved and not yet allocated."""
-        return self.reservations.reserved_bits(neighbour)
+        return self.link_table.reserved_bits(neighbour)
 
     def allocated_bits(self, neighbour: str) -> int:
         """Bits of link key towards ``neighbour`` allocated to relays (Q.4164 clause 7.6)."""
-        return self.reservations.allocated_bits(neighbour)
+        return self.link_table.allocated_bits(neighbour)
 
     def link_status(self, parameters: Collection[str] = STATUS_PARAMETERS) -> list[dict[str, Any]]:
         """The D2.3 Table 8-2 status table (:meth:`StatusSupply.link_status`)."""

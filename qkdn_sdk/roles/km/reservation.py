@@ -78,14 +78,6 @@ class Reservations:
         for pool in list(self._store.counts("reserved:")):  # reservations lived in memory
             await self._store.move(pool, out_pool(pool.split(":")[1]))
 
-    def reserved_bits(self, neighbour: str) -> int:
-        """Bits of link key towards ``neighbour`` reserved and not yet allocated."""
-        return sum(self._store.counts(reserved_pool(neighbour, "")).values()) * otp.UNIT_BITS
-
-    def allocated_bits(self, neighbour: str) -> int:
-        """Bits of link key towards ``neighbour`` allocated to relays (Q.4164 clause 7.6)."""
-        return sum(self._store.counts(f"allocated:{neighbour}:").values()) * otp.UNIT_BITS
-
     async def on_key_reservation(
         self, request: ck.KeyReservationRequest, connection: Connection
     ) -> ck.ResponseToKeyReservationRequest:
