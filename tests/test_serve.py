@@ -20,6 +20,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+import tomli_w
 import trio
 from typer.testing import CliRunner
 
@@ -27,6 +28,7 @@ from qkdn_sdk.cli import app
 from qkdn_sdk.client import KeyManagerClient, SuppliedKey
 from qkdn_sdk.network import load_topology, parse_topology
 from qkdn_sdk.network.deployment import (
+    RoleConfig,
     RoleConfigError,
     load_role_config,
     write_role_configs,
@@ -283,6 +285,31 @@ def test_a_km_file_names_where_its_stores_kek_comes_from(deployment: dict[str, P
     path.write_text('key_encryption_key = "km-a.kek"\n' + text)
     with pytest.raises(RoleConfigError, match="key_encryption_key must be file:<path>, env:"):
         load_role_config(path, "km")
+
+
+def test_a_km_file_may_keep_its_store_in_postgresql_and_run_replicas(
+    deployment: dict[str, Path],
+) -> None:
+    path = deployment["km-a"]
+    data = tomllib.loads(path.read_text())
+    url = "postgresql://km@db.example/km_a"
+
+    def loaded(**changes: object) -> RoleConfig:
+        path.write_text(tomli_w.dumps({**data, **changes}))
+        return load_role_config(path, "km")
+
+    with pytest.raises(RoleConfigError, match="a PostgreSQL store needs a key_encryption_key"):
+        loaded(store=url)
+    primary = loaded(store=url, key_encryption_key="env:KM_A_KEK")
+    assert primary.store == url
+    assert not primary.config.replica  # type: ignore[union-attr]
+    ak = {"ak": data["listen"]["ak"]}
+    replica = loaded(store=url, key_encryption_key="env:KM_A_KEK", replica=True, listen=ak)
+    assert replica.config.replica  # type: ignore[union-attr]
+    with pytest.raises(RoleConfigError, match="a replica listens on Ak interfaces only"):
+        loaded(store=url, key_encryption_key="env:KM_A_KEK", replica=True)
+    with pytest.raises(RoleConfigError, match="a replica shares its primary's PostgreSQL store"):
+        loaded(replica=True, listen=ak)
 
 
 def test_cli_serve_refuses_a_kek_that_does_not_open_the_store(

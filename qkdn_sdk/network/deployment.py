@@ -21,7 +21,8 @@ A KM file::
 
     role = "km"
     id = "km-a"
-    store = "../km-a.sqlite3"          # its SQLite key store
+    store = "../km-a.sqlite3"          # its SQLite key store, or a PostgreSQL database:
+                                       # "postgresql://user@host/db" (key_encryption_key needed)
     key_encryption_key = "file:../km-a.kek"  # optional: or env:NAME, command:... (default:
                                        # the store's path + ".kek", made when missing)
     applications = ["alice"]           # the applications it serves
@@ -30,6 +31,8 @@ A KM file::
     controller = {id = "controller", url = "tcp+tls://127.0.0.1:7000"}
     tls = {ca = "../pki/ca.pem", cert = "../pki/km-a.pem", key = "../pki/km-a.key"}
     options = {relay_timeout = 10.0}   # optional: further KMConfig fields
+    replica = false                    # true: a second process of km-a on its PostgreSQL
+                                       # store, serving Ak only (listen = {ak = ...})
 
     [[link]]
     neighbour = "km-b"
@@ -80,7 +83,7 @@ from qkdn_sdk.network._toml import (
 from qkdn_sdk.network.topology import Topology, km_options, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
-from qkdn_sdk.roles.keystore import SQLiteKeyStore, load_kek
+from qkdn_sdk.roles.keystore import KeyStore, PostgresKeyStore, SQLiteKeyStore, load_kek
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink, Routing, listen_interface
 from qkdn_sdk.roles.qkd_module import (
     BUFFER_KEYS,
@@ -283,6 +286,9 @@ def _fixed_ports(topology: Topology, ports: Iterator[int]) -> Topology:
 
 # --- reading -------------------------------------------------------------------------------
 
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""How a KM file's ``store`` that is a PostgreSQL database's URL begins (libpq's schemes)."""
+
 
 @attrs.frozen
 class RoleConfig:
@@ -294,8 +300,9 @@ class RoleConfig:
     """One of :data:`ROLES`."""
     config: KMConfig | ControllerConfig | QKDModuleConfig
     tls: TLSConfig | None = None
-    store: Path | None = None
-    """A KM's SQLite key store."""
+    store: Path | str | None = None
+    """A KM's key store: the path of its SQLite file, or the URL of its PostgreSQL database
+    (``postgresql://...``)."""
     key_encryption_key: str | None = None
     """Where a KM's store's key-encryption key comes from (``file:``, ``env:``, ``command:``;
     :func:`~qkdn_sdk.roles.keystore.load_kek`); None: the store's path + ``.kek``."""
@@ -322,7 +329,13 @@ class RoleConfig:
             kek = None
             if self.key_encryption_key is not None:
                 kek = await trio.to_thread.run_sync(load_kek, self.key_encryption_key)
-            async with await SQLiteKeyStore.open(self.store, kek=kek) as store:
+            store: KeyStore
+            if isinstance(self.store, str):
+                assert kek is not None  # _km saw to it
+                store = await PostgresKeyStore.open(self.store, kek=kek)
+            else:
+                store = await SQLiteKeyStore.open(self.store, kek=kek)
+            async with store:
                 km = KeyManager(config, store, tls=self.tls, directory=self.directory)
                 await km.run(task_status=task_status)
 
@@ -400,6 +413,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "id",
             "store",
             "key_encryption_key",
+            "replica",
             "applications",
             "routing",
             "listen",
@@ -456,14 +470,31 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
         controller_id=controller_id,
         links=tuple(links),
         applications=frozenset(_strings(data, "applications", "top level")),
+        replica=get(data, "replica", bool, "top level", False),
         **options,
     )
+    location: str = get(data, "store", str, "top level")
+    store: Path | str = location
+    kek = _kek_source(data, here)
+    if location.startswith(_POSTGRES_SCHEMES):
+        if kek is None:
+            raise Problem(
+                "top level: a PostgreSQL store needs a key_encryption_key (file:, env: or "
+                "command:): the database has no place beside it for one"
+            )
+    elif config.replica:
+        raise Problem(
+            "top level: a replica shares its primary's PostgreSQL store (store = "
+            '"postgresql://..."), not a SQLite file'
+        )
+    else:
+        store = _path(here, location)
     return RoleConfig(
         role="km",
         config=config,
         tls=_tls(data, here),
-        store=_path(here, get(data, "store", str, "top level")),
-        key_encryption_key=_kek_source(data, here),
+        store=store,
+        key_encryption_key=kek,
         directory=directory,
     )
 

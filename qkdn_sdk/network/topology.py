@@ -85,7 +85,8 @@ _SCHEMES = ("tcp+tls", "tcp", "grpcs", "grpc", "memory")
 KM_OPTIONS: Mapping[str, Any] = {
     field.name: field.default
     for field in attrs.fields(KMConfig)
-    if field.name not in ("km_id", "listen", "controller_id", "links", "applications", "routing")
+    if field.name
+    not in ("km_id", "listen", "controller_id", "links", "applications", "routing", "replica")
 }
 """The further KMConfig fields (quotas, caps, lifetimes, limits, timeouts, intervals) a KM's
 ``options`` may set, in a topology's ``[[km]]`` or a KM's role file, with their defaults."""

@@ -235,6 +235,11 @@ class KeyStore(Protocol):
         """The pool of each of ``key_ids`` the store holds now (the others are left out)."""
         ...
 
+    async def refresh(self) -> None:
+        """Read the counts of :meth:`count` afresh: another store on the same database (a
+        replica of the KM, :attr:`~qkdn_sdk.roles.km.KMConfig.replica`) changed them."""
+        ...
+
     def count(self, pool: str) -> int:
         """How many keys ``pool`` holds now, in O(1), without I/O."""
         ...

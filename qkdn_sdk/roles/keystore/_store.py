@@ -216,6 +216,9 @@ class _SQLKeyStore(_ClosedOnExit):
 
         return await self._transaction(work)
 
+    async def refresh(self) -> None:
+        await self._transaction(lambda db: None)  # the counters are read at its end
+
     def _remove(
         self,
         db: _sql.Connection,

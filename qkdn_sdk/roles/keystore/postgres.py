@@ -19,15 +19,17 @@ gone). The transactions are ``READ COMMITTED``; a transaction that meets a deadl
 serialization failure is run again (after a random wait of up to 20 ms, nine times at most).
 So a key is handed out once even by several stores on one database, and a commit is on disk
 before it returns (the connection's ``synchronous_commit`` is turned on if the server's is
-off). Storing once is not yet kept by the database: two stores putting the same key
-ID at the same moment could both store it (one KM per database for now).
+off). Storing once is not kept by the database: two stores putting the same key ID at the same
+moment could both store it. The processes of one KM never do (only its primary stores keys
+whose IDs come from outside; a replica, :attr:`~qkdn_sdk.roles.km.KMConfig.replica`, names its
+own).
 
 Counts
 ------
 :meth:`count` and :meth:`counts` are O(1), from counters in memory, read afresh from the database
 at the end of each of this store's transactions: they are the counts as of this store's last
-transaction. With one store per database that is exact; another store's changes show from this
-store's next transaction on.
+transaction (or :meth:`refresh`). With one store per database that is exact; another store's
+changes show from this store's next transaction on.
 
 A broken connection
 -------------------

@@ -218,6 +218,15 @@ class KMConfig:
     ``fair_share_window_bits``, a minute of a 256 kbit/s link (the disk holds it with the
     store's overhead)."""
 
+    replica: bool = False
+    """This process serves Ak only, beside the KM's *primary* process (the one without
+    ``replica``), on the same PostgreSQL key store: it listens on Ak interfaces only, fetches
+    by ID the keys the primary stored, answers Get status from the store, and serves key
+    requests, relaying their keys with the links' key it takes from the store. The primary
+    alone acquires key on the links, synchronises it, receives relays, talks with the QKD
+    modules, reports to the controller and erases expired keys. Sessions and rate quotas are
+    each process's own."""
+
     def check_amount(self, number: int, size: int) -> None:
         """Raise :class:`~qkdn_sdk.errors.RequestRefused` saying why ``number`` keys of
         ``size`` bits are more than one key request may ask of this KM."""
@@ -260,6 +269,8 @@ class KMConfig:
     def __attrs_post_init__(self) -> None:
         for key in self.listen:
             listen_interface(key)
+        if self.replica and any(listen_interface(key) != "ak" for key in self.listen):
+            raise ValueError(f"{self.km_id}: a replica listens on Ak interfaces only")
         if not self.max_keys_per_second > 0:
             raise ValueError(
                 f"{self.km_id}: max_keys_per_second must be > 0, not {self.max_keys_per_second}"

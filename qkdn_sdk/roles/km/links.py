@@ -280,7 +280,13 @@ class KMLinks:
             waiting = self._store.count(qkd_pool(neighbour))
             if not waiting:
                 continue
-            ids = await self._store.key_ids(qkd_pool(neighbour), _SYNC_BATCH, newest=newest)
+            try:
+                ids = await self._store.key_ids(qkd_pool(neighbour), _SYNC_BATCH, newest=newest)
+            except KeyStoreError as exc:  # its database restarts: the next round reconnects
+                logger.warning(
+                    "%s: key ID synchronisation with %s: %s", self._km_id, neighbour, exc
+                )
+                continue
             if not ids:
                 continue
             request = kx.KeyIdSynchronizationRequest(

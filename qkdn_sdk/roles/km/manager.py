@@ -14,7 +14,7 @@ import trio
 from qkdn_sdk.errors import NotAuthorized
 from qkdn_sdk.messages import Interface, Message, Role, ak, ck, kq1, kx, mgmt, received_by
 from qkdn_sdk.roles._authorization import Authorization
-from qkdn_sdk.roles.keystore import KeyStore
+from qkdn_sdk.roles.keystore import KeyStore, KeyStoreError
 from qkdn_sdk.roles.km.acquisition import Acquisition
 from qkdn_sdk.roles.km.applications import KeySupply
 from qkdn_sdk.roles.km.config import KMConfig, listen_interface
@@ -218,10 +218,12 @@ class KeyManager:
         """Serve until cancelled. Keys that earlier versions left pending in the store are
         discarded first, and link key a previous run reserved goes back to its links (its
         allocated key stays allocated)."""
-        discarded = await self.store.discard_prefix("pending:")
-        if discarded:
-            logger.info("%s: discarded %d relayed keys never confirmed", self.km_id, discarded)
-        await self.reservations.restore()
+        replica = self.config.replica
+        if not replica:  # a replica's primary does it
+            discarded = await self.store.discard_prefix("pending:")
+            if discarded:
+                logger.info("%s: discarded %d relayed keys never confirmed", self.km_id, discarded)
+            await self.reservations.restore()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.peers.open(nursery)
@@ -241,15 +243,31 @@ class KeyManager:
                     )
                 )
                 urls[key] = info.url
-            self.links.start(nursery)
-            for link in self.config.links:
-                if link.mode is Kq1Mode.ON_REQUEST and (
-                    not link.kme_pair or self.km_id < link.neighbour
-                ):  # of a KME pair, the neighbour fetches by ID what we name
-                    nursery.start_soon(self.acquisition.run, link)
-            nursery.start_soon(self.status.run)
-            nursery.start_soon(self.expiry.run)
+            if replica:
+                nursery.start_soon(self._follow_primary)
+            else:
+                self.links.start(nursery)
+                for link in self.config.links:
+                    if link.mode is Kq1Mode.ON_REQUEST and (
+                        not link.kme_pair or self.km_id < link.neighbour
+                    ):  # of a KME pair, the neighbour fetches by ID what we name
+                        nursery.start_soon(self.acquisition.run, link)
+                nursery.start_soon(self.status.run)
+                nursery.start_soon(self.expiry.run)
             task_status.started(urls)
+
+    async def _follow_primary(self) -> None:
+        """A replica's counts of the key its primary acquires, read from the store every
+        ``report_interval`` (and after each of its own transactions); a relay waiting for link
+        key looks again."""
+        while True:
+            await trio.sleep(self.config.report_interval)
+            try:
+                await self.store.refresh()
+            except KeyStoreError as exc:  # the database restarts: the next one reconnects
+                logger.warning("%s: %s", self.km_id, exc)
+                continue
+            self.link_table.notify_change()
 
     # --- what a network, a test or an operator reads of a running KM -------------------------
 
