@@ -25,7 +25,7 @@ import trio.testing
 
 from qkdn_sdk.client import SuppliedKey
 from qkdn_sdk.messages import KeyId, Message, Role, ak, received_by
-from qkdn_sdk.roles.keystore import MemoryKeyStore, SQLiteKeyStore, StoredKey
+from qkdn_sdk.roles.keystore import MemoryKeyStore, StoredKey
 from qkdn_sdk.roles.km import KeyManager, KMConfig
 from qkdn_sdk.roles.km.expiry import LIFETIMES
 from qkdn_sdk.roles.km.keys import app_pool, delivered_pool
@@ -33,7 +33,6 @@ from qkdn_sdk.roles.sessions import session_pool
 from qkdn_sdk.transport import Connection, connect
 from tests.test_network import (
     CAROL_ON_KM_C,
-    STORES,
     WAIT,
     after_refetch_window,
     ak_url,
@@ -156,11 +155,11 @@ async def test_a_fetch_may_name_delivered_and_held_keys_and_refused_ones_move_no
 
 @pytest.mark.parametrize("transport", ["tcp+tls"])
 async def test_a_km_stopped_after_the_fetch_serves_the_retry(
-    tmp_path: Path, transport: str
+    tmp_path: Path, transport: str, network_store: str
 ) -> None:
     """The keys left the ``app:`` pool with the fetch, in the store: a KM restarted (its store
     kept) serves the same keys to the same application's retry within the window."""
-    async with running(tmp_path, transport) as network:
+    async with running(tmp_path, transport, network_store) as network:
         await ready(network, relay_bits(2, 256))
         async with client(network, "alice") as alice:
             keys = await alice.get_keys("bob", 2)
@@ -174,19 +173,11 @@ async def test_a_km_stopped_after_the_fetch_serves_the_retry(
 
 # --- lifetimes -----------------------------------------------------------------------------------
 
-SQLITE_EXPIRES = pytest.mark.skipif(
-    not hasattr(SQLiteKeyStore, "expire"), reason="SQLiteKeyStore.expire is not written yet"
-)
-EVERY_STORE = [
-    pytest.param(store, marks=SQLITE_EXPIRES) if store == "sqlite" else store for store in STORES
-]
 
-
-@pytest.mark.parametrize("store", EVERY_STORE)
 async def test_keys_never_fetched_expire_after_their_lifetime(
-    tmp_path: Path, store: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, network_store: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running(tmp_path, "memory", store) as network:
+    async with running(tmp_path, "memory", network_store) as network:
         await ready(network, 2 * relay_bits(2, 256))
         async with client(network, "alice") as alice:
             fetched = await alice.get_keys("bob", 2)

@@ -50,7 +50,6 @@ AK_TRANSPORTS = [*TRANSPORTS, "https"]
 ROUTINGS = ["distributed", "centralized"]
 """Q.4164 clause 7.1 (every KM asks the controller for its next hop) and 7.2 (the source KM gets
 the whole route)."""
-STORES = ["memory", "sqlite"]
 FAST = {
     "report_interval": 0.05,
     "sync_interval": 0.05,
@@ -134,10 +133,7 @@ def km(network: Network, km_id: str) -> KeyManager:
 
 async def after_refetch_window(manager: KeyManager) -> None:
     """Have ``manager`` erase what it would have erased once the re-fetch window of the keys
-    fetched until now has passed (no test waits for it). Skips the rest of the test while the
-    store has no ``expire`` (the SQLite store gets it in the store's redesign)."""
-    if not hasattr(type(manager.store), "expire"):
-        pytest.skip(f"{type(manager.store).__name__} cannot expire keys yet")
+    fetched until now has passed (no test waits for it)."""
     await manager.expire_keys(time.time() + manager.config.refetch_window + 1)
 
 
@@ -199,13 +195,12 @@ async def refused(request: Awaitable[object]) -> str:
 # --- 1. the keys at both ends ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("transport", AK_TRANSPORTS)
 @pytest.mark.parametrize("routing", ROUTINGS)
 async def test_alice_and_bob_get_the_same_keys(
-    tmp_path: Path, transport: str, store: str, routing: str
+    tmp_path: Path, transport: str, network_store: str, routing: str
 ) -> None:
-    async with running(tmp_path, transport, store, routing=routing) as network:
+    async with running(tmp_path, transport, network_store, routing=routing) as network:
         await ready(network, relay_bits(3, 512) + relay_bits(1, 256))
         async with client(network, "alice") as alice:
             keys = await alice.get_keys("bob", 3, 512)
@@ -291,10 +286,9 @@ async def test_a_controller_written_from_table_4_alone_routes_centralized_relays
 # --- 2. a key is supplied once -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("transport", AK_TRANSPORTS)
-async def test_no_key_is_supplied_twice(tmp_path: Path, transport: str, store: str) -> None:
-    async with running(tmp_path, transport, store) as network:
+async def test_no_key_is_supplied_twice(tmp_path: Path, transport: str, network_store: str) -> None:
+    async with running(tmp_path, transport, network_store) as network:
         await ready(network, relay_bits(2, 256))
         km_c = km(network, "km-c")
         async with client(network, "alice") as alice:
@@ -550,15 +544,14 @@ async def test_largest_requests(tmp_path: Path, transport: str) -> None:
 # --- 6. a failed relay leaves nothing usable ---------------------------------------------------
 
 
-@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_unconfirmed_relay_is_never_supplied(
-    tmp_path: Path, transport: str, store: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, transport: str, network_store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def lose(confirmation: object, connection: object) -> None:
         raise KeyManagerError("km-b lost the confirmation")
 
-    async with running(tmp_path, transport, store) as network:
+    async with running(tmp_path, transport, network_store) as network:
         await ready(network, relay_bits(2, 256))
         monkeypatch.setattr(km(network, "km-b").relay_receiver, "on_confirmation", lose)
         async with client(network, "alice") as alice:
@@ -597,11 +590,12 @@ async def spend(network: Network, sender: str, receiver: str, count: int) -> lis
     return [key.key_id for key in await store.take(f"link:{receiver}:out", count)]
 
 
-@pytest.mark.parametrize("store", STORES)
-async def test_a_hop_that_fails_spends_its_units_and_no_more(tmp_path: Path, store: str) -> None:
+async def test_a_hop_that_fails_spends_its_units_and_no_more(
+    tmp_path: Path, network_store: str
+) -> None:
     """The units a hop came with are used once, whatever becomes of it; a trusted node spends
     units of its next hop only on a hop it can unseal with the right number of units."""
-    async with running(tmp_path, "memory", store) as network:
+    async with running(tmp_path, "memory", network_store) as network:
         await ready(network, 4 * relay_bits(1, 256))
         km_b, km_c = km(network, "km-b"), km(network, "km-c")
         units = await spend(network, "km-b", "km-c", 4)
@@ -637,13 +631,12 @@ async def unconfirmed_relay(network: Network, monkeypatch: pytest.MonkeyPatch) -
     return units
 
 
-@pytest.mark.parametrize("store", STORES)
 async def test_a_pending_relays_units_serve_no_other_hop(
-    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, network_store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The destination holds a relay's hop units with its keys until the confirmation takes
     both, in one transaction: meanwhile no other hop may name them."""
-    async with running(tmp_path, "memory", store) as network:
+    async with running(tmp_path, "memory", network_store) as network:
         units = await unconfirmed_relay(network, monkeypatch)
         km_c = km(network, "km-c")
         assert await km_c.store.pools_of(units) == dict.fromkeys(units, "link:km-b:in")
@@ -652,11 +645,12 @@ async def test_a_pending_relays_units_serve_no_other_hop(
         assert await km_c.store.pools_of(units) == dict.fromkeys(units, "link:km-b:in")
 
 
-@pytest.mark.parametrize("store", STORES)
 async def test_a_relay_never_confirmed_spends_its_units_when_its_keys_are_dropped(
-    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, network_store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with running(tmp_path, "memory", store, km_options={"pending_timeout": 0.2}) as network:
+    async with running(
+        tmp_path, "memory", network_store, km_options={"pending_timeout": 0.2}
+    ) as network:
         units = await unconfirmed_relay(network, monkeypatch)
         km_c = km(network, "km-c")
         with trio.fail_after(WAIT):
@@ -701,10 +695,11 @@ async def test_a_proactive_link_of_another_hash_algorithm(tmp_path: Path, algori
 # --- 7. restarts -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_restarted_kms_never_reissue(tmp_path: Path, transport: str, store: str) -> None:
-    async with running(tmp_path, transport, store) as network:
+async def test_restarted_kms_never_reissue(
+    tmp_path: Path, transport: str, network_store: str
+) -> None:
+    async with running(tmp_path, transport, network_store) as network:
         bits = relay_bits(2, 256)
         await ready(network, 2 * bits)
         a_units = await km(network, "km-a").store.key_ids("link:km-b:out", bits // otp.UNIT_BITS)

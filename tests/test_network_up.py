@@ -72,13 +72,15 @@ async def _wait_for_line(stream: trio.abc.ReceiveStream, text: str) -> str:
 
 
 async def test_network_up_serves_applications_that_know_only_the_standards(
-    tmp_path: Path,
+    tmp_path: Path, network_store: str
 ) -> None:
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "qkdn_sdk", "network", "up", str(LINE3)]
     process = await trio.lowlevel.open_process(
-        [*command, "--state-dir", str(state)], stderr=subprocess.PIPE, env=env
+        [*command, "--state-dir", str(state), "--store", network_store],
+        stderr=subprocess.PIPE,
+        env=env,
     )
     try:
         assert process.stderr is not None
@@ -114,3 +116,18 @@ async def test_network_up_serves_applications_that_know_only_the_standards(
         with trio.fail_after(30):
             status = await process.wait()
     assert status == 0
+
+
+def test_network_up_refuses_a_store_it_does_not_know_in_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "qkdn_sdk", "network", "up", str(LINE3)]
+    done = subprocess.run(
+        [*command, "--state-dir", str(tmp_path), "--store", "mysql://db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "qkdn: --store: store must be 'sqlite', 'memory' or a postgresql:// URL, not 'mysql://db'"
+    ]

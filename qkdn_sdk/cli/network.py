@@ -109,9 +109,15 @@ def network_up(
             help="Where the PKI, the key stores and endpoints.json go (made when missing).",
         ),
     ],
-    memory_store: Annotated[
-        bool, typer.Option("--memory-store", help="Keep keys in memory instead of SQLite.")
-    ] = False,
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            help="Where the KMs keep keys: sqlite (a file each in STATE_DIR), memory, or the "
+            "URL of a PostgreSQL database (postgresql://...: a schema per KM, its KEK in "
+            "STATE_DIR/<km>.kek).",
+        ),
+    ] = "sqlite",
 ) -> None:
     """Start every role of TOPOLOGY on loopback with real transports, write
     STATE_DIR/endpoints.json once all serve, and run until Ctrl+C or SIGTERM.
@@ -119,7 +125,10 @@ def network_up(
     Applications reach their KM with the URL, CA, certificate and key that endpoints.json gives
     them, speaking only the standards (Q.4161 over the spec's TCP frames)."""
     spec = _topology(topology)
-    network = Network(spec, state_dir, store="memory" if memory_store else "sqlite")
+    try:
+        network = Network(spec, state_dir, store=store)
+    except ValueError as exc:
+        fail(f"--store: {exc}")
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:

@@ -8,7 +8,8 @@ Theory of operation
    transport uses TLS;
 2. a secret and a start time per QKD link, drawn now (what the two modules of a link share);
 3. the controller, then the QKD modules that serve (on-request links), then the KMs (each on its
-   own SQLite key store ``STATE_DIR/<km>.sqlite3``, or in memory), then the modules that push
+   own SQLite key store ``STATE_DIR/<km>.sqlite3``, in memory, or in a schema of its own in one
+   PostgreSQL database, its KEK in ``STATE_DIR/<km>.kek``), then the modules that push
    keys to their KM (proactive links); every module authenticates to the controller and supplies
    it the status of its QKD link (FG QIT4N D2.3 clause 8.1);
 4. ``STATE_DIR/endpoints.json`` once everything listens (:meth:`Network.endpoints`).
@@ -35,7 +36,14 @@ from qkdn_sdk._files import write_atomically
 from qkdn_sdk.network.topology import LinkSpec, Topology, module_id
 from qkdn_sdk.pki import CA_CERT_FILE, dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller
-from qkdn_sdk.roles.keystore import KeyStore, MemoryKeyStore, SQLiteKeyStore
+from qkdn_sdk.roles.keystore import (
+    POSTGRES_SCHEMES,
+    KeyStore,
+    MemoryKeyStore,
+    PostgresKeyStore,
+    SQLiteKeyStore,
+    load_kek,
+)
 from qkdn_sdk.roles.km import KeyManager, KMConfig, listen_interface
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule
 from qkdn_sdk.tls import TLSConfig
@@ -50,7 +58,8 @@ class Network:
     """Every role of ``topology``; ``await nursery.start(network.run)`` returns once all serve
     (and ``endpoints.json`` is written) and cancelling it stops them.
 
-    ``store`` is ``"sqlite"`` (one file per KM in ``state_dir``) or ``"memory"``. ``km_options``
+    ``store`` is ``"sqlite"`` (one file per KM in ``state_dir``), ``"memory"``, or the URL of
+    a PostgreSQL database (``"postgresql://..."``: a schema per KM, named after it). ``km_options``
     are passed to every :class:`~qkdn_sdk.roles.km.KMConfig` (timeouts, intervals, limits).
     """
 
@@ -62,8 +71,10 @@ class Network:
         store: str = "sqlite",
         km_options: dict[str, Any] | None = None,
     ) -> None:
-        if store not in ("sqlite", "memory"):
-            raise ValueError(f"store must be 'sqlite' or 'memory', not {store!r}")
+        if store not in ("sqlite", "memory") and not store.startswith(POSTGRES_SCHEMES):
+            raise ValueError(
+                f"store must be 'sqlite', 'memory' or a postgresql:// URL, not {store!r}"
+            )
         self.topology = topology
         self.state_dir = Path(state_dir)
         self._store_kind = store
@@ -220,7 +231,13 @@ class Network:
         if self._store_kind == "memory":  # kept for the life of the network
             yield self._memory_stores.setdefault(km_id, MemoryKeyStore())
             return
-        async with await SQLiteKeyStore.open(self.state_dir / f"{km_id}.sqlite3") as store:
+        store: KeyStore
+        if self._store_kind == "sqlite":
+            store = await SQLiteKeyStore.open(self.state_dir / f"{km_id}.sqlite3")
+        else:
+            kek = await trio.to_thread.run_sync(load_kek, f"file:{self.state_dir / km_id}.kek")
+            store = await PostgresKeyStore.open(self._store_kind, kek=kek, schema=km_id)
+        async with store:
             yield store
 
     def endpoints(self) -> dict[str, Any]:

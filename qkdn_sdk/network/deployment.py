@@ -83,7 +83,13 @@ from qkdn_sdk.network._toml import (
 from qkdn_sdk.network.topology import Topology, km_options, module_id
 from qkdn_sdk.pki import dev_tls_config, write_dev_pki
 from qkdn_sdk.roles.controller import Controller, ControllerConfig
-from qkdn_sdk.roles.keystore import KeyStore, PostgresKeyStore, SQLiteKeyStore, load_kek
+from qkdn_sdk.roles.keystore import (
+    POSTGRES_SCHEMES,
+    KeyStore,
+    PostgresKeyStore,
+    SQLiteKeyStore,
+    load_kek,
+)
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink, Routing, listen_interface
 from qkdn_sdk.roles.qkd_module import (
     BUFFER_KEYS,
@@ -286,9 +292,6 @@ def _fixed_ports(topology: Topology, ports: Iterator[int]) -> Topology:
 
 # --- reading -------------------------------------------------------------------------------
 
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-"""How a KM file's ``store`` that is a PostgreSQL database's URL begins (libpq's schemes)."""
-
 
 @attrs.frozen
 class RoleConfig:
@@ -476,7 +479,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
     location: str = get(data, "store", str, "top level")
     store: Path | str = location
     kek = _kek_source(data, here)
-    if location.startswith(_POSTGRES_SCHEMES):
+    if location.startswith(POSTGRES_SCHEMES):
         if kek is None:
             raise Problem(
                 "top level: a PostgreSQL store needs a key_encryption_key (file:, env: or "

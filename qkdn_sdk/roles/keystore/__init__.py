@@ -71,10 +71,11 @@ from qkdn_sdk.roles.keystore._base import (
 )
 from qkdn_sdk.roles.keystore._seal import load_kek
 from qkdn_sdk.roles.keystore.memory import MemoryKeyStore
-from qkdn_sdk.roles.keystore.postgres import PostgresKeyStore
+from qkdn_sdk.roles.keystore.postgres import POSTGRES_SCHEMES, PostgresKeyStore
 from qkdn_sdk.roles.keystore.sqlite import SQLiteKeyStore
 
 __all__ = [
+    "POSTGRES_SCHEMES",
     "DuplicateKey",
     "InsufficientKeys",
     "KeyStore",

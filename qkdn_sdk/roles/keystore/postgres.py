@@ -69,7 +69,11 @@ from qkdn_sdk.roles.keystore._threaded import _open_sync, _ThreadedKeyStore
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresKeyStore"]
+__all__ = ["POSTGRES_SCHEMES", "PostgresKeyStore"]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""How the URL of a PostgreSQL database begins (libpq's schemes): where a role file or
+``qkdn network up --store`` names a store, one that begins so is a :class:`PostgresKeyStore`."""
 
 _RETRY_WAIT = 0.02
 """Seconds, at most, a transaction waits before it runs again after a deadlock."""
@@ -127,13 +131,17 @@ def _database_name(url: str) -> str:
     return f"postgresql://{host}{port}/{params.get('dbname', '')}"
 
 
-def _connect(url: str) -> _Postgres:
+def _connect(url: str, schema: str | None) -> _Postgres:
     import psycopg
 
     if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
         url = psycopg.conninfo.make_conninfo(url, connect_timeout=_CONNECT_TIMEOUT)
     connection = psycopg.connect(url, autocommit=True)
     try:
+        if schema is not None:  # made by the first store to open it
+            connection.execute(
+                psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema))
+            )
         # A commit must be on disk before a key it took is handed out.
         setting = connection.execute("SELECT current_setting('synchronous_commit')").fetchone()
         if setting is not None and setting[0] == "off":
@@ -153,7 +161,13 @@ class PostgresKeyStore(_ThreadedKeyStore):
     """
 
     def __init__(
-        self, url: str, name: str, db: _Postgres, sealer: Sealer, counts: dict[str, int]
+        self,
+        url: str,
+        schema: str | None,
+        name: str,
+        db: _Postgres,
+        sealer: Sealer,
+        counts: dict[str, int],
     ) -> None:
         """Use :meth:`open`."""
         import psycopg
@@ -162,6 +176,7 @@ class PostgresKeyStore(_ThreadedKeyStore):
         self._retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
         super().__init__(name, db, sealer, counts)
         self._url = url
+        self._schema = schema
 
     @property
     def database(self) -> str:
@@ -169,9 +184,11 @@ class PostgresKeyStore(_ThreadedKeyStore):
         return self._name
 
     @classmethod
-    async def open(cls, url: str, *, kek: bytes) -> Self:
+    async def open(cls, url: str, *, kek: bytes, schema: str | None = None) -> Self:
         """Open the key store in the database of ``url`` (a libpq URL or connection string;
         the database must exist), creating its tables when missing, and load the pool counters.
+        With a ``schema``, its tables are in that schema (made when missing): several KMs may
+        then keep their stores in one database, a schema each (``qkdn network up --store``).
 
         Key bytes are sealed under ``kek``, the key-encryption key (:func:`load_kek` reads one
         from a file, the environment or a command). It is required: unlike a SQLite file, a
@@ -184,17 +201,25 @@ class PostgresKeyStore(_ThreadedKeyStore):
         the store was written with.
         """
         sealer = Sealer(kek)
-        name = _database_name(url)
-        db, counts = await trio.to_thread.run_sync(cls._open_sync, url, name, sealer)
-        return cls(url, name, db, sealer, counts)
+        name = _database_name(url) + (f" schema {schema}" if schema is not None else "")
+        db, counts = await trio.to_thread.run_sync(cls._open_sync, url, schema, name, sealer)
+        return cls(url, schema, name, db, sealer, counts)
 
     @staticmethod
-    def _open_sync(url: str, name: str, sealer: Sealer) -> tuple[_Postgres, dict[str, int]]:
+    def _open_sync(
+        url: str, schema: str | None, name: str, sealer: Sealer
+    ) -> tuple[_Postgres, dict[str, int]]:
         import psycopg
 
         def prepare(db: _Postgres) -> dict[str, int]:
             db.execute(_sql.POSTGRES.begin)
             db.execute("SELECT pg_advisory_xact_lock(?)", (_SETUP_LOCK,))
+            if schema is not None:
+                db.connection.execute(
+                    psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        psycopg.sql.Identifier(schema)
+                    )
+                )
             db.execute(_VERSION_TABLE)
             (version,) = db.execute("SELECT max(version) FROM schema_version").fetchone()
             if version is None:
@@ -209,11 +234,11 @@ class PostgresKeyStore(_ThreadedKeyStore):
             db.execute("COMMIT")
             return counts
 
-        return _open_sync(name, (psycopg.Error,), lambda: _connect(url), prepare)
+        return _open_sync(name, (psycopg.Error,), lambda: _connect(url, schema), prepare)
 
     def _connection_sync(self) -> _Postgres:
         if self._db is None:
-            self._db = _connect(self._url)
+            self._db = _connect(self._url, self._schema)
         assert isinstance(self._db, _Postgres)
         return self._db
 
