@@ -119,6 +119,14 @@ def network_up(
             "STATE_DIR/<km>.kek).",
         ),
     ] = "sqlite",
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="Every role serves Prometheus metrics on loopback (plain HTTP); "
+            "endpoints.json lists their URLs under metrics.",
+        ),
+    ] = False,
 ) -> None:
     """Start every role of TOPOLOGY on loopback with real transports, write
     STATE_DIR/endpoints.json once all serve, and run until Ctrl+C or SIGTERM.
@@ -127,7 +135,7 @@ def network_up(
     them, speaking only the standards (Q.4161 over the spec's TCP frames)."""
     spec = _topology(topology)
     try:
-        network = Network(spec, state_dir, store=store)
+        network = Network(spec, state_dir, store=store, metrics=metrics)
     except ValueError as exc:
         fail(f"--store: {exc}")
 
@@ -166,6 +174,14 @@ def network_configure(
             help="Interfaces the topology leaves at port 0 get free ports from this one up.",
         ),
     ] = 7000,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help='Every role file gets metrics = "127.0.0.1:PORT": the role serves Prometheus '
+            "metrics there (plain HTTP), on a port of its own.",
+        ),
+    ] = False,
 ) -> None:
     """Write the PKI and one config file per role of TOPOLOGY (controller, KMs, QKD modules),
     every URL on a fixed port, for running each role as its own process with 'qkdn serve'.
@@ -174,7 +190,7 @@ def network_configure(
     readable by their owner only."""
     spec = _topology(topology)
     try:
-        files = write_role_configs(spec, state_dir, first_port=first_port)
+        files = write_role_configs(spec, state_dir, first_port=first_port, metrics=metrics)
     except QkdnError as exc:
         fail(str(exc))
     roles = {spec.controller_id: "controller", **{km.id: "km" for km in spec.kms}}
@@ -206,12 +222,15 @@ def serve_role(
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_until_terminated, nursery.cancel_scope)
-            urls = await nursery.start(spec.run)
+            serving = await nursery.start(spec.run)
+            urls = serving.urls
             if isinstance(urls, dict):
                 where = ", ".join(f"{name} {url}" for name, url in urls.items())
             else:
                 where = urls or f"pushing keys to {getattr(spec.config, 'km_url', None)}"
             typer.echo(f"{role} {spec.id} serves: {where} (Ctrl+C to stop)", err=True)
+            if serving.metrics:
+                typer.echo(f"{role} {spec.id} serves metrics: {serving.metrics}", err=True)
 
     level = logging.INFO if verbose else logging.WARNING
     _run_until_stopped(run, f"{role} {spec.id}", prefix=f"qkdn {role} {spec.id}", level=level)

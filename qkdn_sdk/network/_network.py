@@ -14,6 +14,10 @@ Theory of operation
    it the status of its QKD link (FG QIT4N D2.3 clause 8.1);
 4. ``STATE_DIR/endpoints.json`` once everything listens (:meth:`Network.endpoints`).
 
+With ``metrics``, every role keeps its metrics in a registry of its own and serves them on
+loopback, beside it (:mod:`qkdn_sdk.roles.metrics`); a KM started again serves them at the same
+URL.
+
 Roles find each other through one directory (ID -> URL) filled as they start: KMs open their
 connections to neighbours and controller only when first needed. Cancelling :meth:`Network.run`
 stops every role; the key stores are closed.
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from typing import Any
 import attrs
 import orjson
 import trio
+from prometheus_client import CollectorRegistry
 
 from qkdn_sdk._files import write_atomically
 from qkdn_sdk.network.topology import LinkSpec, Topology, module_id
@@ -45,6 +51,7 @@ from qkdn_sdk.roles.keystore import (
     load_kek,
 )
 from qkdn_sdk.roles.km import KeyManager, KMConfig, listen_interface
+from qkdn_sdk.roles.metrics import serve_metrics
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule
 from qkdn_sdk.tls import TLSConfig
 
@@ -61,6 +68,7 @@ class Network:
     ``store`` is ``"sqlite"`` (one file per KM in ``state_dir``), ``"memory"``, or the URL of
     a PostgreSQL database (``"postgresql://..."``: a schema per KM, named after it). ``km_options``
     are passed to every :class:`~qkdn_sdk.roles.km.KMConfig` (timeouts, intervals, limits).
+    With ``metrics``, every role serves its Prometheus metrics on loopback (:attr:`metrics_urls`).
     """
 
     def __init__(
@@ -70,6 +78,7 @@ class Network:
         *,
         store: str = "sqlite",
         km_options: dict[str, Any] | None = None,
+        metrics: bool = False,
     ) -> None:
         if store not in ("sqlite", "memory") and not store.startswith(POSTGRES_SCHEMES):
             raise ValueError(
@@ -79,6 +88,9 @@ class Network:
         self.state_dir = Path(state_dir)
         self._store_kind = store
         self._km_options = km_options or {}
+        self._metrics = metrics
+        self.metrics_urls: dict[str, str] = {}
+        """Where each role serves its metrics, by role ID (``http://127.0.0.1:PORT/metrics``)."""
         self.directory: dict[str, str] = {}
         self.controller: Controller | None = None
         self.kms: dict[str, KeyManager] = {}
@@ -109,11 +121,14 @@ class Network:
             )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            registry = self._registry()
             controller = Controller(
-                topology.controller_config(), tls=self.tls(topology.controller_id)
+                topology.controller_config(),
+                tls=self.tls(topology.controller_id),
+                registry=registry,
             )
             self.controller = controller
-            url = await nursery.start(self._run_controller, controller)
+            url = await nursery.start(self._run_controller, controller, registry)
             self.directory[topology.controller_id] = url
             self._controller_urls = list(controller.urls)
 
@@ -137,9 +152,12 @@ class Network:
                     listen_url=listen_url,
                     controller_url=controller.urls[0],
                 )
-                module = QKDModule(config, tls=self.tls(config.module_id))
+                registry = self._registry()
+                module = QKDModule(config, tls=self.tls(config.module_id), registry=registry)
                 self.modules[config.module_id] = module
-                return await nursery.start(module.run)  # type: ignore[no-any-return]
+                return await nursery.start(  # type: ignore[no-any-return]
+                    self._run_role, config.module_id, module.run, registry
+                )
 
             for link in topology.links:
                 if link.mode is Kq1Mode.ON_REQUEST and not link.kmes:  # KMEs: already there
@@ -208,10 +226,39 @@ class Network:
             stopped.set()
 
     async def _run_controller(
-        self, controller: Controller, *, task_status: trio.TaskStatus[str]
+        self,
+        controller: Controller,
+        registry: CollectorRegistry | None,
+        *,
+        task_status: trio.TaskStatus[str],
     ) -> None:
-        with self._stoppable(self.topology.controller_id):
-            await controller.run(task_status=task_status)
+        controller_id = self.topology.controller_id
+        with self._stoppable(controller_id):
+            await self._run_role(controller_id, controller.run, registry, task_status=task_status)
+
+    def _registry(self) -> CollectorRegistry | None:
+        """A registry for the metrics of a role, when the network serves them."""
+        return CollectorRegistry() if self._metrics else None
+
+    async def _run_role(
+        self,
+        role_id: str,
+        run: Callable[..., Awaitable[None]],
+        registry: CollectorRegistry | None,
+        *,
+        task_status: trio.TaskStatus[Any],
+    ) -> None:
+        """``await run(task_status=task_status)``, the ``run`` of the role ``role_id``, and its
+        metrics served beside it from ``registry`` (when given) until it stops: at the URL they
+        had when the role ran before, else on a free port of loopback."""
+        async with trio.open_nursery() as nursery:
+            started = await nursery.start(run)
+            if registry is not None:
+                before = self.metrics_urls.get(role_id)
+                address = urllib.parse.urlsplit(before).netloc if before else "127.0.0.1:0"
+                url = await nursery.start(serve_metrics, registry, address)
+                self.metrics_urls[role_id] = url
+            task_status.started(started)
 
     def km_config(self, km_id: str) -> KMConfig:
         """The configuration the KM ``km_id`` runs with (the URLs it listens on once started)."""
@@ -222,9 +269,16 @@ class Network:
         config = self.km_config(km_id)
         with self._stoppable(km_id):
             async with self._open_store(km_id) as store:
-                km = KeyManager(config, store, tls=self.tls(km_id), directory=self.directory)
+                registry = self._registry()
+                km = KeyManager(
+                    config,
+                    store,
+                    tls=self.tls(km_id),
+                    directory=self.directory,
+                    registry=registry,
+                )
                 self.kms[km_id] = km
-                await km.run(task_status=task_status)
+                await self._run_role(km_id, km.run, registry, task_status=task_status)
 
     @asynccontextmanager
     async def _open_store(self, km_id: str) -> AsyncIterator[KeyStore]:
@@ -242,10 +296,11 @@ class Network:
 
     def endpoints(self) -> dict[str, Any]:
         """What ``endpoints.json`` holds: the CA, the controller's and KMs' URLs (per interface,
-        per scheme) and every application's KM, certificate and key (paths relative to the
-        state directory)."""
+        per scheme), every application's KM, certificate and key (paths relative to the
+        state directory), and, with metrics, where each role serves them (by role ID)."""
         controller_id = self.topology.controller_id
         pki = Path(_PKI_DIR)
+        metrics = {"metrics": dict(self.metrics_urls)} if self._metrics else {}
         return {
             "ca": str(pki / CA_CERT_FILE) if self.uses_tls else None,
             "controller": {
@@ -261,6 +316,7 @@ class Network:
                 }
                 for app in self.topology.applications
             },
+            **metrics,
         }
 
     def _km_endpoints(self, km_id: str) -> dict[str, dict[str, str]]:

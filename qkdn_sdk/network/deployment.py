@@ -33,6 +33,8 @@ A KM file::
     options = {relay_timeout = 10.0}   # optional: further KMConfig fields
     replica = false                    # true: a second process of km-a on its PostgreSQL
                                        # store, serving Ak only (listen = {ak = ...})
+    metrics = "127.0.0.1:9101"         # optional: serve Prometheus metrics at
+                                       # http://127.0.0.1:9101/metrics (port 0: any free one)
 
     [[link]]
     neighbour = "km-b"
@@ -50,7 +52,9 @@ ID = the two KMs of its link) and ``tls``. A QKD module file has ``role = "qkd-m
 (on-request), ``secret_key_rate``, ``key_size``, ``buffer_keys``, ``hash_algorithm`` (unless
 SHA-256), ``epoch``, ``link_secret`` (hex: the secret both modules of the link share; the file
 is written with mode 0600), ``controller = {id, url}`` (the controller it reports its QKD link's
-status to; optional, with ``report_interval``, seconds) and ``tls``.
+status to; optional, with ``report_interval``, seconds) and ``tls``. Every file may have
+``metrics = "HOST:PORT"``: the role then serves its Prometheus metrics there
+(:mod:`qkdn_sdk.roles.metrics`, plain HTTP).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from typing import Any
 import attrs
 import tomli_w
 import trio
+from prometheus_client import CollectorRegistry
 
 from qkdn_sdk._files import write_atomically
 from qkdn_sdk.errors import QkdnError
@@ -91,6 +96,7 @@ from qkdn_sdk.roles.keystore import (
     load_kek,
 )
 from qkdn_sdk.roles.km import KeyManager, KMConfig, KMLink, Routing, listen_interface
+from qkdn_sdk.roles.metrics import check_address, serve_metrics
 from qkdn_sdk.roles.qkd_module import (
     BUFFER_KEYS,
     HASH_ALGORITHMS,
@@ -107,6 +113,7 @@ __all__ = [
     "ROLES",
     "RoleConfig",
     "RoleConfigError",
+    "Serving",
     "load_role_config",
     "write_role_configs",
 ]
@@ -125,13 +132,17 @@ class RoleConfigError(QkdnError):
 # --- writing ------------------------------------------------------------------------------
 
 
-def write_role_configs(topology: Topology, directory: Path, *, first_port: int) -> dict[str, Path]:
+def write_role_configs(
+    topology: Topology, directory: Path, *, first_port: int, metrics: bool = False
+) -> dict[str, Path]:
     """Write the PKI and one config file per role of ``topology`` into ``directory``; return
     the file of each role ID, in start order (controller, KMs, QKD modules).
 
     Every URL the topology leaves at port 0 gets the next port from ``first_port`` that is free
-    on this machine now. Raises :class:`RoleConfigError` (or
-    :class:`~qkdn_sdk.pki.PKIError`) when a file cannot be written.
+    on this machine now. With ``metrics``, every role serves its metrics on loopback, on a port
+    of its own from the same ones (``metrics = "127.0.0.1:PORT"``). Raises
+    :class:`RoleConfigError` (or :class:`~qkdn_sdk.pki.PKIError`) when a file cannot be
+    written.
     """
     directory = Path(directory).absolute()
     config_dir = directory / CONFIG_DIR
@@ -243,6 +254,8 @@ def write_role_configs(topology: Topology, directory: Path, *, first_port: int) 
             }
     written = {}
     for role_id, content in files.items():
+        if metrics:
+            content["metrics"] = f"127.0.0.1:{next(ports)}"
         path = config_dir / f"{role_id}.toml"
         try:
             write_atomically(
@@ -294,10 +307,20 @@ def _fixed_ports(topology: Topology, ports: Iterator[int]) -> Topology:
 
 
 @attrs.frozen
+class Serving:
+    """What :meth:`RoleConfig.run` reports once its role serves."""
+
+    urls: dict[str, str] | str | None
+    """The URLs the role serves: per interface for a KM, the URL of the controller and of an
+    on-request QKD module, ``None`` for a proactive module."""
+    metrics: str | None = None
+    """Where its metrics are (``http://HOST:PORT/metrics``), when its file asks for them."""
+
+
+@attrs.frozen
 class RoleConfig:
     """One role as its config file describes it; ``await nursery.start(role.run)`` serves it
-    (the URLs it serves go to ``task_status``: per interface for a KM, the URL for the
-    controller and an on-request QKD module, ``None`` for a proactive module)."""
+    and reports what it serves (:class:`Serving`)."""
 
     role: str
     """One of :data:`ROLES`."""
@@ -311,6 +334,8 @@ class RoleConfig:
     :func:`~qkdn_sdk.roles.keystore.load_kek`); None: the store's path + ``.kek``."""
     directory: Mapping[str, str] = attrs.field(factory=dict)
     """A KM's peers: the controller's Ck URL and each neighbour's KM-link URL, by ID."""
+    metrics: str | None = None
+    """``HOST:PORT`` where the role serves its Prometheus metrics (none: it keeps none)."""
 
     @property
     def id(self) -> str:
@@ -321,12 +346,28 @@ class RoleConfig:
             return config.controller_id
         return config.module_id
 
-    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        registry = None if self.metrics is None else CollectorRegistry()
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(self._run_role, registry)
+            metrics = None
+            if registry is not None:
+                assert self.metrics is not None
+                metrics = await nursery.start(serve_metrics, registry, self.metrics)
+            task_status.started(Serving(urls, metrics))
+
+    async def _run_role(
+        self, registry: CollectorRegistry | None, *, task_status: trio.TaskStatus[Any]
+    ) -> None:
         config = self.config
         if isinstance(config, ControllerConfig):
-            await Controller(config, tls=self.tls).run(task_status=task_status)
+            controller = Controller(config, tls=self.tls, registry=registry)
+            await controller.run(task_status=task_status)
         elif isinstance(config, QKDModuleConfig):
-            await QKDModule(config, tls=self.tls).run(task_status=task_status)
+            module = QKDModule(config, tls=self.tls, registry=registry)
+            await module.run(task_status=task_status)
         else:
             assert self.store is not None
             kek = None
@@ -339,7 +380,9 @@ class RoleConfig:
             else:
                 store = await SQLiteKeyStore.open(self.store, kek=kek)
             async with store:
-                km = KeyManager(config, store, tls=self.tls, directory=self.directory)
+                km = KeyManager(
+                    config, store, tls=self.tls, directory=self.directory, registry=registry
+                )
                 await km.run(task_status=task_status)
 
 
@@ -359,7 +402,8 @@ def load_role_config(path: Path, role: str) -> RoleConfig:
         if described != role:
             raise Problem(f"this is the config of a {described}, not of a {role}")
         read = {"km": _km, "controller": _controller, "qkd-module": _module}[role]
-        return read(data, path.parent)
+        metrics = checked(data, "metrics", check_address, None) if "metrics" in data else None
+        return attrs.evolve(read(data, path.parent), metrics=metrics)
     except Problem as exc:
         raise RoleConfigError(f"{path}: {exc}") from None
     except (ValueError, TypeError) as exc:  # what the role's own config refuses
@@ -424,6 +468,7 @@ def _km(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "tls",
             "options",
             "link",
+            "metrics",
         },
         "top level",
     )
@@ -520,7 +565,7 @@ def _controller(data: Mapping[str, Any], here: Path) -> RoleConfig:
     known_keys(
         data,
         {"role", "id", "listen", "also_listen", "kms", "links", "applications", "modules"}
-        | {"tls", "require_authentication"},
+        | {"tls", "require_authentication", "metrics"},
         "top level",
     )
     applications = get(data, "applications", dict, "top level", {})
@@ -564,6 +609,7 @@ def _module(data: Mapping[str, Any], here: Path) -> RoleConfig:
             "controller",
             "report_interval",
             "tls",
+            "metrics",
         },
         where,
     )

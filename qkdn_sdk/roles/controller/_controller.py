@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import trio
+from prometheus_client import CollectorRegistry
 
 from qkdn_sdk.errors import FailureResponse, NotAuthorized, QkdnError, UnknownApplication, quoted
 from qkdn_sdk.messages import (
@@ -31,6 +32,7 @@ from qkdn_sdk.roles._authorization import Authorization
 from qkdn_sdk.roles.controller._modules import QKDModules
 from qkdn_sdk.roles.controller._network import MAX_KEY_BITS, ControllerConfig, KeyNetwork, NoRoute
 from qkdn_sdk.roles.controller._reporters import Reporters
+from qkdn_sdk.roles.metrics import controller_metrics
 from qkdn_sdk.tls import TLSConfig
 from qkdn_sdk.transport import Connection, Limits, serve
 
@@ -110,7 +112,8 @@ class Controller:
     information supply* responses (FG QIT4N D2.3 Table 8-2). Other Ck requests get a failure
     saying they are not supported yet. The QKD modules of the network authenticate and supply the
     status of their QKD links on the same URLs (D2.3 clause 8.1, over Cq: :attr:`modules`).
-    Use it from one trio run.
+    Given a ``registry``, it puts its metrics there (:mod:`qkdn_sdk.roles.metrics`). Use it
+    from one trio run.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class Controller:
         *,
         tls: TLSConfig | None = None,
         limits: Limits | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self._tls = tls
@@ -145,6 +149,7 @@ class Controller:
         )
         self.urls: list[str] = []
         """The URLs that reach the controller once it listens: ``listen_url``'s first."""
+        self._requests = None if registry is None else controller_metrics(registry, self)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -326,13 +331,20 @@ class Controller:
         failure saying so; ignores other one-way messages. Never raises for what the peer sent.
         Only the KMs of the network are answered: any other peer gets a failure (its one-way
         messages are dropped). The QKD modules' messages go to :attr:`modules`, from the modules
-        of the network only.
+        of the network only. Counted, when the controller keeps metrics.
         """
         try:
-            self._authorization.check(message, connection.peer_id)
-            self._check_authenticated(message, connection)
+            if self._requests is None:
+                return await self._answer(message, connection)
+            return await self._requests.count(message, self._answer(message, connection))
         except NotAuthorized as exc:
             return None if type(message).response_type() is None else _failure(message, str(exc))
+
+    async def _answer(self, message: Message, connection: Connection) -> Message | None:
+        """:meth:`handle` but the counting and the answer to a sender refused
+        (:class:`~qkdn_sdk.errors.NotAuthorized`)."""
+        self._authorization.check(message, connection.peer_id)
+        self._check_authenticated(message, connection)
         if type(message).interface is Interface.CQ:
             return await self.modules.handle(message, connection)
         if isinstance(message, ck.KeyRelayNextHopRequest):

@@ -149,6 +149,9 @@ class _ThreadedKeyStore(_SQLKeyStore):
         self._lock = trio.Lock()
         self._queue: list[_Operation[Any]] = []
         self._pruned = time.monotonic()
+        self.transaction_observer: Callable[[float], None] | None = None
+        """Called with the seconds of each transaction that ran (the KM's metrics,
+        :mod:`qkdn_sdk.roles.metrics`)."""
 
     def __repr__(self) -> str:
         state = "closed" if self._is_closed else f"{sum(self._counts.values())} keys"
@@ -231,6 +234,7 @@ class _ThreadedKeyStore(_SQLKeyStore):
                 op.result = _Failed(self._closed())
                 op.finished.set()
             return
+        started = time.perf_counter()
         try:
             with trio.CancelScope(shield=True):  # the transaction of others, too, must end
                 results, counts = await trio.to_thread.run_sync(self._transaction_sync, batch)
@@ -240,6 +244,8 @@ class _ThreadedKeyStore(_SQLKeyStore):
                 op.result = _Failed(KeyStoreError(error))
                 op.finished.set()
             raise
+        if self.transaction_observer is not None:
+            self.transaction_observer(time.perf_counter() - started)
         # The counters change with the commit, before any other task runs.
         for op, result in zip(batch, results, strict=True):
             op.result = result

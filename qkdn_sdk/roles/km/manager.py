@@ -10,26 +10,30 @@ from functools import partial
 from typing import Any
 
 import trio
+from prometheus_client import CollectorRegistry
 
 from qkdn_sdk.errors import NotAuthorized
 from qkdn_sdk.messages import Interface, Message, Role, ak, ck, kq1, kx, mgmt, received_by
+from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles._authorization import Authorization
 from qkdn_sdk.roles.keystore import KeyStore, KeyStoreError
 from qkdn_sdk.roles.km.acquisition import Acquisition
 from qkdn_sdk.roles.km.applications import KeySupply
 from qkdn_sdk.roles.km.config import KMConfig, listen_interface
 from qkdn_sdk.roles.km.expiry import Expiry
+from qkdn_sdk.roles.km.keys import in_pool
 from qkdn_sdk.roles.km.link_table import LinkTable
 from qkdn_sdk.roles.km.links import KMLinks
 from qkdn_sdk.roles.km.peers import Peers
 from qkdn_sdk.roles.km.proactive import ProactiveSupply
-from qkdn_sdk.roles.km.quotas import Quotas
+from qkdn_sdk.roles.km.quotas import OverQuota, Quotas
 from qkdn_sdk.roles.km.relay_hops import HopSender, RelayRecord
 from qkdn_sdk.roles.km.relay_receiver import RelayReceiver
 from qkdn_sdk.roles.km.relays import Relay
 from qkdn_sdk.roles.km.reservation import Reservations
 from qkdn_sdk.roles.km.routes import Routes
 from qkdn_sdk.roles.km.status import STATUS_PARAMETERS, StatusSupply
+from qkdn_sdk.roles.metrics import km_metrics
 from qkdn_sdk.roles.qkd_module import Kq1Mode
 from qkdn_sdk.roles.sessions import Sessions
 from qkdn_sdk.tls import TLSConfig
@@ -120,6 +124,8 @@ class KeyManager:
     each other): :attr:`key_supply`, :attr:`proactive`, :attr:`relay`, :attr:`links`,
     :attr:`acquisition`, :attr:`routes`, :attr:`reservations`, :attr:`status`, the
     applications' :attr:`quotas`, and the :attr:`expiry` of the keys held for them.
+
+    Given a ``registry``, the KM puts its metrics there (:mod:`qkdn_sdk.roles.metrics`).
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class KeyManager:
         tls: TLSConfig | None = None,
         directory: Mapping[str, str] | None = None,
         limits: Limits | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -137,6 +144,11 @@ class KeyManager:
         self._limits = limits
         self._nursery: trio.Nursery | None = None
         self._authorization = authorization(config)
+        metrics = None
+        if registry is not None:
+            metrics = km_metrics(registry, self, {OverQuota: "refused-over-quota"})
+            metrics.watch_store(store)
+        self._requests = metrics.requests if metrics is not None else None
         self.link_table = LinkTable(config, store)
         self.peers = Peers(
             config,
@@ -163,7 +175,9 @@ class KeyManager:
             self.status,
             self._spawn,
         )
-        hops = HopSender(config, store, self.link_table, self.peers)
+        hops = HopSender(
+            config, store, self.link_table, self.peers, metrics.hop_seconds if metrics else None
+        )
         self.relay = Relay(config, store, self.link_table, self.peers, self.routes, hops)
         self.quotas = Quotas(config, store, self.link_table, self.routes)
         self.proactive = ProactiveSupply(
@@ -189,16 +203,24 @@ class KeyManager:
     async def _handle(self, message: Message, connection: Connection) -> Message | None:
         """The answer of the part :data:`HANDLERS` names for ``message``, once the peer was
         found to have the role that sends it (a refused request changes nothing; a refused
-        one-way message is dropped)."""
+        one-way message is dropped); counted, when the KM keeps metrics."""
         route = HANDLERS.get(type(message))
         if route is None:
             return None
         try:
-            self._authorization.check(message, connection.peer_id)
+            if self._requests is None:
+                return await self._answer(route, message, connection)
+            return await self._requests.count(message, self._answer(route, message, connection))
         except NotAuthorized:
             if type(message).response_type() is None:
                 return None
             raise
+
+    async def _answer(
+        self, route: tuple[str, str], message: Message, connection: Connection
+    ) -> Message | None:
+        """:meth:`_handle` but the counting: the checks of the sender, then the part's answer."""
+        self._authorization.check(message, connection.peer_id)
         if type(message).interface is Interface.AK and not isinstance(
             message, mgmt.AuthenticationCommand
         ):
@@ -352,6 +374,11 @@ class KeyManager:
         """Return once ``application`` acknowledged ``count`` session keys pushed to it, and
         each was taken from the store (Q.4161 clause 7.2.4)."""
         await self.proactive.wait_pushed(application, count)
+
+    def receive_key_bits(self, neighbour: str) -> int:
+        """Bits of link key ``neighbour`` can spend sending to this KM now (the units this KM
+        holds to receive with)."""
+        return self.store.count(in_pool(neighbour)) * otp.UNIT_BITS
 
     def reserved_bits(self, neighbour: str) -> int:
         """Bits of link key towards ``neighbour`` reserved and not yet allocated."""

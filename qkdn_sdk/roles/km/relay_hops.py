@@ -15,8 +15,10 @@ from __future__ import annotations
 import enum
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 
 import attrs
+import trio
 
 from qkdn_sdk.messages import kx
 from qkdn_sdk.roles import relay as otp
@@ -158,13 +160,22 @@ class RelayRecords:
 
 
 class HopSender:
-    """Sends the hops of one KM's relays, spending its link key."""
+    """Sends the hops of one KM's relays, spending its link key; ``observe`` gets the
+    neighbour and the seconds of each hop it accepted (:mod:`qkdn_sdk.roles.metrics`)."""
 
-    def __init__(self, config: KMConfig, store: KeyStore, links: LinkTable, peers: Peers) -> None:
+    def __init__(
+        self,
+        config: KMConfig,
+        store: KeyStore,
+        links: LinkTable,
+        peers: Peers,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._km_id = config.km_id
         self._store = store
         self._links = links
         self._peers = peers
+        self._observe = observe
 
     def spending_pool(self, relay: kx.KeyRelay, next_km: str, needed: int) -> str:
         """The key allocated to the relay's source and destination towards ``next_km`` when it
@@ -207,6 +218,7 @@ class HopSender:
         :meth:`hop_metadata`) with ``units`` (taken towards ``next_km``), MAC the hop and send
         it; :class:`KeyManagerError` with the neighbour's failure reason, or saying it is
         unreachable."""
+        started = trio.current_time()
         self._links.spent_bits[next_km] += len(units) * otp.UNIT_BITS
         self._links.notify_change()
         ciphertext, sealed, mac_key = otp.seal(plaintext, metadata, [unit.key for unit in units])
@@ -221,3 +233,5 @@ class HopSender:
             relay, message_authentication_code=otp.mac(mac_key, otp.hop_data(relay))
         )
         await self._peers.ask_neighbour(next_km, relay, "relaying keys")
+        if self._observe is not None:
+            self._observe(next_km, trio.current_time() - started)

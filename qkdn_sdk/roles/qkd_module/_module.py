@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+from prometheus_client import CollectorRegistry
 
 from qkdn_sdk.codecs import etsi014
 from qkdn_sdk.codecs.payload import encode_payload
@@ -28,6 +29,7 @@ from qkdn_sdk.errors import (
 )
 from qkdn_sdk.messages import Interface, Key, Message, Role, failure_response, kq1, received_by
 from qkdn_sdk.messages.mgmt import ErrorIndication
+from qkdn_sdk.roles.metrics import module_metrics
 from qkdn_sdk.roles.qkd_module._config import Kq1Mode, QKDModuleConfig, hash_of
 from qkdn_sdk.roles.qkd_module._control import ControllerLink
 from qkdn_sdk.roles.qkd_module._keys import KeyBuffer, LinkKey, QKDModuleStats
@@ -134,7 +136,9 @@ class QKDModule:
     ``clock`` is the wall clock (Unix time) the keys are timed by; tests pass a controlled one.
     The module starts with the first key ready after ``clock()`` at construction. ``tls`` is
     given to the transport (over TLS the module's identity is its certificate's ID; otherwise
-    ``config.module_id`` is said). ``limits`` bound what the KM's connections may cost.
+    ``config.module_id`` is said). ``limits`` bound what the KM's connections may cost. Given
+    a ``registry``, the module puts its metrics there (:mod:`qkdn_sdk.roles.metrics`: its
+    :attr:`stats`).
 
     Raises :class:`ValueError` when one key of ``config.key_size`` bits with its metadata cannot
     fit a frame (a :class:`~qkdn_sdk.messages.kq1.KeySupply` or a
@@ -148,6 +152,7 @@ class QKDModule:
         tls: TLSConfig | None = None,
         clock: Callable[[], float] = time.time,
         limits: Limits | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._config = config
         self._tls = tls
@@ -160,6 +165,8 @@ class QKDModule:
             )
         self._keys = KeyBuffer(config, clock)
         self._running = False
+        if registry is not None:
+            module_metrics(registry, self)
 
     # --- keys -----------------------------------------------------------------------------
 
