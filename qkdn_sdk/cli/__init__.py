@@ -19,7 +19,7 @@ One module per command group; this one builds :data:`app` from them, in the orde
 - :mod:`~qkdn_sdk.cli.messages`: ``messages``, ``decode``, ``transports``;
 - :mod:`~qkdn_sdk.cli.peers`: ``send``, ``listen``, ``certs``;
 - :mod:`~qkdn_sdk.cli.network`: ``serve``, ``demo`` and the ``network`` group (``up``,
-  ``configure``);
+  ``configure``), with :mod:`~qkdn_sdk.cli.views`: ``network show`` and ``network status``;
 - :mod:`~qkdn_sdk.cli.bench`: ``bench``;
 - :mod:`~qkdn_sdk.cli.conformance`: the ``conformance`` group (``km``, ``controller``,
   ``qkd-module``).
@@ -31,7 +31,7 @@ import sys
 
 import typer
 
-from qkdn_sdk.cli import bench, messages, network, peers
+from qkdn_sdk.cli import bench, messages, network, peers, views
 from qkdn_sdk.cli.conformance import conformance_app
 from qkdn_sdk.cli.network import network_app  # importable from here, as it was
 
@@ -63,6 +63,8 @@ app.command()(peers.certs)
 app.command("serve")(network.serve_role)
 app.command()(network.demo)
 app.command()(bench.bench)
+network_app.command("show")(views.network_show)
+network_app.command("status")(views.network_status_command)
 app.add_typer(network_app, name="network")
 app.add_typer(conformance_app, name="conformance")
 

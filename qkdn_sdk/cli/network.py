@@ -41,7 +41,6 @@ from qkdn_sdk.network import (
     parse_topology,
 )
 from qkdn_sdk.network.deployment import ROLES, load_role_config, write_role_configs
-from qkdn_sdk.network.picture import FORMATS, picture_of, render
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KMConfig, Routing
 
@@ -431,22 +430,3 @@ async def _show_link_keys(network: Network, console: Console, needed: int) -> No
 
 def _fingerprint(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:16]
-
-
-@network_app.command("show")
-def network_show(
-    topology: _Topology,
-    form: Annotated[
-        str,
-        typer.Option(
-            "--format", help=f"What to draw: {', '.join(FORMATS)} (Mermaid: GitHub draws it)."
-        ),
-    ] = "text",
-) -> None:
-    """Draw TOPOLOGY: its controller, KMs, QKD links (with their secret key rates and modes)
-    and applications, as text, a Mermaid flowchart or an SVG image, on stdout."""
-    if form not in FORMATS:
-        raise typer.BadParameter(
-            f"{form!r} is not a format: choose {', '.join(FORMATS)}", param_hint="--format"
-        )
-    typer.echo(render(picture_of(_topology(topology)), form), nl=False)

@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
 from qkdn_sdk.network.topology import Topology
 
-__all__ = ["FORMATS", "Picture", "as_mermaid", "as_svg", "as_text", "picture_of", "render"]
+__all__ = [
+    "FORMATS",
+    "Picture",
+    "as_mermaid",
+    "as_svg",
+    "as_text",
+    "live_picture",
+    "picture_of",
+    "render",
+]
 
 FORMATS = ("text", "mermaid", "svg")
 """What :func:`render` draws."""
@@ -61,7 +70,7 @@ def picture_of(topology: Topology, levels: Mapping[tuple[str, str], int] | None 
     for link in topology.links:
         a, b = link.kms
         if levels is not None:
-            label = f"{a}: {levels.get((a, b), 0):,} bits, {b}: {levels.get((b, a), 0):,} bits"
+            label = _levels(a, b, levels)
         else:
             source = "ETSI 014 KMEs" if link.kmes else link.mode.value
             label = f"{_rate(link.secret_key_rate)}, {source}"
@@ -71,6 +80,28 @@ def picture_of(topology: Topology, levels: Mapping[tuple[str, str], int] | None 
         kms=tuple(km.id for km in topology.kms),
         links=tuple(links),
         applications=tuple((app.id, app.km) for app in topology.applications),
+    )
+
+
+def _levels(a: str, b: str, levels: Mapping[tuple[str, str], int]) -> str:
+    return f"{a}: {levels.get((a, b), 0):,} bits, {b}: {levels.get((b, a), 0):,} bits"
+
+
+def live_picture(
+    controller: str,
+    kms: Sequence[str],
+    applications: Mapping[str, str],
+    levels: Mapping[tuple[str, str], int],
+) -> Picture:
+    """The picture of a running network: its links are the pairs of ``levels`` (``{(km,
+    neighbour): bits}``, the link key ``km`` holds to send to ``neighbour``, as its metrics
+    say), each labelled with the key both ends hold; ``applications`` maps each to its KM."""
+    pairs = sorted({(min(end), max(end)) for end in levels})
+    return Picture(
+        controller=controller,
+        kms=tuple(kms),
+        links=tuple(Link(kms=(a, b), label=_levels(a, b, levels)) for a, b in pairs),
+        applications=tuple(applications.items()),
     )
 
 
