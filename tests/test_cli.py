@@ -326,6 +326,12 @@ def test_demo_in_every_mode_and_routing(mode: str, routing: str) -> None:
     assert "Traceback" not in result.stderr
     assert f"relay route from the controller ({routing}): km-a -> km-b -> km-c" in result.stdout
     assert ("km-c pushed them to bob" in result.stdout) == (mode == "proactive")
+    words = " ".join(result.stdout.split())  # as wide as the terminal: the lines wrap
+    for hop in (
+        "km-a spent 1792 bits of link key on km-a-km-b",
+        "km-b spent 1792 bits of link key on km-b-km-c",
+    ):
+        assert f"{hop}: 1024 for the keys, 512 for authenticating the relay" in words
     assert result.stdout.rstrip().endswith("alice and bob hold the same keys")
 
 

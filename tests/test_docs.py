@@ -75,9 +75,11 @@ def test_readme_console_example_is_what_the_cli_prints(command: str, expected: l
 
 
 def _commands() -> list[str]:
+    """The commands and command groups of ``qkdn``."""
     from qkdn_sdk.cli import app
 
-    return sorted(command.name or command.callback.__name__ for command in app.registered_commands)  # type: ignore[union-attr]
+    commands = [command.name or command.callback.__name__ for command in app.registered_commands]  # type: ignore[union-attr]
+    return sorted([*commands, *(str(group.name) for group in app.registered_groups)])
 
 
 @pytest.mark.parametrize("command", _commands())
@@ -94,10 +96,13 @@ def test_the_cli_has_the_commands_the_docs_promise() -> None:
     assert _commands() == [
         "bench",
         "certs",
+        "conformance",
         "decode",
         "demo",
+        "keys",
         "listen",
         "messages",
+        "network",
         "send",
         "serve",
         "transports",

@@ -1,10 +1,14 @@
-"""The shell examples of the docs run as written and succeed.
+"""The shell examples of the docs run as written and succeed, and so does the README's Python
+program.
 
 Every ```sh block of README.md and docs/ runs in bash, in a temporary directory, with the
 installed ``qkdn`` first on PATH, and must exit 0. Two kinds of command are not run, each for a
 stated reason (:data:`NOT_RUN`): the README's test-command block, and the lines that make a
 virtual environment and install into it. Background jobs (``qkdn listen ... &``) are killed when
 the block ends, whatever happened.
+
+The README's ```python block of a running network is examples/get_keys.py, verbatim; it runs as
+written, against ``qkdn network up`` with its state in ``state`` beside it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
 from tests.test_cli import QKDN
+from tests.test_cli_keys import network_up
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+README_PROGRAM = ROOT / "examples" / "get_keys.py"
+"""The README's Python program of a running network."""
 BLOCK_TIMEOUT = 120
 """Seconds a block may run before it is killed and the test fails."""
 
@@ -136,3 +144,31 @@ def test_shell_example_runs(example: Example, tmp_path: Path) -> None:
     report = f"{example.where} exited {process.returncode}:\n{script}\n--- stdout\n{stdout}\n"
     assert process.returncode == 0, report + f"--- stderr\n{stderr}"
     assert "Traceback" not in stderr, stderr
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), re.S | re.M)
+
+
+def test_the_readme_python_program_is_the_example_file() -> None:
+    assert README_PROGRAM.read_text(encoding="utf-8") in _python_blocks(ROOT / "README.md")
+
+
+def test_the_readme_python_program_runs_against_a_running_network(tmp_path: Path) -> None:
+    program = tmp_path / "get_keys.py"
+    [block] = [b for b in _python_blocks(ROOT / "README.md") if "trio.run(main)" in b]
+    program.write_text(block, encoding="utf-8")
+    with network_up(tmp_path / "state"):  # where the program looks when given no path
+        result = subprocess.run(
+            [sys.executable, str(program)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    for line in lines:
+        assert re.fullmatch(r"alice and bob share key [0-9a-f-]{36} \(256 bits\)", line), line

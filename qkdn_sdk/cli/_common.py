@@ -9,6 +9,8 @@ before it starts anything.
   which checks them against the URL's transport (:func:`_transport_of`), and the validators of
   the options in seconds: errors speak of ``--ca``, ``--cert`` and ``--key`` rather than of
   Python objects;
+- :func:`_choice`, the parser of an option with a fixed set of values, whose error says what
+  the value should have been (``'nope' is not a transport: choose tcp+tls, https, grpcs``);
 - JSON on stdout (:func:`_print_json`) and log records on stderr, one line each
   (:func:`_logging_to_stderr`).
 """
@@ -16,12 +18,13 @@ before it starts anything.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import trio
@@ -63,6 +66,7 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
 
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
 
 
 def _run(function: Callable[[], Awaitable[_T]]) -> _T:
@@ -84,6 +88,28 @@ def _run(function: Callable[[], Awaitable[_T]]) -> _T:
         if all(isinstance(leaf, QkdnError) for leaf in leaves):
             raise leaves[0] from None
         raise
+
+
+def _not_one_of(value: str, what: str, choices: Iterable[str]) -> str:
+    """The error of a value outside its choices: ``'nope' is not a transport: choose tcp,
+    https``."""
+    return f"{value!r} is not {what}: choose {', '.join(choices)}"
+
+
+def _choice(choices: type[_E], what: str) -> Callable[[Any], _E]:
+    """The ``parser=`` of an option whose values are those of the enum ``choices``; ``what``
+    names one, with its article (``"a transport"``). The option keeps its enum annotation, so
+    ``--help`` and shell completion still list the values."""
+
+    def parse(value: Any) -> _E:
+        if isinstance(value, choices):  # the default
+            return value
+        for choice in choices:
+            if choice.value == value:
+                return choice
+        raise typer.BadParameter(_not_one_of(str(value), what, (c.value for c in choices)))
+
+    return parse
 
 
 def _positive_seconds(value: float) -> float:

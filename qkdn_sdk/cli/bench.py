@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from qkdn_sdk.bench import DEFAULT_TRANSPORTS, Figure, run_bench
-from qkdn_sdk.cli._common import _run, fail
+from qkdn_sdk.cli._common import _not_one_of, _run, fail
 from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.transport import transport_registry
 
@@ -57,10 +57,7 @@ def bench(
         transports = [scheme for scheme in DEFAULT_TRANSPORTS if scheme in installed]
     for scheme in transports:
         if scheme not in installed:
-            fail(
-                f"--transport {scheme}: no installed transport serves {scheme}:// "
-                "(see qkdn transports)"
-            )
+            fail(f"--transport: {_not_one_of(scheme, 'an installed transport', sorted(installed))}")
     if json_path is not None:  # said now, not after minutes of measuring
         directory = json_path.parent
         if json_path.is_dir():

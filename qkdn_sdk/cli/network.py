@@ -1,4 +1,4 @@
-"""``qkdn network up``, ``qkdn network configure``, ``qkdn serve`` and ``qkdn demo``: running
+"""``qkdn network up``, ``qkdn network configure``, ``qkdn serve ROLE`` and ``qkdn demo``: running
 the roles of a QKD network.
 
 ``network up`` runs every role of a topology file in this process, on loopback with real
@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from qkdn_sdk.cli._common import _logging_to_stderr, _run, fail
+from qkdn_sdk.cli._common import _choice, _logging_to_stderr, _run, fail
 from qkdn_sdk.client import KeyManagerClient
 from qkdn_sdk.errors import QkdnError
 from qkdn_sdk.network import (
@@ -40,7 +40,7 @@ from qkdn_sdk.network import (
     load_topology,
     parse_topology,
 )
-from qkdn_sdk.network.deployment import ROLES, load_role_config, write_role_configs
+from qkdn_sdk.network.deployment import load_role_config, write_role_configs
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KMConfig, Routing
 
@@ -51,7 +51,7 @@ __all__ = [
     "network_app",
     "network_configure",
     "network_up",
-    "serve_role",
+    "serve_app",
 ]
 
 
@@ -197,26 +197,134 @@ def network_configure(
         typer.echo(f"qkdn serve {roles.get(role_id, 'qkd-module')} --config {path}")
 
 
-def serve_role(
-    role: Annotated[str, typer.Argument(metavar="ROLE", help=f"One of: {', '.join(ROLES)}.")],
-    config: Annotated[
-        Path,
-        typer.Option("--config", help="The role's config file ('qkdn network configure')."),
-    ],
-    verbose: Annotated[
-        bool, typer.Option("--verbose", help="Log every request served, not only problems.")
-    ] = False,
-) -> None:
-    """Run one role (a KM, the QKDN controller or a simulated QKD module) as this process,
-    until Ctrl+C or SIGTERM: the deployment where every node is its own machine."""
-    if role not in ROLES:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(ROLES)}, not {role!r}", param_hint="ROLE"
-        )
+serve_app = typer.Typer(
+    help="Run one role of a deployment as this process, from the config file 'qkdn network "
+    "configure' wrote for it, until Ctrl+C or SIGTERM: the deployment where every node is its "
+    "own machine.",
+    no_args_is_help=True,
+)
+
+_Config = Annotated[
+    Path, typer.Option("--config", help="The role's config file ('qkdn network configure').")
+]
+_Verbose = Annotated[
+    bool, typer.Option("--verbose", help="Log every request served, not only problems.")
+]
+
+
+@serve_app.command("km")
+def serve_km(config: _Config, verbose: _Verbose = False) -> None:
+    """Run a key manager: it serves its applications (Ak), its neighbour KMs (KM link),
+    its QKD modules (Kq-1) and reports to the controller (Ck).
+
+    Its file (STATE_DIR/config/<km>.toml from 'qkdn network configure'; relative paths are
+    relative to the file) holds its ID, its key store, the applications it serves, its URLs, its
+    controller, its TLS files and one [[link]] per neighbour:
+
+    \b
+        role = "km"
+        id = "km-a"
+        store = "../km-a.sqlite3"     # or "postgresql://user@host/db"
+        applications = ["alice"]
+        routing = "distributed"       # or "centralized" (Q.4164 clauses 7.1, 7.2)
+        [listen]
+        ak = "tcp+tls://127.0.0.1:7002"
+        "ak@https" = "https://127.0.0.1:7006"    # more schemes of one interface
+        ck = "tcp+tls://127.0.0.1:7003"
+        kq1 = "tcp+tls://127.0.0.1:7004"
+        kx = "tcp+tls://127.0.0.1:7005"
+        [controller]
+        id = "controller"
+        url = "tcp+tls://127.0.0.1:7000"
+        [tls]
+        ca = "../pki/ca.pem"
+        cert = "../pki/km-a.pem"
+        key = "../pki/km-a.key"
+        [[link]]
+        neighbour = "km-b"
+        url = "tcp+tls://127.0.0.1:7012"   # km-b's KM link (kx) URL
+        module = "km-a.km-b"               # our QKD module on the link
+        mode = "proactive"                 # or "on-request", with module_url
+
+    Optional: key_encryption_key (file:PATH, env:NAME or command:...), options (further
+    KMConfig fields), replica = true (a second process of a KM on its PostgreSQL store)."""
+    _serve("km", config, verbose)
+
+
+@serve_app.command("controller")
+def serve_controller(config: _Config, verbose: _Verbose = False) -> None:
+    """Run the QKDN controller: it serves the KMs (Ck: routes, link status) and the QKD
+    modules' link reports.
+
+    Its file (STATE_DIR/config/controller.toml from 'qkdn network configure') holds its ID, its
+    Ck URL, the network it controls (KMs, links, applications, QKD modules) and its TLS files:
+
+    \b
+        role = "controller"
+        id = "controller"
+        listen = "tcp+tls://127.0.0.1:7000"
+        also_listen = ["grpcs://127.0.0.1:7001"]   # optional
+        kms = ["km-a", "km-b", "km-c"]
+        links = [["km-a", "km-b"], ["km-b", "km-c"]]
+        [applications]
+        alice = "km-a"
+        bob = "km-c"
+        [modules]
+        "km-a.km-b" = ["km-a", "km-b"]
+        "km-b.km-a" = ["km-a", "km-b"]
+        [tls]
+        ca = "../pki/ca.pem"
+        cert = "../pki/controller.pem"
+        key = "../pki/controller.key"
+    """
+    _serve("controller", config, verbose)
+
+
+@serve_app.command("qkd-module")
+def serve_qkd_module(config: _Config, verbose: _Verbose = False) -> None:
+    """Run a simulated QKD module: one end of a QKD link, supplying QKD-keys to its KM (Kq-1)
+    at the link's secret key rate.
+
+    Its file (STATE_DIR/config/<km>.<neighbour>.toml from 'qkdn network configure'; readable by
+    its owner only, as it holds the link's secret) holds its ID, the module at the other end,
+    its KM, how it supplies keys, the link's rate and secret and its TLS files:
+
+    \b
+        role = "qkd-module"
+        id = "km-a.km-b"
+        matching_id = "km-b.km-a"      # the module at the other end of the link
+        km_id = "km-a"
+        peer_km_id = "km-b"
+        mode = "proactive"             # pushes keys to km_url; "on-request": serves listen
+        km_url = "tcp+tls://127.0.0.1:7004"
+        secret_key_rate = 256000.0     # bits per second
+        key_size = 4096
+        buffer_keys = 256              # ready keys held for the KM; beyond, the oldest dropped
+        epoch = 1796681983.2           # the link's start, the same at both ends
+        link_secret = "ba76...ed20"    # hex, the same at both ends
+        [controller]                   # optional: where it reports its link's status
+        id = "controller"
+        url = "tcp+tls://127.0.0.1:7000"
+        [tls]
+        ca = "../pki/ca.pem"
+        cert = "../pki/km-a.km-b.pem"
+        key = "../pki/km-a.km-b.key"
+    """
+    _serve("qkd-module", config, verbose)
+
+
+def _role_name(role: str, role_id: str) -> str:
+    """``km km-a``; just ``controller`` for the controller called controller."""
+    return role if role_id == role else f"{role} {role_id}"
+
+
+def _serve(role: str, config: Path, verbose: bool) -> None:
+    """Run ``role`` from its file ``config`` until Ctrl+C or SIGTERM."""
     try:
         spec = load_role_config(config, role)
     except QkdnError as exc:
         fail(str(exc))
+    name = _role_name(role, spec.id)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -224,15 +332,15 @@ def serve_role(
             serving = await nursery.start(spec.run)
             urls = serving.urls
             if isinstance(urls, dict):
-                where = ", ".join(f"{name} {url}" for name, url in urls.items())
+                where = ", ".join(f"{key} {url}" for key, url in urls.items())
             else:
                 where = urls or f"pushing keys to {getattr(spec.config, 'km_url', None)}"
-            typer.echo(f"{role} {spec.id} serves: {where} (Ctrl+C to stop)", err=True)
+            typer.echo(f"{name} serves: {where} (Ctrl+C to stop)", err=True)
             if serving.metrics:
-                typer.echo(f"{role} {spec.id} serves metrics: {serving.metrics}", err=True)
+                typer.echo(f"{name} serves metrics: {serving.metrics}", err=True)
 
     level = logging.INFO if verbose else logging.WARNING
-    _run_until_stopped(run, f"{role} {spec.id}", prefix=f"qkdn {role} {spec.id}", level=level)
+    _run_until_stopped(run, name, prefix=f"qkdn {name}", level=level)
 
 
 class DemoMode(enum.Enum):
@@ -261,6 +369,7 @@ def demo(
         Routing | None,
         typer.Option(
             "--routing",
+            parser=_choice(Routing, "a routing"),
             help="Q.4164 clause 7.1 (each KM asks for its next hop) or 7.2 (the source KM gets "
             "the whole route); default: the topology's.",
         ),
@@ -269,6 +378,7 @@ def demo(
         DemoMode,
         typer.Option(
             "--mode",
+            parser=_choice(DemoMode, "a mode"),
             help="Q.4161 clause 7.1 (bob fetches the keys by ID) or 7.2 (a session: bob's KM "
             "pushes them).",
         ),
@@ -277,6 +387,7 @@ def demo(
         DemoTransport,
         typer.Option(
             "--transport",
+            parser=_choice(DemoTransport, "a transport"),
             help="How the applications reach their KMs: Q.4161 Appendix I frames over mutual "
             "TLS, ETSI GS QKD 014 (Appendix II; key supply upon request only), or gRPC with "
             "mutual TLS.",
@@ -398,7 +509,10 @@ async def _demo(
             for neighbour, bits in manager.spent_bits.items():
                 spent = bits - spent_before[km_id][neighbour]
                 if spent:
-                    console.print(f"{km_id} spent {spent} bits of link key on {km_id}-{neighbour}")
+                    console.print(
+                        f"{km_id} spent {spent} bits of link key on {km_id}-{neighbour}"
+                        + (f": {_relay_cost(number, size)}" if spent == needed else "")
+                    )
         same = keys == fetched  # the same IDs and the same bytes, in order
         if same:
             console.print(f"[bold green]{source.id} and {destination.id} hold the same keys[/]")
@@ -426,6 +540,27 @@ async def _show_link_keys(network: Network, console: Console, needed: int) -> No
             if ready == len(tasks):
                 return
             await trio.sleep(0.05)  # screen refresh
+
+
+def _relay_cost(number: int, size: int) -> str:
+    """What the link key one hop of a relay of ``number`` keys of ``size`` bits spends pays for
+    (:func:`qkdn_sdk.roles.relay.units_for`): ``1024 for the keys, 512 for authenticating the
+    relay (...), 256 for encrypting its metadata``."""
+    keys = number * size
+    total = otp.units_for(otp.MAC_KEY_BYTES + keys // 8) * otp.UNIT_BITS
+    # The hop's units: its one-time MAC key, then the metadata key (otp.KEY_UNITS), then the pad
+    # of the end-to-end one-time MAC key and the keys, in whole units.
+    authentication = otp.UNIT_BITS + otp.MAC_KEY_BYTES * 8
+    metadata = (otp.KEY_UNITS - 1) * otp.UNIT_BITS
+    parts = [
+        f"{keys} for the keys",
+        f"{authentication} for authenticating the relay (one-time MAC keys: this hop's and the "
+        "end-to-end one)",
+        f"{metadata} for encrypting its metadata",
+    ]
+    if fill := total - keys - authentication - metadata:
+        parts.append(f"{fill} to fill the last unit of {otp.UNIT_BITS} bits")
+    return ", ".join(parts)
 
 
 def _fingerprint(key: bytes) -> str:

@@ -16,7 +16,7 @@ produces a key of the past, so a module that crashed and restarted never issues 
 The buffer holds the ready keys not yet delivered. Since a key is a function of its index, the
 buffer is only a range of indices ``[oldest, next)``; key bytes exist only while a key is being
 sent. When more than ``buffer_keys`` keys are ready the oldest are dropped (counted in
-:attr:`QKDModule.stats`, and a warning at most every 10 s). The buffer catches up with the clock
+:attr:`QKDModule.stats`, and a warning at most once a minute). The buffer catches up with the clock
 whenever it is looked at (:meth:`QKDModule.run`'s tasks, a key request, :attr:`QKDModule.stats`),
 so no task has to wake for every key.
 

@@ -28,7 +28,10 @@ logger = logging.getLogger("qkdn_sdk.roles.qkd_module")
 _MAX_INDEX = 1 << 96
 """Key indices fill the 12 nonce bytes of ChaCha20."""
 
-_DROP_WARNING_INTERVAL = 10.0
+_DROP_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings of dropped keys of one module: the first drop is said at once,
+the drops since then at most this often, summed (a link that outruns its KM drops keys all the
+time; a line per key, or per second, would bury everything else in the log)."""
 _MIN_WAIT = 0.001
 """Seconds to wait when the clock says a key's ready time has come but the rounding of the key
 count does not yet agree (never a busy loop)."""
@@ -167,11 +170,14 @@ class KeyBuffer:
             or now - self._last_drop_warning >= _DROP_WARNING_INTERVAL
         ):
             logger.warning(
-                "QKD module %s dropped %d keys: its buffer of %d keys was full (%d dropped in all)",
+                "QKD module %s dropped %d keys (%d dropped in all): its buffer of %d keys was "
+                "full, as its KM takes keys slower than the link makes them, or holds all the "
+                "link key it may; harmless unless the KM runs short of link key (said at most "
+                "once a minute)",
                 self._config.module_id,
                 self._unreported_drops,
-                self._config.buffer_keys,
                 self._dropped,
+                self._config.buffer_keys,
             )
             self._unreported_drops = 0
             self._last_drop_warning = now
