@@ -131,3 +131,111 @@ def test_network_up_refuses_a_store_it_does_not_know_in_one_line(tmp_path: Path)
     assert done.stderr.splitlines() == [
         "qkdn: --store: store must be 'sqlite', 'memory' or a postgresql:// URL, not 'mysql://db'"
     ]
+
+
+# --- one network per state directory, and `qkdn network down` -------------------------------
+
+
+def qkdn(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qkdn_sdk", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def files_in(directory: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*")}
+
+
+def shape(value: Any) -> Any:
+    """``value`` with every URL as its scheme only: what stays when the ports differ."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, str) and "://" in value:
+        return value.split("://", 1)[0]
+    return value
+
+
+async def start_network_up(state: Path) -> tuple[trio.Process, str]:
+    """``qkdn network up`` on line3 in ``state``, once it says its roles serve."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "qkdn_sdk", "network", "up", str(LINE3), "--state-dir", str(state)],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    with trio.fail_after(60):
+        said = await _wait_for_line(process.stderr, "network up: ")
+    return process, said
+
+
+async def test_network_down_stops_the_one_network_of_a_state_directory(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    process, _ = await start_network_up(state)
+    try:
+        pidfile = state / "network.pid"
+        assert pidfile.read_text() == f"{process.pid}\n"
+        assert pidfile.stat().st_mode & 0o777 == 0o600
+        assert (state / ".gitignore").read_text().splitlines()[-1] == "*"
+        pki = files_in(state / "pki")
+
+        # a second network on the directory: refused before it changes a file
+        second = await trio.to_thread.run_sync(
+            qkdn, "network", "up", str(LINE3), "--state-dir", str(state)
+        )
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [
+            f"qkdn: {state} is in use by another network (pid {process.pid}): stop it with "
+            f"'qkdn network down {state}'"
+        ]
+        assert files_in(state / "pki") == pki
+
+        # configure writes the endpoints of its roles as network up writes those it runs
+        configured = tmp_path / "deploy"
+        done = await trio.to_thread.run_sync(
+            qkdn, "network", "configure", str(LINE3), "--state-dir", str(configured)
+        )
+        assert done.returncode == 0, done.stderr
+        up_endpoints = json.loads((state / "endpoints.json").read_text())
+        assert shape(json.loads((configured / "endpoints.json").read_text())) == shape(up_endpoints)
+
+        down = await trio.to_thread.run_sync(qkdn, "network", "down", str(state))
+        assert (down.returncode, down.stderr) == (0, f"network in {state} stopped\n")
+        assert process.poll() is not None  # down returns once the network has ended
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            status = await process.wait()
+    assert status == 0
+    assert not (state / "network.pid").exists()
+    again = await trio.to_thread.run_sync(qkdn, "network", "down", str(state))
+    assert (again.returncode, again.stderr) == (
+        1,
+        f"qkdn: no network runs in {state}: it has no network.pid\n",
+    )
+
+    # started again, the network keeps the certificates and keys its applications hold
+    process, _ = await start_network_up(state)
+    process.send_signal(signal.SIGTERM)
+    with trio.fail_after(30):
+        assert await process.wait() == 0
+    assert files_in(state / "pki") == pki
+
+
+def test_network_down_signals_no_process_that_does_not_hold_the_directory(
+    tmp_path: Path,
+) -> None:
+    """A pidfile left by a network that was killed (SIGKILL: no clean stop) names a process
+    that may since be another one: here this test's own, which must not get SIGTERM."""
+    (tmp_path / "network.pid").write_text(f"{os.getpid()}\n")
+    down = qkdn("network", "down", str(tmp_path))
+    assert down.returncode == 1
+    assert down.stderr.splitlines() == [
+        f"qkdn: no network runs in {tmp_path}: its network.pid (pid {os.getpid()}) was left by "
+        "a network that did not stop cleanly; removed it"
+    ]
+    assert not (tmp_path / "network.pid").exists()

@@ -6,6 +6,7 @@ files ``qkdn network configure`` wrote, and gets keys relayed from alice to bob 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from qkdn_sdk.cli import app
 from qkdn_sdk.client import KeyManagerClient, SuppliedKey
 from qkdn_sdk.network import load_topology, parse_topology
 from qkdn_sdk.network.deployment import (
+    Existing,
     RoleConfig,
     RoleConfigError,
     load_role_config,
@@ -39,6 +42,7 @@ from qkdn_sdk.roles.keystore import SQLiteKeyStore
 from qkdn_sdk.roles.km import KMConfig
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModuleConfig
 from qkdn_sdk.testing.literal import LiteralController
+from qkdn_sdk.tls import TLSConfig
 
 ROOT = Path(__file__).parent.parent
 LINE3 = ROOT / "examples" / "topologies" / "line3.toml"
@@ -382,6 +386,12 @@ async def start_roles(deployment: dict[str, Path], nursery: trio.Nursery) -> dic
     return roles
 
 
+async def serving(deployment: dict[str, Path], roles: dict[str, Role]) -> None:
+    """Return once every role of ``deployment`` said it serves."""
+    for role_id in deployment:
+        await roles[role_id].wait_for(f"{said_name(deployment, role_id)} serves: ")
+
+
 async def stop_roles(roles: dict[str, Role]) -> None:
     """SIGTERM to every role still running, and wait for each to end."""
     for role in roles.values():
@@ -421,8 +431,7 @@ async def test_every_role_in_its_own_process(deployment: dict[str, Path], tmp_pa
         roles = await start_roles(deployment, nursery)
         try:
             with trio.fail_after(WAIT):
-                for role_id, role in roles.items():
-                    await role.wait_for(f"{said_name(deployment, role_id)} serves: ")
+                await serving(deployment, roles)
                 # both ends of both links cut link keys (the modules started at different times)
                 for km_id, neighbour in (
                     ("km-a", "km-b"),
@@ -521,3 +530,243 @@ def test_a_controller_file_may_require_authentication(deployment: dict[str, Path
         )
     )
     assert load_role_config(path, "controller").config.require_authentication  # type: ignore[union-attr]
+
+
+# --- configuring a directory again --------------------------------------------------------
+
+
+def configure(
+    directory: Path, *options: str, topology: Path = LINE3
+) -> subprocess.CompletedProcess[str]:
+    """``qkdn network configure`` as its own process."""
+    command = [sys.executable, "-m", "qkdn_sdk", "network", "configure", str(topology)]
+    return subprocess.run(
+        [*command, "--state-dir", str(directory), "--first-port", str(first_port()), *options],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+
+
+def contents(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_configure_refuses_a_directory_that_holds_a_deployment(tmp_path: Path) -> None:
+    deploy = tmp_path / "deploy"
+    assert configure(deploy).returncode == 0
+    before = contents(deploy)
+    done = configure(deploy)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"qkdn: {deploy} already holds a deployment ({deploy}/config/ and {deploy}/pki/): "
+        "update it with --update (keeps its PKI, link secrets and ports) or replace it with "
+        "--force"
+    ]
+    assert contents(deploy) == before  # not a byte changed
+
+
+def test_configure_force_replaces_the_deployment(tmp_path: Path) -> None:
+    files = write_role_configs(load_topology(LINE3), tmp_path, first_port=first_port())
+    secret = load_role_config(files["km-a.km-b"], "qkd-module").config.link_secret  # type: ignore[union-attr]
+    key = (tmp_path / "pki" / "alice.key").read_bytes()
+    ca = (tmp_path / "pki" / "ca.pem").read_bytes()
+    assert configure(tmp_path, "--force").returncode == 0
+    assert load_role_config(files["km-a.km-b"], "qkd-module").config.link_secret != secret  # type: ignore[union-attr]
+    assert (tmp_path / "pki" / "alice.key").read_bytes() != key
+    assert (tmp_path / "pki" / "ca.pem").read_bytes() == ca  # the CA stays (write_dev_pki)
+
+
+def test_configure_makes_its_directory_ignored_by_git(tmp_path: Path) -> None:
+    deploy = tmp_path / "deploy"
+    write_role_configs(load_topology(LINE3), deploy, first_port=first_port())
+    assert "*" in (deploy / ".gitignore").read_text().splitlines()
+    assert stat.S_IMODE(deploy.stat().st_mode) == 0o700
+    # a directory it did not make is not its to ignore
+    write_role_configs(load_topology(LINE3), tmp_path / "mine", first_port=first_port())
+    (tmp_path / "other").mkdir()
+    write_role_configs(load_topology(LINE3), tmp_path / "other", first_port=first_port())
+    assert not (tmp_path / "other" / ".gitignore").exists()
+
+
+def test_the_repository_ignores_the_readmes_deploy_directory() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--state-dir deploy " in readme
+    assert "deploy/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_configure_writes_the_endpoints_of_its_roles(deployment: dict[str, Path]) -> None:
+    directory = deployment["controller"].parent.parent
+    endpoints = json.loads((directory / "endpoints.json").read_text())
+    controller = load_role_config(deployment["controller"], "controller").config
+    assert isinstance(controller, ControllerConfig)
+    assert endpoints["controller"] == {
+        "id": "controller",
+        "ck": {url.split(":")[0]: url for url in (controller.listen_url, *controller.also_listen)},
+    }
+    km_a = load_role_config(deployment["km-a"], "km").config
+    assert isinstance(km_a, KMConfig)
+    assert endpoints["kms"]["km-a"]["ak"] == {
+        "tcp+tls": km_a.listen["ak"],
+        "https": km_a.listen["ak@https"],
+        "grpcs": km_a.listen["ak@grpcs"],
+    }
+    assert endpoints["kms"]["km-a"]["kx"] == {"tcp+tls": km_a.listen["kx"]}
+    assert endpoints["ca"] == "pki/ca.pem"
+    assert endpoints["apps"] == {
+        "alice": {"km": "km-a", "cert": "pki/alice.pem", "key": "pki/alice.key"},
+        "bob": {"km": "km-c", "cert": "pki/bob.pem", "key": "pki/bob.key"},
+    }
+    for entry in endpoints["apps"].values():  # relative to the file, and there
+        assert (directory / entry["cert"]).is_file()
+
+
+LINE2 = """
+transport = "tcp+tls"
+[controller]
+id = "controller"
+[[km]]
+id = "km-a"
+[[km]]
+id = "km-b"
+[[link]]
+kms = ["km-a", "km-b"]
+secret_key_rate = 256_000
+mode = "proactive"
+[[application]]
+id = "alice"
+km = "km-a"
+[[application]]
+id = "dave"
+km = "km-b"
+"""
+
+
+def test_configure_update_drops_what_is_gone_and_keeps_what_stays(tmp_path: Path) -> None:
+    files = write_role_configs(load_topology(LINE3), tmp_path, first_port=first_port())
+    config_dir = files["km-a"].parent
+    # what an operator did to the deployment: km-a on PostgreSQL, a replica's file of its own
+    km_a = tomllib.loads(files["km-a"].read_text())
+    files["km-a"].write_text(
+        tomli_w.dumps(km_a | {"store": "postgresql://km@db/qkd", "key_encryption_key": "env:K"})
+    )
+    (config_dir / "km-a-replica.toml").write_text(
+        tomli_w.dumps(km_a | {"replica": True, "listen": {"ak": km_a["listen"]["ak"]}})
+    )
+    before = {role_id: load_role_config(path, role_of(path)) for role_id, path in files.items()}
+    pki = {name: (tmp_path / "pki" / name).read_bytes() for name in ("ca.key", "km-a.key")}
+
+    updated = write_role_configs(
+        parse_topology(LINE2), tmp_path, first_port=first_port(), existing=Existing.UPDATE
+    )
+
+    assert list(updated) == ["controller", "km-a", "km-b", "km-a.km-b", "km-b.km-a"]
+    assert sorted(path.name for path in config_dir.iterdir()) == sorted(
+        [*(f"{role_id}.toml" for role_id in updated), "km-a-replica.toml"]
+    )
+    after = {role_id: load_role_config(path, role_of(path)) for role_id, path in updated.items()}
+    assert after["controller"].config.listen_url == before["controller"].config.listen_url  # type: ignore[union-attr]
+    kept = after["km-a"].config.listen.items()  # type: ignore[union-attr]
+    assert kept <= before["km-a"].config.listen.items()  # type: ignore[union-attr]
+    assert sorted(dict(kept)) == ["ak", "ck", "kq1", "kx"]  # LINE2 has no `also`
+    assert (after["km-a"].store, after["km-a"].key_encryption_key) == (
+        "postgresql://km@db/qkd",
+        "env:K",
+    )
+    assert after["km-b"].store == tmp_path / "km-b.sqlite3"
+    for module in ("km-a.km-b", "km-b.km-a"):
+        old, new = before[module].config, after[module].config
+        assert isinstance(old, QKDModuleConfig)
+        assert isinstance(new, QKDModuleConfig)
+        assert (new.link_secret, new.epoch) == (old.link_secret, old.epoch)
+    assert [link.neighbour for link in after["km-b"].config.links] == ["km-a"]  # type: ignore[union-attr]
+    assert after["km-b"].config.applications == {"dave"}  # type: ignore[union-attr]
+    # the PKI kept its keys, issued dave's and dropped those of km-c, its modules and bob
+    assert pki == {name: (tmp_path / "pki" / name).read_bytes() for name in pki}
+    names = sorted(path.stem for path in (tmp_path / "pki").glob("*.pem"))
+    assert names == sorted(["ca", *parse_topology(LINE2).entities()])
+    assert json.loads((tmp_path / "endpoints.json").read_text())["apps"]["dave"]["km"] == "km-b"
+
+
+def test_configure_update_refuses_a_role_file_it_cannot_read(
+    deployment: dict[str, Path],
+) -> None:
+    directory = deployment["controller"].parent.parent
+    deployment["km-b"].write_text("role = ")
+    before = contents(directory)
+    with pytest.raises(RoleConfigError, match=r"km-b\.toml: not valid TOML"):
+        write_role_configs(
+            load_topology(LINE3), directory, first_port=first_port(), existing=Existing.UPDATE
+        )
+    assert contents(directory) == before
+
+
+async def test_configure_update_keeps_a_running_deployment_working(tmp_path: Path) -> None:
+    """Every role of line3 runs from its file; an application (carol, on km-a) is added with
+    ``configure --update``; km-a, the controller and km-a's QKD module restart from the new
+    files while the others go on with the old ones, and carol gets keys relayed to bob, reaching
+    km-a with what endpoints.json says."""
+    deploy = tmp_path / "deploy"
+    deployment = write_role_configs(load_topology(LINE3), deploy, first_port=first_port())
+    before = {path.name: tomllib.loads(path.read_text()) for path in deployment.values()}
+    with_carol = tmp_path / "line3-carol.toml"
+    with_carol.write_text(LINE3.read_text() + '\n[[application]]\nid = "carol"\nkm = "km-a"\n')
+    async with trio.open_nursery() as nursery:
+        roles = await start_roles(deployment, nursery)
+        try:
+            with trio.fail_after(WAIT):
+                await serving(deployment, roles)
+            # the roles hold their ports now: without --update they would all move
+            done = await trio.to_thread.run_sync(
+                partial(configure, deploy, "--update", topology=with_carol)
+            )
+            assert done.returncode == 0, done.stderr
+            after = {path.name: tomllib.loads(path.read_text()) for path in deployment.values()}
+            for name, old in before.items():
+                new = after[name]
+                assert new.get("listen") == old.get("listen"), name
+                assert new.get("link_secret") == old.get("link_secret"), name
+                assert new.get("epoch") == old.get("epoch"), name
+            assert after["km-a.toml"]["applications"] == ["alice", "carol"]
+            assert after["controller.toml"]["applications"]["carol"] == "km-a"
+
+            restarted = {
+                role_id: deployment[role_id] for role_id in ("controller", "km-a", "km-a.km-b")
+            }
+            await stop_roles({role_id: roles[role_id] for role_id in restarted})
+            roles |= await start_roles(restarted, nursery)
+            with trio.fail_after(WAIT):
+                await roles["km-a"].wait_for("km-a: link to km-b ready")
+                for km_id, neighbour in (("km-a", "km-b"), ("km-b", "km-c")):
+                    await roles["controller"].wait_for(f"link {km_id}->{neighbour} has key")
+                keys, fetched = await carol_to_bob(deploy / "endpoints.json")
+            assert fetched == keys  # relayed by the old km-b on a key the new module matches
+        finally:
+            await stop_roles(roles)
+    for role in roles.values():
+        assert role.process.returncode == 0, role.said
+
+
+async def carol_to_bob(endpoints_file: Path) -> tuple[list[SuppliedKey], list[SuppliedKey]]:
+    """2 keys carol gets for bob and bob fetches by ID, each reaching its KM's Ak with the
+    URL, CA, certificate and key ``endpoints_file`` gives it."""
+    endpoints = json.loads(endpoints_file.read_text())
+    here = endpoints_file.parent
+
+    def client(app: str) -> AbstractAsyncContextManager[KeyManagerClient]:
+        entry = endpoints["apps"][app]
+        tls = TLSConfig(
+            ca=here / endpoints["ca"], cert=here / entry["cert"], key=here / entry["key"]
+        )
+        return KeyManagerClient.connect(endpoints["kms"][entry["km"]]["ak"]["tcp+tls"], tls=tls)
+
+    async with client("carol") as carol:
+        keys = await carol.get_keys("bob", 2, 256)
+    async with client("bob") as bob:
+        fetched = await bob.get_keys_with_ids("carol", [key.key_id for key in keys])
+    return keys, fetched

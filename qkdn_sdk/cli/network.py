@@ -40,7 +40,8 @@ from qkdn_sdk.network import (
     load_topology,
     parse_topology,
 )
-from qkdn_sdk.network.deployment import load_role_config, write_role_configs
+from qkdn_sdk.network._state import stop_network
+from qkdn_sdk.network.deployment import Existing, load_role_config, write_role_configs
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KMConfig, Routing
 
@@ -50,6 +51,7 @@ __all__ = [
     "demo",
     "network_app",
     "network_configure",
+    "network_down",
     "network_up",
     "serve_app",
 ]
@@ -106,7 +108,8 @@ def network_up(
         Path,
         typer.Option(
             "--state-dir",
-            help="Where the PKI, the key stores and endpoints.json go (made when missing).",
+            help="Where the PKI, the key stores and endpoints.json go (made when missing); "
+            "one network at a time.",
         ),
     ],
     store: Annotated[
@@ -181,20 +184,62 @@ def network_configure(
             "metrics there (plain HTTP), on a port of its own.",
         ),
     ] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="STATE_DIR holds a deployment: keep its PKI, link secrets and start times, "
+            "and the ports and key stores of the roles still in TOPOLOGY; add the new roles, "
+            "remove the files of those that are gone.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="STATE_DIR holds a deployment: replace it (new ports, link secrets, "
+            "certificates; running roles no longer match).",
+        ),
+    ] = False,
 ) -> None:
-    """Write the PKI and one config file per role of TOPOLOGY (controller, KMs, QKD modules),
-    every URL on a fixed port, for running each role as its own process with 'qkdn serve'.
+    """Write the PKI, one config file per role of TOPOLOGY (controller, KMs, QKD modules),
+    every URL on a fixed port, and STATE_DIR/endpoints.json, for running each role as its own
+    process with 'qkdn serve'. A STATE_DIR that holds a deployment is refused unless --update
+    or --force says what to do with it.
 
     Prints the command that starts each role. QKD module files hold their link's secret and are
     readable by their owner only."""
+    if update and force:
+        fail("--update and --force exclude each other: keep the deployment or replace it")
     spec = _topology(topology)
+    existing = Existing.UPDATE if update else Existing.REPLACE if force else Existing.REFUSE
     try:
-        files = write_role_configs(spec, state_dir, first_port=first_port, metrics=metrics)
+        files = write_role_configs(
+            spec, state_dir, first_port=first_port, existing=existing, metrics=metrics
+        )
     except QkdnError as exc:
         fail(str(exc))
     roles = {spec.controller_id: "controller", **{km.id: "km" for km in spec.kms}}
     for role_id, path in files.items():
         typer.echo(f"qkdn serve {roles.get(role_id, 'qkd-module')} --config {path}")
+    typer.echo(f"endpoints in {state_dir / ENDPOINTS_FILE}", err=True)
+
+
+@network_app.command("down")
+def network_down(
+    state_dir: Annotated[
+        Path,
+        typer.Argument(metavar="STATE_DIR", help="The --state-dir of the running network."),
+    ],
+) -> None:
+    """Stop the network 'qkdn network up' runs in STATE_DIR: SIGTERM to the process its
+    pidfile names (after checking that it holds STATE_DIR's lock), then wait, at most 30
+    seconds, until it has stopped every role."""
+    try:
+        stop_network(state_dir)
+    except QkdnError as exc:
+        fail(str(exc))
+    typer.echo(f"network in {state_dir} stopped", err=True)
 
 
 serve_app = typer.Typer(

@@ -4,8 +4,11 @@ Theory of operation
 -------------------
 :class:`Network` turns a :class:`~qkdn_sdk.network.topology.Topology` into running roles:
 
+0. the state directory's lock (``STATE_DIR/network.lock``, held until the network stops: a
+   second network on the directory is refused before it changes a file) and its pidfile
+   ``STATE_DIR/network.pid`` (what ``qkdn network down`` signals), :mod:`._state`;
 1. a development PKI in ``STATE_DIR/pki`` (one certificate per entity, the ID in it) when the
-   transport uses TLS;
+   transport uses TLS; the certificates and keys already there and valid are kept;
 2. a secret and a start time per QKD link, drawn now (what the two modules of a link share);
 3. the controller, then the QKD modules that serve (on-request links), then the KMs (each on its
    own SQLite key store ``STATE_DIR/<km>.sqlite3``, in memory, or in a schema of its own in one
@@ -28,7 +31,7 @@ from __future__ import annotations
 import secrets
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,8 +42,9 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from qkdn_sdk._files import write_atomically
+from qkdn_sdk.network._state import PKI_DIR, locked, make_state_dir, pidfile, reuse_dev_pki
 from qkdn_sdk.network.topology import LinkSpec, Topology, module_id
-from qkdn_sdk.pki import CA_CERT_FILE, dev_tls_config, write_dev_pki
+from qkdn_sdk.pki import CA_CERT_FILE, dev_tls_config
 from qkdn_sdk.roles.controller import Controller
 from qkdn_sdk.roles.keystore import (
     POSTGRES_SCHEMES,
@@ -55,10 +59,9 @@ from qkdn_sdk.roles.metrics import serve_metrics
 from qkdn_sdk.roles.qkd_module import Kq1Mode, QKDModule
 from qkdn_sdk.tls import TLSConfig
 
-__all__ = ["ENDPOINTS_FILE", "Network"]
+__all__ = ["ENDPOINTS_FILE", "Network", "endpoints_of", "write_endpoints"]
 
 ENDPOINTS_FILE = "endpoints.json"
-_PKI_DIR = "pki"
 
 
 class Network:
@@ -108,17 +111,24 @@ class Network:
 
     def tls(self, entity: str) -> TLSConfig | None:
         """The TLS settings of ``entity`` (``None`` when the transport has no TLS)."""
-        return dev_tls_config(self.state_dir / _PKI_DIR, entity) if self.uses_tls else None
+        return dev_tls_config(self.state_dir / PKI_DIR, entity) if self.uses_tls else None
 
     async def run(
         self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """Run every role until cancelled; ``task_status`` gets :meth:`endpoints` once all
+        serve. Raises :class:`~qkdn_sdk.network._state.StateDirInUse` before changing a file
+        when another network (or ``qkdn network configure``) uses the state directory."""
+        await trio.to_thread.run_sync(make_state_dir, self.state_dir)
+        with locked(self.state_dir), pidfile(self.state_dir):
+            if self.uses_tls:
+                await trio.to_thread.run_sync(
+                    reuse_dev_pki, self.state_dir / PKI_DIR, self.topology.entities()
+                )
+            await self._run_roles(task_status)
+
+    async def _run_roles(self, task_status: trio.TaskStatus[dict[str, Any]]) -> None:
         topology = self.topology
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys, secrets: owner-only
-        if self.uses_tls:
-            await trio.to_thread.run_sync(
-                write_dev_pki, self.state_dir / _PKI_DIR, "qkdn-dev-ca", topology.entities()
-            )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             registry = self._registry()
@@ -176,7 +186,7 @@ class Network:
                         await start_module(km, neighbour, link, km_url=self._urls[km]["kq1"])
 
             endpoints = self.endpoints()
-            await trio.to_thread.run_sync(self._write_endpoints, endpoints)
+            await trio.to_thread.run_sync(write_endpoints, self.state_dir, endpoints)
             task_status.started(endpoints)
             await trio.sleep_forever()
 
@@ -295,37 +305,60 @@ class Network:
             yield store
 
     def endpoints(self) -> dict[str, Any]:
-        """What ``endpoints.json`` holds: the CA, the controller's and KMs' URLs (per interface,
-        per scheme), every application's KM, certificate and key (paths relative to the
-        state directory), and, with metrics, where each role serves them (by role ID)."""
-        controller_id = self.topology.controller_id
-        pki = Path(_PKI_DIR)
-        metrics = {"metrics": dict(self.metrics_urls)} if self._metrics else {}
-        return {
-            "ca": str(pki / CA_CERT_FILE) if self.uses_tls else None,
-            "controller": {
-                "id": controller_id,
-                "ck": {url.split("://", 1)[0]: url for url in self._controller_urls},
-            },
-            "kms": {km.id: self._km_endpoints(km.id) for km in self.topology.kms},
-            "apps": {
-                app.id: {
-                    "km": app.km,
-                    "cert": str(pki / f"{app.id}.pem") if self.uses_tls else None,
-                    "key": str(pki / f"{app.id}.key") if self.uses_tls else None,
-                }
-                for app in self.topology.applications
-            },
-            **metrics,
-        }
+        """What ``endpoints.json`` holds (:func:`endpoints_of`), with the URLs where the roles
+        listen now, and where they serve their metrics when they do."""
+        return endpoints_of(
+            self.topology,
+            self._controller_urls,
+            self._urls,
+            metrics=self.metrics_urls if self._metrics else None,
+        )
 
-    def _km_endpoints(self, km_id: str) -> dict[str, dict[str, str]]:
-        """A KM's URLs per interface and scheme (``ak@https`` is Ak's ``https`` URL)."""
-        urls: dict[str, dict[str, str]] = {}
-        for key, url in self._urls[km_id].items():
-            urls.setdefault(listen_interface(key), {})[url.split("://", 1)[0]] = url
-        return urls
 
-    def _write_endpoints(self, endpoints: dict[str, Any]) -> None:
-        data = orjson.dumps(endpoints, option=orjson.OPT_INDENT_2) + b"\n"
-        write_atomically(self.state_dir / ENDPOINTS_FILE, data)
+def endpoints_of(
+    topology: Topology,
+    controller_urls: Sequence[str],
+    km_urls: Mapping[str, Mapping[str, str]],
+    *,
+    metrics: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``endpoints.json`` of ``topology`` whose controller serves Ck at ``controller_urls``
+    and whose KMs listen at ``km_urls`` (ID -> interface key -> URL, as
+    :attr:`~qkdn_sdk.roles.km.KMConfig.listen`): the CA, the controller's and KMs' URLs (per
+    interface, per scheme: ``ak@https`` is Ak's ``https`` URL) and every application's KM,
+    certificate and key (paths relative to the state directory, where the file is); and, with
+    ``metrics`` (role ID -> URL), where each role serves its metrics."""
+    pki = Path(PKI_DIR)
+    uses_tls = topology.uses_tls
+    kms: dict[str, dict[str, dict[str, str]]] = {km.id: {} for km in topology.kms}
+    for km_id, interfaces in kms.items():
+        for key, url in km_urls[km_id].items():
+            interfaces.setdefault(listen_interface(key), {})[_scheme(url)] = url
+    return {
+        "ca": str(pki / CA_CERT_FILE) if uses_tls else None,
+        "controller": {
+            "id": topology.controller_id,
+            "ck": {_scheme(url): url for url in controller_urls},
+        },
+        "kms": kms,
+        "apps": {
+            app.id: {
+                "km": app.km,
+                "cert": str(pki / f"{app.id}.pem") if uses_tls else None,
+                "key": str(pki / f"{app.id}.key") if uses_tls else None,
+            }
+            for app in topology.applications
+        },
+        **({"metrics": dict(metrics)} if metrics is not None else {}),
+    }
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0]
+
+
+def write_endpoints(state_dir: Path, endpoints: Mapping[str, Any]) -> None:
+    """Write ``endpoints`` (:func:`endpoints_of`) to ``state_dir/endpoints.json``, whole or not
+    at all. Raises :class:`OSError`."""
+    data = orjson.dumps(endpoints, option=orjson.OPT_INDENT_2) + b"\n"
+    write_atomically(state_dir / ENDPOINTS_FILE, data)
