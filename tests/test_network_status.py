@@ -3,15 +3,19 @@ roles' metrics by the installed command, as a third party would (qkdn_sdk.networ
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
+from rich.console import Console
 
 from qkdn_sdk.network import ENDPOINTS_FILE
-from qkdn_sdk.network.status import NetworkStatus, Reading, network_status, summary_line
+from qkdn_sdk.network import status as status_module
+from qkdn_sdk.network.status import NetworkStatus, Reading, network_status, summary_line, watch
 from tests.test_metrics import metered
 from tests.test_network import WAIT, client, ready, relay_bits
 
@@ -118,3 +122,45 @@ def test_rates_come_from_two_readings_and_a_restart_has_none() -> None:
     assert summary_line(later) == (
         "1 of 1 link ends up; lowest key level km-a -> km-b 1.02 kbit; 0 relays; 0 failed requests"
     )
+
+
+class Screen(io.StringIO):
+    """What a console wrote, and an event for each write (the console writes from trio)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._written = trio.Event()
+
+    def write(self, text: str) -> int:
+        self._written.set()
+        self._written = trio.Event()
+        return super().write(text)
+
+    async def until(self, text: str) -> None:
+        while text not in self.getvalue():
+            await self._written.wait()
+
+
+async def test_watch_keeps_the_view_on_a_terminal_and_a_line_a_minute_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applications = {"alice": "km-a", "bob": "km-c"}
+    async with metered(tmp_path) as network:
+
+        async def watched(terminal: bool, text: str) -> str:
+            """What :func:`watch` wrote until it wrote ``text``."""
+            screen = Screen()
+            console = Console(file=screen, force_terminal=terminal, width=200)
+            with trio.fail_after(WAIT):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watch, network.metrics_urls, applications, console)
+                    await screen.until(text)
+                    nursery.cancel_scope.cancel()
+            return screen.getvalue()
+
+        assert "KM links" in await watched(True, "km-c -> km-b")
+        monkeypatch.setattr(status_module, "SUMMARY_INTERVAL", 0.05)
+        log = await watched(False, "\n")
+        line = log.splitlines()[0]
+        assert line.startswith("4 of 4 link ends up; lowest key level km-")
+        assert "KM links" not in log

@@ -196,7 +196,7 @@ async def test_network_down_stops_the_one_network_of_a_state_directory(tmp_path:
         # configure writes the endpoints of its roles as network up writes those it runs
         configured = tmp_path / "deploy"
         done = await trio.to_thread.run_sync(
-            qkdn, "network", "configure", str(LINE3), "--state-dir", str(configured)
+            qkdn, "network", "configure", str(LINE3), "--state-dir", str(configured), "--metrics"
         )
         assert done.returncode == 0, done.stderr
         up_endpoints = json.loads((state / "endpoints.json").read_text())

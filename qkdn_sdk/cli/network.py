@@ -42,6 +42,7 @@ from qkdn_sdk.network import (
 )
 from qkdn_sdk.network._state import stop_network
 from qkdn_sdk.network.deployment import Existing, load_role_config, write_role_configs
+from qkdn_sdk.network.status import watch
 from qkdn_sdk.roles import relay as otp
 from qkdn_sdk.roles.km import KMConfig, Routing
 
@@ -124,17 +125,20 @@ def network_up(
     metrics: Annotated[
         bool,
         typer.Option(
-            "--metrics",
+            "--metrics/--no-metrics",
             help="Every role serves Prometheus metrics on loopback (plain HTTP); "
-            "endpoints.json lists their URLs under metrics.",
+            "endpoints.json lists their URLs under metrics ('qkdn network status' reads them).",
         ),
-    ] = False,
+    ] = True,
 ) -> None:
     """Start every role of TOPOLOGY on loopback with real transports, write
-    STATE_DIR/endpoints.json once all serve, and run until Ctrl+C or SIGTERM.
+    STATE_DIR/endpoints.json once all serve, and run until Ctrl+C or SIGTERM ('qkdn network
+    down STATE_DIR' from elsewhere).
 
     Applications reach their KM with the URL, CA, certificate and key that endpoints.json gives
-    them, speaking only the standards (Q.4161 over the spec's TCP frames)."""
+    them, speaking only the standards (Q.4161 over the spec's TCP frames). Once every link has
+    key, a terminal shows each link's key level and rates, the KMs' relays and failures ('qkdn
+    network status'); a log gets one summary line a minute."""
     spec = _topology(topology)
     try:
         network = Network(spec, state_dir, store=store, metrics=metrics)
@@ -153,6 +157,10 @@ def network_up(
             )
             await network.wait_for_keys()
             typer.echo("every QKD link has key: applications can get keys", err=True)
+            if metrics:
+                applications = {app.id: app.km for app in spec.applications}
+                console = Console(stderr=True, highlight=False)
+                nursery.start_soon(watch, network.metrics_urls, applications, console)
 
     _run_until_stopped(run, "network", prefix="qkdn network", level=logging.WARNING)
 

@@ -11,25 +11,16 @@ from typing import Annotated, Any
 import trio
 import typer
 from rich.console import Console
-from rich.live import Live
 
 from qkdn_sdk.cli._common import _run, fail
 from qkdn_sdk.cli.network import _topology
-from qkdn_sdk.network import ENDPOINTS_FILE
+from qkdn_sdk.network import ENDPOINTS_FILE, status
 from qkdn_sdk.network.picture import FORMATS, live_picture, picture_of, render
-from qkdn_sdk.network.status import (
-    NetworkStatus,
-    Reading,
-    network_status,
-    render_status,
-    scrape,
-)
 
 __all__ = ["network_show", "network_status_command"]
 
 RATE_WINDOW = 1.0
-"""Seconds between the two readings of the counters a status's rates come from (and between
-two refreshes of ``--watch``)."""
+"""Seconds between the two readings of the counters a status's rates come from."""
 
 
 def _endpoints(state_dir: Path) -> dict[str, Any]:
@@ -60,10 +51,10 @@ def _applications(endpoints: dict[str, Any]) -> dict[str, str]:
     return {app: info["km"] for app, info in endpoints.get("apps", {}).items()}
 
 
-async def _status(urls: dict[str, str], applications: dict[str, str]) -> NetworkStatus:
-    before = await scrape(urls)
+async def _status(urls: dict[str, str], applications: dict[str, str]) -> status.NetworkStatus:
+    before = await status.scrape(urls)
     await trio.sleep(RATE_WINDOW)  # the window the rates are measured over
-    return network_status(await scrape(urls), applications, before)
+    return status.network_status(await status.scrape(urls), applications, before)
 
 
 _STATE_DIR = Annotated[
@@ -91,31 +82,23 @@ def network_status_command(
     if as_json and watch:
         raise typer.BadParameter("--json prints one status; leave out --watch", param_hint="--json")
 
-    async def once() -> NetworkStatus:
+    async def once() -> status.NetworkStatus:
         return await _status(urls, applications)
 
     async def live() -> None:
-        console = Console()
-        previous: Reading = await scrape(urls)
-        with Live(console=console, auto_refresh=False) as view:
-            while True:
-                await trio.sleep(RATE_WINDOW)  # the screen's refresh
-                reading = await scrape(urls)
-                view.update(render_status(network_status(reading, applications, previous)))
-                view.refresh()
-                previous = reading
+        await status.watch(urls, applications, Console())
 
     if watch:
         _run(live)
         return
-    status = _run(once)
+    found = _run(once)
     if as_json:
-        typer.echo(json.dumps(status.as_json(), indent=2))
+        typer.echo(json.dumps(found.as_json(), indent=2))
     else:
         console = Console(highlight=False)
         if not console.is_terminal:  # a file or a pipe: the tables whole, not cut at 80
             console.width = 120
-        console.print(render_status(status))
+        console.print(status.render_status(found))
 
 
 def network_show(
@@ -148,17 +131,17 @@ def network_show(
     endpoints = _endpoints(source)
     urls = _metrics_urls(source, endpoints)
 
-    async def levels() -> NetworkStatus:
-        return network_status(await scrape(urls), {})
+    async def levels() -> status.NetworkStatus:
+        return status.network_status(await status.scrape(urls), {})
 
-    status = _run(levels)
-    if status.unreachable:
-        role, reason = sorted(status.unreachable.items())[0]
+    found = _run(levels)
+    if found.unreachable:
+        role, reason = sorted(found.unreachable.items())[0]
         fail(f"{role}: {reason}")
     picture = live_picture(
         endpoints["controller"]["id"],
         list(endpoints["kms"]),
         _applications(endpoints),
-        {(end.km, end.neighbour): end.send_bits for end in status.links},
+        {(end.km, end.neighbour): end.send_bits for end in found.links},
     )
     typer.echo(render(picture, form), nl=False)

@@ -21,11 +21,13 @@ import attrs
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from rich.bar import Bar
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 __all__ = [
+    "SUMMARY_INTERVAL",
     "KMStatus",
     "LinkEnd",
     "ModuleStatus",
@@ -35,10 +37,15 @@ __all__ = [
     "render_status",
     "scrape",
     "summary_line",
+    "watch",
 ]
 
 _TIMEOUT = 5.0
 """Seconds one role's metrics may take to read."""
+REFRESH = 1.0
+"""Seconds between two readings of :func:`watch` on a terminal (the window of its rates)."""
+SUMMARY_INTERVAL = 60.0
+"""Seconds between two summary lines of :func:`watch` elsewhere."""
 
 Sample = tuple[str, Mapping[str, str], float]
 """A metric sample: its name (a counter's ends in ``_total``), labels and value."""
@@ -311,3 +318,23 @@ def summary_line(status: NetworkStatus) -> str:
     if status.unreachable:
         parts.append(f"not answering: {', '.join(sorted(status.unreachable))}")
     return "; ".join(parts)
+
+
+async def watch(urls: Mapping[str, str], applications: Mapping[str, str], console: Console) -> None:
+    """Until cancelled: on a terminal, the view of :func:`render_status`, read again every
+    :data:`REFRESH` seconds; elsewhere (a log, a pipe), one :func:`summary_line` every
+    :data:`SUMMARY_INTERVAL` seconds."""
+    previous = await scrape(urls)
+    if not console.is_terminal:
+        while True:
+            await trio.sleep(SUMMARY_INTERVAL)  # the summary's period
+            reading = await scrape(urls)
+            console.print(summary_line(network_status(reading, applications, previous)))
+            previous = reading
+    with Live(console=console, auto_refresh=False) as view:
+        while True:
+            await trio.sleep(REFRESH)  # the screen's refresh
+            reading = await scrape(urls)
+            view.update(render_status(network_status(reading, applications, previous)))
+            view.refresh()
+            previous = reading
