@@ -27,6 +27,7 @@ from qkdn_sdk.network.deployment import RoleConfigError, load_role_config, write
 from qkdn_sdk.roles.metrics import METRICS, check_address, metrics_table, serve_metrics
 from tests.test_network import BOTH_WAYS, FAST, WAIT, client, ready, relay_bits, topology_text
 from tests.test_serve import LINE3, Role, first_port, role_of, stop_roles
+from tests.test_sessions import listening
 
 ROOT = Path(__file__).parent.parent
 METRICS_MD = ROOT / "docs" / "metrics.md"
@@ -260,3 +261,17 @@ async def test_qkdn_serve_says_where_its_metrics_are(tmp_path: Path) -> None:
     module = {"module": "km-b.km-c", "km": "km-b"}
     assert ("qkdn_qkd_module_produced_keys_total", frozenset(module.items())) in samples
     assert process.returncode == 0, role.said
+
+
+async def test_open_sessions_are_counted_by_pair(tmp_path: Path) -> None:
+    pair = {"km": "km-a", "source": "alice", "destination": "bob"}
+    async with metered(tmp_path) as network:
+        await ready(network, relay_bits(2, 256))
+        url = network.metrics_urls["km-a"]
+        with trio.fail_after(WAIT):
+            async with listening(network, "bob"), client(network, "alice") as alice:
+                assert value(await scrape(url), "qkdn_km_sessions", **pair) == 0
+                session = await alice.create_session("bob", 2)
+                assert value(await scrape(url), "qkdn_km_sessions", **pair) == 1
+                await alice.end_session(session.session_id, "bob")
+                assert value(await scrape(url), "qkdn_km_sessions", **pair) == 0

@@ -118,6 +118,10 @@ class KMStatus:
     """Relays since the KM started, by its role in them (source, transit, destination)."""
     failed_requests: int
     """Requests answered with a failure or refused, since the KM started."""
+    sessions: int
+    """Proactive key supply sessions open (Q.4161 clause 7.2)."""
+    pushes_pending: int
+    """Keys of sessions waiting to be pushed to their destination application."""
 
 
 @attrs.frozen
@@ -222,6 +226,14 @@ def network_status(
                         if labels.get("outcome") != "success"
                     )
                 ),
+                sessions=int(sum(value for _, value in _values(mine, "qkdn_km_sessions"))),
+                pushes_pending=int(
+                    sum(
+                        value
+                        for labels, value in _values(mine, "qkdn_km_stored_keys")
+                        if labels.get("kind") == "session"
+                    )
+                ),
             )
         )
     dropped = {
@@ -276,7 +288,7 @@ def render_status(status: NetworkStatus, *, cap_bits: int | None = None) -> Rend
             _bits(end.consumption_rate) + "/s" if end.consumption_rate is not None else "-",
         )
     kms = Table(title="KMs", title_justify="left")
-    for column in ("KM", "applications", "keys held", "relays", "failed requests"):
+    for column in ("KM", "applications", "keys held", "relays", "sessions", "failed requests"):
         kms.add_column(column, no_wrap=column == "KM")
     for km in status.kms:
         kms.add_row(
@@ -284,6 +296,7 @@ def render_status(status: NetworkStatus, *, cap_bits: int | None = None) -> Rend
             ", ".join(km.applications) or "-",
             ", ".join(f"{kind} {count:,}" for kind, count in sorted(km.keys_held.items())) or "0",
             ", ".join(f"{role} {count:,}" for role, count in sorted(km.relays.items())) or "0",
+            f"{km.sessions:,} ({km.pushes_pending:,} keys to push)",
             Text(f"{km.failed_requests:,}", style="red" if km.failed_requests else ""),
         )
     parts: list[RenderableType] = [links, kms]

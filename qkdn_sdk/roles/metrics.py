@@ -181,6 +181,13 @@ METRICS: tuple[MetricSpec, ...] = (
         "allocated, pending (relayed, not confirmed).",
     ),
     MetricSpec(
+        "qkdn_km_sessions",
+        "gauge",
+        "km",
+        ("km", "source", "destination"),
+        "Proactive key supply sessions open at the KM (Q.4161 clause 7.2), by application pair.",
+    ),
+    MetricSpec(
         "qkdn_km_requests_total",
         "counter",
         "km",
@@ -426,6 +433,8 @@ def km_metrics(
             families["qkdn_km_pushed_keys_total"].add_metric([km_id, application], count)
         for kind, count in km.expired.items():
             families["qkdn_km_expired_keys_total"].add_metric([km_id, kind], count)
+        for (source, destination), count in sorted(km.sessions.open_by_pair().items()):
+            families["qkdn_km_sessions"].add_metric([km_id, source, destination], count)
         kinds: dict[str, int] = {}
         for pool, count in km.store.counts().items():
             kind = pool.split(":", 1)[0]

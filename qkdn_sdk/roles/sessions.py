@@ -156,6 +156,15 @@ class Sessions:
             del self._ended[next(iter(self._ended))]
         return session
 
+    def open_by_pair(self) -> dict[tuple[str, str], int]:
+        """How many sessions are open now, by ``(source, destination)`` application pair."""
+        self._forget_expired()
+        pairs: dict[tuple[str, str], int] = {}
+        for session in self._sessions.values():
+            pair = (session.source, session.destination)
+            pairs[pair] = pairs.get(pair, 0) + 1
+        return pairs
+
     def _forget_expired(self) -> None:
         now = trio.current_time()
         for session_id in [

@@ -123,7 +123,8 @@ class KeyManager:
     The parts (each handed only what it uses; :mod:`qkdn_sdk.roles.km` draws how they depend on
     each other): :attr:`key_supply`, :attr:`proactive`, :attr:`relay`, :attr:`links`,
     :attr:`acquisition`, :attr:`routes`, :attr:`reservations`, :attr:`status`, the
-    applications' :attr:`quotas`, and the :attr:`expiry` of the keys held for them.
+    applications' :attr:`quotas` and :attr:`sessions`, and the :attr:`expiry` of the keys held
+    for them.
 
     Given a ``registry``, the KM puts its metrics there (:mod:`qkdn_sdk.roles.metrics`).
     """
@@ -159,7 +160,7 @@ class KeyManager:
             directory=directory if directory is not None else {},
             limits=limits,
         )
-        sessions = Sessions(
+        self.sessions = sessions = Sessions(
             lifetime=config.session_lifetime, per_application=config.max_sessions_per_application
         )
         self.routes = Routes(config, self.link_table, self.peers)
