@@ -130,6 +130,8 @@ async def test_a_networks_metrics_move_as_keys_flow(tmp_path: Path) -> None:
         request = {"interface": "ak", "message": "KeyRequest", "outcome": "success"}
         assert grew("km-a", "qkdn_km_requests_total", km="km-a", **request) == 1
         assert grew("km-a", "qkdn_km_relays_total", km="km-a", role="source") == 1
+        pair = {"km": "km-a", "source": "alice", "destination": "bob"}
+        assert grew("km-a", "qkdn_km_supplied_keys_total", **pair) == 4
         confirmed = {"km": "km-a", "role": "source", "outcome": "confirmed"}
         assert grew("km-a", "qkdn_km_relay_records", **confirmed) == 1
         spent = grew("km-a", "qkdn_km_link_key_consumed_bits_total", km="km-a", neighbour="km-b")

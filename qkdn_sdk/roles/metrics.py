@@ -181,6 +181,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "allocated, pending (relayed, not confirmed).",
     ),
     MetricSpec(
+        "qkdn_km_supplied_keys_total",
+        "counter",
+        "km",
+        ("km", "source", "destination"),
+        "Keys the KM made at a source application's key request (Q.4161 clause 7.1.1, ETSI 014 "
+        "Get key), by application pair: its rate is the pair's key consumption.",
+    ),
+    MetricSpec(
         "qkdn_km_sessions",
         "gauge",
         "km",
@@ -433,6 +441,8 @@ def km_metrics(
             families["qkdn_km_pushed_keys_total"].add_metric([km_id, application], count)
         for kind, count in km.expired.items():
             families["qkdn_km_expired_keys_total"].add_metric([km_id, kind], count)
+        for (source, destination), count in sorted(km.supplied.items()):
+            families["qkdn_km_supplied_keys_total"].add_metric([km_id, source, destination], count)
         for (source, destination), count in sorted(km.sessions.open_by_pair().items()):
             families["qkdn_km_sessions"].add_metric([km_id, source, destination], count)
         kinds: dict[str, int] = {}

@@ -73,6 +73,9 @@ class KeySupply:
         self._proactive = proactive
         self._sessions = sessions
         self._quotas = quotas
+        self.supplied: dict[tuple[str, str], int] = {}
+        """Keys made here at a source application's request since the KM started, by
+        ``(source, destination)`` pair (each destination of a key multicast counts them)."""
 
     async def key_request(
         self, request: ak.KeyRequest, connection: Connection
@@ -102,6 +105,7 @@ class KeySupply:
                     await self._store.put(batch.stored(app_pool(source, slave)))
                 else:
                     await self._relay.relay(batch)
+                self.supplied[source, slave] = self.supplied.get((source, slave), 0) + number
         logger.info(
             "%s: %d keys of %d bits for %s -> %s",
             self._km_id,

@@ -333,6 +333,11 @@ class KeyManager:
         return self.relay_receiver.pending_key_ids
 
     @property
+    def supplied(self) -> dict[tuple[str, str], int]:
+        """Keys made here at a source application's request, by ``(source, destination)``."""
+        return self.key_supply.supplied
+
+    @property
     def pushed(self) -> dict[str, int]:
         """Session keys each application acknowledged, each taken from the store since."""
         return self.proactive.pushed
