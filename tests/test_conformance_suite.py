@@ -13,11 +13,12 @@ keys to the suite.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -467,30 +468,72 @@ async def test_our_kms_say_hello_open_a_session_and_update_with_a_literal_neighb
     KM link URL with its certificate. km-a and km-c say hello; km-a (whose ID sorts first) opens
     a link session and distributes its KMA-key ID. What the literal neighbour does not know
     (the SDK's key ID synchronisation) never reaches it: the transport refuses it."""
-    async with running(tmp_path, "tcp+tls") as network:
-        url = network.endpoints()["kms"]["km-b"]["kx"]["tcp+tls"]
-        await network.stop_km("km-b")
-        literal = LiteralNeighbour("km-b")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(literal.serve, url, tls=network.tls("km-b"), identity="km-b")
-            )
+    # km-a saw the link to km-b up, then km-b go: it opens a new session when the link is back
+    up, down = Said("km-a: link to km-b is up"), Said("km-a: link to km-b is down")
+    with said(up, down):
+        async with running(tmp_path, "tcp+tls") as network:
+            url = network.endpoints()["kms"]["km-b"]["kx"]["tcp+tls"]
             with trio.fail_after(WAIT):
-                while not literal.updates and not literal.trace.violations:
-                    await literal.trace.changed()
-            nursery.cancel_scope.cancel()
-        assert literal.trace.violations == []
-        [update] = literal.updates
-        assert list(literal.sessions) == [update.kma_key_id]
-        assert km(network, "km-a").link_sessions["km-b"] == update.kma_key_id
+                await up.event.wait()
+                await network.stop_km("km-b")
+                await down.event.wait()
+            literal = LiteralNeighbour("km-b")
+            await _the_literal_neighbour_meets_the_kms(network, literal, url)
     received = {step.message.code for step in literal.trace.steps if not step.sent}
     assert received == {0x1180, 0x1181, 0x1182}
+    assert _said_hello(literal) >= {"km-a", "km-c", "km-b"}
+
+
+def _said_hello(literal: LiteralNeighbour) -> set[str]:
     hellos = [step.message for step in literal.trace.steps if step.message.code == 0x1180]
-    assert {hello.sender_id for hello in hellos if isinstance(hello, kx.Hello)} >= {
-        "km-a",
-        "km-c",
-        "km-b",
-    }
+    return {hello.sender_id for hello in hellos if isinstance(hello, kx.Hello)}
+
+
+async def _the_literal_neighbour_meets_the_kms(
+    network: Network, literal: LiteralNeighbour, url: str
+) -> None:
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(literal.serve, url, tls=network.tls("km-b"), identity="km-b"))
+        with trio.fail_after(WAIT):  # km-a's update, and both neighbours' hellos
+            while not literal.trace.violations and not (
+                literal.updates and _said_hello(literal) >= {"km-a", "km-c"}
+            ):
+                await literal.trace.changed()
+        nursery.cancel_scope.cancel()
+    assert literal.trace.violations == []
+    [update] = literal.updates
+    assert list(literal.sessions) == [update.kma_key_id]
+    assert km(network, "km-a").link_sessions["km-b"] == update.kma_key_id
+
+
+@contextmanager
+def said(*handlers: Said) -> Iterator[None]:
+    """The KMs' log records reach ``handlers`` (INFO and up) within the block."""
+    logger = logging.getLogger("qkdn_sdk.roles.km")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class Said(logging.Handler):
+    """Sets :attr:`event` once a record says ``text`` (records are emitted in trio's thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
 
 
 # --- the sequence each figure draws --------------------------------------------------------------
