@@ -12,10 +12,10 @@ import trio
 import typer
 from rich.console import Console
 
-from qkdn_sdk.cli._common import _run, fail
+from qkdn_sdk.cli._common import _choice, _run, fail
 from qkdn_sdk.cli.network import _topology
 from qkdn_sdk.network import ENDPOINTS_FILE, status
-from qkdn_sdk.network.picture import FORMATS, live_picture, picture_of, render
+from qkdn_sdk.network.picture import Format, live_picture, picture_of, render
 
 __all__ = ["network_show", "network_status_command"]
 
@@ -111,22 +111,20 @@ def network_show(
         ),
     ],
     form: Annotated[
-        str,
+        Format,
         typer.Option(
-            "--format", help=f"What to draw: {', '.join(FORMATS)} (Mermaid: GitHub draws it)."
+            "--format",
+            parser=_choice(Format, "a format"),
+            help="What to draw (Mermaid: GitHub draws it).",
         ),
-    ] = "text",
+    ] = Format.TEXT,
 ) -> None:
     """Draw a network: its controller, KMs, QKD links and applications, as text, a Mermaid
     flowchart or an SVG image, on stdout. From a topology file each link is labelled with its
     secret key rate and mode; from a running network's state directory, with the link key both
     of its ends hold now."""
-    if form not in FORMATS:
-        raise typer.BadParameter(
-            f"{form!r} is not a format: choose {', '.join(FORMATS)}", param_hint="--format"
-        )
     if not source.is_dir():
-        typer.echo(render(picture_of(_topology(source)), form), nl=False)
+        typer.echo(render(picture_of(_topology(source)), form.value), nl=False)
         return
     endpoints = _endpoints(source)
     urls = _metrics_urls(source, endpoints)
@@ -144,4 +142,4 @@ def network_show(
         _applications(endpoints),
         {(end.km, end.neighbour): end.send_bits for end in found.links},
     )
-    typer.echo(render(picture, form), nl=False)
+    typer.echo(render(picture, form.value), nl=False)

@@ -13,6 +13,7 @@ That suits the lines, rings and small meshes of QKD networks; it does not avoid 
 
 from __future__ import annotations
 
+import enum
 import html
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from qkdn_sdk.network.topology import Topology
 
 __all__ = [
     "FORMATS",
+    "Format",
     "Picture",
     "as_mermaid",
     "as_svg",
@@ -32,8 +34,17 @@ __all__ = [
     "render",
 ]
 
-FORMATS = ("text", "mermaid", "svg")
-"""What :func:`render` draws."""
+
+class Format(enum.Enum):
+    """What :func:`render` draws."""
+
+    TEXT = "text"
+    MERMAID = "mermaid"
+    SVG = "svg"
+
+
+FORMATS = tuple(form.value for form in Format)
+"""The names of the :class:`Format` values, as :func:`render` takes them."""
 
 
 @attrs.frozen
