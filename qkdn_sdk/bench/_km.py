@@ -193,21 +193,8 @@ async def relay_latency(directory: Path, requests: int, report: Report) -> None:
                 for _ in range(2):
                     await call()
                 sample = await measure([call], 0.0, warm_up=0.0, minimum=requests)
-                report(
-                    [
-                        Figure(
-                            name="relay_latency",
-                            transport=SCHEME,
-                            value=sample.p50 * 1e3 / hops,
-                            unit="ms per hop (p50)",
-                            baseline=bare.p50 * 1e3,
-                            case=f"{hops} hop{'s' if hops > 1 else ''}, {requests} requests",
-                            baseline_is="one round trip of the bare stack (trio exchanging frames)",
-                            p50=sample.p50 * 1e3 / hops,
-                            p99=sample.p99 * 1e3 / hops,
-                        )
-                    ]
-                )
+                case = f"{hops} hop{'s' if hops > 1 else ''}, {requests} requests"
+                report([_per_hop("relay_latency", sample, bare, hops, case)])
 
 
 async def relay_latency_by_size(directory: Path, requests: int, report: Report) -> None:
@@ -236,22 +223,27 @@ async def relay_latency_by_size(directory: Path, requests: int, report: Report) 
                 sample = await measure([relayed], 0.0, warm_up=0.0, minimum=requests)
         hops = kms - 1
         failed = f"; {len(refused)} refused, the first: {refused[0]}" if refused else ""
-        report(
-            [
-                Figure(
-                    name="relay_latency_by_size",
-                    transport=SCHEME,
-                    value=sample.p50 * 1e3 / hops,
-                    unit="ms per hop (p50)",
-                    baseline=bare.p50 * 1e3,
-                    case=f"a line of {kms} KMs in one process, {hops} hops, 256 kbit/s links, "
-                    f"{requests} requests{failed}",
-                    baseline_is="one round trip of the bare stack (trio exchanging frames)",
-                    p50=sample.p50 * 1e3 / hops,
-                    p99=sample.p99 * 1e3 / hops,
-                )
-            ]
+        case = (
+            f"a line of {kms} KMs in one process, {hops} hops, 256 kbit/s links, "
+            f"{requests} requests{failed}"
         )
+        report([_per_hop("relay_latency_by_size", sample, bare, hops, case)])
+
+
+def _per_hop(name: str, sample: Sample, bare: Sample, hops: int, case: str) -> Figure:
+    """The figure ``name`` of relays over ``hops`` hops timed by ``sample``: milliseconds per
+    hop, beside one round trip of the bare stack."""
+    return Figure(
+        name=name,
+        transport=SCHEME,
+        value=sample.p50 * 1e3 / hops,
+        unit="ms per hop (p50)",
+        baseline=bare.p50 * 1e3,
+        case=case,
+        baseline_is="one round trip of the bare stack (trio exchanging frames)",
+        p50=sample.p50 * 1e3 / hops,
+        p99=sample.p99 * 1e3 / hops,
+    )
 
 
 async def _relay_or_note(client: KeyManagerClient, refused: list[str]) -> None:
