@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import trio
 import typer
 from rich.console import Console
 
@@ -18,9 +17,6 @@ from qkdn_sdk.network import ENDPOINTS_FILE, status
 from qkdn_sdk.network.picture import Format, live_picture, picture_of, render
 
 __all__ = ["network_show", "network_status_command"]
-
-RATE_WINDOW = 1.0
-"""Seconds between the two readings of the counters a status's rates come from."""
 
 
 def _endpoints(state_dir: Path) -> dict[str, Any]:
@@ -51,12 +47,6 @@ def _applications(endpoints: dict[str, Any]) -> dict[str, str]:
     return {app: info["km"] for app, info in endpoints.get("apps", {}).items()}
 
 
-async def _status(urls: dict[str, str], applications: dict[str, str]) -> status.NetworkStatus:
-    before = await status.scrape(urls)
-    await trio.sleep(RATE_WINDOW)  # the window the rates are measured over
-    return status.network_status(await status.scrape(urls), applications, before)
-
-
 _STATE_DIR = Annotated[
     Path,
     typer.Argument(
@@ -83,7 +73,7 @@ def network_status_command(
         raise typer.BadParameter("--json prints one status; leave out --watch", param_hint="--json")
 
     async def once() -> status.NetworkStatus:
-        return await _status(urls, applications)
+        return await status.status_now(urls, applications)
 
     async def live() -> None:
         await status.watch(urls, applications, Console())

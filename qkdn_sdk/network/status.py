@@ -36,6 +36,7 @@ __all__ = [
     "network_status",
     "render_status",
     "scrape",
+    "status_now",
     "summary_line",
     "watch",
 ]
@@ -43,7 +44,8 @@ __all__ = [
 _TIMEOUT = 5.0
 """Seconds one role's metrics may take to read."""
 REFRESH = 1.0
-"""Seconds between two readings of :func:`watch` on a terminal (the window of its rates)."""
+"""Seconds between two readings of :func:`watch` on a terminal and of :func:`status_now`:
+the window of their rates."""
 SUMMARY_INTERVAL = 60.0
 """Seconds between two summary lines of :func:`watch` elsewhere."""
 
@@ -331,6 +333,14 @@ def summary_line(status: NetworkStatus) -> str:
     if status.unreachable:
         parts.append(f"not answering: {', '.join(sorted(status.unreachable))}")
     return "; ".join(parts)
+
+
+async def status_now(urls: Mapping[str, str], applications: Mapping[str, str]) -> NetworkStatus:
+    """The status of the roles of ``urls`` now, its rates measured over :data:`REFRESH`
+    seconds (two readings)."""
+    before = await scrape(urls)
+    await trio.sleep(REFRESH)  # the window the rates are measured over
+    return network_status(await scrape(urls), applications, before)
 
 
 async def watch(urls: Mapping[str, str], applications: Mapping[str, str], console: Console) -> None:
