@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -148,11 +149,14 @@ class Etsi014Client:
         return etsi014.decode_response(message, status, body)
 
     async def _send(self, request: etsi014.HttpRequest) -> tuple[int, bytes]:
-        headers = {"content-type": "application/json"} if request.body is not None else None
+        content = request.content()
+        headers = {"content-type": "application/json"} if content is not None else None
         try:
-            async with self._http.stream(
-                request.method, request.path, content=request.content(), headers=headers
-            ) as response:
+            sent = self._http.build_request(
+                request.method, request.path, content=content, headers=headers
+            )
+            sent.stream = _Body(content or b"")
+            async with contextlib.aclosing(await self._http.send(sent, stream=True)) as response:
                 self._check_peer(response)
                 announced = response.headers.get("content-length", "")
                 if announced.isdigit() and int(announced) > MAX_RESPONSE_SIZE:
@@ -186,6 +190,25 @@ class Etsi014Client:
                 "subjectAltName): refused"
             )
         self._peer_id = peer
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body, sent in one piece by an iterator that is not an async generator.
+
+    httpx's own (``ByteStream``) is one, for every body, an empty one too: a request cancelled
+    while httpcore sends its body leaves that generator to the garbage collector, which trio
+    reports with a ResourceWarning. An iterator object holds nothing to finalise."""
+
+    def __init__(self, content: bytes) -> None:
+        self._parts = [content] if content else []
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._parts:
+            raise StopAsyncIteration
+        return self._parts.pop()
 
 
 def client_context(tls: TLSConfig) -> ssl.SSLContext:
