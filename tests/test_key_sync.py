@@ -14,6 +14,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -61,7 +62,8 @@ class GatedStore(MemoryKeyStore):
 
 
 @asynccontextmanager
-async def two_kms(tag: str) -> AsyncIterator[tuple[KeyManager, KeyManager]]:
+async def two_kms(tag: str, **options: Any) -> AsyncIterator[tuple[KeyManager, KeyManager]]:
+    """km-a and km-b linked, their KMConfig ``options`` added."""
     directory = {"km-a": f"memory://{tag}/km-a/kx", "km-b": f"memory://{tag}/km-b/kx"}
     kms = []
     async with trio.open_nursery() as nursery:
@@ -76,6 +78,7 @@ async def two_kms(tag: str) -> AsyncIterator[tuple[KeyManager, KeyManager]]:
                 links=(KMLink(neighbour=neighbour, module_id=f"{km_id}.{neighbour}"),),
                 sync_interval=0.05,
                 report_interval=60,
+                **options,
             )
             km = KeyManager(config, GatedStore(), directory=directory)
             await nursery.start(km.run)
@@ -162,6 +165,41 @@ async def test_a_long_run_of_keys_only_the_answering_km_holds_is_discarded_too()
             await km_a.wait_link_key("km-b", (len(shared) + 1) * KEY_BITS // 2)
         assert km_b.store.count("qkd:km-a") == 0
         assert km_a.link_key_bits("km-b") == km_b.link_key_bits("km-a") == 3 * KEY_BITS // 2
+
+
+async def test_a_full_end_keeps_a_key_its_neighbour_has_not_asked_for_yet() -> None:
+    """km-a's link end is full with a QKD-key km-b's module has not delivered yet: km-a's first
+    synchronisation finds nothing matched, and keeps the key (km-b may yet get it, and then
+    held a key km-a had thrown away); km-b gets it, and both cut it."""
+    (key,) = qkd_keys(1)
+    async with two_kms("full-keeps", max_link_key_bits=KEY_BITS) as (km_a, km_b):
+        await supply(km_a, "km-b", [key])
+        assert km_a.link_table.room_bits("km-b") == 0
+        await trio.testing.wait_all_tasks_blocked()  # km-a asked km-b, which held nothing
+        assert km_a.store.count("qkd:km-b") == 1
+        await supply(km_b, "km-a", [key])
+        with trio.fail_after(WAIT):
+            await km_a.wait_link_key("km-b", KEY_BITS // 2)
+            await km_b.wait_link_key("km-a", KEY_BITS // 2)
+
+
+async def test_full_ends_holding_different_keys_discard_them() -> None:
+    """Both ends full, each with a QKD-key the other never gets: neither would ever take another,
+    so each discards its own (km-a once a second round matched nothing either), and the link
+    takes keys again."""
+    only_a, only_b, shared = qkd_keys(1), qkd_keys(1), qkd_keys(1)
+    async with two_kms("full-discard", max_link_key_bits=KEY_BITS) as (km_a, km_b):
+        await supply(km_a, "km-b", only_a)
+        await supply(km_b, "km-a", only_b)
+        with trio.fail_after(WAIT):
+            for km, neighbour in ((km_a, "km-b"), (km_b, "km-a")):
+                while km.store.count(f"qkd:{neighbour}"):
+                    await km.link_table.wait_change()
+        await supply(km_a, "km-b", shared)
+        await supply(km_b, "km-a", shared)
+        with trio.fail_after(WAIT):
+            await km_a.wait_link_key("km-b", KEY_BITS // 2)
+            await km_b.wait_link_key("km-a", KEY_BITS // 2)
 
 
 @pytest.mark.parametrize("gated", ["km-a", "km-b"])

@@ -87,17 +87,6 @@ async def reports(network: Network, count: int = 1) -> None:
             await controller.wait_for_report(km_id, controller.report_count(km_id) + count)
 
 
-def near_cap(bits: int) -> bool:
-    """Whether a full link end holds within one QKD-key of the cap.
-
-    One over at most: a QKD-key is taken while there is any room. One under at most: on a
-    link whose ends ask their modules, the end that synchronises can take a QKD-key before the
-    other end asked its module for it; nothing matches, the end is full with it, so it discards
-    it (logged) and stays full (above :data:`RESUME_AT` of the cap) a QKD-key under the cap,
-    while the other end holds that key waiting, until the next resumption names a newer one."""
-    return CAP - KEY_BITS <= bits <= CAP + KEY_BITS
-
-
 async def until_full(network: Network) -> None:
     """Return once every link end of line3 holds its cap (checked at each status report)."""
     with trio.fail_after(WAIT):
@@ -110,14 +99,14 @@ async def test_acquisition_stops_at_the_cap_and_resumes_when_link_key_is_spent(
     tmp_path: Path, store: str
 ) -> None:
     """line3 with a cap of 16 QKD-keys per link end: km-a/km-b's modules push keys, km-b and
-    km-c ask theirs. Every link end fills up to its cap (within a QKD-key, near_cap) and stays
+    km-c ask theirs. Every link end fills up to its cap (one QKD-key over at most) and stays
     there while the modules keep offering (the pushed keys refused, the asked ones left in the
     module); a relay spending more than a quarter of the cap on each hop has every end of its
     route acquire again, and fill up to the cap again."""
     async with running(tmp_path, "memory", store, km_options={"max_link_key_bits": CAP}) as network:
         await until_full(network)
         full = held(network)
-        assert all(near_cap(bits) for bits in full.values()), full
+        assert all(CAP <= bits <= CAP + KEY_BITS for bits in full.values()), full
         await reports(network, 4)  # the modules go on making and offering keys meanwhile
         assert held(network) == full
         assert network.modules["km-b.km-c"].stats.buffered > 0  # asked for none
@@ -144,6 +133,6 @@ async def test_acquisition_stops_at_the_cap_and_resumes_when_link_key_is_spent(
                 await reports(network)
         await until_full(network)
         refilled = held(network)
-        assert all(near_cap(bits) for bits in refilled.values()), refilled
+        assert all(CAP <= bits <= CAP + KEY_BITS for bits in refilled.values()), refilled
         # the keys km-c's module held for it while it was full, counted when it asked again
         assert km(network, "km-c").link_table.refused_keys["km-b"] > 0

@@ -267,10 +267,14 @@ class KMLinks:
         module dropped the key, or its KM was down): such keys are discarded. A request asks
         for the oldest waiting IDs; when none of those is held and more wait, the next one asks
         for the newest, so a run of keys the neighbour never got does not stall the link.
+        While this end is full, keys of which the neighbour holds none are discarded when a
+        later round names them again and they still do not match: at the first, the neighbour
+        may not have asked its module for them yet.
         """
         wanted = self._links.sync_wanted
         failing = False
         newest = False
+        unmatched: set[str] = set()  # named last round while full, and not held there
         while True:
             with trio.move_on_after(self._config.sync_interval):
                 await wanted[neighbour].wait()
@@ -304,7 +308,14 @@ class KMLinks:
                 both = [key_id for key_id in ids if key_id in held]
                 await self._discard_unmatched(neighbour, ids, both)
                 if not both and not self._links.room_bits(neighbour):
-                    await self._discard(neighbour, ids, "nothing matched while the link is full")
+                    # the neighbour may not have asked its module for them yet: gone if they
+                    # do not match next round either (both ends full, each with keys the other
+                    # lacks, would wait for each other forever)
+                    again = [key_id for key_id in ids if key_id in unmatched]
+                    await self._discard(neighbour, again, "nothing matched while the link is full")
+                    unmatched = (unmatched | set(ids)).difference(again)
+                else:
+                    unmatched = set()
                 await self._adopt(neighbour, both)
             except QkdnError as exc:
                 if isinstance(exc, TransportError):
