@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,33 @@ def test_the_demo_topology_is_the_example() -> None:
     packaged = ROOT / "qkdn_sdk" / "network" / "topologies" / "line3.toml"
     example = ROOT / "examples" / "topologies" / "line3.toml"
     assert packaged.read_text(encoding="utf-8") == example.read_text(encoding="utf-8")
+
+
+CLI_REFERENCE = ROOT / "docs" / "reference" / "cli.md"
+
+
+def test_cli_reference_is_up_to_date() -> None:
+    from qkdn_sdk.cli.reference import render_cli_reference
+
+    assert CLI_REFERENCE.read_text(encoding="utf-8") == render_cli_reference(), (
+        f"{CLI_REFERENCE.relative_to(ROOT)} is stale: regenerate it with "
+        "`python -m qkdn_sdk.cli.reference > docs/reference/cli.md`"
+    )
+
+
+def _cli_commands() -> list[tuple[str, object]]:
+    from qkdn_sdk.cli.reference import commands
+
+    return list(commands())
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), _cli_commands(), ids=[path for path, _ in _cli_commands()]
+)
+def test_every_command_argument_and_option_says_what_it_is(path: str, command: Any) -> None:
+    from qkdn_sdk.cli.reference import help_records
+
+    assert (command.help or "").strip(), f"`{path}` has no help"
+    for names, meaning in help_records(command, path):
+        said = re.sub(r"\s*\[(default: [^]]*|required)\]", "", meaning).strip()
+        assert said, f"`{path}`: {names} has no help"
