@@ -1,4 +1,6 @@
-"""Sessions: ``nox`` runs the test suite and the linters; ``nox -s tests`` only the tests.
+"""Sessions: ``nox`` runs what CI runs (``tests``, ``lint``, ``typecheck``); ``nox -s tests``
+only the tests, ``nox -s docs`` builds the documentation site, ``nox -s conformance`` runs the
+conformance kit against the reference roles over every transport. ``nox --list`` lists them all.
 
 Every session installs qkdn-sdk with the transport plugins under ``plugins/`` from this checkout,
 so the plugins are found through their entry points exactly as a user's install finds them.
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
@@ -36,10 +38,45 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict on the package and the plugins."""
-    install(session, "mypy>=1.11", "ruff>=0.6", "types-grpcio")
+    """ruff: its checks, and the code formatted as ``ruff format`` writes it."""
+    session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package and the plugins (pyproject.toml ``[tool.mypy]``)."""
+    install(session, "mypy>=1.11", "types-grpcio")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml, docs/), built with ``--strict``: a broken link, a
+    page left out of the navigation or a missing snippet fails it; the site is in ``site/``.
+    ``nox -s docs -- serve`` serves it with live reload instead."""
+    session.install("-e", ".[docs]")
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:], env=env)
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The conformance kit (``qkdn conformance``, docs/conformance.md) against the reference KM,
+    controller and QKD module, over every transport."""
+    install(session)
+    session.run(
+        "pytest",
+        "tests/test_conformance_suite.py",
+        "plugins/qkdn-tcp/tests/test_conformance.py",
+        "plugins/qkdn-https/tests/test_conformance.py",
+        "plugins/qkdn-grpc/tests/test_conformance.py",
+        *session.posargs,
+    )
 
 
 @nox.session
