@@ -1,6 +1,7 @@
 """Sessions: ``nox`` runs what CI runs (``tests``, ``lint``, ``typecheck``); ``nox -s tests``
-only the tests, ``nox -s docs`` builds the documentation site, ``nox -s conformance`` runs the
-conformance kit against the reference roles over every transport. ``nox --list`` lists them all.
+only the tests, ``nox -s docs`` builds the documentation site, ``nox -s examples`` runs the
+examples, ``nox -s conformance`` the conformance kit against the reference roles over every
+transport. ``nox --list`` lists them all.
 
 Every session installs qkdn-sdk with the transport plugins under ``plugins/`` from this checkout,
 so the plugins are found through their entry points exactly as a user's install finds them.
@@ -62,6 +63,14 @@ def docs(session: nox.Session) -> None:
         session.run("mkdocs", "serve", *session.posargs[1:], env=env)
     else:
         session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Every program of ``examples/`` and every example of the README and the docs, run as a
+    user runs it, against a network it starts (they run in ``tests`` too)."""
+    install(session)
+    session.run("pytest", "tests/test_examples.py", "tests/test_docs_examples.py", *session.posargs)
 
 
 @nox.session
