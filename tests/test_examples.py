@@ -82,3 +82,25 @@ def test_a_plain_014_client_gets_the_same_keys_at_both_ends(endpoints: Path) -> 
     assert len(said) == 3
     for line in said[1:]:
         assert re.fullmatch(r"alice and bob share key [0-9a-f-]{36}", line), line
+
+
+def test_bob_reads_alices_stream_with_the_keys_his_km_pushes(endpoints: Path) -> None:
+    said = run("proactive_stream.py", endpoints, 10, 4).splitlines()
+    assert said[-1] == "bob used 3 keys for 10 messages"
+    read = [
+        re.fullmatch(r"bob read 'message (\d+)' with key ([0-9a-f-]{36})", line)
+        for line in said[:-1]
+    ]
+    assert all(read), said
+    assert [int(match[1]) for match in read if match] == list(range(10))
+    keys = [match[2] for match in read if match]
+    assert keys == [keys[0]] * 4 + [keys[4]] * 4 + [keys[8]] * 2  # a new key every 4 messages
+    assert len({keys[0], keys[4], keys[8]}) == 3
+
+
+def test_a_network_started_and_stopped_from_python(tmp_path: Path) -> None:
+    assert run("network_from_python.py", tmp_path / "state").splitlines() == [
+        "line3 up: km-a, km-b, km-c with 4 QKD modules",
+        "alice and bob share 3 keys, relayed by km-b",
+        "line3 stopped",
+    ]
