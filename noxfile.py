@@ -68,9 +68,17 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """Every program of ``examples/`` and every example of the README and the docs, run as a
-    user runs it, against a network it starts (they run in ``tests`` too)."""
+    user runs it, against a network it starts (they run in ``tests`` too); and the transport
+    plugin of ``examples/transport-unix``, installed, through the conformance kit."""
     install(session)
-    session.run("pytest", "tests/test_examples.py", "tests/test_docs_examples.py", *session.posargs)
+    session.install("-e", "examples/transport-unix")  # the plugin example, as a user installs it
+    session.run(
+        "pytest",
+        "tests/test_examples.py",
+        "tests/test_docs_examples.py",
+        "examples/transport-unix/tests",
+        *session.posargs,
+    )
 
 
 @nox.session
