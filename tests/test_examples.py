@@ -104,3 +104,10 @@ def test_a_network_started_and_stopped_from_python(tmp_path: Path) -> None:
         "alice and bob share 3 keys, relayed by km-b",
         "line3 stopped",
     ]
+
+
+def test_a_link_takes_its_keys_from_014_devices(tmp_path: Path) -> None:
+    assert run("qkd_device_014.py", tmp_path / "state").splitlines() == [
+        "km-b and km-c hold link key from dev-b and dev-c",
+        "alice and bob share 2 keys, relayed over the devices' link",
+    ]
