@@ -164,3 +164,36 @@ def test_every_page_is_in_the_site_navigation() -> None:
     named = set(re.findall(r":\s*(\S+\.md)\s*$", nav, re.M))
     pages = {str(path.relative_to(ROOT / "docs")) for path in (ROOT / "docs").rglob("*.md")}
     assert named == pages
+
+
+def test_procedure_diagrams_are_up_to_date() -> None:
+    from qkdn_sdk.conformance.diagrams import render_procedures
+
+    page = ROOT / "docs" / "reference" / "procedures.md"
+    assert page.read_text(encoding="utf-8") == render_procedures(), (
+        f"{page.relative_to(ROOT)} is stale: regenerate it with "
+        "`python -m qkdn_sdk.conformance.diagrams > docs/reference/procedures.md`"
+    )
+
+
+def test_a_diagram_draws_who_sends_each_message() -> None:
+    """The role under test sends what its role's digit says; between two KMs, the answer to what
+    the neighbour sent (its HELLO answered by a HELLO); a refusal is the tested role's."""
+    from qkdn_sdk.conformance import KM_PROCEDURES
+    from qkdn_sdk.conformance.diagrams import sequence_diagram
+    from qkdn_sdk.messages import Role
+
+    drawn = {
+        procedure.name: [
+            line
+            for line in sequence_diagram(procedure, "KM", Role.KM).splitlines()
+            if "->>" in line
+        ]
+        for procedure in KM_PROCEDURES
+    }
+    assert drawn["km-link-hello"] == [
+        "    P0->>T: 0x1180 HELLO message",
+        "    T->>P0: 0x1180 HELLO message",
+    ]
+    assert drawn["km-link-hello-of-another-community"][-1] == "    T->>P0: 0x0080 Error indication"
+    assert drawn["key-supply-upon-request"][:1] == ["    P0->>T: 0x2101 Key request"]
