@@ -197,3 +197,33 @@ def test_a_diagram_draws_who_sends_each_message() -> None:
     ]
     assert drawn["km-link-hello-of-another-community"][-1] == "    T->>P0: 0x0080 Error indication"
     assert drawn["key-supply-upon-request"][:1] == ["    P0->>T: 0x2101 Key request"]
+
+
+def _public_modules() -> list[str]:
+    """qkdn_sdk's modules and the plugins' whose path has no part starting with ``_``."""
+    import importlib
+    import pkgutil
+
+    names = []
+    for package in ("qkdn_sdk", "qkdn_tcp", "qkdn_https", "qkdn_grpc"):
+        module = importlib.import_module(package)
+        names.append(package)
+        for info in pkgutil.walk_packages(module.__path__, f"{package}."):
+            if not any(part.startswith("_") for part in info.name.split(".")[1:]):
+                names.append(info.name)
+    return names
+
+
+@pytest.mark.parametrize("name", _public_modules())
+def test_every_public_name_says_what_it_is(name: str) -> None:
+    """Every public module has a docstring, and so has every class and function its
+    ``__all__`` exports (the Python API reference is made from them)."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(name)
+    assert (module.__doc__ or "").strip(), f"{name} has no docstring"
+    for exported in getattr(module, "__all__", []):
+        value = getattr(module, exported)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert (value.__doc__ or "").strip(), f"{name}.{exported} has no docstring"

@@ -112,6 +112,9 @@ class LinkEnd:
 
 @attrs.frozen
 class KMStatus:
+    """What one KM's metrics say: its applications, the keys it holds, its relays and its
+    failed requests."""
+
     km: str
     applications: tuple[str, ...]
     keys_held: Mapping[str, int]
@@ -128,6 +131,8 @@ class KMStatus:
 
 @attrs.frozen
 class ModuleStatus:
+    """What one QKD module's metrics say: its KM, the keys it buffers and those it dropped."""
+
     module: str
     km: str
     dropped_keys: int
@@ -138,6 +143,9 @@ class ModuleStatus:
 
 @attrs.frozen
 class NetworkStatus:
+    """A network's status read from its roles' metrics (:func:`network_status`): each link
+    end, KM and QKD module, and the roles that could not be read."""
+
     links: tuple[LinkEnd, ...]
     kms: tuple[KMStatus, ...]
     modules: tuple[ModuleStatus, ...]

@@ -112,6 +112,8 @@ def km_options(table: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 @attrs.frozen
 class KMSpec:
+    """A ``[[km]]`` of the topology: its ID, where it listens, its options."""
+
     id: str
     listen: Mapping[str, str]
     """URL per interface (``ak``, ``ck``, ``kq1``, ``kx``), and ``<interface>@<scheme>`` for
@@ -135,6 +137,9 @@ class KMESpec:
 
 @attrs.frozen
 class LinkSpec:
+    """A ``[[link]]`` of the topology: a QKD link between two KMs, how its modules make and
+    hand over keys (or the ETSI 014 KMEs that do)."""
+
     kms: tuple[str, str]
     secret_key_rate: float
     mode: Kq1Mode
@@ -156,6 +161,8 @@ class LinkSpec:
 
 @attrs.frozen
 class ApplicationSpec:
+    """An ``[[application]]`` of the topology: its ID and the KM that serves it."""
+
     id: str
     km: str
 

@@ -45,6 +45,8 @@ def session_application(pool: str) -> str | None:
 
 @attrs.define
 class Session:
+    """One proactive key supply session (Q.4161 clause 7.2) as a KM keeps it."""
+
     session_id: str
     source: str
     """The source application: the one that asks for keys."""

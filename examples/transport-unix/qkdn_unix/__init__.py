@@ -174,4 +174,5 @@ def _peer_of(stream: trio.SocketStream) -> str:
 
 @hookimpl
 def qkdn_register_transports(registry: TransportRegistry) -> None:
+    """The hook qkdn-sdk calls when it loads the entry point: register the transport."""
     registry.add(UnixTransport)

@@ -634,4 +634,5 @@ class GrpcTransport(Transport):
 
 @hookimpl
 def qkdn_register_transports(registry: TransportRegistry) -> None:
+    """The hook qkdn-sdk calls when it loads the entry point: register the transport."""
     registry.add(GrpcTransport)

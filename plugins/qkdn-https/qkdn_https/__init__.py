@@ -226,4 +226,5 @@ class HttpsTransport(Transport):
 
 @hookimpl
 def qkdn_register_transports(registry: TransportRegistry) -> None:
+    """The hook qkdn-sdk calls when it loads the entry point: register the transport."""
     registry.add(HttpsTransport)

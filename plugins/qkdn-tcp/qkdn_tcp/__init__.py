@@ -230,4 +230,5 @@ def _address_of(stream: trio.SocketStream) -> str:
 
 @hookimpl
 def qkdn_register_transports(registry: TransportRegistry) -> None:
+    """The hook qkdn-sdk calls when it loads the entry point: register the transport."""
     registry.add(TcpTransport)

@@ -56,26 +56,32 @@ __all__ = [
 
 
 def qkd_pool(neighbour: str) -> str:
+    """The pool of the QKD-keys of the link to ``neighbour`` waiting for synchronisation."""
     return f"qkd:{neighbour}"
 
 
 def out_pool(neighbour: str) -> str:
+    """The pool of the link units this KM spends towards ``neighbour``."""
     return f"link:{neighbour}:out"
 
 
 def in_pool(neighbour: str) -> str:
+    """The pool of the link units ``neighbour`` spends towards this KM."""
     return f"link:{neighbour}:in"
 
 
 def app_pool(source: str, destination: str) -> str:
+    """The pool of the keys of ``source`` waiting for ``destination`` to fetch them."""
     return f"app:{source}:{destination}"
 
 
 def delivered_pool(source: str, destination: str) -> str:
+    """The pool of the keys ``destination`` fetched, kept for a re-fetch."""
     return f"delivered:{source}:{destination}"
 
 
 def reserved_pool(neighbour: str, reservation_id: str) -> str:
+    """The pool of the link units towards ``neighbour`` of a reservation (Q.4164 clause 7.5)."""
     return f"reserved:{neighbour}:{reservation_id}"
 
 
