@@ -162,6 +162,8 @@ def render_reference() -> str:
     for interface in Interface:
         messages = [cls for cls in all_messages() if cls.interface is interface]
         lines += [f"## {INTERFACE_TITLES[interface]}", ""]
+        # what the docs site includes in the interface's page (pymdownx.snippets)
+        lines += [f"<!-- --8<-- [start:{interface.value}] -->", ""]
         lines += [
             "| code | direction | message | table | answered by | failure answered by |",
             "|---|---|---|---|---|---|",
@@ -197,4 +199,5 @@ def render_reference() -> str:
                     f"| {_cell(info.name)} | `{info.json_name}` | {mo} | {_cell(remark)} |"
                 )
             lines.append("")
+        lines += [f"<!-- --8<-- [end:{interface.value}] -->", ""]
     return "\n".join(lines)

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from qkdn_sdk.catalogue import INTERFACE_TITLES
 from qkdn_sdk.conformance._controller import CONTROLLER_PROCEDURES
 from qkdn_sdk.conformance._km import KM_PROCEDURES
 from qkdn_sdk.conformance._qkd_module import QKD_MODULE_PROCEDURES
 from qkdn_sdk.conformance._suite import Arrow, Procedure
-from qkdn_sdk.messages import Message, Role, message_class
+from qkdn_sdk.messages import Interface, Message, Role, message_class
 
-__all__ = ["SUITES", "render_procedures", "sequence_diagram"]
+__all__ = ["SUITES", "interface_of", "render_procedures", "sequence_diagram"]
 
 SUITES: tuple[tuple[str, Role, Sequence[Procedure[Any]]], ...] = (
     ("KM", Role.KM, KM_PROCEDURES),
@@ -90,19 +91,33 @@ def _label(arrow: Arrow) -> str:
     )
 
 
+def interface_of(procedure: Procedure[Any]) -> Interface:
+    """The interface a procedure is on: that of the message that opens it."""
+    return message_class(procedure.sequence[0].code).interface
+
+
 def render_procedures() -> str:
-    """The Markdown of the procedures page."""
+    """The Markdown of the procedures page: by interface, each a section the docs site includes
+    in the interface's page (pymdownx.snippets)."""
+    played = [
+        (procedure, tested, role) for tested, role, procedures in SUITES for procedure in procedures
+    ]
     sections = [_HEADER]
-    for tested, role, procedures in SUITES:
-        sections.append(f"## Against a {tested}\n")
-        for procedure in procedures:
+    for interface in Interface:
+        here = [entry for entry in played if interface_of(entry[0]) is interface]
+        if not here:
+            continue
+        sections.append(f"## {INTERFACE_TITLES[interface]}\n")
+        sections.append(f"<!-- --8<-- [start:{interface.value}] -->\n")
+        for procedure, tested, role in here:
             sections.append(
                 f"### `{procedure.name}`\n\n{procedure.title}: {procedure.clause} "
-                f"({procedure.figure}).\n"
+                f"({procedure.figure}); played against a {tested}.\n"
             )
             if procedure.skip is not None:
                 sections.append(f"Not played: {procedure.skip}.\n")
             sections.append(f"```mermaid\n{sequence_diagram(procedure, tested, role)}\n```\n")
+        sections.append(f"<!-- --8<-- [end:{interface.value}] -->\n")
     return "\n".join(sections)
 
 
