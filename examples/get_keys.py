@@ -2,7 +2,6 @@
 
 import json
 import sys
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
@@ -10,26 +9,22 @@ import trio
 from qkdn_sdk.client import KeyManagerClient
 from qkdn_sdk.tls import TLSConfig
 
-# Written by `qkdn network up TOPOLOGY --state-dir state`; its paths are relative to it.
 ENDPOINTS = Path(sys.argv[1] if len(sys.argv) > 1 else "state/endpoints.json")
+endpoints, here = json.loads(ENDPOINTS.read_text()), ENDPOINTS.parent  # `qkdn network up` wrote it
 
 
-def connect(app: str) -> AbstractAsyncContextManager[KeyManagerClient]:
-    """A connection of ``app`` to its KM's Ak interface, over mutual TLS."""
-    endpoints = json.loads(ENDPOINTS.read_text())
-    here, mine = ENDPOINTS.parent, endpoints["apps"][app]
-    url = endpoints["kms"][mine["km"]]["ak"]["tcp+tls"]
+def connect(app: str):  # the app's connection to its KM, mutual TLS with the app's certificate
+    mine = endpoints["apps"][app]
     tls = TLSConfig(ca=here / endpoints["ca"], cert=here / mine["cert"], key=here / mine["key"])
-    return KeyManagerClient.connect(url, tls=tls)
+    return KeyManagerClient.connect(endpoints["kms"][mine["km"]]["ak"]["tcp+tls"], tls=tls)
 
 
 async def main() -> None:
     async with connect("alice") as km:
-        keys = await km.get_keys("bob", number=2, size=256)  # send [k.key_id ...] to bob
+        keys = await km.get_keys("bob", number=2, size=256)  # then alice tells bob their IDs
     async with connect("bob") as km:
-        same = await km.get_keys_with_ids("alice", [k.key_id for k in keys])
-    assert same == keys
-    for key in same:
+        assert await km.get_keys_with_ids("alice", [key.key_id for key in keys]) == keys
+    for key in keys:
         print(f"alice and bob share key {key.key_id} ({key.size} bits)")  # never print key.key
 
 

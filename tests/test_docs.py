@@ -43,10 +43,23 @@ def test_every_message_is_in_the_reference(cls: type) -> None:
         assert heading + " (SDK extension)" in text
 
 
+DOC_PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _all_docs() -> str:
+    return "".join(page.read_text(encoding="utf-8") for page in DOC_PAGES)
+
+
+CONSOLE_PAGES = [README, ROOT / "docs" / "message-layer.md"]
+"""The pages whose ``console`` blocks show what the CLI prints, to the character (the other
+pages' show commands to adapt, with their output abridged)."""
+
+
 def _console_examples() -> list[tuple[str, list[str]]]:
-    """``(command, expected output lines)`` of each ``console`` block of the README."""
+    """``(command, expected output lines)`` of each ``console`` block of :data:`CONSOLE_PAGES`."""
     examples = []
-    for block in re.findall(r"```console\n(.*?)```", README.read_text(encoding="utf-8"), re.S):
+    text = "".join(page.read_text(encoding="utf-8") for page in CONSOLE_PAGES)
+    for block in re.findall(r"```console\n(.*?)```", text, re.S):
         command: str | None = None
         output: list[str] = []
         for line in block.splitlines():
@@ -61,17 +74,17 @@ def _console_examples() -> list[tuple[str, list[str]]]:
     return examples
 
 
-def test_readme_has_a_decode_example() -> None:
+def test_the_docs_have_a_decode_example() -> None:
     assert any(command.startswith("qkdn decode ") for command, _ in _console_examples())
 
 
 @pytest.mark.parametrize(("command", "expected"), _console_examples(), ids=lambda v: str(v)[:30])
-def test_readme_console_example_is_what_the_cli_prints(command: str, expected: list[str]) -> None:
+def test_a_console_example_is_what_the_cli_prints(command: str, expected: list[str]) -> None:
     program, *args = shlex.split(command)
     assert program == "qkdn"
     result = qkdn(*args)
     assert "Traceback" not in result.stderr
-    # The README shows stdout then stderr, as a terminal does for this command.
+    # The page shows stdout then stderr, as a terminal does for this command.
     assert result.stdout.splitlines() + result.stderr.splitlines() == expected
 
 
@@ -85,9 +98,7 @@ def _commands() -> list[str]:
 
 @pytest.mark.parametrize("command", _commands())
 def test_every_cli_command_is_documented(command: str) -> None:
-    docs = README.read_text(encoding="utf-8") + "".join(
-        (ROOT / "docs" / name).read_text(encoding="utf-8") for name in ("transports.md", "roles.md")
-    )
+    docs = _all_docs()
     assert f"qkdn {command}" in docs, f"`qkdn {command}` is not in README.md or docs/"
     result = qkdn(command, "--help")
     assert result.returncode == 0, result.stderr
@@ -113,7 +124,7 @@ def test_the_cli_has_the_commands_the_docs_promise() -> None:
 def test_network_commands_are_documented() -> None:
     from qkdn_sdk.cli import network_app
 
-    docs = README.read_text(encoding="utf-8") + (ROOT / "docs" / "roles.md").read_text("utf-8")
+    docs = _all_docs()
     for command in network_app.registered_commands:
         assert f"qkdn network {command.name}" in docs
         assert qkdn("network", str(command.name), "--help").returncode == 0
