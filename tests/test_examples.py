@@ -25,19 +25,34 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
-def run(example: str, *args: str | Path) -> str:
-    """Run ``examples/<example>`` with ``args``; its stdout (it must succeed, saying nothing on
-    stderr)."""
-    result = subprocess.run(
+def _run(example: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<example>`` with ``args``, as a user does."""
+    return subprocess.run(
         [sys.executable, str(EXAMPLES / example), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=WAIT,
         check=False,
     )
+
+
+def run(example: str, *args: str | Path) -> str:
+    """Run ``examples/<example>`` with ``args``; its stdout (it must succeed, saying nothing on
+    stderr)."""
+    result = _run(example, *args)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return result.stdout
+
+
+def test_key_request_over_tls() -> None:
+    result = _run("key_request_over_tls.py")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("app: connected to km-a at tcp+tls://127.0.0.1:")
+    assert lines[1] == "KM: app-a asks 2 keys of 256 bits for app-b"
+    assert [line.endswith("(256 bits)") for line in lines[2:4]] == [True, True]
+    assert lines[4] == "app: refused: failure: at most 8 keys per request"
 
 
 def test_alice_seals_a_file_with_a_qkd_key_and_bob_opens_it(
@@ -63,14 +78,7 @@ def test_a_sealed_file_altered_does_not_open(endpoints: Path, tmp_path: Path) ->
     data = bytearray(sealed.read_bytes())
     data[-1] ^= 1
     sealed.write_bytes(bytes(data))
-    decrypt = [str(endpoints), "decrypt", str(sealed), str(tmp_path / "out")]
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "encrypt_file.py"), *decrypt],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    result = _run("encrypt_file.py", endpoints, "decrypt", sealed, tmp_path / "out")
     assert result.returncode != 0
     assert "InvalidTag" in result.stderr
     assert not (tmp_path / "out").exists()
