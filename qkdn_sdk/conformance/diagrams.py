@@ -17,7 +17,7 @@ from qkdn_sdk.catalogue import INTERFACE_TITLES
 from qkdn_sdk.conformance._controller import CONTROLLER_PROCEDURES
 from qkdn_sdk.conformance._km import KM_PROCEDURES
 from qkdn_sdk.conformance._qkd_module import QKD_MODULE_PROCEDURES
-from qkdn_sdk.conformance._suite import Arrow, Procedure
+from qkdn_sdk.conformance._suite import Procedure
 from qkdn_sdk.messages import Interface, Message, Role, message_class
 
 __all__ = ["SUITES", "interface_of", "render_procedures", "sequence_diagram"]
@@ -63,7 +63,7 @@ def sequence_diagram(procedure: Procedure[Any], tested: str, role: Role) -> str:
         peer = f"P{peers.index(arrow.peer)}"
         sender, receiver = ("T", peer) if from_tested else (peer, "T")
         indent = "        " if looping else "    "
-        lines.append(f"{indent}{sender}->>{receiver}: {_label(arrow)}")
+        lines.append(f"{indent}{sender}->>{receiver}: {arrow.describe()}")
     if looping:
         lines.append("    end")
     return "\n".join(lines)
@@ -83,12 +83,6 @@ def _sent_by_tested(
         sent, by_tested = previous
         return sent.response_type() is cls and not by_tested
     return False
-
-
-def _label(arrow: Arrow) -> str:
-    return " or ".join(
-        f"0x{code:04X} {message_class(code).spec_name}" for code in (arrow.code, *arrow.or_codes)
-    )
 
 
 def interface_of(procedure: Procedure[Any]) -> Interface:
