@@ -54,9 +54,11 @@ async def decrypt(endpoints: Path, sealed: Path, plain: Path) -> None:
 
 
 def main() -> None:
-    endpoints, action, source, target = sys.argv[1:5]
-    step = encrypt if action == "encrypt" else decrypt
-    trio.run(step, Path(endpoints), Path(source), Path(target))
+    steps = {"encrypt": encrypt, "decrypt": decrypt}
+    if len(sys.argv) != 5 or sys.argv[2] not in steps:
+        sys.exit(f"usage: {sys.argv[0]} ENDPOINTS encrypt|decrypt SOURCE TARGET")
+    endpoints, action, source, target = sys.argv[1:]
+    trio.run(steps[action], Path(endpoints), Path(source), Path(target))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import re
 import shlex
 from pathlib import Path
@@ -155,9 +158,10 @@ def _cli_commands() -> list[tuple[str, object]]:
     return list(commands())
 
 
-@pytest.mark.parametrize(
-    ("path", "command"), _cli_commands(), ids=[path for path, _ in _cli_commands()]
-)
+CLI_COMMANDS = _cli_commands()
+
+
+@pytest.mark.parametrize(("path", "command"), CLI_COMMANDS, ids=[path for path, _ in CLI_COMMANDS])
 def test_every_command_argument_and_option_says_what_it_is(path: str, command: Any) -> None:
     from qkdn_sdk.cli.reference import help_records
 
@@ -212,9 +216,6 @@ def test_a_diagram_draws_who_sends_each_message() -> None:
 
 def _public_modules() -> list[str]:
     """qkdn_sdk's modules and the plugins' whose path has no part starting with ``_``."""
-    import importlib
-    import pkgutil
-
     names = []
     for package in ("qkdn_sdk", "qkdn_tcp", "qkdn_https", "qkdn_grpc"):
         module = importlib.import_module(package)
@@ -229,9 +230,6 @@ def _public_modules() -> list[str]:
 def test_every_public_name_says_what_it_is(name: str) -> None:
     """Every public module has a docstring, and so has every class and function its
     ``__all__`` exports (the Python API reference is made from them)."""
-    import importlib
-    import inspect
-
     module = importlib.import_module(name)
     assert (module.__doc__ or "").strip(), f"{name} has no docstring"
     for exported in getattr(module, "__all__", []):
